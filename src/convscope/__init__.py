@@ -1,0 +1,30 @@
+"""convscope: see what a convolutional network sees.
+
+Python API::
+
+    import convscope
+    model = convscope.load_model("efficientnet_lite0")      # or "vgg19", "torchvision:resnet18", an nn.Module
+    x = model.preprocess("cat.jpg")                         # B x 3 x H x W
+    model.predict(x, top=5)
+    model.layers()                                          # name, type, output shape
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import ConvscopeError, ImageError, InputError, LayerError, RunError, WeightsError
+from .images import Preprocessing, load_image
+from .layers import LayerInfo
+from .model import Model, Prediction
+from .models import load_model
+
+try:
+    __version__ = version("convscope")
+except PackageNotFoundError:  # running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ConvscopeError", "ImageError", "InputError", "LayerError", "RunError", "WeightsError",
+    "LayerInfo", "Model", "Prediction", "Preprocessing", "load_image", "load_model", "__version__",
+]

@@ -1,0 +1,186 @@
+"""The ``convscope`` command line.
+
+Every command shares ``--model``, ``--weights``, ``--device`` and ``--debug``. Errors convscope
+raises on purpose print one line on stderr and exit with 2 (bad usage or input) or 1 (failure
+while running); ``--debug`` shows the traceback. Images may be files or ``sample:NAME`` for the
+photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``, ``sample:grace_hopper``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import NoReturn
+
+from . import __version__
+from .errors import ConvscopeError, InputError
+from .images import ImageSource, load_image
+from .samples import SAMPLES, sample_array
+
+SAMPLE_PREFIX = "sample:"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _model_options() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    group = common.add_argument_group("model")
+    group.add_argument("--model", default="efficientnet_lite0", metavar="NAME",
+                       help="efficientnet_lite0 (default, offline ImageNet weights), vgg16, vgg19, "
+                            "torchvision:<name> or timm:<name>")
+    group.add_argument("--weights", default="imagenet", metavar="SPEC",
+                       help="imagenet (default), random (untrained, seeded) or a path to a state dict "
+                            "(.pth/.pt/.safetensors)")
+    group.add_argument("--device", default="cpu", metavar="DEV",
+                       help="torch device: cpu (default), cuda, cuda:1, mps or auto")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of an error")
+    return common
+
+
+def _resolve_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"--device: unknown device {name!r} (cpu, cuda, cuda:N, mps or auto)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name}: CUDA is not available on this machine")
+    return name
+
+
+def _load(args: argparse.Namespace):
+    from .models import load_model
+
+    return load_model(args.model, args.weights, device=_resolve_device(args.device))
+
+
+def image_source(arg: str) -> ImageSource:
+    """A command-line image: a file path, or ``sample:NAME`` for a bundled sample photo."""
+    if arg.startswith(SAMPLE_PREFIX) and not os.path.exists(arg):
+        name = arg[len(SAMPLE_PREFIX):]
+        if name not in SAMPLES:
+            raise InputError(f"{arg}: unknown sample; choose from "
+                             f"{', '.join(SAMPLE_PREFIX + s for s in SAMPLES)}")
+        return sample_array(name)
+    return arg
+
+
+# -- commands ----------------------------------------------------------------------------------
+def cmd_layers(args: argparse.Namespace) -> int:
+    model = _load(args)
+    layers = model.layers()
+    if args.json:
+        print("[\n" + ",\n".join("  " + json.dumps(layer.as_json()) for layer in layers) + "\n]")
+        return 0
+    rows = [(layer.name, layer.type, "x".join(map(str, layer.shape)) if layer.shape else "-") for layer in layers]
+    widths = [max(len(r[i]) for r in rows + [("layer", "type", "output")]) for i in range(3)]
+    print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output (C x H x W)")
+    for name, kind, shape in rows:
+        print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape}")
+    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, input {model.input_size[0]}x{model.input_size[1]}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
+    model = _load(args)
+    if args.top > len(model.labels):
+        raise InputError(f"--top {args.top}: the model has only {len(model.labels)} classes")
+    x = model.preprocess(images)
+    results = model.predict(x, top=args.top)
+    if args.json:
+        print(json.dumps([{"image": image, "predictions": [p.as_json() for p in preds]}
+                          for image, preds in zip(args.images, results)], indent=2))
+        return 0
+    for image, preds in zip(args.images, results):
+        print(image)
+        for rank, p in enumerate(preds, 1):
+            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
+    return 0
+
+
+# -- parser ------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
+                                                   "filters and class activation maps.")
+    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    common = _model_options()
+
+    p = sub.add_parser("layers", parents=[common], help="list the layers: name, type, output shape",
+                       description="List the model's layers in network order with their type and the "
+                                   "shape of their output for one image. VGG conv and pool layers are "
+                                   "listed under their Keras names (block1_conv1 ...).")
+    p.add_argument("--json", action="store_true", help='print a JSON array of {"name", "type", "shape"}')
+    p.set_defaults(handler=cmd_layers)
+
+    p = sub.add_parser("predict", parents=[common], help="top-K classes for images",
+                       description="Print the K most probable classes of each image. IMAGE is a file "
+                                   "or sample:chelsea, sample:coffee, sample:grace_hopper.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true",
+                   help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
+    p.set_defaults(handler=cmd_predict)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors (already printed)
+        return exit_.code if isinstance(exit_.code, int) else 2
+    if not getattr(args, "handler", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return args.handler(args)
+    except ConvscopeError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"convscope: error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("convscope: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        if args.debug:
+            traceback.print_exc()
+        print(f"convscope: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(run with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""Reading images from paths, PIL images or arrays, and turning them into model input.
+
+:func:`load_image` returns an RGB PIL image with its EXIF orientation applied, whatever the source
+mode (grayscale, 16-bit, palette, CMYK, RGBA). Anything that cannot be read raises
+:class:`~convscope.errors.ImageError` with one line naming the file and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
+
+#: Images with more pixels than this are refused from their header, before decoding
+#: (Pillow's own decompression-bomb threshold, about 89 million pixels).
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+
+
+def describe(source: ImageSource) -> str:
+    """A short name for an image source, used in messages and output file names."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    if isinstance(source, Image.Image):
+        return getattr(source, "filename", "") or "<PIL image>"
+    return "<array>"
+
+
+def _open_path(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a directory, not an image file")
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if size == 0:
+        raise ImageError(f"{path}: empty file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image dimensions are too large (decompression bomb?)") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not a recognized image file") from None
+    except PermissionError:
+        raise ImageError(f"{path}: permission denied") from None
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ImageError(f"{path}: cannot read image ({exc})") from None
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.close()
+        raise ImageError(f"{path}: image is {width}x{height} pixels, over the limit of {MAX_PIXELS} "
+                         "pixels (decompression bomb?)")
+    if width < 1 or height < 1:
+        raise ImageError(f"{path}: image has no pixels ({width}x{height})")
+    try:
+        image.load()
+    except Image.DecompressionBombError:
+        raise ImageError(f"{path}: image dimensions are too large (decompression bomb?)") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError,
+            struct.error) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "truncated" in reason or isinstance(exc, EOFError):
+            raise ImageError(f"{path}: truncated or corrupt image ({reason})") from None
+        raise ImageError(f"{path}: corrupt image ({reason})") from None
+    return image
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    """HxW or HxWxC (C in 1, 3, 4) arrays: uint8 as is, uint16 over 65535, floats in [0, 1]."""
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)):
+        raise ImageError(f"<array>: expected an HxW or HxWx3/4 image array, got shape {tuple(a.shape)}")
+    if a.shape[0] < 1 or a.shape[1] < 1:
+        raise ImageError(f"<array>: image has no pixels (shape {tuple(a.shape)})")
+    if a.dtype == np.uint8:
+        pass
+    elif a.dtype == np.uint16:
+        a = (a.astype(np.float32) / 65535.0 * 255.0).round().astype(np.uint8)
+    elif a.dtype == np.bool_:
+        a = a.astype(np.uint8) * 255
+    elif np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all():
+            raise ImageError("<array>: image array contains NaN or infinite values")
+        a = (np.clip(a, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+    elif np.issubdtype(a.dtype, np.integer):
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    else:
+        raise ImageError(f"<array>: unsupported image array dtype {a.dtype}")
+    return Image.fromarray(np.ascontiguousarray(a))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """Convert any Pillow mode to 8-bit RGB; high bit depths are scaled, alpha is composited on white."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16"):
+            top = 65535.0
+        elif mode == "F":
+            top = 1.0 if values.size and values.max() <= 1.0 else 255.0
+        else:
+            top = 65535.0 if values.size and values.max() > 255 else 255.0
+        gray = (np.clip(values / top, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+        return Image.fromarray(gray, "L").convert("RGB")
+    if mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if mode != "RGB":
+        return image.convert("RGB")
+    return image
+
+
+def load_image(source: ImageSource) -> Image.Image:
+    """Read one image as 8-bit RGB with its EXIF orientation applied.
+
+    ``source`` is a path, a PIL image or an array (HxW or HxWxC, uint8, uint16 or floats in [0, 1]).
+    Raises :class:`ImageError` (one line: the file and the reason) if it cannot be read.
+    """
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        image = _open_path(path)
+        name = os.fspath(path)
+    elif isinstance(source, Image.Image):
+        image = source
+        name = describe(source)
+    elif isinstance(source, np.ndarray):
+        return _to_rgb(_array_to_pil(source))
+    else:
+        raise ImageError(f"{source!r}: not an image (expected a path, a PIL image or an array)")
+    try:
+        image = ImageOps.exif_transpose(image) or image
+        return _to_rgb(image)
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(f"{name}: corrupt image ({exc})") from None
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model wants its input: RGB in [0, 1] resized to ``size`` (H, W), then ``(x - mean) / std``."""
+
+    size: tuple[int, int]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def to_tensor(self, image: Image.Image, crop: bool = False) -> torch.Tensor:
+        """One RGB image -> normalized 3xHxW float32 tensor. The whole image is kept (resized, not
+        cropped) unless ``crop`` asks for the centred box of the model's aspect ratio."""
+        height, width = self.size
+        if crop:
+            # The largest centred box with the model's aspect ratio, cut out, then resized.
+            box_w = max(1, min(image.width, round(image.height * width / height)))
+            box_h = max(1, min(image.height, round(image.width * height / width)))
+            left = (image.width - box_w) // 2
+            top = (image.height - box_h) // 2
+            image = image.crop((left, top, left + box_w, top + box_h))
+        resized = image.resize((width, height), Image.BILINEAR)
+        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
+        return self.normalize(pixels)
+
+    def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
+        """RGB in [0, 1] (..., 3, H, W) -> model input."""
+        mean = torch.tensor(self.mean, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+        return (rgb - mean) / std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        """Model input (..., 3, H, W) -> RGB in [0, 1] (not clipped)."""
+        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        return x * std + mean
+
+
+def as_list(images: ImageSource | Sequence[ImageSource]) -> list[ImageSource]:
+    """One image source or a sequence of them -> a list (a 2-D/3-D array counts as one image)."""
+    if isinstance(images, (str, os.PathLike, Image.Image, np.ndarray)):
+        return [images]
+    return list(images)

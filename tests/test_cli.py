@@ -1,0 +1,145 @@
+"""The command line: JSON contracts, help, and one-line errors with the right exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from convscope.cli import main
+
+from conftest import tiny_net
+
+
+def run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_layers_json_for_vgg19(capsys):
+    code, out, _ = run(capsys, "layers", "--model", "vgg19", "--weights", "random", "--json")
+    assert code == 0
+    layers = json.loads(out)
+    assert layers[0] == {"name": "block1_conv1", "type": "Conv2d", "shape": [64, 224, 224]}
+    by_name = {layer["name"]: layer for layer in layers}
+    assert by_name["block3_pool"] == {"name": "block3_pool", "type": "MaxPool2d", "shape": [256, 28, 28]}
+    assert by_name["predictions"]["shape"] == [1000]
+    assert len([n for n in by_name if n.startswith("block")]) == 21
+
+
+def test_layers_table(capsys):
+    code, out, _ = run(capsys, "layers")
+    assert code == 0
+    assert "_conv_stem" in out and "32x112x112" in out and "efficientnet_lite0" in out
+
+
+def test_predict_json_on_the_default_model(capsys, tmp_path):
+    from PIL import Image
+
+    from convscope.samples import sample_array
+
+    cat = tmp_path / "cat.jpg"
+    Image.fromarray(sample_array("chelsea")).save(cat, quality=95)
+    code, out, _ = run(capsys, "predict", str(cat), "sample:coffee", "--top", "3", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert [r["image"] for r in result] == [str(cat), "sample:coffee"]
+    cat_preds, coffee_preds = (r["predictions"] for r in result)
+    assert len(cat_preds) == 3 and set(cat_preds[0]) == {"index", "label", "probability"}
+    assert cat_preds[0]["index"] in (281, 282, 285)
+    assert coffee_preds[0] == {"index": 967, "label": "espresso", "probability": pytest.approx(0.899, abs=0.01)}
+    probabilities = [p["probability"] for p in cat_preds]
+    assert probabilities == sorted(probabilities, reverse=True)
+
+
+def test_predict_text(capsys):
+    code, out, _ = run(capsys, "predict", "sample:grace_hopper", "--top", "1")
+    assert code == 0 and "military uniform" in out and "class 652" in out
+
+
+@pytest.mark.parametrize("argv, exit_code, fragments", [
+    (["predict", "missing.jpg"], 2, ["missing.jpg", "no such file"]),
+    (["predict", "sample:dog"], 2, ["sample:dog", "unknown sample"]),
+    (["predict", "sample:coffee", "--top", "0"], 2, ["--top", "at least 1"]),
+    (["predict", "sample:coffee", "--top", "1001"], 2, ["--top 1001", "1000 classes"]),
+    (["layers", "--model", "resnet"], 2, ["unknown model 'resnet'"]),
+    (["layers", "--model", "vgg19", "--weights", "nothing.pth"], 2, ["nothing.pth", "no such weights file"]),
+    (["layers", "--device", "cuda:7"], 2, ["--device"]),
+    (["layers", "--bogus"], 2, ["unrecognized arguments: --bogus"]),
+])
+def test_errors_are_one_line(capsys, argv, exit_code, fragments):
+    if "cuda:7" in argv and torch.cuda.device_count() > 7:
+        pytest.skip("this machine has eight GPUs")
+    code, out, err = run(capsys, *argv)
+    assert code == exit_code
+    assert_one_line_error(err, *fragments)
+
+
+def test_bad_image_file_fails_before_loading_the_model(capsys, tmp_path, monkeypatch):
+    bad = tmp_path / "notes.png"
+    bad.write_text("not a picture")
+    import convscope.models
+
+    monkeypatch.setattr(convscope.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code, _, err = run(capsys, "predict", str(bad))
+    assert code == 2
+    assert_one_line_error(err, str(bad), "not a recognized image")
+
+
+def test_unsafe_weights_refused_from_the_cli(capsys, tmp_path):
+    import pickle
+
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"x": print}, protocol=2))
+    code, _, err = run(capsys, "layers", "--model", "vgg16", "--weights", str(path))
+    assert code == 2
+    assert_one_line_error(err, str(path), "refused")
+
+
+def test_debug_shows_the_traceback(capsys):
+    code, _, err = run(capsys, "predict", "missing.jpg", "--debug")
+    assert code == 2 and "Traceback" in err and err.strip().endswith("missing.jpg: no such file")
+
+
+def test_internal_errors_are_one_line_too(capsys, monkeypatch):
+    import convscope.model
+
+    def broken(self, x):
+        raise RuntimeError("kaboom\nsecond line")
+
+    monkeypatch.setattr(convscope.model.Model, "logits", broken)
+    code, _, err = run(capsys, "predict", "sample:coffee")
+    assert code == 1
+    assert_one_line_error(err, "internal error", "kaboom second line", "--debug")
+
+
+@pytest.mark.parametrize("command", [[], ["layers"], ["predict"]])
+def test_help(capsys, command):
+    code, out, _ = run(capsys, *command, "--help")
+    assert code == 0 and "usage: convscope" in out
+
+
+def test_console_script_is_installed(tmp_path):
+    weights = tmp_path / "tiny.pt"
+    torch.save(tiny_net().state_dict(), weights)
+    exe = os.path.join(os.path.dirname(sys.executable), "convscope")
+    result = subprocess.run([exe, "predict", str(tmp_path / "none.png")], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"convscope: error: {tmp_path / 'none.png'}: no such file"
+    version = subprocess.run([sys.executable, "-m", "convscope", "--version"], capture_output=True, text=True,
+                             timeout=120)
+    assert version.returncode == 0 and version.stdout.startswith("convscope ")
