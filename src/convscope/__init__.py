@@ -7,6 +7,8 @@ Python API::
     x = model.preprocess("cat.jpg")                         # B x 3 x H x W
     model.predict(x, top=5)
     model.layers()                                          # name, type, output shape
+    outputs = convscope.activations(model, x)               # {layer: B x C x H x W}, conv and pool layers
+    convscope.render_grid(outputs["_conv_stem"][0])         # one layer's channels as a PIL image grid
 """
 
 from __future__ import annotations
@@ -15,9 +17,11 @@ from importlib.metadata import PackageNotFoundError, version
 
 from .errors import ConvscopeError, ImageError, InputError, LayerError, RunError, WeightsError
 from .images import Preprocessing, load_image
+from .intermediate import activations
 from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
+from .render import render_grid
 
 try:
     __version__ = version("convscope")
@@ -26,5 +30,6 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "ConvscopeError", "ImageError", "InputError", "LayerError", "RunError", "WeightsError",
-    "LayerInfo", "Model", "Prediction", "Preprocessing", "load_image", "load_model", "__version__",
+    "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
+    "render_grid", "__version__",
 ]

@@ -122,6 +122,36 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_activations(args: argparse.Namespace) -> int:
+    from .intermediate import activations, check_memory, default_layers
+    from .jobs import write_activation_grids
+    from .output import prepare_out_dir, save_npy
+    from .render import colormap_lut
+
+    image = load_image(image_source(args.image))
+    colormap_lut(args.cmap)
+    model = _load(args)
+    names = default_layers(model) if args.layers is None else model.select_layers(args.layers)
+    flat = [name for name in names if not model.layer(name).is_spatial]
+    if flat:
+        raise InputError(f"--layers: {flat[0]} outputs {list(model.layer(flat[0]).shape or [])}, not a "
+                         "C x H x W feature map")
+    if not names:
+        raise InputError("--layers: no convolution or pooling layers found; name layers with --layers")
+    x = model.preprocess(image)
+    check_memory(model, names, x.shape)
+    out = prepare_out_dir(args.out, "activations")
+    outputs = activations(model, x, names)
+    if args.save_raw:
+        save_npy(x.float().cpu().numpy(), out / "input.npy")
+    written = write_activation_grids(outputs, out / "activations", per_row=args.per_row,
+                                     normalize=args.normalize, cmap=args.cmap, save_raw=args.save_raw)
+    for grid in written:
+        print(f"{grid.layer:<28} {'x'.join(map(str, grid.shape)):>14}  {grid.png}")
+    print(f"{len(written)} layer grids in {out / 'activations'}")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
@@ -146,6 +176,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true",
                    help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
     p.set_defaults(handler=cmd_predict)
+
+    p = sub.add_parser("activations", parents=[common], help="every channel of conv and pool layers as image grids",
+                       description="Draw the output of each convolution and pooling layer for one image: "
+                                   "every channel a tile, one PNG grid per layer in DIR/activations/.")
+    p.add_argument("image", metavar="IMAGE", help="an image file or sample:NAME")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="layer names, comma lists, globs (block3_*) or 'all' (default: every conv and pool layer)")
+    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    p.add_argument("--per-row", type=_positive_int, default=16, metavar="N", help="tiles per row (default 16)")
+    p.add_argument("--normalize", choices=("channel", "layer"), default="channel",
+                   help="scale each channel on its own (default) or the whole layer with one scale")
+    p.add_argument("--cmap", default="viridis", metavar="NAME", help="matplotlib colormap (default viridis; gray, ...)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/input.npy and DIR/activations/<layer>.npy (float32)")
+    p.set_defaults(handler=cmd_activations)
     return parser
 
 

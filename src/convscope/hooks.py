@@ -38,12 +38,18 @@ def _snapshot(output: Any) -> Any:
     return output
 
 
+class StopForward(Exception):
+    """Raised by a capture hook once everything asked for is captured, to skip the rest of the network."""
+
+
 @contextmanager
-def capture_outputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, Any]]:
+def capture_outputs(modules: Mapping[str, nn.Module], stop: bool = False) -> Iterator[dict[str, Any]]:
     """Capture the output of each named module during the forward passes run inside the block.
 
     Yields a dict that fills up as the modules run: ``name -> detached clone of the output`` of the
-    module's first call (a module called twice keeps its first output). Hooks are removed on exit.
+    module's first call (a module called twice keeps its first output). With ``stop``, the hook
+    that completes the set raises :class:`StopForward` (run the model through :func:`run_until_captured`).
+    Hooks are removed on exit.
     """
     captured: dict[str, Any] = {}
     handles = []
@@ -52,6 +58,8 @@ def capture_outputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, Any]
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
             if name not in captured:
                 captured[name] = _snapshot(output)
+                if stop and len(captured) == len(modules):
+                    raise StopForward
         return hook
 
     try:
@@ -61,6 +69,14 @@ def capture_outputs(modules: Mapping[str, nn.Module]) -> Iterator[dict[str, Any]
     finally:
         for handle in handles:
             handle.remove()
+
+
+def run_until_captured(module: nn.Module, x: torch.Tensor) -> None:
+    """Run ``module(x)``, treating :class:`StopForward` from a capture hook as the normal end."""
+    try:
+        module(x)
+    except StopForward:
+        pass
 
 
 @contextmanager

@@ -1,0 +1,113 @@
+"""Turning tensors into pictures: normalization, colormaps and tile grids.
+
+Normalization of a feature map (as the classic Keras tutorial draws activations): standardize,
+``z = (a - mean) / std``, then ``pixel = clip(64 z + 128, 0, 255)``. With ``normalize="channel"``
+mean and std are each channel's own; with ``"layer"`` they are the whole layer's, so tiles can be
+compared. A channel with zero spread (constant) is drawn flat at the bottom of the colormap.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import InputError
+
+NORMALIZATIONS = ("channel", "layer")
+#: Standard deviations are scaled by this and centred at 128 (the Keras tutorial's mapping).
+Z_SCALE = 64.0
+#: Tiles of small feature maps are enlarged by a whole factor to be at least this many pixels.
+MIN_TILE = 28
+BACKGROUND = (255, 255, 255)
+
+
+@lru_cache(maxsize=32)
+def colormap_lut(name: str) -> np.ndarray:
+    """The matplotlib colormap ``name`` as a 256 x 3 uint8 lookup table (InputError if unknown)."""
+    from matplotlib import colormaps
+
+    try:
+        cmap = colormaps[name]
+    except KeyError:
+        known = ", ".join(n for n in ("viridis", "gray", "magma", "inferno", "plasma", "jet", "turbo"))
+        raise InputError(f"--cmap: unknown colormap {name!r} (any matplotlib colormap, e.g. {known})") from None
+    return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8)
+
+
+def normalize_to_uint8(maps: torch.Tensor | np.ndarray, normalize: str = "channel") -> np.ndarray:
+    """C x H x W values -> C x H x W uint8 by ``clip(64 (a - mean) / std + 128, 0, 255)``.
+
+    Statistics per channel (``"channel"``) or over the whole layer (``"layer"``). A constant channel
+    (or layer) maps to 0 everywhere: flat, never NaN.
+    """
+    if normalize not in NORMALIZATIONS:
+        raise InputError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    a = maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps, np.float32)
+    if a.ndim != 3:
+        raise InputError(f"expected a C x H x W feature map, got shape {tuple(a.shape)}")
+    a = a.astype(np.float64, copy=False)
+    axes = (1, 2) if normalize == "channel" else (0, 1, 2)
+    mean = a.mean(axis=axes, keepdims=True)
+    std = a.std(axis=axes, keepdims=True)
+    flat = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
+    z = (a - mean) / np.where(flat, 1.0, std)
+    pixels = np.clip(z * Z_SCALE + 128.0, 0.0, 255.0)
+    pixels = np.where(flat, 0.0, pixels)
+    return pixels.round().astype(np.uint8)
+
+
+def tile_scale(height: int, width: int, min_tile: int = MIN_TILE) -> int:
+    """Whole-number enlargement so that a tile is at least ``min_tile`` pixels on its longer side."""
+    return max(1, -(-min_tile // max(height, width)))
+
+
+def grid_layout(count: int, per_row: int) -> tuple[int, int]:
+    """(rows, columns) of a grid of ``count`` tiles with at most ``per_row`` per row."""
+    columns = max(1, min(per_row, count))
+    return -(-count // columns), columns
+
+
+def grid_geometry(height: int, width: int) -> tuple[int, int]:
+    """(scale, separator width) used for tiles of a height x width feature map."""
+    scale = tile_scale(height, width)
+    separator = 1 if max(height, width) * scale < 64 else 2
+    return scale, separator
+
+
+def render_grid(maps: torch.Tensor | np.ndarray, per_row: int = 16, normalize: str = "channel",
+                cmap: str = "viridis") -> Image.Image:
+    """One layer's feature maps (C x H x W) as a colour-mapped RGB grid, ``per_row`` tiles per row.
+
+    Tiles keep the map's own resolution, enlarged by a whole factor with nearest neighbour when
+    small (no blurring), separated by thin white lines, in channel order.
+    """
+    if per_row < 1:
+        raise InputError(f"--per-row must be at least 1, got {per_row}")
+    pixels = normalize_to_uint8(maps, normalize)
+    count, height, width = pixels.shape
+    scale, sep = grid_geometry(height, width)
+    if scale > 1:
+        pixels = pixels.repeat(scale, axis=1).repeat(scale, axis=2)
+    tile_h, tile_w = height * scale, width * scale
+    rows, columns = grid_layout(count, per_row)
+    lut = colormap_lut(cmap)
+    canvas = np.empty((rows * tile_h + (rows - 1) * sep, columns * tile_w + (columns - 1) * sep, 3), np.uint8)
+    canvas[...] = BACKGROUND
+    for index in range(count):
+        r, c = divmod(index, columns)
+        top, left = r * (tile_h + sep), c * (tile_w + sep)
+        canvas[top:top + tile_h, left:left + tile_w] = lut[pixels[index]]
+    return Image.fromarray(canvas, "RGB")
+
+
+def tile_box(index: int, maps_shape: tuple[int, int, int], per_row: int = 16) -> tuple[int, int, int, int]:
+    """(left, top, right, bottom) pixel box of tile ``index`` in :func:`render_grid`'s picture."""
+    count, height, width = maps_shape
+    scale, sep = grid_geometry(height, width)
+    _, columns = grid_layout(count, per_row)
+    r, c = divmod(index, columns)
+    left, top = c * (width * scale + sep), r * (height * scale + sep)
+    return left, top, left + width * scale, top + height * scale
