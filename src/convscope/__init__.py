@@ -9,12 +9,15 @@ Python API::
     model.layers()                                          # name, type, output shape
     outputs = convscope.activations(model, x)               # {layer: B x C x H x W}, conv and pool layers
     convscope.render_grid(outputs["_conv_stem"][0])         # one layer's channels as a PIL image grid
+    convscope.cam(model, x, method="gradcam")               # B x H x W class activation maps in [0, 1]
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .cams import METHODS as CAM_METHODS
+from .cams import CamResult, cam, compute_cam
 from .errors import ConvscopeError, ImageError, InputError, LayerError, RunError, WeightsError
 from .images import Preprocessing, load_image
 from .intermediate import activations
@@ -29,6 +32,7 @@ except PackageNotFoundError:  # running from a source tree
     __version__ = "0.0.0"
 
 __all__ = [
+    "CAM_METHODS", "CamResult", "cam", "compute_cam",
     "ConvscopeError", "ImageError", "InputError", "LayerError", "RunError", "WeightsError",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "__version__",

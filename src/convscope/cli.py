@@ -19,6 +19,7 @@ from typing import NoReturn
 from . import __version__
 from .errors import ConvscopeError, InputError
 from .images import ImageSource, load_image
+from .output import prepare_out_dir
 from .samples import SAMPLES, sample_array
 
 SAMPLE_PREFIX = "sample:"
@@ -125,7 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_activations(args: argparse.Namespace) -> int:
     from .intermediate import activations, check_memory, default_layers
     from .jobs import write_activation_grids
-    from .output import prepare_out_dir, save_npy
+    from .output import save_npy
     from .render import colormap_lut
 
     image = load_image(image_source(args.image))
@@ -149,6 +150,40 @@ def cmd_activations(args: argparse.Namespace) -> int:
     for grid in written:
         print(f"{grid.layer:<28} {'x'.join(map(str, grid.shape)):>14}  {grid.png}")
     print(f"{len(written)} layer grids in {out / 'activations'}")
+    return 0
+
+
+def cmd_cam(args: argparse.Namespace) -> int:
+    from .cams import METHOD_NAMES, compute_cam, default_cam_layer
+    from .jobs import write_cam_files
+
+    if not 0.0 <= args.alpha <= 1.0:
+        raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
+    photos = [load_image(image_source(arg)) for arg in args.images]
+    model = _load(args)
+    layer = args.layer or default_cam_layer(model)
+    info = model.layer(layer)
+    if not info.is_spatial:
+        raise InputError(f"--layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map")
+    fixed_classes = [model.class_index(value) for value in args.classes or []]
+    if args.top is not None and args.top > len(model.labels):
+        raise InputError(f"--top {args.top}: the model has only {len(model.labels)} classes")
+    out = prepare_out_dir(args.out, "cam")
+    x = model.preprocess(photos)
+    ranked = model.predict(x, top=min(max(5, args.top or 1), len(model.labels)))
+    for arg, preds in zip(args.images, ranked):
+        print(arg)
+        for rank, p in enumerate(preds[:5], 1):
+            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
+    if fixed_classes:
+        per_image = [fixed_classes for _ in photos]
+    else:
+        per_image = [[p.index for p in preds[:args.top or 1]] for preds in ranked]
+    pairs = [(i, c) for i, classes in enumerate(per_image) for c in classes]
+    written = write_cam_files(model, x, photos, args.images, pairs, out, layer=layer, method=args.method,
+                              precision=args.precision, alpha=args.alpha, save_raw=args.save_raw,
+                              compute=compute_cam)
+    print(f"{METHOD_NAMES[args.method]} on layer {layer}: {len(written)} maps in {out / 'cam'}")
     return 0
 
 
@@ -191,6 +226,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/activations/<layer>.npy (float32)")
     p.set_defaults(handler=cmd_activations)
+
+    from .cams import METHODS
+
+    p = sub.add_parser("cam", parents=[common], help="class activation maps (Grad-CAM and family)",
+                       description="Show which parts of each image made the network choose a class: a "
+                                   "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--layer", metavar="NAME",
+                   help="the feature maps to explain (default: the last spatial layer before global pooling)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="classes", action="append", metavar="C",
+                       help="class index or label; repeat for several (default: the top-1 prediction)")
+    which.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes")
+    p.add_argument("--method", choices=METHODS, default="gradcam", help="default gradcam")
+    p.add_argument("--alpha", type=float, default=0.4, metavar="A", help="heatmap weight in the overlay (default 0.4)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (default) or bf16 autocast with channels_last")
+    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
+    p.set_defaults(handler=cmd_cam)
     return parser
 
 

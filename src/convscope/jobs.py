@@ -16,9 +16,9 @@ from .output import safe_name, save_image, save_npy
 from .render import render_grid
 
 
-def unique_file_names(names: Sequence[str]) -> dict[str, str]:
-    """Layer name -> safe file stem, distinct even when two names sanitize alike."""
-    stems: dict[str, str] = {}
+def distinct_safe_names(names: Sequence[str]) -> list[str]:
+    """Safe file stems for ``names``, in order, made distinct (also case-insensitively) by ``-2``, ``-3``..."""
+    stems: list[str] = []
     used: set[str] = set()
     for name in names:
         stem = base = safe_name(name)
@@ -27,8 +27,13 @@ def unique_file_names(names: Sequence[str]) -> dict[str, str]:
             stem = f"{base}-{counter}"
             counter += 1
         used.add(stem.lower())
-        stems[name] = stem
+        stems.append(stem)
     return stems
+
+
+def unique_file_names(names: Sequence[str]) -> dict[str, str]:
+    """Layer name -> safe file stem, distinct even when two names sanitize alike."""
+    return dict(zip(names, distinct_safe_names(names)))
 
 
 @dataclass(frozen=True)
@@ -60,3 +65,58 @@ def write_activation_grids(outputs: Mapping[str, torch.Tensor], folder: str | os
     spatial = [name for name, value in outputs.items() if value.dim() == 4]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         return list(pool.map(write_one, spatial))
+
+
+@dataclass(frozen=True)
+class WrittenCam:
+    """One image-and-class map as written: image index, class, and the files."""
+
+    image: int
+    class_index: int
+    heatmap: Path
+    overlay: Path
+    raw: Path | None
+
+
+def image_stems(names: Sequence[str]) -> list[str]:
+    """File stems for images given on the command line (``sample:NAME`` -> NAME), made distinct."""
+    return distinct_safe_names([Path(name.split(":", 1)[1] if name.startswith("sample:") else name).stem
+                                or "image" for name in names])
+
+
+def write_cam_files(model, x: torch.Tensor, photos: Sequence, names: Sequence[str],
+                    pairs: Sequence[tuple[int, int]], folder: str | os.PathLike, *, layer: str,
+                    method: str, precision: str, alpha: float, save_raw: bool, compute,
+                    batch_size: int = 8) -> list[WrittenCam]:
+    """Compute the maps for each (image index, class) pair, ``batch_size`` at a time, and write
+    ``cam/<stem>_<class>_heatmap.png``, ``cam/<stem>_<class>_cam.jpg`` and, with ``save_raw``,
+    ``cam/<stem>_<class>.npy`` plus ``input.npy`` (the model input of all images)."""
+    import torch.nn.functional as F
+
+    from .cams import METHOD_NAMES, minmax
+    from .output import save_npy, write_bytes
+    from .render import heatmap_png, overlay
+
+    folder = Path(folder)
+    cam_dir = folder / "cam"
+    stems = image_stems(names)
+    if save_raw:
+        save_npy(x.float().cpu().numpy(), folder / "input.npy")
+    written = []
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        result = compute(model, x[[i for i, _ in chunk]], [c for _, c in chunk], layer, method, precision)
+        for row, (i, cls) in enumerate(chunk):
+            base = cam_dir / f"{stems[i]}_{cls}"
+            low = result.low_res[row]
+            peak = low.max()
+            title = f"{METHOD_NAMES[method]}: {model.labels[cls]} ({cls})\nlayer {layer}"
+            heat = write_bytes(f"{base}_heatmap.png",
+                               heatmap_png((low / peak if peak > 0 else low).cpu().numpy(), title))
+            photo = photos[i]
+            full = F.interpolate(low[None, None].float(), size=(photo.height, photo.width), mode="bilinear",
+                                 align_corners=False)[0]
+            jpg = save_image(overlay(photo, minmax(full)[0].cpu().numpy(), alpha), f"{base}_cam.jpg", quality=90)
+            raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
+            written.append(WrittenCam(i, cls, heat, jpg, raw))
+    return written

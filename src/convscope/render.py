@@ -111,3 +111,37 @@ def tile_box(index: int, maps_shape: tuple[int, int, int], per_row: int = 16) ->
     r, c = divmod(index, columns)
     left, top = c * (width * scale + sep), r * (height * scale + sep)
     return left, top, left + width * scale, top + height * scale
+
+
+def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """Values in [0, 1] (H x W) -> H x W x 3 uint8 RGB through a matplotlib colormap."""
+    indices = np.clip(np.rint(np.asarray(values, np.float32) * 255.0), 0, 255).astype(np.uint8)
+    return colormap_lut(cmap)[indices]
+
+
+def overlay(photo: Image.Image, heat: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> Image.Image:
+    """``(1 - alpha) * photo + alpha * cmap(heat)`` in RGB; ``heat`` in [0, 1] at the photo's size (H x W)."""
+    if not 0.0 <= alpha <= 1.0:
+        raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
+    rgb = np.asarray(photo.convert("RGB"), np.float32)
+    if heat.shape != rgb.shape[:2]:
+        raise InputError(f"heatmap of shape {heat.shape} does not match the photo's {rgb.shape[:2]}")
+    blended = (1.0 - alpha) * rgb + alpha * colorize(heat, cmap).astype(np.float32)
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
+
+
+def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
+    """A low-resolution map drawn large with a colour bar (like ``matshow``), as PNG bytes."""
+    import io
+
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(5.2, 4.6), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    image = axes.matshow(np.asarray(low_res, np.float32), cmap=cmap, vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_title(title, fontsize=10, parse_math=False)
+    axes.tick_params(labelsize=8)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()

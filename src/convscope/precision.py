@@ -1,0 +1,55 @@
+"""Numeric precision: fp32, or bf16 autocast with channels_last input where the hardware is fast at it."""
+
+from __future__ import annotations
+
+import contextlib
+from functools import lru_cache
+
+import torch
+
+from .errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@lru_cache(maxsize=1)
+def cpu_has_amx() -> bool:
+    """True when the CPU advertises AMX bf16 tiles (the only CPUs where bf16 is much faster than fp32)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            return "amx_bf16" in f.read()
+    except OSError:
+        return False
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast pays off on ``device``: CUDA GPUs of compute capability 8.0+, AMX CPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type == "cpu":
+        return cpu_has_amx()
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where the hardware has fast bf16, else ``fp32``; others checked and returned."""
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """bf16 autocast on ``device`` for ``precision == "bf16"``, a no-op context for fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def prepare_input(x: torch.Tensor, precision: str) -> torch.Tensor:
+    """channels_last for bf16 (the fast layout for oneDNN and tensor cores); unchanged for fp32.
+    Only the input changes layout: the model's parameters are never touched."""
+    if precision == "bf16" and x.dim() == 4:
+        return x.contiguous(memory_format=torch.channels_last)
+    return x

@@ -1,0 +1,273 @@
+"""Class activation maps: every method against hand-computed values on a tiny model, the model left
+untouched, frozen models, batches, overlays, and the real default model on the cat photo."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import convscope
+from convscope.cams import METHODS, compute_cam, default_cam_layer, minmax, upsample
+from convscope.cli import main
+from convscope.errors import InputError
+from convscope.render import colorize, overlay
+from convscope.samples import sample_array
+
+# A: the two feature maps (pre-ReLU, so some values are negative), W and b: the linear head.
+A = np.array([[[1.0, -2.0], [3.0, 0.5]],
+              [[2.0, 1.0], [-1.0, 4.0]]])
+W = np.array([[1.0, -1.0], [0.5, 2.0], [-1.0, 1.0]])
+B = np.array([0.1, -0.2, 0.3])
+
+
+class HandNet(nn.Module):
+    """x (B x 3 x 2 x 2) -> feat: 1x1 conv picking channels 0 and 1 (= A) -> in-place ReLU -> mean -> W m + b."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Conv2d(3, 2, 1, bias=False)
+        self.relu = nn.ReLU(inplace=True)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(2, 3)
+        with torch.no_grad():
+            self.feat.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).view(2, 3, 1, 1))
+            self.head.weight.copy_(torch.tensor(W))
+            self.head.bias.copy_(torch.tensor(B))
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(self.relu(self.feat(x))), 1))
+
+
+def hand_input() -> torch.Tensor:
+    x = np.zeros((1, 3, 2, 2))
+    x[0, :2] = A
+    x[0, 2] = 7.0  # ignored by the model
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def logits_by_hand(features: np.ndarray) -> np.ndarray:
+    return W @ np.maximum(features, 0).mean(axis=(1, 2)) + B
+
+
+def hand_map(method: str, cls: int) -> np.ndarray:
+    """The low-resolution map written out from the papers' formulas, with explicit loops."""
+    K, h, w = A.shape
+    g = np.zeros_like(A)
+    for k in range(K):
+        for i in range(h):
+            for j in range(w):
+                g[k, i, j] = W[cls, k] * (1.0 if A[k, i, j] > 0 else 0.0) / (h * w)
+    weights = np.zeros(K)
+    if method == "gradcam":
+        weights = g.mean(axis=(1, 2))
+    elif method == "gradcam++":
+        for k in range(K):
+            total = A[k].sum()
+            for i in range(h):
+                for j in range(w):
+                    denominator = 2 * g[k, i, j] ** 2 + total * g[k, i, j] ** 3
+                    alpha = g[k, i, j] ** 2 / denominator if denominator != 0 else 0.0
+                    weights[k] += alpha * max(g[k, i, j], 0.0)
+    elif method == "xgradcam":
+        for k in range(K):
+            weights[k] = sum(A[k, i, j] / A[k].sum() * g[k, i, j] for i in range(h) for j in range(w))
+    elif method == "scorecam":
+        base = logits_by_hand(np.zeros_like(A))[cls]
+        for k in range(K):
+            mask = (A[k] - A[k].min()) / (A[k].max() - A[k].min())
+            weights[k] = logits_by_hand(A * mask)[cls] - base
+    if method in ("gradcam", "gradcam++", "xgradcam", "scorecam"):
+        return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
+    if method == "layercam":
+        return np.maximum(sum(np.maximum(g[k], 0) * A[k] for k in range(K)), 0)
+    if method == "hirescam":
+        return np.maximum(sum(g[k] * A[k] for k in range(K)), 0)
+    if method == "eigencam":
+        matrix = A.reshape(K, h * w).T
+        centred = matrix - matrix.mean(axis=0)
+        _, _, vt = np.linalg.svd(centred)
+        projection = centred @ vt[0]
+        total = matrix.sum(axis=1)
+        if np.dot(projection, total - total.mean()) < 0:
+            projection = -projection
+        return np.maximum(projection, 0).reshape(h, w)
+    raise AssertionError(method)
+
+
+@pytest.fixture
+def hand_model():
+    return convscope.load_model(HandNet(), input_size=2, labels=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("cls", [0, 1, 2])
+def test_every_method_matches_the_hand_computation(hand_model, method, cls, model_state):
+    before = model_state(hand_model.module)
+    result = compute_cam(hand_model, hand_input(), [cls], layer="feat", method=method)
+    expected = hand_map(method, cls)
+    np.testing.assert_allclose(result.low_res[0].numpy(), expected, rtol=1e-5, atol=1e-6)
+    # upsampling 2x2 -> 2x2 is the identity: the map is the min-max normalized low-res map
+    span = expected.max() - expected.min()
+    normalized = (expected - expected.min()) / span if span > 0 else np.zeros_like(expected)
+    np.testing.assert_allclose(result.maps[0].numpy(), normalized, rtol=1e-5, atol=1e-6)
+    assert result.maps.min() >= 0 and result.maps.max() <= 1
+    before.assert_unchanged(hand_model.module)
+
+
+def test_hand_maps_are_not_trivial():
+    """The fixture exercises the interesting cases: negative weights, zero maps, distinct methods."""
+    assert (hand_map("gradcam", 0) > 0).sum() == 1  # w = (3/16, -3/16): the ReLU clears three of four
+    assert hand_map("gradcam", 1).any() and hand_map("hirescam", 2).any()
+    assert not np.allclose(hand_map("gradcam", 1), hand_map("layercam", 1))
+    assert not np.allclose(hand_map("xgradcam", 1), hand_map("gradcam", 1))
+
+
+def test_all_zero_map_stays_zero_and_upsampling_is_bilinear():
+    assert torch.equal(minmax(torch.zeros(1, 3, 3)), torch.zeros(1, 3, 3))
+    assert torch.equal(minmax(torch.full((1, 2, 2), 5.0)), torch.ones(1, 2, 2))
+    up = upsample(torch.tensor([[[0.0, 1.0], [2.0, 3.0]]]), (4, 4))[0]
+    steps = torch.tensor([0.0, 0.25, 0.75, 1.0])  # align_corners=False source positions, clamped
+    torch.testing.assert_close(up, (2 * steps[:, None] + steps[None, :]) / 3)
+
+
+def test_all_zero_map_end_to_end(hand_model):
+    x = torch.zeros(1, 3, 2, 2)
+    x[0, 0] = -1.0  # A0 dead after the ReLU: no gradient; A1 positive with a negative weight for class 0
+    x[0, 1] = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+    result = compute_cam(hand_model, x, [0], layer="feat")
+    assert torch.equal(result.low_res, torch.zeros(1, 2, 2)) and torch.equal(result.maps, torch.zeros(1, 2, 2))
+
+
+def test_target_layer_clone_is_safe_from_in_place_relu(hand_model):
+    result = compute_cam(hand_model, hand_input(), [2], layer="feat", method="hirescam")
+    # hirescam of class 2 uses A where A > 0 only: computed from the pre-ReLU A (negative entries kept)
+    np.testing.assert_allclose(result.low_res[0].numpy(), hand_map("hirescam", 2), atol=1e-6)
+    relu_layer = compute_cam(hand_model, hand_input(), [2], layer="relu", method="hirescam")
+    assert relu_layer.low_res.shape == (1, 2, 2)
+
+
+def test_frozen_model_in_train_mode_is_left_as_it_was(model_state):
+    net = HandNet().train()
+    for p in net.parameters():
+        p.requires_grad_(False)
+    before = model_state(net)
+    model = convscope.load_model(net, input_size=2, labels=["a", "b", "c"])
+    maps = convscope.cam(model, hand_input(), [1], layer="feat")
+    assert maps.shape == (1, 2, 2) and maps.max() == 1
+    before.assert_unchanged(net)
+    assert net.training and all(p.grad is None for p in net.parameters())
+
+
+def test_parameters_that_require_grad_get_no_grad(hand_model):
+    convscope.cam(hand_model, hand_input(), [1], layer="feat")
+    assert all(p.grad is None for p in hand_model.module.parameters())
+
+
+def test_batch_with_a_class_per_image(hand_model):
+    x = torch.cat([hand_input(), hand_input() * torch.tensor([1.0, -1.0, 1.0]).view(1, 3, 1, 1)])
+    batched = compute_cam(hand_model, x, [1, 2], layer="feat", method="gradcam")
+    for row, cls in enumerate([1, 2]):
+        single = compute_cam(hand_model, x[row:row + 1], [cls], layer="feat", method="gradcam")
+        torch.testing.assert_close(batched.low_res[row], single.low_res[0])
+    assert batched.classes == [1, 2]
+    assert compute_cam(hand_model, x, ["b", "c"], layer="feat").classes == [1, 2]
+    default = compute_cam(hand_model, x, None, layer="feat")
+    assert default.classes == default.logits.argmax(dim=1).tolist()
+
+
+def test_class_list_mismatch_is_an_error_never_a_truncation(hand_model):
+    x = torch.cat([hand_input(), hand_input()])
+    with pytest.raises(InputError, match="2 images"):
+        convscope.cam(hand_model, x, [0, 1, 2], layer="feat")
+    with pytest.raises(InputError, match="one class per image"):
+        convscope.cam(hand_model, x, [0], layer="feat")
+    with pytest.raises(InputError, match="out of range"):
+        convscope.cam(hand_model, x, [0, 3], layer="feat")
+    with pytest.raises(InputError, match="unknown CAM method"):
+        convscope.cam(hand_model, x, [0, 1], layer="feat", method="gradcam+++")
+
+
+def test_default_layer_is_last_spatial_before_pooling(hand_model, vgg19_random, default_model):
+    assert default_cam_layer(hand_model) == "relu"
+    assert default_cam_layer(vgg19_random) == "block5_pool"
+    assert default_cam_layer(default_model) == "_act1"
+
+
+def test_overlay_colour_order_high_is_red():
+    photo = Image.new("RGB", (3, 1), (100, 100, 100))
+    heat = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    pixels = np.asarray(overlay(photo, heat, alpha=1.0)).astype(int)
+    red, blue = pixels[0, 2], pixels[0, 0]
+    assert red[0] > 100 and red[2] == 0    # jet(1) is dark red in RGB order
+    assert blue[2] > 100 and blue[0] == 0  # jet(0) is dark blue
+    half = np.asarray(overlay(photo, heat, alpha=0.4)).astype(float)
+    np.testing.assert_allclose(half[0, 2], 0.6 * 100 + 0.4 * colorize(heat)[0, 2], atol=0.51)
+
+
+# -- the real default model ----------------------------------------------------------------------
+def test_cat_map_peaks_on_the_cat(default_model):
+    photo = sample_array("chelsea")  # 300 x 451; the cat's head fills the middle
+    x = default_model.preprocess(photo)
+    maps = convscope.cam(default_model, x)
+    assert maps.shape == (1, 224, 224)
+    row, col = divmod(int(maps[0].argmax()), 224)
+    y, x_pos = row * photo.shape[0] / 224, col * photo.shape[1] / 224
+    assert 20 <= y <= 280 and 60 <= x_pos <= 400, (y, x_pos)
+    inside = maps[0, 20:190, 30:200].mean()
+    outside = torch.cat([maps[0, :, :20].flatten(), maps[0, :, 210:].flatten()]).mean()
+    assert inside > 2 * outside
+
+
+def test_bf16_matches_fp32_roughly(default_model):
+    x = default_model.preprocess(sample_array("coffee"))
+    fp32 = convscope.cam(default_model, x, precision="fp32")
+    bf16 = convscope.cam(default_model, x, precision="bf16")
+    assert torch.corrcoef(torch.stack([fp32.flatten(), bf16.flatten()]))[0, 1] > 0.9
+
+
+def test_cli_cam_files_predictions_and_raw(tmp_path, capsys):
+    photo = tmp_path / "my cat.jpg"
+    Image.fromarray(sample_array("chelsea")).save(photo, quality=95)
+    out = tmp_path / "out"
+    code = main(["cam", str(photo), "sample:coffee", "--top", "2", "--out", str(out), "--save-raw"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "Egyptian cat" in captured.out and "espresso" in captured.out
+    names = sorted(p.name for p in (out / "cam").iterdir())
+    assert "my_cat_285_cam.jpg" in names and "my_cat_285_heatmap.png" in names and "my_cat_285.npy" in names
+    assert "coffee_967_cam.jpg" in names and len(names) == 12
+    overlay_image = Image.open(out / "cam" / "my_cat_285_cam.jpg")
+    assert overlay_image.size == (451, 300)  # the photo's own resolution
+    raw = np.load(out / "cam" / "my_cat_285.npy")
+    assert raw.shape == (224, 224) and raw.dtype == np.float32 and raw.max() == 1.0 and raw.min() >= 0
+    peak_y, peak_x = np.unravel_index(raw.argmax(), raw.shape)
+    r, g, b = np.asarray(overlay_image)[int(peak_y * 300 / 224), int(peak_x * 451 / 224)].astype(int)
+    assert r > b, "the most important region is red"
+    x = np.load(out / "input.npy")
+    assert x.shape == (2, 3, 224, 224)
+
+
+def test_cli_cam_class_by_label_and_errors(tmp_path, capsys):
+    out = tmp_path / "o"
+    code = main(["cam", "sample:coffee", "--class", "cup", "--class", "504", "--method", "layercam",
+                 "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (out / "cam").iterdir()) == [
+        "coffee_504_cam.jpg", "coffee_504_heatmap.png", "coffee_968_cam.jpg", "coffee_968_heatmap.png"]
+    capsys.readouterr()
+    for argv, fragment in [
+        (["--class", "1000"], "class index 1000 is out of range"),
+        (["--class", "espreso"], "did you mean 'espresso'"),
+        (["--layer", "_fc"], "not a C x H x W feature map"),
+        (["--layer", "nope"], "unknown layer 'nope'"),
+        (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
+        (["--method", "gradcam+++"], "invalid choice"),
+        (["--top", "2", "--class", "1"], "not allowed with"),
+    ]:
+        code = main(["cam", "sample:coffee", "--out", str(out), *argv])
+        err = capsys.readouterr().err
+        assert code == 2, argv
+        assert len(err.strip().splitlines()) == 1 and fragment in err, err
