@@ -10,6 +10,7 @@ Python API::
     outputs = convscope.activations(model, x)               # {layer: B x C x H x W}, conv and pool layers
     convscope.render_grid(outputs["_conv_stem"][0])         # one layer's channels as a PIL image grid
     convscope.cam(model, x, method="gradcam")               # B x H x W class activation maps in [0, 1]
+    images, scores = convscope.filters(model, "_conv_stem", filters=16)  # what 16 filters respond to
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from .cams import METHODS as CAM_METHODS
 from .cams import CamResult, cam, compute_cam
 from .errors import ConvscopeError, ImageError, InputError, LayerError, RunError, WeightsError
+from .featurevis import FilterResult, filters, render_filters
 from .images import Preprocessing, load_image
 from .intermediate import activations
 from .layers import LayerInfo
@@ -34,6 +36,7 @@ except PackageNotFoundError:  # running from a source tree
 __all__ = [
     "CAM_METHODS", "CamResult", "cam", "compute_cam",
     "ConvscopeError", "ImageError", "InputError", "LayerError", "RunError", "WeightsError",
+    "FilterResult", "filters", "render_filters",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "__version__",
 ]

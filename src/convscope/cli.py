@@ -187,6 +187,43 @@ def cmd_cam(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filters(args: argparse.Namespace) -> int:
+    from .featurevis import (DEFAULT_STEPS, MAX_SIZE, MIN_SIZE, default_filter_layers, parse_filter_spec,
+                             preactivation_path, render_filters)
+    from .jobs import write_filter_grids
+    from .precision import resolve_precision
+
+    steps = args.steps or DEFAULT_STEPS[args.method]
+    if not MIN_SIZE <= args.size <= MAX_SIZE:
+        raise InputError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {args.size}")
+    model = _load(args)
+    names = default_filter_layers(model) if args.layers is None else model.select_layers(args.layers)
+    if not names:
+        raise InputError("--layers: no convolution layers found")
+    plans = []
+    for name in names:
+        path = preactivation_path(model, name)
+        plans.append((name, parse_filter_spec(args.filters, model.layer(path).shape[0])))
+    precision = resolve_precision(args.precision, model.device)
+    out = prepare_out_dir(args.out, "filters")
+    show = not args.quiet and sys.stderr.isatty()
+    total = sum(-(-len(chosen) // 64) * steps for _, chosen in plans)
+    from tqdm import tqdm
+
+    with tqdm(total=total, disable=not show, unit="step", desc="filters", leave=False) as bar:
+        for name, chosen in plans:
+            bar.set_description(name)
+            result = render_filters(model, name, chosen, steps=steps, size=args.size, method=args.method,
+                                    seed=args.seed, precision=precision, progress=bar.update)
+            written = write_filter_grids(result, out / "filters", save_raw=args.save_raw)
+            if not args.quiet:
+                bar.write(f"{name:<28} {len(chosen):>3} filters  mean score {result.scores.mean():8.3f}  {written}")
+    if not args.quiet:
+        print(f"{len(plans)} filter grids in {out / 'filters'} ({args.method}, {steps} steps, "
+              f"{args.size} px, {precision})")
+    return 0
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
@@ -226,6 +263,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/activations/<layer>.npy (float32)")
     p.set_defaults(handler=cmd_activations)
+
+    p = sub.add_parser("filters", parents=[common], help="what each filter responds to (gradient ascent)",
+                       description="Draw what each filter of a conv layer responds to: start from a gray "
+                                   "picture and change it by gradient ascent to maximize the filter's mean "
+                                   "pre-activation. One PNG grid (8 columns) per layer in DIR/filters/.")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="conv layer names, comma lists or globs (default: the first conv of each block)")
+    p.add_argument("--filters", metavar="SPEC",
+                   help="a count (the first N) or indices and ranges such as 0-15,32 (default 64)")
+    p.add_argument("--steps", type=_positive_int, metavar="N",
+                   help="optimization steps (default 48 for lucid, 40 for classic; more gives better pictures)")
+    p.add_argument("--size", type=_positive_int, default=64, metavar="PX", help="picture size (default 64)")
+    p.add_argument("--method", choices=("lucid", "classic"), default="lucid",
+                   help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
+                        "(pixel-space RMS-normalized ascent)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default: bf16 where the hardware is fast at it), fp32 or bf16")
+    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
+    p.set_defaults(handler=cmd_filters)
 
     from .cams import METHODS
 

@@ -120,3 +120,25 @@ def write_cam_files(model, x: torch.Tensor, photos: Sequence, names: Sequence[st
             raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
             written.append(WrittenCam(i, cls, heat, jpg, raw))
     return written
+
+
+def write_filter_grids(result, folder: str | os.PathLike, *, save_raw: bool = False,
+                       columns: int = 8) -> Path:
+    """Write ``folder/<layer>.png`` (the pictures in filter order, ``columns`` per row) and, with
+    ``save_raw``, ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]) and ``<layer>.json``
+    (each filter's index and score, and the settings)."""
+    from .output import save_json
+    from .render import picture_grid
+
+    folder = Path(folder)
+    stem = safe_name(result.layer)
+    png = save_image(picture_grid(result.images, columns=columns), folder / f"{stem}.png")
+    if save_raw:
+        save_npy(result.images.numpy().astype(np.float32), folder / f"{stem}.npy")
+        save_json({
+            "layer": result.layer, "method": result.method, "steps": result.steps, "size": result.size,
+            "seed": result.seed, "precision": result.precision,
+            "filters": [{"index": index, "score": float(score)}
+                        for index, score in zip(result.filters, result.scores.tolist())],
+        }, folder / f"{stem}.json")
+    return png

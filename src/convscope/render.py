@@ -145,3 +145,21 @@ def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")
     return buffer.getvalue()
+
+
+def picture_grid(images: torch.Tensor | np.ndarray, columns: int = 8, margin: int = 4,
+                 background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
+    """Pictures N x 3 x S x S (RGB in [0, 1]) in a grid of ``columns`` with ``margin`` px around each."""
+    pictures = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+    if pictures.ndim != 4 or pictures.shape[1] != 3:
+        raise InputError(f"expected pictures N x 3 x H x W, got shape {tuple(pictures.shape)}")
+    count, _, height, width = pictures.shape
+    rows, cols = grid_layout(count, columns)
+    canvas = np.empty((rows * (height + margin) + margin, cols * (width + margin) + margin, 3), np.uint8)
+    canvas[...] = background
+    pixels = np.clip(np.rint(pictures.transpose(0, 2, 3, 1) * 255.0), 0, 255).astype(np.uint8)
+    for index in range(count):
+        r, c = divmod(index, cols)
+        top, left = margin + r * (height + margin), margin + c * (width + margin)
+        canvas[top:top + height, left:left + width] = pixels[index]
+    return Image.fromarray(canvas, "RGB")

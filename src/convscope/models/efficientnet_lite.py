@@ -26,13 +26,17 @@ BN_EPS = 1e-3
 class Conv2dSame(nn.Conv2d):
     """Conv2d with TensorFlow's "same" padding: ``pad = max((ceil(i/s) - 1) * s + k - i, 0)``.
 
-    The extra pixel of an odd total padding goes to the bottom/right, as in TensorFlow.
+    The extra pixel of an odd total padding goes to the bottom/right, as in TensorFlow. With
+    stride 1 and an odd kernel the padding is symmetric, ``(k - 1) / 2`` on each side, and is left
+    to the convolution itself (no separate padding pass).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  groups: int = 1, bias: bool = False) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0,
-                         groups=groups, bias=bias)
+        symmetric = stride == 1 and kernel_size % 2 == 1
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride,
+                         padding=(kernel_size - 1) // 2 if symmetric else 0, groups=groups, bias=bias)
+        self.symmetric = symmetric
 
     @staticmethod
     def _same_pad(size: int, kernel: int, stride: int, dilation: int) -> tuple[int, int]:
@@ -40,6 +44,8 @@ class Conv2dSame(nn.Conv2d):
         return total // 2, total - total // 2
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.symmetric:
+            return super().forward(x)
         top, bottom = self._same_pad(x.shape[-2], self.kernel_size[0], self.stride[0], self.dilation[0])
         left, right = self._same_pad(x.shape[-1], self.kernel_size[1], self.stride[1], self.dilation[1])
         if top or bottom or left or right:
