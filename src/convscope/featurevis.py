@@ -193,54 +193,56 @@ class FourierImage(nn.Module):
 
 
 def random_transform(images: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
-    """Transformation robustness, one draw per picture from its own generator: pad with gray,
-    jitter, scale by 0.9-1.1, rotate by -10..10 degrees, jitter again -- applied as one affine
-    resampling of the padded picture (bilinear). Pad and jitters are Lucid's 12, 8 and 4 px for a
-    128 px picture, in proportion for other sizes."""
+    """Transformation robustness, one draw per picture from its own generator, as Lucid's standard
+    transforms for a 128 px picture (in proportion for other sizes): pad 12 px with gray, jitter
+    (a random crop) by 8 px, scale by 0.9-1.1, rotate by -10..10 degrees, jitter by 4 px. Applied as
+    one bilinear affine resampling straight from the picture: the output is ``S + 24 - 12`` px and
+    whatever falls outside the picture is gray."""
     picture = images.shape[-1]
     pad, jitter, fine = (max(1, round(picture * amount / 128)) for amount in (12, 8, 4))
-    padded = F.pad(images, (pad, pad, pad, pad), value=0.5)
-    size = padded.shape[-1]
+    out = picture + 2 * pad - jitter - fine
+    ratio = out / picture  # the output grid spans this many picture widths
     thetas = []
     for g in generators:
         draws = torch.rand(6, generator=g, device=g.device).cpu().tolist()
         scale = 0.9 + 0.2 * draws[0]
         angle = math.radians(-10 + 20 * draws[1])
-        shift_x = (round(jitter * (2 * draws[2] - 1)) + round(fine * (2 * draws[3] - 1))) * 2.0 / size
-        shift_y = (round(jitter * (2 * draws[4] - 1)) + round(fine * (2 * draws[5] - 1))) * 2.0 / size
-        cos, sin = math.cos(angle) / scale, math.sin(angle) / scale
+        shift_x = (round(jitter * (draws[2] - 0.5)) + round(fine * (draws[3] - 0.5))) * 2.0 / picture
+        shift_y = (round(jitter * (draws[4] - 0.5)) + round(fine * (draws[5] - 0.5))) * 2.0 / picture
+        cos, sin = math.cos(angle) / scale * ratio, math.sin(angle) / scale * ratio
         thetas.append([[cos, -sin, shift_x], [sin, cos, shift_y]])
     theta = torch.tensor(thetas, dtype=images.dtype, device=images.device)
-    grid = F.affine_grid(theta, list(padded.shape), align_corners=False)
-    return F.grid_sample(padded, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    grid = F.affine_grid(theta, [images.shape[0], 3, out, out], align_corners=False)
+    return F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
 
 
 # -- redirected ReLU gradients (Lucid's relu_gradient_override) ---------------------------------------
 class _RedirectedClamp(torch.autograd.Function):
-    """``clamp(x, 0, upper)`` whose backward, for a picture whose ordinary gradient through this ReLU is
-    all zero (every unit dead), also passes the gradient where it pushes ``x`` back into the active
-    range -- so optimization can start from inputs that switch a ReLU off everywhere."""
+    """The ReLU output ``y = clamp(x, 0, upper)`` (computed by the module, passed in detached) with a
+    backward to ``x`` that, for a picture whose ordinary gradient through this ReLU is all zero
+    (every unit dead), also passes the gradient where it pushes ``x`` back into the active range --
+    so optimization can start from inputs that switch a ReLU off everywhere."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, upper: float | None) -> torch.Tensor:
-        ctx.save_for_backward(x)
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, upper: float | None) -> torch.Tensor:
+        ctx.save_for_backward(y)
         ctx.upper = upper
-        return x.clamp(min=0) if upper is None else x.clamp(0, upper)
+        return y.view_as(y)
 
     @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (x,) = ctx.saved_tensors
-        active = x > 0 if ctx.upper is None else (x > 0) & (x < ctx.upper)
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (y,) = ctx.saved_tensors  # y > 0 exactly where x > 0, y < upper exactly where x < upper
+        active = y > 0 if ctx.upper is None else (y > 0) & (y < ctx.upper)
         result = grad * active
         dims = tuple(range(1, grad.dim()))
         dead = torch.nonzero(~(result != 0).any(dim=dims)).flatten()
         if dead.numel():
-            x_dead, grad_dead = x[dead], grad[dead]
-            toward = (x_dead <= 0) & (grad_dead > 0)  # grad is d(objective)/dy: > 0 asks for a larger x
+            y_dead, grad_dead = y[dead], grad[dead]
+            toward = (y_dead <= 0) & (grad_dead > 0)  # grad is d(objective)/dy: > 0 asks for a larger x
             if ctx.upper is not None:
-                toward |= (x_dead >= ctx.upper) & (grad_dead < 0)
+                toward |= (y_dead >= ctx.upper) & (grad_dead < 0)
             result[dead] = grad_dead * (active[dead] | toward)
-        return result, None
+        return result, None, None
 
 
 def _relu_upper(module: nn.Module) -> tuple[bool, float | None]:
@@ -264,9 +266,9 @@ def redirected_relus(root: nn.Module) -> Iterator[None]:
             return (inputs[0].clone(),)  # the in-place op must not overwrite the saved input
         return None
 
-    def post_hook(module: nn.Module, _inputs: tuple, _output: torch.Tensor) -> torch.Tensor:
+    def post_hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
         x = inputs_seen[id(module)].pop()
-        return _RedirectedClamp.apply(x, _relu_upper(module)[1])
+        return _RedirectedClamp.apply(x, output.detach(), _relu_upper(module)[1])
 
     try:
         for module in root.modules():
