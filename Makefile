@@ -18,11 +18,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	@mkdir -p $(OUT)
-	$(BIN)/convscope predict sample:chelsea sample:coffee sample:grace_hopper
-	@$(BIN)/convscope predict --json sample:chelsea sample:coffee sample:grace_hopper > $(OUT)/.predictions.json.tmp
-	@mv $(OUT)/.predictions.json.tmp $(OUT)/predictions.json
-	@echo "Result: $(abspath $(OUT))/predictions.json"
+	$(BIN)/convscope demo --out $(OUT)
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest

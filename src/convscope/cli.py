@@ -224,6 +224,45 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_report(model, photos, names, out, filters_steps, quiet: bool) -> int:
+    from tqdm import tqdm
+
+    from .pipeline import run_all
+
+    show = not quiet and sys.stderr.isatty()
+    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    with tqdm(total=0, disable=not show, unit="step", desc="filters", leave=False) as bar:
+        def set_total(total: int) -> None:
+            bar.total = total
+            bar.refresh()
+
+        report = run_all(model, photos, names, out, filters_steps=filters_steps, say=say, progress=bar.update,
+                         on_filter_layers=set_total)
+    print(f"Report: {report.resolve()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    photos = [load_image(image_source(arg)) for arg in args.images]
+    prepare_out_dir(args.out)
+    model = _load(args)
+    return _run_report(model, photos, args.images, args.out, args.filters_steps, args.quiet)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .models import load_model
+    from .samples import DEMO_SAMPLES
+
+    names = [SAMPLE_PREFIX + name for name in DEMO_SAMPLES]
+    photos = [load_image(sample_array(name)) for name in DEMO_SAMPLES]
+    prepare_out_dir(args.out)
+    if not args.quiet:
+        print(f"convscope demo: efficientnet_lite0 (ImageNet weights, offline) on {', '.join(names)}",
+              file=sys.stderr)
+    model = load_model("efficientnet_lite0", "imagenet", device=_resolve_device(args.device))
+    return _run_report(model, photos, names, args.out, args.filters_steps, args.quiet)
+
+
 # -- parser ------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
@@ -286,6 +325,28 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=cmd_filters)
+
+    p = sub.add_parser("run", parents=[common], help="everything for some images, as a browsable HTML report",
+                       description="Run predictions, intermediate outputs (of the first image), filters and "
+                                   "class activation maps, and write DIR/index.html beside the images it links "
+                                   "to (DIR/activations/, DIR/filters/, DIR/cam/).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N",
+                   help="optimization steps for the filters (default 48)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(handler=cmd_run)
+
+    p = sub.add_parser("demo", help="the full report on the default model and the sample photos",
+                       description="Run `convscope run` on the embedded default model (EfficientNet-Lite0) with "
+                                   "the sample photos (a cat and a coffee) and print where the report is.")
+    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N",
+                   help="optimization steps for the filters (default 48)")
+    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    p.set_defaults(handler=cmd_demo)
 
     from .cams import METHODS
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .output import safe_name, save_image, save_npy
 from .render import render_grid
@@ -76,6 +77,7 @@ class WrittenCam:
     heatmap: Path
     overlay: Path
     raw: Path | None
+    color_map: Path | None = None
 
 
 def image_stems(names: Sequence[str]) -> list[str]:
@@ -84,18 +86,26 @@ def image_stems(names: Sequence[str]) -> list[str]:
                                 or "image" for name in names])
 
 
+def report_size(width: int, height: int, limit: tuple[int, int]) -> tuple[int, int]:
+    """(width, height) scaled down (never up) to fit ``limit``, keeping the aspect ratio."""
+    scale = min(1.0, limit[0] / width, limit[1] / height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
+
+
 def write_cam_files(model, x: torch.Tensor, photos: Sequence, names: Sequence[str],
                     pairs: Sequence[tuple[int, int]], folder: str | os.PathLike, *, layer: str,
                     method: str, precision: str, alpha: float, save_raw: bool, compute,
-                    batch_size: int = 8) -> list[WrittenCam]:
+                    batch_size: int = 8, map_size: tuple[int, int] | None = None) -> list[WrittenCam]:
     """Compute the maps for each (image index, class) pair, ``batch_size`` at a time, and write
     ``cam/<stem>_<class>_heatmap.png``, ``cam/<stem>_<class>_cam.jpg`` and, with ``save_raw``,
-    ``cam/<stem>_<class>.npy`` plus ``input.npy`` (the model input of all images)."""
+    ``cam/<stem>_<class>.npy`` plus ``input.npy`` (the model input of all images). With
+    ``map_size`` (width, height per image index -> see :func:`report_size`), also the colour-mapped
+    map alone, ``cam/<stem>_<class>_map.png``, at the size the report shows the photo."""
     import torch.nn.functional as F
 
     from .cams import METHOD_NAMES, minmax
     from .output import save_npy, write_bytes
-    from .render import heatmap_png, overlay
+    from .render import colorize, heatmap_png, overlay
 
     folder = Path(folder)
     cam_dir = folder / "cam"
@@ -118,7 +128,14 @@ def write_cam_files(model, x: torch.Tensor, photos: Sequence, names: Sequence[st
                                  align_corners=False)[0]
             jpg = save_image(overlay(photo, minmax(full)[0].cpu().numpy(), alpha), f"{base}_cam.jpg", quality=90)
             raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
-            written.append(WrittenCam(i, cls, heat, jpg, raw))
+            color_map = None
+            if map_size is not None:
+                width, height = report_size(photo.width, photo.height, map_size)
+                small = F.interpolate(low[None, None].float(), size=(height, width), mode="bilinear",
+                                      align_corners=False)[0]
+                color_map = save_image(Image.fromarray(colorize(minmax(small)[0].cpu().numpy())),
+                                       f"{base}_map.png")
+            written.append(WrittenCam(i, cls, heat, jpg, raw, color_map))
     return written
 
 

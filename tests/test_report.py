@@ -1,0 +1,191 @@
+"""The HTML report: built from a small model and from VGG19 (random weights), opened from disk in a
+real browser (Playwright driving Debian's chromium), checked for errors, images, names, clicks,
+stable links, escaping and accessibility (axe)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import convscope
+from convscope.cli import main
+from convscope.pipeline import run_all
+
+from conftest import tiny_net
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(os.environ.get("CONVSCOPE_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
+EVIL_LABEL = '<img src=x onerror="window.injected=1">cat & "dog"'
+EVIL_NAME = "my<b>photo</b>\".png"
+
+
+def photo(seed: int, size=(80, 60)) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny") / "report"
+    labels = [EVIL_LABEL, "b", "c", "d", "e"]
+    model = convscope.load_model(tiny_net(), input_size=32, labels=labels)
+    run_all(model, [photo(1), photo(2)], [EVIL_NAME, "second.jpg"], out, filters_steps=3, say=lambda line: None)
+    return out / "index.html"
+
+
+@pytest.fixture(scope="module")
+def vgg_report(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("vgg") / "report"
+    model = convscope.load_model("vgg19", "random")
+    run_all(model, [photo(3, (120, 90))], ["photo.jpg"], out, filters_steps=2, filters_count=8,
+            say=lambda line: None)
+    return out / "index.html"
+
+
+def test_report_files_and_no_external_references(tiny_report):
+    out = tiny_report.parent
+    html = tiny_report.read_text()
+    for folder in ("activations", "filters", "cam", "images"):
+        assert any((out / folder).iterdir()), folder
+    assert (out / "activations" / "conv1.png").exists() and (out / "filters" / "conv1.png").exists()
+    assert "http://" not in html and "https://" not in html and "fetch(" not in html
+    assert "<b>photo</b>" not in html and 'onerror="window' not in html
+    assert "my&lt;b&gt;photo&lt;/b&gt;" in html
+    for src in __import__("re").findall(r'src="([^"]+)"', html):
+        assert not src.startswith(("/", "file:")) and (out / src).exists(), src
+
+
+def test_run_and_demo_commands_exist(capsys):
+    assert main(["run", "--help"]) == 0 and "--filters-steps" in capsys.readouterr().out
+    assert main(["demo", "--help"]) == 0 and "--out" in capsys.readouterr().out
+    assert main(["run", "missing.png"]) == 2
+    assert "missing.png: no such file" in capsys.readouterr().err
+
+
+# -- in a real browser -------------------------------------------------------------------------------
+def _browser():
+    if not Path(CHROMIUM).exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{CHROMIUM} is missing: .ci/run must install Debian's chromium")
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    return sync_playwright()
+
+
+def _open(playwright, url: str, width: int = 1366):
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+              "--disable-sync", "--no-first-run"])
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    errors: list[str] = []
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(url)
+    page.wait_for_load_state("load")
+    return browser, page, errors
+
+
+def _check_page(page, errors, layer_names, filter_names):
+    assert errors == []
+    broken = page.evaluate("Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0))"
+                           ".map(i => i.getAttribute('src'))")
+    assert broken == []
+    assert page.evaluate("document.images.length") > len(layer_names)
+    text = page.inner_text("body")
+    for name in layer_names + filter_names:
+        assert name in text, name
+    assert page.evaluate("Array.from(document.images).every(i => i.alt && i.alt.trim().length > 0)")
+    assert page.evaluate("window.injected === undefined")
+
+
+def _axe(page):
+    from axe_playwright_python.sync_playwright import Axe
+
+    violations = Axe().run(page).response["violations"]
+    bad = [(v["id"], v["impact"], v["help"]) for v in violations if v["impact"] in ("serious", "critical")]
+    assert bad == []
+
+
+def test_tiny_report_in_a_browser(tiny_report):
+    with _browser() as playwright:
+        browser, page, errors = _open(playwright, tiny_report.as_uri())
+        try:
+            _check_page(page, errors, ["conv1", "pool", "conv2"], ["conv1", "conv2"])
+            assert EVIL_LABEL in page.inner_text("#cam")  # shown as text, not markup
+            # click the third tile of conv2 (tiles 8x8 enlarged to 32 px, 1 px separators)
+            page.click("a[data-layer='conv2']")
+            grid = page.locator("section.layer:not([hidden]) img.grid")
+            box = grid.bounding_box()
+            natural = page.evaluate("document.querySelector('section.layer:not([hidden]) img.grid').naturalWidth")
+            scale = box["width"] / natural
+            grid.click(position={"x": (2 * 33 + 10) * scale, "y": 10 * scale})
+            assert page.is_visible("#viewer")
+            assert page.inner_text("#viewer-title") == "conv2, channel 2"
+            assert "min" in page.inner_text("#viewer-stats") and "max" in page.inner_text("#viewer-stats")
+            assert page.evaluate("location.hash") == "#activations/conv2/2"
+            page.keyboard.press("ArrowRight")
+            assert page.inner_text("#viewer-title") == "conv2, channel 3"
+            page.keyboard.press("Escape")
+            assert not page.is_visible("#viewer")
+            # keyboard only: the channel form
+            page.fill("section.layer:not([hidden]) input[name=index]", "5")
+            page.press("section.layer:not([hidden]) input[name=index]", "Enter")
+            assert page.inner_text("#viewer-title") == "conv2, channel 5"
+            page.keyboard.press("Escape")
+            # filters: click the first picture
+            page.locator("img.grid[data-kind=filters][data-layer=conv1]").click(position={"x": 8, "y": 8})
+            assert page.inner_text("#viewer-title") == "conv1, filter 0"
+            assert "score" in page.inner_text("#viewer-stats")
+            page.keyboard.press("Escape")
+            # the opacity slider changes the heatmaps
+            page.fill("#opacity", "80")
+            page.dispatch_event("#opacity", "input")
+            assert page.evaluate("getComputedStyle(document.querySelector('img.heat')).opacity") == "0.8"
+            _axe(page)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report-tiny.png"), full_page=True)
+        finally:
+            browser.close()
+
+
+def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
+    moved = tmp_path / "moved"
+    shutil.copytree(vgg_report.parent, moved)
+    shutil.rmtree(vgg_report.parent)  # only the moved copy exists now
+    index = moved / "index.html"
+    keras = [f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for c in range(1, n + 1)]
+    keras += [f"block{b}_pool" for b in range(1, 6)]
+    with _browser() as playwright:
+        browser, page, errors = _open(playwright, index.as_uri() + "#activations/block3_conv1/17", width=1920)
+        try:
+            _check_page(page, errors, keras, [f"block{b}_conv1" for b in range(1, 6)])
+            assert page.is_visible("#viewer")
+            assert page.inner_text("#viewer-title") == "block3_conv1, channel 17"
+            assert page.is_visible("section.layer[data-layer=block3_conv1]")
+            page.keyboard.press("Escape")
+            page.goto(index.as_uri() + "#filters/block4_conv1/3")
+            page.wait_for_load_state("load")
+            assert page.inner_text("#viewer-title") == "block4_conv1, filter 3"
+            page.keyboard.press("Escape")
+            for link in ("#activations/block5_pool", "#cam/photo", "#run"):
+                page.goto(index.as_uri() + link)
+                page.wait_for_load_state("load")
+                in_view = page.evaluate(
+                    "(id) => { const r = document.getElementById(id).getBoundingClientRect();"
+                    " return r.top >= 0 && r.top < window.innerHeight; }", link[1:])
+                assert in_view, link
+            assert errors == []
+            _axe(page)
+            page.set_viewport_size({"width": 1280, "height": 800})
+            page.goto(index.as_uri())
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            page.screenshot(path=str(ARTIFACTS / "report-vgg19.png"))
+        finally:
+            browser.close()
