@@ -19,7 +19,7 @@ from typing import NoReturn
 from . import __version__
 from .errors import ConvscopeError, InputError
 from .images import ImageSource, load_image
-from .output import prepare_out_dir
+from .output import check_out_dir, prepare_out_dir
 from .samples import SAMPLES, sample_array
 
 SAMPLE_PREFIX = "sample:"
@@ -131,6 +131,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
     image = load_image(image_source(args.image))
     colormap_lut(args.cmap)
+    check_out_dir(args.out)
     model = _load(args)
     names = default_layers(model) if args.layers is None else model.select_layers(args.layers)
     flat = [name for name in names if not model.layer(name).is_spatial]
@@ -160,6 +161,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     if not 0.0 <= args.alpha <= 1.0:
         raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
     photos = [load_image(image_source(arg)) for arg in args.images]
+    check_out_dir(args.out)
     model = _load(args)
     layer = args.layer or default_cam_layer(model)
     info = model.layer(layer)
@@ -196,6 +198,7 @@ def cmd_filters(args: argparse.Namespace) -> int:
     steps = args.steps or DEFAULT_STEPS[args.method]
     if not MIN_SIZE <= args.size <= MAX_SIZE:
         raise InputError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {args.size}")
+    check_out_dir(args.out)
     model = _load(args)
     names = default_filter_layers(model) if args.layers is None else model.select_layers(args.layers)
     if not names:
@@ -244,7 +247,7 @@ def _run_report(model, photos, names, out, filters_steps, quiet: bool) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     photos = [load_image(image_source(arg)) for arg in args.images]
-    prepare_out_dir(args.out)
+    check_out_dir(args.out)
     model = _load(args)
     return _run_report(model, photos, args.images, args.out, args.filters_steps, args.quiet)
 
@@ -255,7 +258,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     names = [SAMPLE_PREFIX + name for name in DEMO_SAMPLES]
     photos = [load_image(sample_array(name)) for name in DEMO_SAMPLES]
-    prepare_out_dir(args.out)
+    check_out_dir(args.out)
     if not args.quiet:
         print(f"convscope demo: efficientnet_lite0 (ImageNet weights, offline) on {', '.join(names)}",
               file=sys.stderr)

@@ -23,6 +23,10 @@ from .errors import ImageError
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+#: What Pillow raises, besides its own errors, on corrupt input (found by fuzzing the loader).
+DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
+                 ZeroDivisionError, OverflowError, MemoryError, RecursionError)
+
 #: Images with more pixels than this are refused from their header, before decoding
 #: (Pillow's own decompression-bomb threshold, about 89 million pixels).
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -58,8 +62,8 @@ def _open_path(path: Path) -> Image.Image:
         raise ImageError(f"{path}: not a recognized image file") from None
     except PermissionError:
         raise ImageError(f"{path}: permission denied") from None
-    except (OSError, ValueError, SyntaxError) as exc:
-        raise ImageError(f"{path}: cannot read image ({exc})") from None
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: cannot read image ({_reason(exc)})") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
         image.close()
@@ -71,9 +75,8 @@ def _open_path(path: Path) -> Image.Image:
         image.load()
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: image dimensions are too large (decompression bomb?)") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, IndexError, TypeError,
-            struct.error) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except DECODE_ERRORS as exc:
+        reason = _reason(exc)
         if "truncated" in reason or isinstance(exc, EOFError):
             raise ImageError(f"{path}: truncated or corrupt image ({reason})") from None
         raise ImageError(f"{path}: corrupt image ({reason})") from None
@@ -135,8 +138,15 @@ def load_image(source: ImageSource) -> Image.Image:
     """Read one image as 8-bit RGB with its EXIF orientation applied.
 
     ``source`` is a path, a PIL image or an array (HxW or HxWxC, uint8, uint16 or floats in [0, 1]).
-    Raises :class:`ImageError` (one line: the file and the reason) if it cannot be read.
+    Raises :class:`ImageError` (one line: the file and the reason) if it cannot be read. Pillow's
+    warnings about damaged metadata are silenced: the error line is the only thing said.
     """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _load_image(source)
+
+
+def _load_image(source: ImageSource) -> Image.Image:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         image = _open_path(path)
@@ -151,8 +161,13 @@ def load_image(source: ImageSource) -> Image.Image:
     try:
         image = ImageOps.exif_transpose(image) or image
         return _to_rgb(image)
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(f"{name}: corrupt image ({exc})") from None
+    except DECODE_ERRORS as exc:
+        raise ImageError(f"{name}: corrupt image ({_reason(exc)})") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    return text[:200] if text else type(exc).__name__
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,12 @@ from .output import safe_name, save_image, save_npy
 from .render import render_grid
 
 
-def distinct_safe_names(names: Sequence[str]) -> list[str]:
+def distinct_safe_names(names: Sequence[str], fallback: str = "layer") -> list[str]:
     """Safe file stems for ``names``, in order, made distinct (also case-insensitively) by ``-2``, ``-3``..."""
     stems: list[str] = []
     used: set[str] = set()
     for name in names:
-        stem = base = safe_name(name)
+        stem = base = safe_name(name, fallback)
         counter = 2
         while stem.lower() in used:
             stem = f"{base}-{counter}"
@@ -83,7 +83,7 @@ class WrittenCam:
 def image_stems(names: Sequence[str]) -> list[str]:
     """File stems for images given on the command line (``sample:NAME`` -> NAME), made distinct."""
     return distinct_safe_names([Path(name.split(":", 1)[1] if name.startswith("sample:") else name).stem
-                                or "image" for name in names])
+                                for name in names], fallback="image")
 
 
 def report_size(width: int, height: int, limit: tuple[int, int]) -> tuple[int, int]:

@@ -30,6 +30,24 @@ def safe_name(name: str, fallback: str = "layer") -> str:
     return cleaned or fallback
 
 
+def check_out_dir(path: str | os.PathLike) -> Path:
+    """Check, without creating anything, that ``path`` can be the output folder: not a file, and
+    the nearest existing folder above it writable. InputError otherwise."""
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out}: exists and is not a folder")
+    existing = out
+    while not existing.exists():
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise InputError(f"--out {out}: {existing} is a file, not a folder")
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out {out}: {existing} is not writable")
+    return out
+
+
 def prepare_out_dir(path: str | os.PathLike, *subdirs: str) -> Path:
     """Create the output folder (and ``subdirs`` inside it); a path that is a file or a folder that
     cannot be written raises InputError before any work."""
