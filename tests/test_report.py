@@ -170,11 +170,13 @@ def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
             assert page.inner_text("#viewer-title") == "block3_conv1, channel 17"
             assert page.is_visible("section.layer[data-layer=block3_conv1]")
             page.keyboard.press("Escape")
+            page.goto("about:blank")  # each stable link opened as a fresh page load
             page.goto(index.as_uri() + "#filters/block4_conv1/3")
             page.wait_for_load_state("load")
             assert page.inner_text("#viewer-title") == "block4_conv1, filter 3"
             page.keyboard.press("Escape")
             for link in ("#activations/block5_pool", "#cam/photo", "#run"):
+                page.goto("about:blank")
                 page.goto(index.as_uri() + link)
                 page.wait_for_load_state("load")
                 in_view = page.evaluate(

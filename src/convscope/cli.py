@@ -42,6 +42,17 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_out_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+
+
+def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: int) -> None:
+    for name, preds in zip(names, ranked):
+        print(name)
+        for rank, p in enumerate(preds[:top], 1):
+            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
+
+
 def _model_options() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     group = common.add_argument_group("model")
@@ -116,10 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(json.dumps([{"image": image, "predictions": [p.as_json() for p in preds]}
                           for image, preds in zip(args.images, results)], indent=2))
         return 0
-    for image, preds in zip(args.images, results):
-        print(image)
-        for rank, p in enumerate(preds, 1):
-            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
+    _print_predictions(args.images, results, args.top)
     return 0
 
 
@@ -173,10 +181,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, "cam")
     x = model.preprocess(photos)
     ranked = model.predict(x, top=min(max(5, args.top or 1), len(model.labels)))
-    for arg, preds in zip(args.images, ranked):
-        print(arg)
-        for rank, p in enumerate(preds[:5], 1):
-            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
+    _print_predictions(args.images, ranked, 5)
     if fixed_classes:
         per_image = [fixed_classes for _ in photos]
     else:
@@ -297,7 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", metavar="IMAGE", help="an image file or sample:NAME")
     p.add_argument("--layers", metavar="SPEC",
                    help="layer names, comma lists, globs (block3_*) or 'all' (default: every conv and pool layer)")
-    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    _add_out_option(p)
     p.add_argument("--per-row", type=_positive_int, default=16, metavar="N", help="tiles per row (default 16)")
     p.add_argument("--normalize", choices=("channel", "layer"), default="channel",
                    help="scale each channel on its own (default) or the whole layer with one scale")
@@ -323,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                    help="auto (default: bf16 where the hardware is fast at it), fp32 or bf16")
-    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    _add_out_option(p)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
@@ -334,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "class activation maps, and write DIR/index.html beside the images it links "
                                    "to (DIR/activations/, DIR/filters/, DIR/cam/).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
-    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    _add_out_option(p)
     p.add_argument("--filters-steps", type=_positive_int, metavar="N",
                    help="optimization steps for the filters (default 48)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the full report on the default model and the sample photos",
                        description="Run `convscope run` on the embedded default model (EfficientNet-Lite0) with "
                                    "the sample photos (a cat and a coffee) and print where the report is.")
-    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    _add_out_option(p)
     p.add_argument("--filters-steps", type=_positive_int, metavar="N",
                    help="optimization steps for the filters (default 48)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
@@ -367,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--alpha", type=float, default=0.4, metavar="A", help="heatmap weight in the overlay (default 0.4)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="fp32 (default) or bf16 autocast with channels_last")
-    p.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    _add_out_option(p)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=cmd_cam)

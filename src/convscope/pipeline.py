@@ -13,7 +13,7 @@ from pathlib import Path
 from PIL import Image
 
 from .cams import METHOD_NAMES, compute_cam, default_cam_layer
-from .featurevis import DEFAULT_SIZE, default_filter_layers, parse_filter_spec, preactivation_path, render_filters
+from .featurevis import DEFAULT_SIZE, DEFAULT_STEPS, default_filter_layers, parse_filter_spec, preactivation_path, render_filters
 from .intermediate import activations, check_memory, default_layers
 from .jobs import (image_stems, report_size, write_activation_grids, write_cam_files,
                    write_filter_grids)
@@ -87,7 +87,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     del outputs
 
     steps = filters_steps
-    total = sum(-(-len(chosen) // 64) * (steps or 48) for _, chosen in filter_plans)
+    total = sum(-(-len(chosen) // 64) * (steps or DEFAULT_STEPS["lucid"]) for _, chosen in filter_plans)
     say(f"[3/4] filters: {len(filter_plans)} layers, {sum(len(c) for _, c in filter_plans)} filters")
     if on_filter_layers is not None:
         on_filter_layers(total)
