@@ -95,3 +95,15 @@ class ModelState:
 @pytest.fixture
 def model_state():
     return ModelState.of
+
+
+def assert_usage_errors(capsys, command: list[str], cases: list[tuple[list[str], str]]) -> None:
+    """Each ``command + argv`` exits with 2 and says one line on stderr containing ``fragment``."""
+    from convscope.cli import main
+
+    capsys.readouterr()
+    for argv, fragment in cases:
+        code = main([*command, *argv])
+        err = capsys.readouterr().err
+        assert code == 2, (argv, err)
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and fragment in err, err

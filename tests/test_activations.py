@@ -18,6 +18,7 @@ from convscope.jobs import unique_file_names
 from convscope.output import safe_name
 from convscope.render import colormap_lut, normalize_to_uint8, render_grid, tile_box
 
+from conftest import assert_usage_errors
 from test_layers import VGG19_KERAS
 
 
@@ -183,19 +184,14 @@ def test_cli_layer_selection_options_and_errors(tmp_path, capsys):
                      "_blocks.15._project_conv.png", "_conv_head.png"]
     head = np.asarray(Image.open(out / "activations" / "_conv_head.png"))
     assert head.shape[1] == 8 * 28 + 7 and (head[..., 0] == head[..., 2]).all()
-    capsys.readouterr()
 
     a_file = tmp_path / "file.txt"
     a_file.write_text("x")
-    for argv, fragment in [
+    assert_usage_errors(capsys, ["activations", "sample:coffee"], [
         (["--layers", "_fc"], "_fc outputs [1000], not a C x H x W feature map"),
         (["--layers", "_conv_stemm"], "did you mean _conv_stem"),
         (["--cmap", "rainbowz"], "unknown colormap 'rainbowz'"),
         (["--out", str(a_file)], "exists and is not a folder"),
         (["--per-row", "0"], "at least 1"),
-    ]:
-        code = main(["activations", "sample:coffee", *argv])
-        err = capsys.readouterr().err
-        assert code == 2, argv
-        assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    ])
     assert a_file.read_text() == "x"

@@ -15,6 +15,8 @@ from convscope.errors import InputError
 from convscope.featurevis import (_RedirectedClamp, default_filter_layers, parse_filter_spec, preactivation_path,
                                   render_filters, score_images)
 
+from conftest import assert_usage_errors
+
 
 # -- the filter spec -------------------------------------------------------------------------------
 def test_filter_spec_counts_indices_ranges():
@@ -161,17 +163,12 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
 
     grid = Image.open(folder / "block1_conv1.png")
     assert grid.size == (4 * (32 + 4) + 4, 32 + 8)  # 4 pictures, 4 px margins
-    capsys.readouterr()
-    for argv, fragment in [
+    command = ["filters", "--model", "vgg16", "--weights", "random", "--layers", "block1_conv1", "--out", str(out)]
+    assert_usage_errors(capsys, command, [
         (["--filters", "-1"], "negative"),
         (["--filters", "65"], "only 64 filters"),
         (["--filters", "0-99"], "out of range"),
         (["--layers", "block1_pool"], "not a convolution layer"),
         (["--size", "8"], "--size must be between"),
         (["--steps", "0"], "at least 1"),
-    ]:
-        code = main(["filters", "--model", "vgg16", "--weights", "random", "--layers", "block1_conv1",
-                     "--out", str(out), *argv])
-        err = capsys.readouterr().err
-        assert code == 2, argv
-        assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    ])
