@@ -1,7 +1,8 @@
 """Benchmark: Grad-CAM on VGG19, a batch of 8 at 224 px, against its floor measured in the same run.
 
 floor = one forward pass (no autograd) + the backward from the class scores to the target layer's
-        output alone (timed on its own, plain PyTorch)
+        output alone (timed on its own, plain PyTorch), on the input in the layout convscope uses
+        (channels_last)
 Targets: fp32 Grad-CAM within 1.1x of the floor; bf16 (autocast + channels_last) at least 3x faster
 than fp32 on a CPU with AMX (reported elsewhere, not judged). Also reports Score-CAM's cost per
 channel on the default model.
@@ -20,7 +21,7 @@ import torch
 
 import convscope
 from convscope.cams import compute_cam, default_cam_layer
-from convscope.precision import cpu_has_amx
+from convscope.precision import cpu_has_amx, prepare_input
 from convscope.samples import sample_array
 
 
@@ -36,6 +37,7 @@ def median_time(fn, repeat: int) -> float:
 
 def floor_times(model, x, layer: str, repeat: int) -> tuple[float, float]:
     module = model.module
+    x = prepare_input(x, "fp32")
 
     def forward():
         with torch.no_grad():

@@ -12,8 +12,8 @@ import torch
 import convscope
 from convscope.cli import main
 from convscope.errors import InputError
-from convscope.featurevis import (_RedirectedClamp, default_filter_layers, parse_filter_spec, preactivation_path,
-                                  render_filters, score_images)
+from convscope.featurevis import (_RedirectedClamp, default_filter_layers, parse_filter_spec,
+                                  plain_batched_ascent, preactivation_path, render_filters, score_images)
 
 from conftest import assert_usage_errors
 
@@ -81,6 +81,13 @@ def test_batched_equals_one_at_a_time(tiny_model, method):
     chunked = render_filters(tiny_model, "conv2", "0-3", steps=6, size=16, method=method, precision="fp32",
                              batch_size=3)
     torch.testing.assert_close(chunked.images, batched.images, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("layer", ["conv1", "conv2"])
+def test_classic_reaches_at_least_the_plain_batched_ascent(tiny_model, layer):
+    ours = render_filters(tiny_model, layer, None, steps=10, size=16, method="classic", precision="fp32")
+    plain = plain_batched_ascent(tiny_model, layer, ours.filters, steps=10, size=16)
+    assert ours.scores.mean() >= plain.mean()
 
 
 def test_deterministic_for_a_seed(tiny_model):

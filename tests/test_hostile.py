@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import struct
 import time
 import zlib
@@ -197,13 +198,22 @@ def test_fuzzed_images_raise_only_image_error(tmp_path, content):
     path = tmp_path / "fuzz.img"
     path.write_bytes(content)
     start = time.perf_counter()
+    previous = signal.signal(signal.SIGALRM, _hang)
+    signal.alarm(10)  # a hang fails this case instead of stalling the suite
     try:
         image = load_image(path)
     except ImageError as exc:
         assert "\n" not in str(exc) and str(path) in str(exc)
     else:
         assert image.mode == "RGB" and image.width >= 1 and image.height >= 1
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
     assert time.perf_counter() - start < 5.0
+
+
+def _hang(signum, frame):
+    raise TimeoutError("the image loader hung on a fuzzed file")
 
 
 # -- the user's model ----------------------------------------------------------------------------------

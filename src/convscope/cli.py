@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filters", metavar="SPEC",
                    help="a count (the first N) or indices and ranges such as 0-15,32 (default 64)")
     p.add_argument("--steps", type=_positive_int, metavar="N",
-                   help="optimization steps (default 48 for lucid, 40 for classic; more gives better pictures)")
+                   help="optimization steps (default 64 for lucid, 40 for classic; more gives better pictures)")
     p.add_argument("--size", type=_positive_int, default=64, metavar="PX", help="picture size (default 64)")
     p.add_argument("--method", choices=("lucid", "classic"), default="lucid",
                    help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
@@ -341,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
     _add_out_option(p)
     p.add_argument("--filters-steps", type=_positive_int, metavar="N",
-                   help="optimization steps for the filters (default 48)")
+                   help="optimization steps for the filters (default 64)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(handler=cmd_run)
 
@@ -350,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the sample photos (a cat and a coffee) and print where the report is.")
     _add_out_option(p)
     p.add_argument("--filters-steps", type=_positive_int, metavar="N",
-                   help="optimization steps for the filters (default 48)")
+                   help="optimization steps for the filters (default 64)")
     p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")

@@ -44,7 +44,7 @@ METHODS = ("lucid", "classic")
 DEFAULT_FILTERS = 64
 #: Defaults sized so that ``convscope filters`` on the default model (5 layers, 288 filters) takes
 #: about a minute on a 2-core CPU; use more steps and a larger size for better pictures.
-DEFAULT_STEPS = {"lucid": 48, "classic": 40}
+DEFAULT_STEPS = {"lucid": 64, "classic": 40}
 DEFAULT_SIZE = 64
 MIN_SIZE, MAX_SIZE = 16, 1024
 
@@ -232,16 +232,18 @@ class _RedirectedClamp(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (y,) = ctx.saved_tensors  # y > 0 exactly where x > 0, y < upper exactly where x < upper
-        active = y > 0 if ctx.upper is None else (y > 0) & (y < ctx.upper)
-        result = grad * active
-        dims = tuple(range(1, grad.dim()))
-        dead = torch.nonzero(~(result != 0).any(dim=dims)).flatten()
+        if ctx.upper is None:
+            result = torch.ops.aten.threshold_backward(grad, y, 0)  # the ordinary ReLU gradient, fused
+        else:
+            result = torch.ops.aten.hardtanh_backward(grad, y, 0.0, ctx.upper)
+        dead = torch.nonzero(result.abs().amax(dim=tuple(range(1, grad.dim()))) == 0).flatten()
         if dead.numel():
             y_dead, grad_dead = y[dead], grad[dead]
+            active = y_dead > 0 if ctx.upper is None else (y_dead > 0) & (y_dead < ctx.upper)
             toward = (y_dead <= 0) & (grad_dead > 0)  # grad is d(objective)/dy: > 0 asks for a larger x
             if ctx.upper is not None:
                 toward |= (y_dead >= ctx.upper) & (grad_dead < 0)
-            result[dead] = grad_dead * (active[dead] | toward)
+            result[dead] = grad_dead * (active | toward)
         return result, None, None
 
 
@@ -342,7 +344,7 @@ def render_filters(model: Model | nn.Module, layer: str, filters: str | int | Se
                    progress: Callable[[int], None] | None = None) -> FilterResult:
     """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) and score them.
 
-    ``steps`` defaults to 48 (lucid) or 40 (classic); ``lr`` to 0.05 (Adam, lucid) or 0.01 (the
+    ``steps`` defaults to 64 (lucid) or 40 (classic); ``lr`` to 0.05 (Adam, lucid) or 0.01 (the
     per-step RMS-normalized pixel change, classic). ``progress`` is called with the number of steps
     done after each step of each batch.
     """
@@ -410,6 +412,25 @@ def _optimize(model: Model, module: nn.Module, filters: list[int], steps: int, s
     with torch.no_grad():
         final = picture().float().clamp(0.0, 1.0)
     return final.detach(), first, torch.stack(history)
+
+
+def plain_batched_ascent(model: Model | nn.Module, layer: str, filters: Sequence[int], steps: int,
+                         size: int = DEFAULT_SIZE, seed: int = 0, lr: float = 1 / 255) -> torch.Tensor:
+    """The reference the ``classic`` method is held against: the textbook loop (Chollet's: step 1
+    on the 0..255 pixel scale, i.e. 1/255 here) run on a batch, one RMS over the whole batch's
+    gradient, no clipping, from the same start. Returns the scores."""
+    model = as_model(model)
+    module = model.module.get_submodule(preactivation_path(model, layer))
+    filters = list(filters)
+    picture = PixelImage(_generators(seed, filters, model.device), size, model.device)
+    pixels = picture.pixels
+    with evaluating(model.module):
+        for _ in range(steps):
+            objective = _channel_means(_preactivation(model, module, pixels, "fp32"), filters)
+            (grad,) = torch.autograd.grad(objective.sum(), [pixels])
+            with torch.no_grad():
+                pixels.add_(lr * grad / (grad.pow(2).mean().sqrt() + 1e-12))
+    return score_images(model, layer, pixels.detach(), filters).cpu()
 
 
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
