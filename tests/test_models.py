@@ -201,3 +201,9 @@ def test_timm_models_when_timm_is_installed(monkeypatch):
     model = convscope.load_model("timm:tiny", "random")
     assert model.input_size == (32, 24) and model.preprocessing.std == (0.25, 0.25, 0.25)
     assert model.layer("conv2").shape == (6, 16, 12)
+
+
+def test_labels_must_match_the_outputs():
+    model = convscope.load_model(tiny_net(), input_size=16, labels=["only", "three", "labels"])
+    with pytest.raises(InputError, match="outputs \\(5,\\) per image but has 3 class labels"):
+        model.predict(model.dummy_input(), top=1)

@@ -164,7 +164,11 @@ class Model:
             raise InputError(f"--top must be between 1 and {classes}, got {top}")
         results = []
         for start in range(0, x.shape[0], batch_size):
-            probs = self.logits(x[start:start + batch_size]).softmax(dim=-1)
+            logits = self.logits(x[start:start + batch_size])
+            if logits.dim() != 2 or logits.shape[-1] != classes:
+                raise InputError(f"the model outputs {tuple(logits.shape[1:])} per image but has {classes} "
+                                 "class labels; give one label per output")
+            probs = logits.softmax(dim=-1)
             values, indices = probs.topk(top, dim=-1)
             for row_values, row_indices in zip(values.tolist(), indices.tolist()):
                 results.append([Prediction(i, self.labels[i], p) for i, p in zip(row_indices, row_values)])
