@@ -1,13 +1,11 @@
 """Sample photos that ship inside installed packages (nothing is downloaded).
 
 ``chelsea`` (a cat) and ``coffee`` come from scikit-image's ``skimage.data``; ``grace_hopper``
-from matplotlib's sample data. :func:`sample_path` writes a sample as a PNG/JPEG file into a
-folder the caller chooses, so commands can treat it like any other image file.
+from matplotlib's sample data. On the command line they are named ``sample:chelsea`` and so on.
 """
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -39,17 +37,3 @@ def _grace_hopper_path() -> Path:
     from matplotlib import cbook
 
     return Path(cbook.get_sample_data("grace_hopper.jpg", asfileobj=False))
-
-
-def sample_path(name: str, folder: str | Path) -> Path:
-    """Write sample ``name`` into ``folder`` (``<name>.png``, or the original JPEG for grace_hopper)
-    and return its path."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    if name == "grace_hopper":
-        target = folder / "grace_hopper.jpg"
-        shutil.copyfile(_grace_hopper_path(), target)
-        return target
-    target = folder / f"{name}.png"
-    Image.fromarray(sample_array(name)).save(target)
-    return target
