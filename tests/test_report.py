@@ -53,6 +53,7 @@ def test_report_files_and_no_external_references(tiny_report):
     for folder in ("activations", "filters", "cam", "images"):
         assert any((out / folder).iterdir()), folder
     assert (out / "activations" / "conv1.png").exists() and (out / "filters" / "conv1.png").exists()
+    assert (out / "activations" / "second" / "conv1.png").exists()  # the other images in a folder each
     assert "http://" not in html and "https://" not in html and "fetch(" not in html
     assert "<b>photo</b>" not in html and 'onerror="window' not in html
     assert "my&lt;b&gt;photo&lt;/b&gt;" in html
@@ -121,23 +122,35 @@ def test_tiny_report_in_a_browser(tiny_report):
             assert EVIL_LABEL in page.inner_text("#cam")  # shown as text, not markup
             # click the third tile of conv2 (tiles 8x8 enlarged to 32 px, 1 px separators)
             page.click("a[data-layer='conv2']")
-            grid = page.locator("section.layer:not([hidden]) img.grid")
+            grid = page.locator("section.layer:not([hidden]) img.grid:not([hidden])")
             box = grid.bounding_box()
-            natural = page.evaluate("document.querySelector('section.layer:not([hidden]) img.grid').naturalWidth")
+            natural = page.evaluate(
+                "document.querySelector('section.layer:not([hidden]) img.grid:not([hidden])').naturalWidth")
             scale = box["width"] / natural
             grid.click(position={"x": (2 * 33 + 10) * scale, "y": 10 * scale})
             assert page.is_visible("#viewer")
-            assert page.inner_text("#viewer-title") == "conv2, channel 2"
-            assert "min" in page.inner_text("#viewer-stats") and "max" in page.inner_text("#viewer-stats")
+            assert page.inner_text("#viewer-title") == f"conv2, channel 2 ({EVIL_NAME})"
+            first_stats = page.inner_text("#viewer-stats")
+            assert "min" in first_stats and "max" in first_stats
             assert page.evaluate("location.hash") == "#activations/conv2/2"
             page.keyboard.press("ArrowRight")
-            assert page.inner_text("#viewer-title") == "conv2, channel 3"
+            assert page.inner_text("#viewer-title").startswith("conv2, channel 3")
             page.keyboard.press("Escape")
             assert not page.is_visible("#viewer")
+            # the second image's intermediate outputs
+            page.select_option("#act-image", "1")
+            shown = page.locator("section.layer:not([hidden]) img.grid:not([hidden])")
+            assert shown.get_attribute("src") == "activations/second/conv2.png"
+            page.fill("section.layer:not([hidden]) input[name=index]", "2")
+            page.press("section.layer:not([hidden]) input[name=index]", "Enter")
+            assert page.inner_text("#viewer-title") == "conv2, channel 2 (second.jpg)"
+            assert page.inner_text("#viewer-stats") != first_stats
+            page.keyboard.press("Escape")
+            page.select_option("#act-image", "0")
             # keyboard only: the channel form
             page.fill("section.layer:not([hidden]) input[name=index]", "5")
             page.press("section.layer:not([hidden]) input[name=index]", "Enter")
-            assert page.inner_text("#viewer-title") == "conv2, channel 5"
+            assert page.inner_text("#viewer-title").startswith("conv2, channel 5")
             page.keyboard.press("Escape")
             # filters: click the first picture
             page.locator("img.grid[data-kind=filters][data-layer=conv1]").click(position={"x": 8, "y": 8})

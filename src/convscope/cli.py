@@ -335,8 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_filters)
 
     p = sub.add_parser("run", parents=[common], help="everything for some images, as a browsable HTML report",
-                       description="Run predictions, intermediate outputs (of the first image), filters and "
-                                   "class activation maps, and write DIR/index.html beside the images it links "
+                       description="Run predictions, intermediate outputs, filters and class activation maps, "
+                                   "and write DIR/index.html beside the images it links "
                                    "to (DIR/activations/, DIR/filters/, DIR/cam/).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
     _add_out_option(p)

@@ -54,7 +54,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     stems = image_stems(names)
     x = model.preprocess(photos)
     activation_layers = default_layers(model)
-    check_memory(model, activation_layers, (1, *x.shape[1:]))
+    check_memory(model, activation_layers, (1, *x.shape[1:]))  # one image at a time
     filter_layers = default_filter_layers(model)
     filter_plans = [(name, parse_filter_spec(filters_count, model.layer(preactivation_path(model, name)).shape[0]))
                     for name in filter_layers]
@@ -69,22 +69,26 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         images.append({"name": name, "stem": stem, "file": _rel(path, out), "width": shown.width,
                        "height": shown.height, "predictions": [p.as_json() for p in preds]})
 
-    say(f"[2/4] intermediate outputs of {names[0]}: {len(activation_layers)} layers")
-    outputs = activations(model, x[:1], activation_layers)
-    written = write_activation_grids(outputs, out / "activations", per_row=PER_ROW, normalize=NORMALIZE)
+    say(f"[2/4] intermediate outputs: {len(activation_layers)} layers x {len(names)} images")
     infos = {layer.name: layer for layer in model.layers()}
-    layers = []
-    for grid in written:
-        maps = outputs[grid.layer][0].float()
-        channels, height, width = grid.shape
-        scale, separator = grid_geometry(height, width)
-        _, columns = grid_layout(channels, PER_ROW)
-        stats = zip(maps.amin(dim=(1, 2)).tolist(), maps.mean(dim=(1, 2)).tolist(), maps.amax(dim=(1, 2)).tolist())
-        layers.append({"name": grid.layer, "type": infos[grid.layer].type, "shape": list(grid.shape),
-                       "file": _rel(grid.png, out), "tile": [width * scale, height * scale],
-                       "separator": separator, "columns": columns,
-                       "stats": [[round(a, 4), round(b, 4), round(c, 4)] for a, b, c in stats]})
-    del outputs
+    layers: dict[str, dict] = {}
+    for index, stem in enumerate(stems):
+        # The first image's grids are where `convscope activations` puts them; the others in a folder each.
+        folder = out / "activations" if index == 0 else prepare_out_dir(out / "activations" / stem)
+        outputs = activations(model, x[index:index + 1], activation_layers)
+        for grid in write_activation_grids(outputs, folder, per_row=PER_ROW, normalize=NORMALIZE):
+            maps = outputs[grid.layer][0].float()
+            if grid.layer not in layers:
+                channels, height, width = grid.shape
+                scale, separator = grid_geometry(height, width)
+                layers[grid.layer] = {"name": grid.layer, "type": infos[grid.layer].type, "shape": list(grid.shape),
+                                      "tile": [width * scale, height * scale], "separator": separator,
+                                      "columns": grid_layout(channels, PER_ROW)[1], "files": [], "stats": []}
+            stats = zip(maps.amin(dim=(1, 2)).tolist(), maps.mean(dim=(1, 2)).tolist(),
+                        maps.amax(dim=(1, 2)).tolist())
+            layers[grid.layer]["files"].append(_rel(grid.png, out))
+            layers[grid.layer]["stats"].append([[round(a, 4), round(b, 4), round(c, 4)] for a, b, c in stats])
+        del outputs
 
     steps = filters_steps
     total = sum(-(-len(chosen) // 64) * (steps or DEFAULT_STEPS["lucid"]) for _, chosen in filter_plans)
@@ -118,7 +122,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     context = {
         "model": model.name, "weights": model.weights, "input_size": list(model.input_size),
         "images": images,
-        "activations": {"image": names[0], "normalize": NORMALIZE, "per_row": PER_ROW, "layers": layers},
+        "activations": {"images": list(names), "normalize": NORMALIZE, "per_row": PER_ROW,
+                        "layers": list(layers.values())},
         "filters": {"method": "lucid", "steps": result.steps if result else steps, "size": DEFAULT_SIZE,
                     "precision": precision, "layers": filter_sections},
         "cam": {"method": METHOD_NAMES[CAM_METHOD], "layer": layer, "alpha": 0.4, "top": CAM_TOP},
