@@ -180,6 +180,16 @@ def default_cam_layer(model: Model) -> str:
     return chosen
 
 
+def cam_layer(model: Model, layer: str | None = None) -> str:
+    """The layer to explain: ``layer`` checked to output a feature map, or the default layer."""
+    if layer is None:
+        return default_cam_layer(model)
+    info = model.layer(layer)
+    if not info.is_spatial:
+        raise InputError(f"--layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map")
+    return layer
+
+
 def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
                 classes: Sequence[int | str] | None = None, layer: str | None = None,
                 method: str = "gradcam", precision: str = "fp32",
@@ -191,10 +201,7 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     if precision not in ("fp32", "bf16"):
         raise InputError(f"--precision must be fp32 or bf16, got {precision!r}")
     precision = resolve_precision(precision, model.device)
-    layer = default_cam_layer(model) if layer is None else layer
-    info = model.layer(layer)
-    if not info.is_spatial:
-        raise InputError(f"--layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map")
+    layer = cam_layer(model, layer)
     x = as_input(model, x)
     target = model.submodule(layer)
     size = (x.shape[2], x.shape[3])

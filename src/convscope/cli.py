@@ -163,7 +163,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
-    from .cams import METHOD_NAMES, compute_cam, default_cam_layer
+    from .cams import METHOD_NAMES, cam_layer, compute_cam
     from .jobs import write_cam_files
 
     if not 0.0 <= args.alpha <= 1.0:
@@ -171,10 +171,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     photos = [load_image(image_source(arg)) for arg in args.images]
     check_out_dir(args.out)
     model = _load(args)
-    layer = args.layer or default_cam_layer(model)
-    info = model.layer(layer)
-    if not info.is_spatial:
-        raise InputError(f"--layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map")
+    layer = cam_layer(model, args.layer)
     fixed_classes = [model.class_index(value) for value in args.classes or []]
     if args.top is not None and args.top > len(model.labels):
         raise InputError(f"--top {args.top}: the model has only {len(model.labels)} classes")
@@ -196,7 +193,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
 
 def cmd_filters(args: argparse.Namespace) -> int:
     from .featurevis import (DEFAULT_STEPS, MAX_SIZE, MIN_SIZE, default_filter_layers, parse_filter_spec,
-                             preactivation_path, render_filters)
+                             preactivation_path, render_filters, total_steps)
     from .jobs import write_filter_grids
     from .precision import resolve_precision
 
@@ -215,7 +212,7 @@ def cmd_filters(args: argparse.Namespace) -> int:
     precision = resolve_precision(args.precision, model.device)
     out = prepare_out_dir(args.out, "filters")
     show = not args.quiet and sys.stderr.isatty()
-    total = sum(-(-len(chosen) // 64) * steps for _, chosen in plans)
+    total = total_steps([len(chosen) for _, chosen in plans], steps)
     from tqdm import tqdm
 
     with tqdm(total=total, disable=not show, unit="step", desc="filters", leave=False) as bar:

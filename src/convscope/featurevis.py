@@ -42,6 +42,8 @@ from .precision import autocast, prepare_input, resolve_precision
 
 METHODS = ("lucid", "classic")
 DEFAULT_FILTERS = 64
+#: Filters optimized together in one batch.
+FILTER_BATCH = 64
 #: Defaults sized so that ``convscope filters`` on the default model (5 layers, 288 filters) takes
 #: about a minute on a 2-core CPU; use more steps and a larger size for better pictures.
 DEFAULT_STEPS = {"lucid": 64, "classic": 40}
@@ -338,9 +340,14 @@ class FilterResult:
     history: torch.Tensor = field(repr=False)
 
 
+def total_steps(filter_counts: Sequence[int], steps: int, batch_size: int = FILTER_BATCH) -> int:
+    """Optimization steps (progress ticks) :func:`render_filters` takes for layers of these filter counts."""
+    return sum(-(-count // batch_size) * steps for count in filter_counts)
+
+
 def render_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
                    steps: int | None = None, size: int = DEFAULT_SIZE, method: str = "lucid", seed: int = 0,
-                   precision: str = "auto", lr: float | None = None, batch_size: int = 64,
+                   precision: str = "auto", lr: float | None = None, batch_size: int = FILTER_BATCH,
                    progress: Callable[[int], None] | None = None) -> FilterResult:
     """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) and score them.
 

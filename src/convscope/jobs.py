@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from .output import safe_name, save_image, save_npy
-from .render import render_grid
+from .render import PICTURE_COLUMNS, render_grid
 
 
 def distinct_safe_names(names: Sequence[str], fallback: str = "layer") -> list[str]:
@@ -140,7 +140,7 @@ def write_cam_files(model, x: torch.Tensor, photos: Sequence, names: Sequence[st
 
 
 def write_filter_grids(result, folder: str | os.PathLike, *, save_raw: bool = False,
-                       columns: int = 8) -> Path:
+                       columns: int = PICTURE_COLUMNS) -> Path:
     """Write ``folder/<layer>.png`` (the pictures in filter order, ``columns`` per row) and, with
     ``save_raw``, ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]) and ``<layer>.json``
     (each filter's index and score, and the settings)."""

@@ -12,20 +12,22 @@ from pathlib import Path
 
 from PIL import Image
 
-from .cams import METHOD_NAMES, compute_cam, default_cam_layer
-from .featurevis import DEFAULT_SIZE, DEFAULT_STEPS, default_filter_layers, parse_filter_spec, preactivation_path, render_filters
+from .cams import METHOD_NAMES, cam_layer, compute_cam
+from .featurevis import (DEFAULT_SIZE, DEFAULT_STEPS, default_filter_layers, parse_filter_spec, preactivation_path,
+                         render_filters, total_steps)
 from .intermediate import activations, check_memory, default_layers
 from .jobs import (image_stems, report_size, write_activation_grids, write_cam_files,
                    write_filter_grids)
 from .model import Model
 from .output import prepare_out_dir, save_image
 from .precision import resolve_precision
-from .render import grid_geometry, grid_layout
+from .render import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
 from .report import write_report
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
 CAM_METHOD = "gradcam"
+CAM_ALPHA = 0.4
 NORMALIZE = "channel"
 PER_ROW = 16
 
@@ -90,26 +92,25 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
             layers[grid.layer]["stats"].append([[round(a, 4), round(b, 4), round(c, 4)] for a, b, c in stats])
         del outputs
 
-    steps = filters_steps
-    total = sum(-(-len(chosen) // 64) * (steps or DEFAULT_STEPS["lucid"]) for _, chosen in filter_plans)
+    steps = filters_steps or DEFAULT_STEPS["lucid"]
     say(f"[3/4] filters: {len(filter_plans)} layers, {sum(len(c) for _, c in filter_plans)} filters")
     if on_filter_layers is not None:
-        on_filter_layers(total)
+        on_filter_layers(total_steps([len(chosen) for _, chosen in filter_plans], steps))
     filter_sections = []
-    result = None
     for name, chosen in filter_plans:
         result = render_filters(model, name, chosen, steps=steps, size=DEFAULT_SIZE, method="lucid",
                                 precision=precision, progress=progress)
         png = write_filter_grids(result, out / "filters")
-        filter_sections.append({"name": name, "file": _rel(png, out), "size": result.size, "margin": 4,
-                                "columns": 8, "filters": [{"index": i, "score": round(float(s), 4)}
+        filter_sections.append({"name": name, "file": _rel(png, out), "size": result.size,
+                                "margin": PICTURE_MARGIN, "columns": grid_layout(len(chosen), PICTURE_COLUMNS)[1],
+                                "filters": [{"index": i, "score": round(float(s), 4)}
                                                           for i, s in zip(result.filters, result.scores.tolist())]})
 
-    layer = default_cam_layer(model)
+    layer = cam_layer(model)
     say(f"[4/4] class activation maps ({METHOD_NAMES[CAM_METHOD]}, layer {layer})")
     pairs = [(i, p.index) for i, preds in enumerate(ranked) for p in preds[:CAM_TOP]]
     cams = write_cam_files(model, x, photos, names, pairs, out, layer=layer, method=CAM_METHOD,
-                           precision="fp32", alpha=0.4, save_raw=False, compute=compute_cam,
+                           precision="fp32", alpha=CAM_ALPHA, save_raw=False, compute=compute_cam,
                            map_size=PHOTO_LIMIT)
     probabilities = {(i, p.index): p.probability for i, preds in enumerate(ranked) for p in preds}
     for written_cam in cams:
@@ -124,9 +125,9 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         "images": images,
         "activations": {"images": list(names), "normalize": NORMALIZE, "per_row": PER_ROW,
                         "layers": list(layers.values())},
-        "filters": {"method": "lucid", "steps": result.steps if result else steps, "size": DEFAULT_SIZE,
+        "filters": {"method": "lucid", "steps": steps, "size": DEFAULT_SIZE,
                     "precision": precision, "layers": filter_sections},
-        "cam": {"method": METHOD_NAMES[CAM_METHOD], "layer": layer, "alpha": 0.4, "top": CAM_TOP},
+        "cam": {"method": METHOD_NAMES[CAM_METHOD], "layer": layer, "alpha": CAM_ALPHA, "top": CAM_TOP},
         "seconds": round(time.perf_counter() - started, 1),
         "versions": package_versions(),
         "command": " ".join(["convscope", *sys.argv[1:]]) if sys.argv else "convscope",

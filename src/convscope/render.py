@@ -22,6 +22,9 @@ Z_SCALE = 64.0
 #: Tiles of small feature maps are enlarged by a whole factor to be at least this many pixels.
 MIN_TILE = 28
 BACKGROUND = (255, 255, 255)
+#: Layout of filter pictures: columns per row and the margin around each picture, in pixels.
+PICTURE_COLUMNS = 8
+PICTURE_MARGIN = 4
 
 
 @lru_cache(maxsize=32)
@@ -147,7 +150,7 @@ def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
     return buffer.getvalue()
 
 
-def picture_grid(images: torch.Tensor | np.ndarray, columns: int = 8, margin: int = 4,
+def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUMNS, margin: int = PICTURE_MARGIN,
                  background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
     """Pictures N x 3 x S x S (RGB in [0, 1]) in a grid of ``columns`` with ``margin`` px around each."""
     pictures = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
