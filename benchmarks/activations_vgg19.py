@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 import convscope
-from convscope.intermediate import default_layers
-from convscope.jobs import write_activation_grids
+from convscope.layers import default_activation_layers
+from convscope.writers import write_activation_grids
 from convscope.samples import sample_array
 
 WORKERS = min(4, os.cpu_count() or 1)
@@ -61,7 +61,7 @@ def main() -> int:
     args = parser.parse_args()
     model = convscope.load_model("vgg19", "random")
     x = model.preprocess(sample_array("chelsea"))
-    assert len(default_layers(model)) == 21
+    assert len(default_activation_layers(model.all_layers())) == 21
     with tempfile.TemporaryDirectory() as tmp:
         _, written = dump_once(model, x, Path(tmp))  # warm-up; also gives the grid sizes
         grids = [Image.open(w.png).convert("RGB") for w in written]

@@ -20,7 +20,7 @@ import time
 import torch
 
 import convscope
-from convscope.cams import compute_cam, default_cam_layer
+from convscope.techniques.cams import cam_layer, compute_cam
 from convscope.precision import cpu_has_amx, prepare_input
 from convscope.samples import sample_array
 
@@ -37,7 +37,7 @@ def median_time(fn, repeat: int) -> float:
 
 def floor_times(model, x, layer: str, repeat: int) -> tuple[float, float]:
     module = model.module
-    x = prepare_input(x, "fp32")
+    x = prepare_input(x)
 
     def forward():
         with torch.no_grad():
@@ -64,7 +64,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     model = convscope.load_model("vgg19", "random")
-    layer = default_cam_layer(model)
+    layer = cam_layer(model)
     x = model.preprocess([sample_array("chelsea"), sample_array("coffee")] * 4)
     forward, backward = floor_times(model, x, layer, args.repeat)
     floor = forward + backward

@@ -14,9 +14,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 import convscope
-from convscope.featurevis import plain_batched_ascent, render_filters
+from convscope.techniques.filters import optimize_filters
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from reference_ascent import plain_batched_ascent  # noqa: E402  (the test suite's reference)
 
 
 def main() -> int:
@@ -31,7 +35,7 @@ def main() -> int:
     model = convscope.load_model(args.model, args.weights)
     ok = True
     for layer in args.layers.split(","):
-        ours = render_filters(model, layer, args.filters, steps=args.steps, size=args.size, method="classic",
+        ours = optimize_filters(model, layer, args.filters, steps=args.steps, size=args.size, method="classic",
                               precision="fp32")
         plain = plain_batched_ascent(model, layer, ours.filters, steps=args.steps, size=args.size)
         better = int((ours.scores >= plain).sum())

@@ -4,7 +4,7 @@ Work: VGG19 (random weights; speed does not depend on them) block3_conv1, 16 fil
 128 px, the lucid method (GUIDE's reference set-up), in the precision ``auto`` picks here.
 floor          = the truncated forward (stopped at the layer) + backward to the input alone, on a
                  batch of 16 at the transformed size, same precision and layout
-batched        = convscope.render_filters (all 16 in one batch)
+batched        = convscope.optimize_filters (all 16 in one batch)
 one at a time  = the same, batch_size=1 (16 separate optimizations)
 
 Run: .venv/bin/python benchmarks/filters_speed.py [--model M --weights W --layer L]
@@ -19,20 +19,20 @@ import time
 import torch
 
 import convscope
-from convscope.featurevis import _preactivation, preactivation_path, random_transform, render_filters
 from convscope.precision import resolve_precision
+from convscope.techniques.filter_recipes import random_transform
+from convscope.techniques.filters import optimize_filters, truncated_at
 
 
 def floor_seconds(model, layer: str, count: int, size: int, steps: int, precision: str) -> float:
-    module = model.module.get_submodule(preactivation_path(model, layer))
     generators = [torch.Generator().manual_seed(i) for i in range(count)]
     shape = random_transform(torch.rand(count, 3, size, size), generators).shape
     x = torch.rand(shape, requires_grad=True)
-    with convscope.hooks.evaluating(model.module):
+    with convscope.hooks.evaluating(model.module), truncated_at(model, layer) as run:
         for step in range(steps + 1):
             if step == 1:
                 start = time.perf_counter()
-            acts = _preactivation(model, module, x, precision)
+            acts = run(x, precision)
             torch.autograd.grad(acts.float().mean(), x)
     return time.perf_counter() - start
 
@@ -49,14 +49,14 @@ def main() -> int:
     model = convscope.load_model(args.model, args.weights)
     precision = resolve_precision("auto", model.device)
     image_steps = args.filters * args.steps
-    render_filters(model, args.layer, 2, steps=2, size=args.size)  # warm-up
+    optimize_filters(model, args.layer, 2, steps=2, size=args.size)  # warm-up
 
     floor = floor_seconds(model, args.layer, args.filters, args.size, args.steps, precision)
     start = time.perf_counter()
-    render_filters(model, args.layer, args.filters, steps=args.steps, size=args.size, precision=precision)
+    optimize_filters(model, args.layer, args.filters, steps=args.steps, size=args.size, precision=precision)
     batched = time.perf_counter() - start
     start = time.perf_counter()
-    render_filters(model, args.layer, args.filters, steps=args.steps, size=args.size, precision=precision,
+    optimize_filters(model, args.layer, args.filters, steps=args.steps, size=args.size, precision=precision,
                    batch_size=1)
     single = time.perf_counter() - start
 

@@ -21,7 +21,7 @@ import warnings
 import torch
 
 import convscope
-from convscope.featurevis import preactivation_path, render_filters, score_images
+from convscope.techniques.filters import preactivation_path, optimize_filters, score_images
 
 warnings.filterwarnings("ignore")
 
@@ -58,7 +58,7 @@ def main() -> int:
     lucent_layer = preactivation_path(model, args.layer).replace(".", "_")
 
     start = time.perf_counter()
-    ours = render_filters(model, args.layer, filters, steps=args.steps, size=args.size, method="lucid",
+    ours = optimize_filters(model, args.layer, filters, steps=args.steps, size=args.size, method="lucid",
                           precision=args.precision)
     ours_seconds = time.perf_counter() - start
 

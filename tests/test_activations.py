@@ -13,10 +13,10 @@ from PIL import Image
 import convscope
 from convscope.cli import main
 from convscope.errors import InputError
-from convscope.intermediate import default_layers
-from convscope.jobs import unique_file_names
-from convscope.output import safe_name
-from convscope.render import colormap_lut, normalize_to_uint8, render_grid, tile_box
+from convscope.layers import default_activation_layers
+from convscope.writers import unique_file_names
+from convscope.files import safe_name
+from convscope.drawing import colormap_lut, normalize_to_uint8, render_grid, tile_box
 
 from conftest import assert_usage_errors
 from test_layers import VGG19_KERAS
@@ -96,7 +96,7 @@ def test_gray_colormap_and_large_maps_keep_resolution():
 def test_bad_render_options():
     with pytest.raises(InputError, match="unknown colormap 'nope'"):
         render_grid(torch.zeros(1, 2, 2), cmap="nope")
-    with pytest.raises(InputError, match="--normalize"):
+    with pytest.raises(InputError, match="^normalize: unknown 'global'"):
         render_grid(torch.zeros(1, 2, 2), normalize="global")
 
 
@@ -110,7 +110,7 @@ def test_safe_and_unique_file_names():
 
 # -- capture -------------------------------------------------------------------------------------
 def test_default_layers_are_conv_and_pool(tiny_model):
-    assert default_layers(tiny_model) == ["conv1", "pool", "conv2"]  # global pool (1x1) left out
+    assert default_activation_layers(tiny_model.all_layers()) == ["conv1", "pool", "conv2"]  # global pool (1x1) left out
 
 
 def test_activations_values_and_in_place_relu(tiny, tiny_model, model_state):

@@ -10,10 +10,10 @@ from PIL import Image
 from torch import nn
 
 import convscope
-from convscope.cams import METHODS, compute_cam, default_cam_layer, minmax, upsample
+from convscope.techniques.cams import METHODS, cam_layer, compute_cam, minmax, upsample
 from convscope.cli import main
 from convscope.errors import InputError
-from convscope.render import colorize, overlay
+from convscope.drawing import colorize, overlay
 from convscope.samples import sample_array
 
 from conftest import assert_usage_errors
@@ -193,9 +193,9 @@ def test_class_list_mismatch_is_an_error_never_a_truncation(hand_model):
 
 
 def test_default_layer_is_last_spatial_before_pooling(hand_model, vgg19_random, default_model):
-    assert default_cam_layer(hand_model) == "relu"
-    assert default_cam_layer(vgg19_random) == "block5_pool"
-    assert default_cam_layer(default_model) == "_act1"
+    assert cam_layer(hand_model) == "relu"
+    assert cam_layer(vgg19_random) == "block5_pool"
+    assert cam_layer(default_model) == "_act1"
 
 
 def test_overlay_colour_order_high_is_red():

@@ -12,10 +12,12 @@ import torch
 import convscope
 from convscope.cli import main
 from convscope.errors import InputError
-from convscope.featurevis import (_RedirectedClamp, default_filter_layers, parse_filter_spec,
-                                  plain_batched_ascent, preactivation_path, render_filters, score_images)
+from convscope.layers import default_filter_layers
+from convscope.techniques.filter_recipes import _RedirectedClamp
+from convscope.techniques.filters import optimize_filters, parse_filter_spec, preactivation_path, score_images
 
 from conftest import assert_usage_errors
+from reference_ascent import plain_batched_ascent
 
 
 # -- the filter spec -------------------------------------------------------------------------------
@@ -42,10 +44,10 @@ def test_filter_spec_errors(spec, message):
 
 # -- which layers ----------------------------------------------------------------------------------
 def test_default_layers_first_conv_of_each_block(vgg19_random, tiny_model, default_model):
-    assert default_filter_layers(vgg19_random) == [f"block{i}_conv1" for i in range(1, 6)]
-    assert default_filter_layers(tiny_model) == ["conv1", "conv2"]
-    assert default_filter_layers(default_model)[0] == "_conv_stem"
-    assert len(default_filter_layers(default_model)) == 5  # 112, 56, 28, 14, 7 px
+    assert default_filter_layers(vgg19_random.all_layers()) == [f"block{i}_conv1" for i in range(1, 6)]
+    assert default_filter_layers(tiny_model.all_layers()) == ["conv1", "conv2"]
+    assert default_filter_layers(default_model.all_layers())[0] == "_conv_stem"
+    assert len(default_filter_layers(default_model.all_layers())) == 5  # 112, 56, 28, 14, 7 px
 
 
 def test_preactivation_is_before_the_relu(vgg19_random, tiny_model, default_model):
@@ -63,7 +65,7 @@ def test_preactivation_is_before_the_relu(vgg19_random, tiny_model, default_mode
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])
 def test_score_rises_for_every_filter(tiny_model, model_state, method, layer):
     before = model_state(tiny_model.module)
-    result = render_filters(tiny_model, layer, None, steps=12, size=16, method=method, precision="fp32")
+    result = optimize_filters(tiny_model, layer, None, steps=12, size=16, method=method, precision="fp32")
     assert result.images.shape == (len(result.filters), 3, 16, 16)
     assert result.images.min() >= 0 and result.images.max() <= 1
     assert (result.scores > result.initial_scores).all(), (result.initial_scores, result.scores)
@@ -74,18 +76,18 @@ def test_score_rises_for_every_filter(tiny_model, model_state, method, layer):
 
 @pytest.mark.parametrize("method", ["lucid", "classic"])
 def test_batched_equals_one_at_a_time(tiny_model, method):
-    batched = render_filters(tiny_model, "conv2", "0-3", steps=6, size=16, method=method, precision="fp32")
+    batched = optimize_filters(tiny_model, "conv2", "0-3", steps=6, size=16, method=method, precision="fp32")
     for row, index in enumerate(batched.filters):
-        single = render_filters(tiny_model, "conv2", [index], steps=6, size=16, method=method, precision="fp32")
+        single = optimize_filters(tiny_model, "conv2", [index], steps=6, size=16, method=method, precision="fp32")
         torch.testing.assert_close(single.images[0], batched.images[row], atol=1e-4, rtol=1e-4)
-    chunked = render_filters(tiny_model, "conv2", "0-3", steps=6, size=16, method=method, precision="fp32",
+    chunked = optimize_filters(tiny_model, "conv2", "0-3", steps=6, size=16, method=method, precision="fp32",
                              batch_size=3)
     torch.testing.assert_close(chunked.images, batched.images, atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("layer", ["conv1", "conv2"])
 def test_classic_reaches_at_least_the_plain_batched_ascent(tiny_model, layer):
-    ours = render_filters(tiny_model, layer, None, steps=10, size=16, method="classic", precision="fp32")
+    ours = optimize_filters(tiny_model, layer, None, steps=10, size=16, method="classic", precision="fp32")
     plain = plain_batched_ascent(tiny_model, layer, ours.filters, steps=10, size=16)
     assert ours.scores.mean() >= plain.mean()
 
@@ -104,7 +106,7 @@ def test_frozen_train_mode_model_with_in_place_relus(tiny, model_state):
         p.requires_grad_(False)
     before = model_state(tiny)
     model = convscope.load_model(tiny, input_size=16)
-    result = render_filters(model, "conv2", 2, steps=5, size=16)
+    result = optimize_filters(model, "conv2", 2, steps=5, size=16)
     assert (result.scores > result.initial_scores).all()
     before.assert_unchanged(tiny)
     assert tiny.training
@@ -125,25 +127,28 @@ def test_redirected_relu_gradient():
 
 def test_progress_callback_counts_steps(tiny_model):
     calls = []
-    render_filters(tiny_model, "conv1", 3, steps=4, size=16, batch_size=2, progress=calls.append)
+    optimize_filters(tiny_model, "conv1", 3, steps=4, size=16, batch_size=2, progress=calls.append)
     assert sum(calls) == 8  # two batches of four steps
 
 
 def test_bad_options(tiny_model):
-    with pytest.raises(InputError, match="--steps"):
-        render_filters(tiny_model, "conv1", steps=0)
-    with pytest.raises(InputError, match="--size"):
-        render_filters(tiny_model, "conv1", size=8)
-    with pytest.raises(InputError, match="--method"):
-        render_filters(tiny_model, "conv1", method="deepdream")
-    with pytest.raises(InputError, match="--precision"):
-        render_filters(tiny_model, "conv1", precision="fp8")
+    # the library names its Python parameters; the CLI words the same errors with flags (below)
+    with pytest.raises(InputError, match="^steps must be at least 1"):
+        optimize_filters(tiny_model, "conv1", steps=0)
+    with pytest.raises(InputError, match="^size must be between"):
+        optimize_filters(tiny_model, "conv1", size=8)
+    with pytest.raises(InputError, match="^method: unknown 'deepdream'"):
+        optimize_filters(tiny_model, "conv1", method="deepdream")
+    with pytest.raises(InputError, match="^precision: unknown 'fp8'"):
+        optimize_filters(tiny_model, "conv1", precision="fp8")
+    with pytest.raises(InputError, match="^filters 9: the layer has only 4 filters"):
+        optimize_filters(tiny_model, "conv1", "9")
 
 
 # -- real models ---------------------------------------------------------------------------------------
 def test_default_model_stem_filters_improve(default_model, model_state):
     before = model_state(default_model.module)
-    result = render_filters(default_model, "_conv_stem", "0-3", steps=24, size=48)
+    result = optimize_filters(default_model, "_conv_stem", "0-3", steps=24, size=48)
     assert (result.scores > result.initial_scores).all()
     before.assert_unchanged(default_model.module)
 
@@ -173,7 +178,7 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
     command = ["filters", "--model", "vgg16", "--weights", "random", "--layers", "block1_conv1", "--out", str(out)]
     assert_usage_errors(capsys, command, [
         (["--filters", "-1"], "negative"),
-        (["--filters", "65"], "only 64 filters"),
+        (["--filters", "65"], "--filters 65: the layer has only 64 filters"),
         (["--filters", "0-99"], "out of range"),
         (["--layers", "block1_pool"], "not a convolution layer"),
         (["--size", "8"], "--size must be between"),

@@ -23,7 +23,7 @@ import convscope
 from convscope.cli import main
 from convscope.errors import ConvscopeError, ImageError
 from convscope.images import load_image
-from convscope.output import write_bytes
+from convscope.files import write_bytes
 
 from conftest import tiny_net
 
@@ -273,7 +273,7 @@ def test_200_cam_calls_do_not_grow_memory(model_state):
 
 
 def test_image_stems_cannot_leave_the_output_folder():
-    from convscope.jobs import image_stems
+    from convscope.writers import image_stems
 
     assert image_stems(["../../etc/passwd.png", "a/b/c.jpg", "C.png", "sample:coffee", "..", "we ird?.png"]) == [
         "passwd", "c", "C-2", "coffee", "image", "we_ird_"]

@@ -14,7 +14,7 @@ from PIL import Image
 
 import convscope
 from convscope.cli import main
-from convscope.pipeline import run_all
+from convscope.run import run_all
 
 from conftest import tiny_net
 

@@ -17,16 +17,16 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .cams import METHODS as CAM_METHODS
-from .cams import CamResult, cam, compute_cam
-from .errors import ConvscopeError, ImageError, InputError, LayerError, RunError, WeightsError
-from .featurevis import FilterResult, filters, render_filters
+from .drawing import render_grid
+from .errors import ConvscopeError, ImageError, InputError, LayerError, WeightsError
 from .images import Preprocessing, load_image
-from .intermediate import activations
 from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
-from .render import render_grid
+from .techniques.activations import activations
+from .techniques.cams import METHODS as CAM_METHODS
+from .techniques.cams import CamResult, cam, compute_cam
+from .techniques.filters import FilterResult, filters, optimize_filters
 
 try:
     __version__ = version("convscope")
@@ -35,8 +35,8 @@ except PackageNotFoundError:  # running from a source tree
 
 __all__ = [
     "CAM_METHODS", "CamResult", "cam", "compute_cam",
-    "ConvscopeError", "ImageError", "InputError", "LayerError", "RunError", "WeightsError",
-    "FilterResult", "filters", "render_filters",
+    "ConvscopeError", "ImageError", "InputError", "LayerError", "WeightsError",
+    "FilterResult", "filters", "optimize_filters",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "__version__",
 ]

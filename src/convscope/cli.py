@@ -1,9 +1,11 @@
 """The ``convscope`` command line.
 
-Every command shares ``--model``, ``--weights``, ``--device`` and ``--debug``. Errors convscope
-raises on purpose print one line on stderr and exit with 2 (bad usage or input) or 1 (failure
-while running); ``--debug`` shows the traceback. Images may be files or ``sample:NAME`` for the
-photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``, ``sample:grace_hopper``).
+Every command shares ``--device`` and ``--debug``, the model commands ``--model`` and ``--weights``.
+Errors convscope raises on purpose print one line on stderr and exit with 2 (bad usage or input) or
+1 (failure while running); ``--debug`` shows the traceback. An error about a Python parameter is
+worded with the command's flag (``alpha`` -> ``--alpha``). Images may be files or ``sample:NAME``
+for the photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``,
+``sample:grace_hopper``). Choices and defaults come from the library's own constants.
 """
 
 from __future__ import annotations
@@ -11,18 +13,36 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
-from . import __version__
+import torch
+from tqdm import tqdm
+
+from . import __version__, models
+from .drawing import NORMALIZATIONS
 from .errors import ConvscopeError, InputError
+from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
-from .output import check_out_dir, prepare_out_dir
-from .samples import SAMPLES, sample_array
+from .model import Model
+from .plans import (CAM_ALPHA, CMAP, NORMALIZE, PER_ROW, check_top, plan_activations, plan_cam,
+                    plan_filters)
+from .precision import PRECISIONS
+from .run import run_all
+from .samples import DEMO_SAMPLES, SAMPLES, sample_array
+from .techniques.activations import capture
+from .techniques.cams import METHODS as CAM_METHODS
+from .techniques.filter_recipes import RECIPES
+from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE
+from .writers import image_stems
 
 SAMPLE_PREFIX = "sample:"
+#: Python parameters whose flag is not ``--`` + the name with dashes.
+FLAG_NAMES = {"classes": "--class", "filters_steps": "--filters-steps"}
 
 
 class _Parser(argparse.ArgumentParser):
@@ -42,8 +62,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _add_out_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+def flag_for(parameter: str) -> str:
+    """The command-line flag of a library parameter: ``per_row`` -> ``--per-row``."""
+    return FLAG_NAMES.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: int) -> None:
@@ -53,40 +74,21 @@ def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: in
             print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
 
 
-def _model_options() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    group = common.add_argument_group("model")
-    group.add_argument("--model", default="efficientnet_lite0", metavar="NAME",
-                       help="efficientnet_lite0 (default, offline ImageNet weights), vgg16, vgg19, "
-                            "torchvision:<name> or timm:<name>")
-    group.add_argument("--weights", default="imagenet", metavar="SPEC",
-                       help="imagenet (default), random (untrained, seeded) or a path to a state dict "
-                            "(.pth/.pt/.safetensors)")
-    group.add_argument("--device", default="cpu", metavar="DEV",
-                       help="torch device: cpu (default), cuda, cuda:1, mps or auto")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the traceback of an error")
-    return common
-
-
 def _resolve_device(name: str) -> str:
-    import torch
-
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise InputError(f"--device: unknown device {name!r} (cpu, cuda, cuda:N, mps or auto)") from None
+        raise InputError(f"device: unknown device {name!r} (cpu, cuda, cuda:N, mps or auto)",
+                         parameter="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
+        raise InputError(f"device {name}: CUDA is not available on this machine", parameter="device")
     return name
 
 
-def _load(args: argparse.Namespace):
-    from .models import load_model
-
-    return load_model(args.model, args.weights, device=_resolve_device(args.device))
+def _load(args: argparse.Namespace) -> Model:
+    return models.load_model(args.model, args.weights, device=_resolve_device(args.device))
 
 
 def image_source(arg: str) -> ImageSource:
@@ -98,6 +100,11 @@ def image_source(arg: str) -> ImageSource:
                              f"{', '.join(SAMPLE_PREFIX + s for s in SAMPLES)}")
         return sample_array(name)
     return arg
+
+
+def _save_input(x: torch.Tensor, out: Path) -> None:
+    """``DIR/input.npy``: the model input of all images (``--save-raw``)."""
+    save_npy(x.float().cpu().numpy(), out / "input.npy")
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -119,8 +126,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
     model = _load(args)
-    if args.top > len(model.labels):
-        raise InputError(f"--top {args.top}: the model has only {len(model.labels)} classes")
+    check_top(model, args.top)
     x = model.preprocess(images)
     results = model.predict(x, top=args.top)
     if args.json:
@@ -132,30 +138,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    from .intermediate import activations, check_memory, default_layers
-    from .jobs import write_activation_grids
-    from .output import save_npy
-    from .render import colormap_lut
-
     image = load_image(image_source(args.image))
-    colormap_lut(args.cmap)
     check_out_dir(args.out)
     model = _load(args)
-    names = default_layers(model) if args.layers is None else model.select_layers(args.layers)
-    flat = [name for name in names if not model.layer(name).is_spatial]
-    if flat:
-        raise InputError(f"--layers: {flat[0]} outputs {list(model.layer(flat[0]).shape or [])}, not a "
-                         "C x H x W feature map")
-    if not names:
-        raise InputError("--layers: no convolution or pooling layers found; name layers with --layers")
     x = model.preprocess(image)
-    check_memory(model, names, x.shape)
+    plan = plan_activations(model, x.shape, args.layers, per_row=args.per_row, normalize=args.normalize,
+                            cmap=args.cmap, save_raw=args.save_raw)
     out = prepare_out_dir(args.out, "activations")
-    outputs = activations(model, x, names)
     if args.save_raw:
-        save_npy(x.float().cpu().numpy(), out / "input.npy")
-    written = write_activation_grids(outputs, out / "activations", per_row=args.per_row,
-                                     normalize=args.normalize, cmap=args.cmap, save_raw=args.save_raw)
+        _save_input(x, out)
+    _, written = plan.write(model, x, out / "activations")
     for grid in written:
         print(f"{grid.layer:<28} {'x'.join(map(str, grid.shape)):>14}  {grid.png}")
     print(f"{len(written)} layer grids in {out / 'activations'}")
@@ -163,86 +155,55 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
-    from .cams import METHOD_NAMES, cam_layer, compute_cam
-    from .jobs import write_cam_files
-
-    if not 0.0 <= args.alpha <= 1.0:
-        raise InputError(f"--alpha must be between 0 and 1, got {args.alpha}")
     photos = [load_image(image_source(arg)) for arg in args.images]
     check_out_dir(args.out)
     model = _load(args)
-    layer = cam_layer(model, args.layer)
-    fixed_classes = [model.class_index(value) for value in args.classes or []]
-    if args.top is not None and args.top > len(model.labels):
-        raise InputError(f"--top {args.top}: the model has only {len(model.labels)} classes")
+    plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
+                    alpha=args.alpha, save_raw=args.save_raw)
     out = prepare_out_dir(args.out, "cam")
     x = model.preprocess(photos)
-    ranked = model.predict(x, top=min(max(5, args.top or 1), len(model.labels)))
+    ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
     _print_predictions(args.images, ranked, 5)
-    if fixed_classes:
-        per_image = [fixed_classes for _ in photos]
-    else:
-        per_image = [[p.index for p in preds[:args.top or 1]] for preds in ranked]
-    pairs = [(i, c) for i, classes in enumerate(per_image) for c in classes]
-    written = write_cam_files(model, x, photos, args.images, pairs, out, layer=layer, method=args.method,
-                              precision=args.precision, alpha=args.alpha, save_raw=args.save_raw,
-                              compute=compute_cam)
-    print(f"{METHOD_NAMES[args.method]} on layer {layer}: {len(written)} maps in {out / 'cam'}")
+    if args.save_raw:
+        _save_input(x, out)
+    written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / "cam")
+    print(f"{CAM_METHODS[plan.method].title} on layer {plan.layer}: {len(written)} maps in {out / 'cam'}")
     return 0
+
+
+def _progress_bar(quiet: bool) -> tqdm:
+    """A progress bar on stderr when it is a terminal and not ``--quiet``."""
+    return tqdm(total=0, disable=quiet or not sys.stderr.isatty(), unit="step", desc="filters", leave=False)
 
 
 def cmd_filters(args: argparse.Namespace) -> int:
-    from .featurevis import (DEFAULT_STEPS, MAX_SIZE, MIN_SIZE, default_filter_layers, parse_filter_spec,
-                             preactivation_path, render_filters, total_steps)
-    from .jobs import write_filter_grids
-    from .precision import resolve_precision
-
-    steps = args.steps or DEFAULT_STEPS[args.method]
-    if not MIN_SIZE <= args.size <= MAX_SIZE:
-        raise InputError(f"--size must be between {MIN_SIZE} and {MAX_SIZE} pixels, got {args.size}")
     check_out_dir(args.out)
     model = _load(args)
-    names = default_filter_layers(model) if args.layers is None else model.select_layers(args.layers)
-    if not names:
-        raise InputError("--layers: no convolution layers found")
-    plans = []
-    for name in names:
-        path = preactivation_path(model, name)
-        plans.append((name, parse_filter_spec(args.filters, model.layer(path).shape[0])))
-    precision = resolve_precision(args.precision, model.device)
+    plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
+                        seed=args.seed, precision=args.precision, save_raw=args.save_raw)
     out = prepare_out_dir(args.out, "filters")
-    show = not args.quiet and sys.stderr.isatty()
-    total = total_steps([len(chosen) for _, chosen in plans], steps)
-    from tqdm import tqdm
-
-    with tqdm(total=total, disable=not show, unit="step", desc="filters", leave=False) as bar:
-        for name, chosen in plans:
-            bar.set_description(name)
-            result = render_filters(model, name, chosen, steps=steps, size=args.size, method=args.method,
-                                    seed=args.seed, precision=precision, progress=bar.update)
-            written = write_filter_grids(result, out / "filters", save_raw=args.save_raw)
+    with _progress_bar(args.quiet) as bar:
+        bar.total = plan.total_steps
+        for result, written in plan.write(model, out / "filters", progress=bar.update):
             if not args.quiet:
-                bar.write(f"{name:<28} {len(chosen):>3} filters  mean score {result.scores.mean():8.3f}  {written}")
+                bar.write(f"{result.layer:<28} {len(result.filters):>3} filters  mean score "
+                          f"{result.scores.mean():8.3f}  {written}")
     if not args.quiet:
-        print(f"{len(plans)} filter grids in {out / 'filters'} ({args.method}, {steps} steps, "
-              f"{args.size} px, {precision})")
+        print(f"{len(plan.layers)} filter grids in {out / 'filters'} ({plan.method}, {plan.steps} steps, "
+              f"{plan.size} px, {plan.precision})")
     return 0
 
 
-def _run_report(model, photos, names, out, filters_steps, quiet: bool) -> int:
-    from tqdm import tqdm
-
-    from .pipeline import run_all
-
-    show = not quiet and sys.stderr.isatty()
-    say = (lambda line: None) if quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    with tqdm(total=0, disable=not show, unit="step", desc="filters", leave=False) as bar:
+def _run_report(args: argparse.Namespace, model: Model, photos: list, names: Sequence[str]) -> int:
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    with _progress_bar(args.quiet) as bar:
         def set_total(total: int) -> None:
             bar.total = total
             bar.refresh()
 
-        report = run_all(model, photos, names, out, filters_steps=filters_steps, say=say, progress=bar.update,
-                         on_filter_layers=set_total)
+        report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
+                         progress=bar.update, on_filter_layers=set_total,
+                         command=shlex.join(["convscope", *args.argv]))
     print(f"Report: {report.resolve()}")
     return 0
 
@@ -250,41 +211,59 @@ def _run_report(model, photos, names, out, filters_steps, quiet: bool) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     photos = [load_image(image_source(arg)) for arg in args.images]
     check_out_dir(args.out)
-    model = _load(args)
-    return _run_report(model, photos, args.images, args.out, args.filters_steps, args.quiet)
+    return _run_report(args, _load(args), photos, args.images)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .models import load_model
-    from .samples import DEMO_SAMPLES
-
     names = [SAMPLE_PREFIX + name for name in DEMO_SAMPLES]
     photos = [load_image(sample_array(name)) for name in DEMO_SAMPLES]
     check_out_dir(args.out)
     if not args.quiet:
-        print(f"convscope demo: efficientnet_lite0 (ImageNet weights, offline) on {', '.join(names)}",
+        print(f"convscope demo: {models.DEFAULT_MODEL} (ImageNet weights, offline) on {', '.join(names)}",
               file=sys.stderr)
-    model = load_model("efficientnet_lite0", "imagenet", device=_resolve_device(args.device))
-    return _run_report(model, photos, names, args.out, args.filters_steps, args.quiet)
+    model = models.load_model(models.DEFAULT_MODEL, models.DEFAULT_WEIGHTS, device=_resolve_device(args.device))
+    return _run_report(args, model, photos, names)
 
 
 # -- parser ------------------------------------------------------------------------------------
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Parent parsers, each option defined once: ``run`` (--device, --debug), ``model`` (--model,
+    --weights), ``out`` (--out), ``quiet`` (--quiet)."""
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--device", default="cpu", metavar="DEV", help="torch device: cpu (default), cuda, cuda:1, mps or auto")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    model = argparse.ArgumentParser(add_help=False)
+    group = model.add_argument_group("model")
+    group.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
+                       help=f"{models.DEFAULT_MODEL} (default, offline ImageNet weights), vgg16, vgg19, "
+                            "torchvision:<name> or timm:<name>")
+    group.add_argument("--weights", default=models.DEFAULT_WEIGHTS, metavar="SPEC",
+                       help="imagenet (default), random (untrained, seeded) or a path to a state dict "
+                            "(.pth/.pt/.safetensors)")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="no progress output")
+    return {"run": run, "model": model, "out": out, "quiet": quiet}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
                                                    "filters and class activation maps.")
     parser.add_argument("--version", action="version", version=f"convscope {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    common = _model_options()
+    shared = _shared_options()
+    on_model = [shared["model"], shared["run"]]
 
-    p = sub.add_parser("layers", parents=[common], help="list the layers: name, type, output shape",
+    p = sub.add_parser("layers", parents=on_model, help="list the layers: name, type, output shape",
                        description="List the model's layers in network order with their type and the "
                                    "shape of their output for one image. VGG conv and pool layers are "
                                    "listed under their Keras names (block1_conv1 ...).")
     p.add_argument("--json", action="store_true", help='print a JSON array of {"name", "type", "shape"}')
     p.set_defaults(handler=cmd_layers)
 
-    p = sub.add_parser("predict", parents=[common], help="top-K classes for images",
+    p = sub.add_parser("predict", parents=on_model, help="top-K classes for images",
                        description="Print the K most probable classes of each image. IMAGE is a file "
                                    "or sample:chelsea, sample:coffee, sample:grace_hopper.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -293,69 +272,65 @@ def build_parser() -> argparse.ArgumentParser:
                    help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("activations", parents=[common], help="every channel of conv and pool layers as image grids",
+    p = sub.add_parser("activations", parents=[*on_model, shared["out"]],
+                       help="every channel of conv and pool layers as image grids",
                        description="Draw the output of each convolution and pooling layer for one image: "
                                    "every channel a tile, one PNG grid per layer in DIR/activations/.")
     p.add_argument("image", metavar="IMAGE", help="an image file or sample:NAME")
     p.add_argument("--layers", metavar="SPEC",
                    help="layer names, comma lists, globs (block3_*) or 'all' (default: every conv and pool layer)")
-    _add_out_option(p)
-    p.add_argument("--per-row", type=_positive_int, default=16, metavar="N", help="tiles per row (default 16)")
-    p.add_argument("--normalize", choices=("channel", "layer"), default="channel",
+    p.add_argument("--per-row", type=_positive_int, default=PER_ROW, metavar="N",
+                   help=f"tiles per row (default {PER_ROW})")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default=NORMALIZE,
                    help="scale each channel on its own (default) or the whole layer with one scale")
-    p.add_argument("--cmap", default="viridis", metavar="NAME", help="matplotlib colormap (default viridis; gray, ...)")
+    p.add_argument("--cmap", default=CMAP, metavar="NAME", help=f"matplotlib colormap (default {CMAP}; gray, ...)")
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/activations/<layer>.npy (float32)")
     p.set_defaults(handler=cmd_activations)
 
-    p = sub.add_parser("filters", parents=[common], help="what each filter responds to (gradient ascent)",
+    default_recipe = next(iter(RECIPES.values()))
+    p = sub.add_parser("filters", parents=[*on_model, shared["out"], shared["quiet"]],
+                       help="what each filter responds to (gradient ascent)",
                        description="Draw what each filter of a conv layer responds to: start from a gray "
                                    "picture and change it by gradient ascent to maximize the filter's mean "
                                    "pre-activation. One PNG grid (8 columns) per layer in DIR/filters/.")
     p.add_argument("--layers", metavar="SPEC",
                    help="conv layer names, comma lists or globs (default: the first conv of each block)")
     p.add_argument("--filters", metavar="SPEC",
-                   help="a count (the first N) or indices and ranges such as 0-15,32 (default 64)")
+                   help=f"a count (the first N) or indices and ranges such as 0-15,32 (default {DEFAULT_FILTERS})")
+    steps = ", ".join(f"{r.default_steps} for {r.name}" for r in RECIPES.values())
     p.add_argument("--steps", type=_positive_int, metavar="N",
-                   help="optimization steps (default 64 for lucid, 40 for classic; more gives better pictures)")
-    p.add_argument("--size", type=_positive_int, default=64, metavar="PX", help="picture size (default 64)")
-    p.add_argument("--method", choices=("lucid", "classic"), default="lucid",
+                   help=f"optimization steps (default {steps}; more gives better pictures)")
+    p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
+                   help=f"picture size (default {DEFAULT_SIZE})")
+    p.add_argument("--method", choices=tuple(RECIPES), default=default_recipe.name,
                    help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
                         "(pixel-space RMS-normalized ascent)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto (default: bf16 where the hardware is fast at it), fp32 or bf16")
-    _add_out_option(p)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar and no summary")
     p.set_defaults(handler=cmd_filters)
 
-    p = sub.add_parser("run", parents=[common], help="everything for some images, as a browsable HTML report",
+    report_steps = f"optimization steps for the filters (default {default_recipe.default_steps})"
+    p = sub.add_parser("run", parents=[*on_model, shared["out"], shared["quiet"]],
+                       help="everything for some images, as a browsable HTML report",
                        description="Run predictions, intermediate outputs, filters and class activation maps, "
                                    "and write DIR/index.html beside the images it links "
                                    "to (DIR/activations/, DIR/filters/, DIR/cam/).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
-    _add_out_option(p)
-    p.add_argument("--filters-steps", type=_positive_int, metavar="N",
-                   help="optimization steps for the filters (default 64)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
     p.set_defaults(handler=cmd_run)
 
-    p = sub.add_parser("demo", help="the full report on the default model and the sample photos",
+    p = sub.add_parser("demo", parents=[shared["run"], shared["out"], shared["quiet"]],
+                       help="the full report on the default model and the sample photos",
                        description="Run `convscope run` on the embedded default model (EfficientNet-Lite0) with "
                                    "the sample photos (a cat and a coffee) and print where the report is.")
-    _add_out_option(p)
-    p.add_argument("--filters-steps", type=_positive_int, metavar="N",
-                   help="optimization steps for the filters (default 64)")
-    p.add_argument("--device", default="cpu", metavar="DEV", help="torch device (default cpu)")
-    p.add_argument("--quiet", action="store_true", help="no progress output")
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
     p.set_defaults(handler=cmd_demo)
 
-    from .cams import METHODS
-
-    p = sub.add_parser("cam", parents=[common], help="class activation maps (Grad-CAM and family)",
+    p = sub.add_parser("cam", parents=[*on_model, shared["out"]], help="class activation maps (Grad-CAM and family)",
                        description="Show which parts of each image made the network choose a class: a "
                                    "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
@@ -365,11 +340,13 @@ def build_parser() -> argparse.ArgumentParser:
     which.add_argument("--class", dest="classes", action="append", metavar="C",
                        help="class index or label; repeat for several (default: the top-1 prediction)")
     which.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes")
-    p.add_argument("--method", choices=METHODS, default="gradcam", help="default gradcam")
-    p.add_argument("--alpha", type=float, default=0.4, metavar="A", help="heatmap weight in the overlay (default 0.4)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="fp32 (default) or bf16 autocast with channels_last")
-    _add_out_option(p)
+    p.add_argument("--method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
+                   help=f"default {next(iter(CAM_METHODS))}")
+    p.add_argument("--alpha", type=float, default=CAM_ALPHA, metavar="A",
+                   help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default), bf16 autocast with channels_last, or auto (bf16 where the hardware "
+                        "is fast at it)")
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=cmd_cam)
@@ -378,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # --help, --version and usage errors (already printed)
@@ -385,12 +363,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help(sys.stderr)
         return 2
+    args.argv = argv
     try:
         return args.handler(args)
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"convscope: error: {_one_line(exc)}", file=sys.stderr)
+        print(f"convscope: error: {_one_line(exc.worded_for(flag_for(exc.parameter or '')))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)
@@ -400,13 +379,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if args.debug:
             traceback.print_exc()
-        print(f"convscope: internal error: {type(exc).__name__}: {_one_line(exc)} "
+        print(f"convscope: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
 
 
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def _one_line(text: str) -> str:
+    return " ".join(text.split()) or "(no message)"
 
 
 if __name__ == "__main__":

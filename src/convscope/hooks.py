@@ -2,19 +2,29 @@
 
 * :func:`evaluating` puts a module in eval mode for a block and restores every submodule's own
   ``training`` flag afterwards (a model in train mode stays in train mode).
-* :func:`capture_outputs` registers forward hooks that store a detached **clone** of each module's
-  output (an in-place op later in the network cannot change what was captured) and removes the
-  hooks in ``finally``, so they are gone even when the forward pass fails.
+* :func:`registered` is the one place hooks are registered: every handle is removed in ``finally``,
+  so the hooks are gone even when the forward pass fails.
+* :func:`layer_hooks` hooks named layers through it and records which ones ran, so that a layer
+  the input never reaches is the clear :class:`~convscope.errors.LayerError` of :meth:`LayerHooks.check_ran`
+  rather than a silent wrong answer.
+* :func:`capture_outputs` stores a detached **clone** of each named layer's output (an in-place op
+  later in the network cannot change what was captured).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
+
+from .errors import LayerError
+
+ForwardHook = Callable[[nn.Module, Any, Any], Any]
+PreHook = Callable[[nn.Module, Any], Any]
 
 
 @contextmanager
@@ -27,6 +37,57 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
     finally:
         for m, was_training in modes:
             m.training = was_training
+
+
+@contextmanager
+def registered(forward: Iterable[tuple[nn.Module, ForwardHook]] = (),
+               pre: Iterable[tuple[nn.Module, PreHook]] = ()) -> Iterator[None]:
+    """Forward hooks (``(module, hook)`` pairs) and forward pre-hooks live inside the block only."""
+    handles = []
+    try:
+        for module, hook in pre:
+            handles.append(module.register_forward_pre_hook(hook))
+        for module, hook in forward:
+            handles.append(module.register_forward_hook(hook))
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+@dataclass
+class LayerHooks:
+    """Which of the hooked layers have run, in the block of :func:`layer_hooks`."""
+
+    names: list[str]
+    ran: set[str] = field(default_factory=set)
+
+    def check_ran(self) -> None:
+        """LayerError for the first hooked layer that did not run in the forward pass."""
+        for name in self.names:
+            if name not in self.ran:
+                raise LayerError(f"layer {name!r} did not run in the forward pass")
+
+
+@contextmanager
+def layer_hooks(layers: Mapping[str, nn.Module],
+                hook_for: Callable[[str], ForwardHook]) -> Iterator[LayerHooks]:
+    """Hook each named layer's module with ``hook_for(name)`` for the block; the hook sees only the
+    module's **first** call (a module called twice in one pass keeps its first output)."""
+    state = LayerHooks(list(layers))
+
+    def first_call_only(name: str) -> ForwardHook:
+        inner = hook_for(name)
+
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if name in state.ran:
+                return None
+            state.ran.add(name)
+            return inner(module, inputs, output)
+        return hook
+
+    with registered(forward=[(module, first_call_only(name)) for name, module in layers.items()]):
+        yield state
 
 
 def _snapshot(output: Any) -> Any:
@@ -42,37 +103,8 @@ class StopForward(Exception):
     """Raised by a capture hook once everything asked for is captured, to skip the rest of the network."""
 
 
-@contextmanager
-def capture_outputs(modules: Mapping[str, nn.Module], stop: bool = False) -> Iterator[dict[str, Any]]:
-    """Capture the output of each named module during the forward passes run inside the block.
-
-    Yields a dict that fills up as the modules run: ``name -> detached clone of the output`` of the
-    module's first call (a module called twice keeps its first output). With ``stop``, the hook
-    that completes the set raises :class:`StopForward` (run the model through :func:`run_until_captured`).
-    Hooks are removed on exit.
-    """
-    captured: dict[str, Any] = {}
-    handles = []
-
-    def make_hook(name: str):
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            if name not in captured:
-                captured[name] = _snapshot(output)
-                if stop and len(captured) == len(modules):
-                    raise StopForward
-        return hook
-
-    try:
-        for name, module in modules.items():
-            handles.append(module.register_forward_hook(make_hook(name)))
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-def run_until_captured(module: nn.Module, x: torch.Tensor) -> None:
-    """Run ``module(x)``, treating :class:`StopForward` from a capture hook as the normal end."""
+def run_until_stopped(module: nn.Module, x: torch.Tensor) -> None:
+    """Run ``module(x)``, treating :class:`StopForward` from a hook as the normal end."""
     try:
         module(x)
     except StopForward:
@@ -80,25 +112,41 @@ def run_until_captured(module: nn.Module, x: torch.Tensor) -> None:
 
 
 @contextmanager
-def record_call_order(module: nn.Module) -> Iterator[list[tuple[str, nn.Module, Any]]]:
-    """Record ``(path, submodule, output)`` for the first call of every submodule, in the order the
-    calls complete (children before their container). Outputs are not cloned: use for shapes only."""
-    calls: list[tuple[str, nn.Module, Any]] = []
-    seen: set[str] = set()
-    handles = []
+def capture_outputs(modules: Mapping[str, nn.Module], stop: bool = False) -> Iterator[dict[str, Any]]:
+    """Capture the output of each named module during the forward passes run inside the block.
 
-    def make_hook(path: str):
-        def hook(sub: nn.Module, _inputs: Any, output: Any) -> None:
-            if path not in seen:
-                seen.add(path)
-                calls.append((path, sub, output))
+    Yields a dict that fills up as the modules run: ``name -> detached clone of the output`` of the
+    module's first call. With ``stop``, the hook that completes the set raises :class:`StopForward`
+    (run the model through :func:`run_until_stopped`). On a normal exit, a module that did not run
+    raises :class:`~convscope.errors.LayerError`.
+    """
+    captured: dict[str, Any] = {}
+
+    def hook_for(name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
+            captured[name] = _snapshot(output)
+            if stop and len(captured) == len(modules):
+                raise StopForward
         return hook
 
-    try:
-        for path, sub in module.named_modules():
-            if path:
-                handles.append(sub.register_forward_hook(make_hook(path)))
+    with layer_hooks(modules, hook_for) as state:
+        yield captured
+        state.check_ran()
+
+
+@contextmanager
+def record_call_order(module: nn.Module) -> Iterator[list[tuple[str, nn.Module, tuple[int, ...] | None]]]:
+    """Record ``(path, submodule, output shape)`` for the first call of every submodule, in the order
+    the calls complete (children before their container). Only shapes are kept (for one item: the
+    batch dimension dropped; None when the output is not a tensor), never the outputs themselves."""
+    calls: list[tuple[str, nn.Module, tuple[int, ...] | None]] = []
+    submodules = {path: sub for path, sub in module.named_modules() if path}
+
+    def hook_for(path: str) -> ForwardHook:
+        def hook(sub: nn.Module, _inputs: Any, output: Any) -> None:
+            is_tensor = isinstance(output, torch.Tensor) and output.dim() >= 1
+            calls.append((path, sub, tuple(output.shape[1:]) if is_tensor else None))
+        return hook
+
+    with layer_hooks(submodules, hook_for):
         yield calls
-    finally:
-        for handle in handles:
-            handle.remove()

@@ -1,9 +1,13 @@
-"""Layer names: discovery by one forward pass, aliases (Keras names on VGG), resolution and selection.
+"""Layer facts: discovery by one forward pass, aliases (Keras names on VGG), resolution, selection,
+and the default layers of each technique.
 
 A *layer name* denotes the output of one module. Most names are the module paths PyTorch gives
 (``features.0``, ``_blocks.3._depthwise_conv``). A model may add aliases: on VGG, ``block1_conv1``
 denotes the output of the ReLU that follows the first conv (as in Keras), while ``features.0``
 still denotes the conv's own output, before the ReLU.
+
+Every layer has a :attr:`LayerInfo.kind` -- ``conv``, ``pool``, ``norm`` or ``other`` -- decided
+once here from its module's type (for an alias: the type of the module it is named after).
 """
 
 from __future__ import annotations
@@ -16,8 +20,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import LayerError
+from .errors import InputError, LayerError
 from .hooks import evaluating, record_call_order
+
+CONV_TYPES = (nn.modules.conv._ConvNd,)
+POOL_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
+              nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+              nn.modules.pooling._LPPoolNd)
+NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
+
+
+def module_kind(module: nn.Module) -> str:
+    """``conv``, ``pool``, ``norm`` (batch norm) or ``other``."""
+    for kind, types in (("conv", CONV_TYPES), ("pool", POOL_TYPES), ("norm", NORM_TYPES)):
+        if isinstance(module, types):
+            return kind
+    return "other"
 
 
 @dataclass(frozen=True)
@@ -35,18 +53,32 @@ class LayerAlias:
 class LayerInfo:
     """One layer: its name, the module type, the output shape for one image (``[C, H, W]`` for a
     feature map, ``[C]`` for a vector; None when the output is not a tensor) and the module path.
-    ``listed`` is False for names that are valid but not shown (module paths behind an alias)."""
+    ``listed`` is False for names that are valid but not shown (module paths behind an alias);
+    ``kind`` is ``conv``, ``pool``, ``norm`` or ``other``; ``source`` the module the layer is named
+    after (for an alias, e.g. the conv behind ``block1_conv1``; otherwise ``module`` itself)."""
 
     name: str
     type: str
     shape: tuple[int, ...] | None
     module: str
     listed: bool = True
+    kind: str = "other"
+    source: str = ""
 
     @property
     def is_spatial(self) -> bool:
         """True when the output is a feature map (C x H x W)."""
         return self.shape is not None and len(self.shape) == 3
+
+    @property
+    def is_alias(self) -> bool:
+        """True for a friendly name of another module's output (``block1_conv1`` on VGG)."""
+        return self.name != self.module
+
+    @property
+    def is_map_larger_than_1x1(self) -> bool:
+        """A feature map with more than one position (a 1x1 output is a vector in disguise)."""
+        return self.is_spatial and self.shape[1] * self.shape[2] > 1
 
     def as_json(self) -> dict:
         return {"name": self.name, "type": self.type,
@@ -66,12 +98,13 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     with evaluating(module), torch.no_grad(), record_call_order(module) as calls:
         module(dummy_input)
     layers = []
-    for path, sub, output in calls:
-        shape = tuple(output.shape[1:]) if isinstance(output, torch.Tensor) and output.dim() >= 1 else None
+    for path, sub, shape in calls:
         if path in by_target:
             alias = by_target[path]
-            layers.append(LayerInfo(alias.name, alias.type, shape, path))
-        layers.append(LayerInfo(path, type(sub).__name__, shape, path, listed=path not in hidden))
+            kind = module_kind(module.get_submodule(alias.source))
+            layers.append(LayerInfo(alias.name, alias.type, shape, path, kind=kind, source=alias.source))
+        layers.append(LayerInfo(path, type(sub).__name__, shape, path, listed=path not in hidden,
+                                kind=module_kind(sub), source=path))
     return layers
 
 
@@ -118,3 +151,65 @@ def select_layers(spec: str | Sequence[str], layers: Sequence[LayerInfo]) -> lis
             raise unknown_layer(item, listed + [name for name in order if name not in set(listed)])
         chosen.extend(m for m in matches if m not in chosen)
     return sorted(chosen, key=order.__getitem__)
+
+
+# -- the default layers of each technique ------------------------------------------------------------
+def named_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """The listed layers a technique chooses its defaults from: on a model with aliases only the
+    aliases (VGG's Keras names), otherwise every listed layer."""
+    listed = [layer for layer in layers if layer.listed]
+    aliases = [layer for layer in listed if layer.is_alias]
+    return aliases or listed
+
+
+def default_activation_layers(layers: Sequence[LayerInfo]) -> list[str]:
+    """Every convolution and pooling layer with a feature map larger than 1x1 (VGG19: the 21 layers
+    block1_conv1 ... block5_pool)."""
+    return [layer.name for layer in named_layers(layers)
+            if layer.kind in ("conv", "pool") and layer.is_map_larger_than_1x1]
+
+
+def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
+    """The first convolution of each block: the first conv layer, then each conv whose output
+    resolution differs from the previous conv's (VGG: block1_conv1 ... block5_conv1)."""
+    chosen, previous = [], None
+    for layer in named_layers(layers):
+        if layer.kind != "conv" or not layer.is_spatial:
+            continue
+        resolution = layer.shape[1:]
+        if resolution != previous:
+            chosen.append(layer.name)
+        previous = resolution
+    return chosen
+
+
+def default_cam_layer(layers: Sequence[LayerInfo]) -> str:
+    """The last layer with a spatial output larger than 1x1 before the network turns to vectors
+    (global pooling, flatten or a linear layer); on a model with aliases, the last such alias."""
+    chosen = None
+    for layer in named_layers(layers):
+        if layer.is_map_larger_than_1x1:
+            chosen = layer.name
+        elif chosen is not None:
+            break
+    if chosen is None:
+        raise InputError("layer: the model has no layer with a spatial output; name one", parameter="layer")
+    return chosen
+
+
+def preactivation(layers: Sequence[LayerInfo], name: str) -> LayerInfo:
+    """The pre-activation of conv layer ``name``: the conv itself (for an alias, the conv it is named
+    after), or the batch norm that directly follows it in the forward pass with as many channels."""
+    by_name = {layer.name: layer for layer in layers}
+    if by_name[name].kind != "conv":
+        raise InputError(f"layers: {name} is not a convolution layer (filters are drawn for conv layers)",
+                         parameter="layers")
+    modules = [layer for layer in layers if not layer.is_alias]
+    position = next(i for i, layer in enumerate(modules) if layer.module == by_name[name].source)
+    conv = modules[position]
+    if position + 1 < len(modules):
+        following = modules[position + 1]
+        if following.kind == "norm" and following.shape is not None and conv.shape is not None \
+                and following.shape[0] == conv.shape[0]:
+            return following
+    return conv

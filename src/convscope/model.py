@@ -1,15 +1,18 @@
-"""The :class:`Model` object: a torch module with its preprocessing, class labels and layer names."""
+"""The :class:`Model` object: a torch module with its preprocessing, class labels and layer names;
+and :func:`as_model` / :func:`as_input`, which every technique uses to accept a ``Model`` or a plain
+``nn.Module``, and a tensor or images."""
 
 from __future__ import annotations
 
 import difflib
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import InputError
+from .errors import InputError, check_between
 from .hooks import evaluating
 from .images import ImageSource, Preprocessing, as_list, load_image
 from .labels import imagenet_labels, numbered_labels
@@ -47,17 +50,20 @@ class Model:
                  labels: Sequence[str] | None = None,
                  aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = ()) -> None:
         if not isinstance(module, nn.Module):
-            raise InputError(f"expected a torch.nn.Module, got {type(module).__name__}")
+            raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
+                             parameter="module")
         if preprocessing is None:
             size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
             if len(size) != 2 or min(size) < 1:
-                raise InputError(f"input_size must be a positive int or (height, width), got {input_size!r}")
+                raise InputError(f"input_size must be a positive int or (height, width), got {input_size!r}",
+                                 parameter="input_size")
             preprocessing = Preprocessing((int(size[0]), int(size[1])), tuple(mean), tuple(std))
         self.module = module
         self.name = name
         self.weights = weights
         self.preprocessing = preprocessing
         self._labels = tuple(labels) if labels is not None else None
+        self._num_outputs: int | None = None
         self.aliases = tuple(aliases)
         self.hidden = tuple(hidden)
         self._all_layers: list[LayerInfo] | None = None
@@ -88,19 +94,28 @@ class Model:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """Class names in index order."""
+        """Class names in index order (ImageNet's for 1000 outputs, ``class N`` otherwise, unless given)."""
         if self._labels is None:
-            classes = self.num_classes
-            self._labels = imagenet_labels() if classes == 1000 else numbered_labels(classes)
+            outputs = self.num_outputs
+            self._labels = imagenet_labels() if outputs == 1000 else numbered_labels(outputs)
         return self._labels
+
+    @labels.setter
+    def labels(self, labels: Sequence[str]) -> None:
+        self._labels = tuple(labels)
+
+    @property
+    def num_outputs(self) -> int:
+        """Scores the module outputs per image (one forward pass on the first use, then remembered)."""
+        if self._num_outputs is None:
+            with evaluating(self.module), torch.no_grad():
+                self._num_outputs = int(self.module(self.dummy_input()).shape[-1])
+        return self._num_outputs
 
     @property
     def num_classes(self) -> int:
-        if self._labels is not None:
-            return len(self._labels)
-        with evaluating(self.module), torch.no_grad():
-            out = self.module(self.dummy_input())
-        return int(out.shape[-1])
+        """How many classes the model names: one per label."""
+        return len(self.labels)
 
     def dummy_input(self, batch: int = 1) -> torch.Tensor:
         """A zero input batch of the model's size, device and dtype."""
@@ -160,8 +175,7 @@ class Model:
     def predict(self, x: torch.Tensor, top: int = 5, batch_size: int = 16) -> list[list[Prediction]]:
         """The ``top`` most probable classes of each image of the batch ``x``, best first."""
         classes = len(self.labels)
-        if not 1 <= top <= classes:
-            raise InputError(f"--top must be between 1 and {classes}, got {top}")
+        check_between("top", top, 1, classes)
         results = []
         for start in range(0, x.shape[0], batch_size):
             logits = self.logits(x[start:start + batch_size])
@@ -192,4 +206,37 @@ class Model:
         raise InputError(f"unknown class label {value!r}{hint}")
 
 
-__all__ = ["Model", "Prediction", "IMAGENET_MEAN", "IMAGENET_STD"]
+#: Wrappers of plain modules already built, per module and input size: wrapping a module discovers
+#: its layers with a forward pass, which a second call on the same module need not repeat.
+_WRAPPED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], Model]] = weakref.WeakKeyDictionary()
+
+
+def as_model(model: Model | nn.Module, x: torch.Tensor | object = None) -> Model:
+    """A :class:`Model` as it is, or a plain module wrapped with ImageNet normalization and ImageNet
+    or numbered labels. The wrapper's input size is the size of the tensor ``x`` (so a network that
+    only accepts its own size works), 224 x 224 when ``x`` is not a tensor; wrappers are reused for
+    the same module and size."""
+    if isinstance(model, Model):
+        return model
+    if not isinstance(model, nn.Module):
+        raise InputError(f"model: expected a convscope Model or a torch.nn.Module, got {type(model).__name__}",
+                         parameter="model")
+    size = (int(x.shape[-2]), int(x.shape[-1])) if isinstance(x, torch.Tensor) and x.dim() >= 2 else (224, 224)
+    per_size = _WRAPPED.setdefault(model, {})
+    if size not in per_size:
+        per_size[size] = Model(model, name=type(model).__name__, input_size=size)
+    return per_size[size]
+
+
+def as_input(model: Model, x: torch.Tensor | ImageSource | Sequence[ImageSource]) -> torch.Tensor:
+    """A B x 3 x H x W tensor as it is (moved to the model's device), or images preprocessed."""
+    if isinstance(x, torch.Tensor):
+        if x.dim() == 3:
+            x = x.unsqueeze(0)
+        if x.dim() != 4:
+            raise InputError(f"x: expected an input of shape B x C x H x W, got {tuple(x.shape)}", parameter="x")
+        return x.to(device=model.device, dtype=model.dtype)
+    return model.preprocess(x)
+
+
+__all__ = ["Model", "Prediction", "IMAGENET_MEAN", "IMAGENET_STD", "as_model", "as_input"]

@@ -1,28 +1,148 @@
 """The HTML report: one self-contained ``index.html`` beside the images it links to.
 
-Relative links only, no CDN, no server and no ``fetch()``: the data the page needs is embedded as
-JSON in the page itself, so it works opened from disk (``file://``), moved or zipped. All text
-from outside (layer names, labels, file names) goes through Jinja2's autoescaping, and the
-embedded JSON through ``tojson`` (which escapes ``<``, ``>``, ``&`` and quotes).
+The page is filled from a :class:`Report`, a typed description of a run (see
+:func:`convscope.run.run_all`), whose :meth:`Report.as_json` form is also embedded in the page for
+its script. Relative links only, no CDN, no server and no ``fetch()``: the page works opened from
+disk (``file://``), moved or zipped. All text from outside (layer names, labels, file names) goes
+through Jinja2's autoescaping, and the embedded JSON through ``tojson`` (which escapes ``<``,
+``>``, ``&`` and quotes).
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from .output import write_bytes
+from .files import write_bytes
+from .model import Prediction
 
 
-def render_report(context: dict[str, Any]) -> str:
-    """The report page for a run's ``context`` (see :func:`convscope.pipeline.run_all`)."""
+def _json(value: Any) -> Any:
+    """Dataclasses -> dicts (a field's ``metadata["json"]`` renames its key), recursively."""
+    if dataclasses.is_dataclass(value):
+        return {f.metadata.get("json", f.name): _json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_json(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _json(item) for key, item in value.items()}
+    return value
+
+
+@dataclass
+class CamEntry:
+    """One class's map for an image: the class, its probability and the files (relative paths)."""
+
+    class_index: int = field(metadata={"json": "class"})
+    label: str
+    probability: float
+    overlay: str
+    heatmap: str
+    map: str | None
+
+
+@dataclass
+class ReportImage:
+    """One input photo: its name, file stem, the photo at report size, predictions and maps."""
+
+    name: str
+    stem: str
+    file: str
+    width: int
+    height: int
+    predictions: list[Prediction]
+    cams: list[CamEntry] = field(default_factory=list)
+
+
+@dataclass
+class ActivationLayer:
+    """One layer's grids: shape C x H x W, tile size on the grid [w, h], separator and columns, one
+    grid file per image and per image and channel [min, mean, max]."""
+
+    name: str
+    type: str
+    shape: list[int]
+    tile: list[int]
+    separator: int
+    columns: int
+    files: list[str] = field(default_factory=list)
+    stats: list[list[list[float]]] = field(default_factory=list)
+
+
+@dataclass
+class ActivationsSection:
+    images: list[str]
+    normalize: str
+    per_row: int
+    layers: list[ActivationLayer]
+
+
+@dataclass
+class FilterScore:
+    index: int
+    score: float
+
+
+@dataclass
+class FilterLayer:
+    """One layer's filter grid: picture size, margin, columns, and each filter's index and score."""
+
+    name: str
+    file: str
+    size: int
+    margin: int
+    columns: int
+    filters: list[FilterScore]
+
+
+@dataclass
+class FiltersSection:
+    method: str
+    steps: int
+    size: int
+    precision: str
+    layers: list[FilterLayer]
+
+
+@dataclass
+class CamSection:
+    method: str
+    layer: str
+    alpha: float
+    top: int
+
+
+@dataclass
+class Report:
+    """Everything the page shows. ``command`` is the command line that made it (None from Python)."""
+
+    model: str
+    weights: str
+    input_size: list[int]
+    images: list[ReportImage]
+    activations: ActivationsSection
+    filters: FiltersSection
+    cam: CamSection
+    seconds: float
+    versions: dict[str, str]
+    command: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain data (the form embedded in the page)."""
+        return _json(self)
+
+
+def report_html(report: Report) -> str:
+    """Fill the page template with ``report``."""
     environment = Environment(loader=PackageLoader("convscope", "templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    return environment.get_template("report.html.j2").render(data=context, **context)
+    data = report.as_json()
+    return environment.get_template("report.html.j2").render(data=data, **data)
 
 
-def write_report(out: str | Path, context: dict[str, Any]) -> Path:
+def write_report(out: str | Path, report: Report) -> Path:
     """Write ``out/index.html`` atomically and return its path."""
-    return write_bytes(Path(out) / "index.html", render_report(context).encode("utf-8"))
+    return write_bytes(Path(out) / "index.html", report_html(report).encode("utf-8"))

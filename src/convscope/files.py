@@ -1,4 +1,4 @@
-"""Writing results: atomic files, safe file names, and an output folder that is checked first.
+"""Files: atomic writes, safe file names, and an output folder that is checked first.
 
 Every file is written to a temporary file in its own folder and then renamed over the target, so
 an interrupted run never leaves a half-written image. Names derived from layer names or image
@@ -12,6 +12,7 @@ import json
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,40 +33,48 @@ def safe_name(name: str, fallback: str = "layer") -> str:
 
 def check_out_dir(path: str | os.PathLike) -> Path:
     """Check, without creating anything, that ``path`` can be the output folder: not a file, and
-    the nearest existing folder above it writable. InputError otherwise."""
+    the nearest existing folder above it writable. InputError naming ``out`` otherwise."""
     out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
     existing = out
-    while not existing.exists():
-        if existing.parent == existing:
-            break
+    while not existing.exists() and existing.parent != existing:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
-        raise InputError(f"--out {out}: {existing} is a file, not a folder")
+        where = "exists and is not a folder" if existing == out else f"{existing} is a file, not a folder"
+        raise InputError(f"out {out}: {where}", parameter="out")
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: {existing} is not writable")
+        raise InputError(f"out {out}: {existing} is not writable", parameter="out")
     return out
 
 
 def prepare_out_dir(path: str | os.PathLike, *subdirs: str) -> Path:
-    """Create the output folder (and ``subdirs`` inside it); a path that is a file or a folder that
-    cannot be written raises InputError before any work."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    """Create the output folder (and ``subdirs`` inside it) after :func:`check_out_dir`; a sub-folder
+    that is a file or a folder that cannot be created raises InputError before any work."""
+    out = check_out_dir(path)
     try:
         out.mkdir(parents=True, exist_ok=True)
         for sub in subdirs:
             target = out / sub
             if target.exists() and not target.is_dir():
-                raise InputError(f"--out {out}: {target} exists and is not a folder")
+                raise InputError(f"out {out}: {target} exists and is not a folder", parameter="out")
             target.mkdir(exist_ok=True)
     except OSError as exc:
-        raise InputError(f"--out {out}: cannot create folder ({exc.strerror or exc})") from None
-    if not os.access(out, os.W_OK | os.X_OK):
-        raise InputError(f"--out {out}: folder is not writable")
+        raise InputError(f"out {out}: cannot create folder ({exc.strerror or exc})", parameter="out") from None
     return out
+
+
+def distinct_safe_names(names: Sequence[str], fallback: str = "layer") -> list[str]:
+    """Safe file stems for ``names``, in order, made distinct (also case-insensitively) by ``-2``, ``-3``..."""
+    stems: list[str] = []
+    used: set[str] = set()
+    for name in names:
+        stem = base = safe_name(name, fallback)
+        counter = 2
+        while stem.lower() in used:
+            stem = f"{base}-{counter}"
+            counter += 1
+        used.add(stem.lower())
+        stems.append(stem)
+    return stems
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -1,5 +1,5 @@
-"""The file-writing steps behind the commands: each takes computed results and writes them into an
-output folder (atomically, with sanitized names), returning what it wrote."""
+"""Writers: each takes a technique's computed result, draws it and writes the files into an output
+folder (atomically, with sanitized names), returning what it wrote. They never compute a technique."""
 
 from __future__ import annotations
 
@@ -11,25 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
-from .output import safe_name, save_image, save_npy
-from .render import PICTURE_COLUMNS, render_grid
-
-
-def distinct_safe_names(names: Sequence[str], fallback: str = "layer") -> list[str]:
-    """Safe file stems for ``names``, in order, made distinct (also case-insensitively) by ``-2``, ``-3``..."""
-    stems: list[str] = []
-    used: set[str] = set()
-    for name in names:
-        stem = base = safe_name(name, fallback)
-        counter = 2
-        while stem.lower() in used:
-            stem = f"{base}-{counter}"
-            counter += 1
-        used.add(stem.lower())
-        stems.append(stem)
-    return stems
+from .drawing import PICTURE_COLUMNS, colorize, heatmap_png, overlay, picture_grid, render_grid
+from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
+from .techniques.cams import METHODS, CamResult, minmax
+from .techniques.filters import FilterResult
 
 
 def unique_file_names(names: Sequence[str]) -> dict[str, str]:
@@ -92,61 +80,44 @@ def report_size(width: int, height: int, limit: tuple[int, int]) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def write_cam_files(model, x: torch.Tensor, photos: Sequence, names: Sequence[str],
-                    pairs: Sequence[tuple[int, int]], folder: str | os.PathLike, *, layer: str,
-                    method: str, precision: str, alpha: float, save_raw: bool, compute,
-                    batch_size: int = 8, map_size: tuple[int, int] | None = None) -> list[WrittenCam]:
-    """Compute the maps for each (image index, class) pair, ``batch_size`` at a time, and write
-    ``cam/<stem>_<class>_heatmap.png``, ``cam/<stem>_<class>_cam.jpg`` and, with ``save_raw``,
-    ``cam/<stem>_<class>.npy`` plus ``input.npy`` (the model input of all images). With
-    ``map_size`` (width, height per image index -> see :func:`report_size`), also the colour-mapped
-    map alone, ``cam/<stem>_<class>_map.png``, at the size the report shows the photo."""
-    import torch.nn.functional as F
+def _resized_map(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """A low-resolution map upsampled bilinearly to height x width and min-max normalized."""
+    full = F.interpolate(low_res[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
+    return minmax(full)[0].cpu().numpy()
 
-    from .cams import METHOD_NAMES, minmax
-    from .output import save_npy, write_bytes
-    from .render import colorize, heatmap_png, overlay
 
+def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[Image.Image], stems: Sequence[str],
+                    labels: Sequence[str], folder: str | os.PathLike, *, alpha: float, save_raw: bool,
+                    map_size: tuple[int, int] | None = None) -> list[WrittenCam]:
+    """For row r of ``result`` (image ``images[r]``, of ``photos`` and ``stems``), write
+    ``<stem>_<class>_heatmap.png``, ``<stem>_<class>_cam.jpg`` and, with ``save_raw``,
+    ``<stem>_<class>.npy`` into ``folder``. With ``map_size`` (the largest width, height the report
+    shows a photo at, see :func:`report_size`), also the colour-mapped map alone,
+    ``<stem>_<class>_map.png``. Every picture of a map is min-max normalized, as the map itself."""
     folder = Path(folder)
-    cam_dir = folder / "cam"
-    stems = image_stems(names)
-    if save_raw:
-        save_npy(x.float().cpu().numpy(), folder / "input.npy")
     written = []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        result = compute(model, x[[i for i, _ in chunk]], [c for _, c in chunk], layer, method, precision)
-        for row, (i, cls) in enumerate(chunk):
-            base = cam_dir / f"{stems[i]}_{cls}"
-            low = result.low_res[row]
-            peak = low.max()
-            title = f"{METHOD_NAMES[method]}: {model.labels[cls]} ({cls})\nlayer {layer}"
-            heat = write_bytes(f"{base}_heatmap.png",
-                               heatmap_png((low / peak if peak > 0 else low).cpu().numpy(), title))
-            photo = photos[i]
-            full = F.interpolate(low[None, None].float(), size=(photo.height, photo.width), mode="bilinear",
-                                 align_corners=False)[0]
-            jpg = save_image(overlay(photo, minmax(full)[0].cpu().numpy(), alpha), f"{base}_cam.jpg", quality=90)
-            raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
-            color_map = None
-            if map_size is not None:
-                width, height = report_size(photo.width, photo.height, map_size)
-                small = F.interpolate(low[None, None].float(), size=(height, width), mode="bilinear",
-                                      align_corners=False)[0]
-                color_map = save_image(Image.fromarray(colorize(minmax(small)[0].cpu().numpy())),
-                                       f"{base}_map.png")
-            written.append(WrittenCam(i, cls, heat, jpg, raw, color_map))
+    for row, (i, cls) in enumerate(zip(images, result.classes)):
+        base = folder / f"{stems[i]}_{cls}"
+        low = result.low_res[row]
+        title = f"{METHODS[result.method].title}: {labels[cls]} ({cls})\nlayer {result.layer}"
+        heat = write_bytes(f"{base}_heatmap.png", heatmap_png(minmax(low[None])[0].cpu().numpy(), title))
+        photo = photos[i]
+        jpg = save_image(overlay(photo, _resized_map(low, photo.height, photo.width), alpha), f"{base}_cam.jpg",
+                         quality=90)
+        raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
+        color_map = None
+        if map_size is not None:
+            width, height = report_size(photo.width, photo.height, map_size)
+            color_map = save_image(Image.fromarray(colorize(_resized_map(low, height, width))), f"{base}_map.png")
+        written.append(WrittenCam(i, cls, heat, jpg, raw, color_map))
     return written
 
 
-def write_filter_grids(result, folder: str | os.PathLike, *, save_raw: bool = False,
+def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_raw: bool = False,
                        columns: int = PICTURE_COLUMNS) -> Path:
     """Write ``folder/<layer>.png`` (the pictures in filter order, ``columns`` per row) and, with
     ``save_raw``, ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]) and ``<layer>.json``
     (each filter's index and score, and the settings)."""
-    from .output import save_json
-    from .render import picture_grid
-
     folder = Path(folder)
     stem = safe_name(result.layer)
     png = save_image(picture_grid(result.images, columns=columns), folder / f"{stem}.png")

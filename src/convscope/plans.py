@@ -1,0 +1,163 @@
+"""Plans: what a command or a report section will do, checked completely before any work.
+
+Each technique has one small plan -- :class:`ActivationsPlan`, :class:`FiltersPlan`, :class:`CamPlan`
+-- made by ``plan_*`` (which resolves layers, filters and classes and checks every setting, raising
+the errors a user can cause before anything heavy runs) and carried out by its ``write`` method
+(compute, draw, write the files). The command line and ``convscope run`` both go through them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .drawing import NORMALIZATIONS, colormap_lut
+from .errors import InputError, check_at_least, check_between, check_choice
+from .layers import default_filter_layers
+from .model import Model, Prediction
+from .precision import resolve_precision
+from .techniques.activations import activation_layers, capture, check_memory
+from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
+from .techniques.cams import cam_layer, cam_method, compute_cam
+from .techniques.filters import (DEFAULT_METHOD as DEFAULT_FILTER_METHOD, DEFAULT_SIZE, FilterResult,
+                                 check_filter_settings, optimize_filters, parse_filter_spec, preactivation_path,
+                                 total_steps)
+from .writers import WrittenCam, WrittenGrid, write_activation_grids, write_cam_files, write_filter_grids
+
+#: Tiles per row of an activation grid, and its default normalization and colormap.
+PER_ROW = 16
+NORMALIZE = "channel"
+CMAP = "viridis"
+#: Weight of the heatmap in a CAM overlay.
+CAM_ALPHA = 0.4
+#: Image-and-class pairs whose maps are computed in one call.
+CAM_BATCH = 8
+
+
+def check_top(model: Model, top: int) -> int:
+    """``top`` classes, checked against the model's class count."""
+    check_at_least("top", top, 1)
+    if top > len(model.labels):
+        raise InputError(f"top {top}: the model has only {len(model.labels)} classes", parameter="top")
+    return top
+
+
+# -- intermediate outputs ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ActivationsPlan:
+    """Which layers' outputs to capture, and how to draw them."""
+
+    layers: list[str]
+    per_row: int = PER_ROW
+    normalize: str = NORMALIZE
+    cmap: str = CMAP
+    save_raw: bool = False
+
+    def write(self, model: Model, x: torch.Tensor, folder: Path) -> tuple[dict[str, torch.Tensor], list[WrittenGrid]]:
+        """Capture the layers for the one image ``x`` (1 x 3 x H x W) and write its grids into ``folder``."""
+        outputs = capture(model, x, self.layers)
+        written = write_activation_grids(outputs, folder, per_row=self.per_row, normalize=self.normalize,
+                                         cmap=self.cmap, save_raw=self.save_raw)
+        return outputs, written
+
+
+def plan_activations(model: Model, input_shape: Sequence[int], layers: str | Sequence[str] | None = None, *,
+                     per_row: int = PER_ROW, normalize: str = NORMALIZE, cmap: str = CMAP,
+                     save_raw: bool = False) -> ActivationsPlan:
+    """The layers (default: every conv and pooling layer) checked to output feature maps whose
+    capture for an input of ``input_shape`` fits in memory, and the drawing settings checked."""
+    check_at_least("per_row", per_row, 1)
+    check_choice("normalize", normalize, NORMALIZATIONS)
+    colormap_lut(cmap)
+    names = activation_layers(model, layers)
+    check_memory(model, names, input_shape)
+    return ActivationsPlan(names, per_row, normalize, cmap, save_raw)
+
+
+# -- filters ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FiltersPlan:
+    """Which filters of which layers to draw, and how."""
+
+    layers: list[tuple[str, list[int]]]
+    steps: int
+    size: int = DEFAULT_SIZE
+    method: str = DEFAULT_FILTER_METHOD
+    seed: int = 0
+    precision: str = "fp32"
+    save_raw: bool = False
+
+    @property
+    def total_steps(self) -> int:
+        """Optimization steps in all (what a progress bar counts)."""
+        return total_steps([len(chosen) for _, chosen in self.layers], self.steps)
+
+    def write(self, model: Model, folder: Path,
+              progress: Callable[[int], None] | None = None) -> Iterator[tuple[FilterResult, Path]]:
+        """Optimize each layer's filters and write its grid into ``folder``, one layer at a time."""
+        for name, chosen in self.layers:
+            result = optimize_filters(model, name, chosen, steps=self.steps, size=self.size, method=self.method,
+                                      seed=self.seed, precision=self.precision, progress=progress)
+            yield result, write_filter_grids(result, folder, save_raw=self.save_raw)
+
+
+def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
+                 steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
+                 seed: int = 0, precision: str = "auto", save_raw: bool = False) -> FiltersPlan:
+    """The conv layers (default: the first of each block) with their filter indices, checked."""
+    steps = check_filter_settings(method, steps, size)
+    names = default_filter_layers(model.all_layers()) if layers is None else model.select_layers(layers)
+    if not names:
+        raise InputError("layers: no convolution layers found", parameter="layers")
+    chosen = [(name, parse_filter_spec(filters, model.layer(preactivation_path(model, name)).shape[0]))
+              for name in names]
+    return FiltersPlan(chosen, steps, size, method, seed, resolve_precision(precision, model.device), save_raw)
+
+
+# -- class activation maps ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class CamPlan:
+    """Which layer and method, and for each image the given classes or the ``top`` predicted ones."""
+
+    layer: str
+    method: str = DEFAULT_CAM_METHOD
+    precision: str = "fp32"
+    alpha: float = CAM_ALPHA
+    classes: tuple[int, ...] = ()
+    top: int = 1
+    save_raw: bool = False
+
+    def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
+        """(image index, class) for each map: the given classes for every image, else its top ones."""
+        return [(i, cls) for i, predictions in enumerate(ranked)
+                for cls in (self.classes or [p.index for p in predictions[:self.top]])]
+
+    def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
+              pairs: Sequence[tuple[int, int]], folder: Path,
+              map_size: tuple[int, int] | None = None) -> list[WrittenCam]:
+        """Compute the maps of ``pairs``, :data:`CAM_BATCH` at a time, and write them into ``folder``."""
+        written = []
+        for start in range(0, len(pairs), CAM_BATCH):
+            chunk = pairs[start:start + CAM_BATCH]
+            images = [i for i, _ in chunk]
+            result = compute_cam(model, x[images], [c for _, c in chunk], self.layer, self.method, self.precision)
+            written += write_cam_files(result, images, photos, stems, model.labels, folder, alpha=self.alpha,
+                                       save_raw=self.save_raw, map_size=map_size)
+        return written
+
+
+def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str] = (), top: int | None = None, *,
+             method: str = DEFAULT_CAM_METHOD, precision: str = "fp32", alpha: float = CAM_ALPHA,
+             save_raw: bool = False) -> CamPlan:
+    """The layer (default: the last feature map before global pooling), classes, method and overlay
+    settings, checked."""
+    check_between("alpha", alpha, 0, 1)
+    cam_method(method)
+    precision = resolve_precision(precision, model.device)
+    layer = cam_layer(model, layer)
+    fixed = tuple(model.class_index(value) for value in classes)
+    return CamPlan(layer, method, precision, alpha, fixed, 1 if top is None else check_top(model, top), save_raw)

@@ -1,0 +1,127 @@
+"""``convscope run``: predictions, intermediate outputs, filters and class activation maps for some
+images, written into one folder with a browsable ``index.html`` (see :mod:`convscope.report`).
+
+Every section is planned (and so checked) before the first one runs, through the same plans as the
+single commands (:mod:`convscope.plans`)."""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable, Sequence
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from PIL import Image
+
+from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
+from .files import prepare_out_dir, save_image
+from .model import Model
+from .plans import ActivationsPlan, CamPlan, FiltersPlan, plan_activations, plan_cam, plan_filters
+from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
+                     FiltersSection, Report, ReportImage, write_report)
+from .techniques.cams import METHODS as CAM_METHODS
+from .writers import image_stems, report_size
+
+PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
+CAM_TOP = 3  # classes per image in the report
+CAM_METHOD = "gradcam"
+FILTER_METHOD = "lucid"
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("convscope", "torch", "torchvision", "numpy", "pillow", "matplotlib", "jinja2"):
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return versions
+
+
+def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path, *,
+            filters_steps: int | None = None, say: Callable[[str], None] = print,
+            progress: Callable[[int], None] | None = None, on_filter_layers: Callable[[int], None] | None = None,
+            filters_count: str | int | None = None, command: str | None = None) -> Path:
+    """Run everything for ``photos`` and write ``out/index.html``; returns its path.
+
+    ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
+    ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
+    in the report (None: called from Python).
+    """
+    started = time.perf_counter()
+    x = model.preprocess(photos)
+    activations_plan = plan_activations(model, (1, *x.shape[1:]))  # one image at a time
+    filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, method=FILTER_METHOD)
+    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)), method=CAM_METHOD)
+    out = prepare_out_dir(out, "activations", "filters", "cam", "images")
+    stems = image_stems(names)
+
+    say("[1/4] predictions")
+    ranked = model.predict(x, top=min(5, len(model.labels)))
+    images = []
+    for stem, name, photo, predictions in zip(stems, names, photos, ranked):
+        shown = photo.resize(report_size(photo.width, photo.height, PHOTO_LIMIT), Image.BILINEAR)
+        path = save_image(shown, out / "images" / f"{stem}.jpg", quality=90)
+        images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
+
+    say(f"[2/4] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
+    activations = _activations_section(model, activations_plan, x, names, stems, out)
+
+    say(f"[3/4] filters: {len(filters_plan.layers)} layers, {sum(len(c) for _, c in filters_plan.layers)} filters")
+    if on_filter_layers is not None:
+        on_filter_layers(filters_plan.total_steps)
+    filters = _filters_section(model, filters_plan, out, progress)
+
+    say(f"[4/4] class activation maps ({CAM_METHODS[CAM_METHOD].title}, layer {cam_plan.layer})")
+    _add_cams(model, cam_plan, x, photos, stems, ranked, images, out)
+
+    report = Report(model.name, model.weights, list(model.input_size), images, activations, filters,
+                    CamSection(CAM_METHODS[CAM_METHOD].title, cam_plan.layer, cam_plan.alpha, cam_plan.top),
+                    round(time.perf_counter() - started, 1), package_versions(), command)
+    return write_report(out, report)
+
+
+def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence[str], stems: Sequence[str],
+                         out: Path) -> ActivationsSection:
+    """Every image's grids (the first image's where `convscope activations` puts them, the others in
+    a folder each), with each channel's min, mean and max for the page."""
+    infos = {layer.name: layer for layer in model.layers()}
+    layers: dict[str, ActivationLayer] = {}
+    for index, stem in enumerate(stems):
+        folder = out / "activations" if index == 0 else prepare_out_dir(out / "activations" / stem)
+        outputs, written = plan.write(model, x[index:index + 1], folder)
+        for grid in written:
+            maps = outputs[grid.layer][0].float()
+            if grid.layer not in layers:
+                channels, height, width = grid.shape
+                scale, separator = grid_geometry(height, width)
+                layers[grid.layer] = ActivationLayer(grid.layer, infos[grid.layer].type, list(grid.shape),
+                                                     [width * scale, height * scale], separator,
+                                                     grid_layout(channels, plan.per_row)[1])
+            stats = zip(maps.amin(dim=(1, 2)).tolist(), maps.mean(dim=(1, 2)).tolist(), maps.amax(dim=(1, 2)).tolist())
+            layers[grid.layer].files.append(_rel(grid.png, out))
+            layers[grid.layer].stats.append([[round(a, 4), round(b, 4), round(c, 4)] for a, b, c in stats])
+    return ActivationsSection(list(names), plan.normalize, plan.per_row, list(layers.values()))
+
+
+def _filters_section(model: Model, plan: FiltersPlan, out: Path,
+                     progress: Callable[[int], None] | None) -> FiltersSection:
+    layers = [FilterLayer(result.layer, _rel(png, out), result.size, PICTURE_MARGIN,
+                          grid_layout(len(result.filters), PICTURE_COLUMNS)[1],
+                          [FilterScore(i, round(float(s), 4)) for i, s in zip(result.filters, result.scores.tolist())])
+              for result, png in plan.write(model, out / "filters", progress)]
+    return FiltersSection(plan.method, plan.steps, plan.size, plan.precision, layers)
+
+
+def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], stems: Sequence[str], ranked,
+              images: list[ReportImage], out: Path) -> None:
+    probabilities = {(i, p.index): p.probability for i, predictions in enumerate(ranked) for p in predictions}
+    for cam in plan.write(model, x, photos, stems, plan.pairs(ranked), out / "cam", map_size=PHOTO_LIMIT):
+        images[cam.image].cams.append(CamEntry(
+            cam.class_index, model.labels[cam.class_index], probabilities[(cam.image, cam.class_index)],
+            _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out)))
+
+
+def _rel(path: Path | None, root: Path) -> str | None:
+    return None if path is None else Path(path).relative_to(root).as_posix()

@@ -1,0 +1,312 @@
+"""Class activation maps: Grad-CAM and its family.
+
+All methods work on one layer's feature maps ``A`` (B x K x h x w) and, for the gradient methods,
+``g = dY_c/dA`` where ``Y_c`` is the class score before softmax:
+
+* ``gradcam``   (Selvaraju et al. 2017): ``w_k = mean_ij g_kij``;        map = ReLU(sum_k w_k A_k)
+* ``gradcam++`` (Chattopadhay et al. 2018): ``alpha = g^2 / (2 g^2 + sum_ij A_k * g^3)`` (0 where the
+  denominator is 0), ``w_k = sum_ij alpha * ReLU(g)``;                    map = ReLU(sum_k w_k A_k)
+* ``xgradcam``  (Fu et al. 2020): ``w_k = sum_ij (A_kij / sum_ij A_kij) g_kij``; map = ReLU(sum_k w_k A_k)
+* ``layercam``  (Jiang et al. 2021): map = ReLU(sum_k ReLU(g_k) * A_k)  (element-wise)
+* ``hirescam``  (Draelos & Carin 2020): map = ReLU(sum_k g_k * A_k)     (element-wise)
+* ``scorecam``  (Wang et al. 2020): each channel, upsampled to the input and min-max normalized to
+  [0, 1], masks the input; ``w_k = Y_c(x * M_k) - Y_c(x * 0)`` (softmax-free, relative to the
+  all-zero baseline);                                                     map = ReLU(sum_k w_k A_k)
+* ``eigencam``  (Muhammad & Yeasin 2020): the projection of the centred activations (hw x K) on
+  their first principal component, signed to correlate positively with sum_k A_k; then ReLU.
+
+Every map is then upsampled bilinearly (align_corners=False) to the input size and min-max
+normalized per image (an all-zero map stays zero; a constant positive map becomes all ones).
+
+(Seven short methods side by side make this module a little over 300 lines.) Each method is one
+function registered with :func:`register_cam_method` in :data:`METHODS`; a new
+method is one more registered function (and its hand-computed test).
+
+Gradients come from ``torch.autograd.grad`` on the target layer's output, which the forward hook
+detaches and hands on as a clone: the backward pass stops at the layer, no parameter's ``.grad``
+is filled, frozen models work, and an in-place op after the layer cannot change ``A``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InputError, check_at_least, check_choice
+from ..hooks import ForwardHook, evaluating, layer_hooks
+from ..images import ImageSource
+from ..layers import default_cam_layer
+from ..model import Model, as_input, as_model
+from ..precision import autocast, prepare_input, resolve_precision
+
+#: Masked inputs per forward pass in Score-CAM (bounds its memory).
+SCORECAM_BATCH = 32
+DEFAULT_METHOD = "gradcam"
+
+
+@dataclass
+class CamResult:
+    """A batch of maps: ``maps`` B x H x W in [0, 1] at the input size, ``low_res`` B x h x w (after
+    ReLU, before upsampling), the class of each image, the layer, the method and the logits."""
+
+    maps: torch.Tensor
+    low_res: torch.Tensor
+    classes: list[int]
+    layer: str
+    method: str
+    logits: torch.Tensor
+
+
+@dataclass(frozen=True)
+class CamInputs:
+    """What a method computes its map from: the layer's activations ``acts`` (B x K x h x w, fp32),
+    ``grads`` = dY_c/dA (same shape; None for methods without gradients), the model input ``x``, the
+    ``logits``, each image's class, and ``forward`` (model input -> fp32 logits, in the call's
+    precision) for methods that run the model again, ``batch_size`` inputs at a time."""
+
+    acts: torch.Tensor
+    grads: torch.Tensor | None
+    x: torch.Tensor
+    logits: torch.Tensor
+    classes: list[int]
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class CamMethod:
+    """A registered method: its name, its title in pictures and reports, whether it needs dY_c/dA,
+    and the function from :class:`CamInputs` to the low-resolution map (B x h x w, after ReLU)."""
+
+    name: str
+    title: str
+    needs_gradients: bool
+    compute: Callable[[CamInputs], torch.Tensor]
+
+
+#: Every CAM method by name, in the order they are offered.
+METHODS: dict[str, CamMethod] = {}
+
+
+def register_cam_method(name: str, title: str, needs_gradients: bool = True
+                        ) -> Callable[[Callable[[CamInputs], torch.Tensor]], Callable[[CamInputs], torch.Tensor]]:
+    """Decorator adding a map function to :data:`METHODS` under ``name``."""
+    def register(compute: Callable[[CamInputs], torch.Tensor]) -> Callable[[CamInputs], torch.Tensor]:
+        METHODS[name] = CamMethod(name, title, needs_gradients, compute)
+        return compute
+    return register
+
+
+def cam_method(name: str) -> CamMethod:
+    """The registered method ``name`` (InputError naming ``method`` if unknown)."""
+    check_choice("method", name, METHODS, "CAM method")
+    return METHODS[name]
+
+
+# -- the methods -------------------------------------------------------------------------------------
+def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    return torch.relu((weights[:, :, None, None] * acts).sum(dim=1))
+
+
+@register_cam_method("gradcam", "Grad-CAM")
+def gradcam(i: CamInputs) -> torch.Tensor:
+    """w_k = mean_ij g_kij; map = ReLU(sum_k w_k A_k)."""
+    return _weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
+
+
+@register_cam_method("gradcam++", "Grad-CAM++")
+def gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
+    """alpha = g^2 / (2 g^2 + sum_ij A * g^3) (0 where the denominator is 0); w_k = sum_ij alpha ReLU(g)."""
+    g2, g3 = i.grads.pow(2), i.grads.pow(3)
+    denominator = 2 * g2 + i.acts.sum(dim=(2, 3), keepdim=True) * g3
+    alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
+    return _weighted_sum((alpha * torch.relu(i.grads)).sum(dim=(2, 3)), i.acts)
+
+
+@register_cam_method("xgradcam", "XGrad-CAM")
+def xgradcam(i: CamInputs) -> torch.Tensor:
+    """w_k = sum_ij (A_kij / sum_ij A_kij) g_kij (0 for a channel summing to 0)."""
+    total = i.acts.sum(dim=(2, 3), keepdim=True)
+    share = torch.where(total != 0, i.acts / torch.where(total != 0, total, 1.0), 0.0)
+    return _weighted_sum((share * i.grads).sum(dim=(2, 3)), i.acts)
+
+
+@register_cam_method("layercam", "Layer-CAM")
+def layercam(i: CamInputs) -> torch.Tensor:
+    """map = ReLU(sum_k ReLU(g_k) * A_k), element-wise."""
+    return torch.relu((torch.relu(i.grads) * i.acts).sum(dim=1))
+
+
+@register_cam_method("hirescam", "HiResCAM")
+def hirescam(i: CamInputs) -> torch.Tensor:
+    """map = ReLU(sum_k g_k * A_k), element-wise."""
+    return torch.relu((i.grads * i.acts).sum(dim=1))
+
+
+@register_cam_method("scorecam", "Score-CAM", needs_gradients=False)
+def scorecam(i: CamInputs) -> torch.Tensor:
+    """w_k = Y_c(x * M_k) - Y_c(0), M_k = A_k upsampled and min-max normalized; masked inputs
+    ``batch_size`` at a time. A constant channel needs no forward pass: its mask is all zeros
+    (weight 0) or, if positive, all ones, whose masked input is the image itself (``Y_c(x) - Y_c(0)``)."""
+    size = (i.x.shape[2], i.x.shape[3])
+    baseline = i.forward(torch.zeros_like(i.x[:1]))
+    maps = []
+    for image, image_acts, image_logits, cls in zip(i.x, i.acts, i.logits, i.classes):
+        flat = image_acts.flatten(1)
+        high = flat.max(dim=1).values
+        varying = torch.nonzero(high > flat.min(dim=1).values).flatten()
+        weights = torch.where(high > 0, image_logits[cls].float() - baseline[0, cls], 0.0)
+        for start in range(0, varying.numel(), i.batch_size):
+            channels = varying[start:start + i.batch_size]
+            masks = F.interpolate(image_acts[channels, None], size=size, mode="bilinear", align_corners=False)
+            masked = image[None] * minmax(masks[:, 0]).to(i.x.dtype)[:, None]
+            weights[channels] = i.forward(masked)[:, cls] - baseline[0, cls]
+        maps.append(_weighted_sum(weights[None], image_acts[None])[0])
+    return torch.stack(maps)
+
+
+@register_cam_method("eigencam", "Eigen-CAM", needs_gradients=False)
+def eigencam(i: CamInputs) -> torch.Tensor:
+    """Per image, project the centred (hw x K) activations on their first principal component; the
+    sign makes the map correlate positively with sum_k A_k; then ReLU."""
+    maps = []
+    for a in i.acts:
+        k, h, w = a.shape
+        matrix = a.reshape(k, h * w).T
+        centred = matrix - matrix.mean(dim=0, keepdim=True)
+        if not torch.any(centred != 0):
+            maps.append(torch.zeros(h, w, dtype=torch.float32, device=a.device))
+            continue
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        projection = centred @ vh[0]
+        total = matrix.sum(dim=1)
+        if torch.dot(projection, total - total.mean()) < 0:
+            projection = -projection
+        maps.append(torch.relu(projection).reshape(h, w))
+    return torch.stack(maps)
+
+
+# -- normalization -------------------------------------------------------------------------------------
+def minmax(maps: torch.Tensor) -> torch.Tensor:
+    """Per-map min-max normalization to [0, 1]; all-zero stays zero, constant positive becomes ones."""
+    flat = maps.flatten(1)
+    low = flat.min(dim=1, keepdim=True).values
+    high = flat.max(dim=1, keepdim=True).values
+    spread = high - low
+    normalized = torch.where(spread > 0, (flat - low) / torch.where(spread > 0, spread, 1.0),
+                             (high > 0).to(flat.dtype).expand_as(flat))
+    return normalized.view_as(maps)
+
+
+def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B x h x w -> B x H x W, bilinear with align_corners=False, then min-max per map."""
+    resized = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return minmax(resized)
+
+
+# -- running the model -----------------------------------------------------------------------------
+def resolve_classes(model: Model, classes: Sequence[int | str] | None, batch: int) -> list[int] | None:
+    """One class index per image from indices or labels (None: each image's top-1, decided later)."""
+    if classes is None:
+        return None
+    if isinstance(classes, (int, str)) or (isinstance(classes, torch.Tensor) and classes.dim() == 0):
+        raise InputError(f"classes must be a list with one class per image ({batch}), got {classes!r}",
+                         parameter="classes")
+    values = classes.tolist() if isinstance(classes, torch.Tensor) else list(classes)
+    if len(values) != batch:
+        raise InputError(f"classes has {len(values)} entries for a batch of {batch} images: give one class "
+                         "per image", parameter="classes")
+    return [model.class_index(value) for value in values]
+
+
+def cam_layer(model: Model, layer: str | None = None) -> str:
+    """The layer to explain: ``layer`` checked to output a feature map, or the default layer."""
+    if layer is None:
+        return default_cam_layer(model.all_layers())
+    info = model.layer(layer)
+    if not info.is_spatial:
+        raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map",
+                         parameter="layer")
+    return layer
+
+
+def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
+                gradients: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+    """One forward pass with a hook on ``layer``: (A, dY_c/dA or None, logits, classes), all fp32.
+
+    With ``gradients`` the hook makes the layer's output a leaf ``A`` that requires grad: gradient
+    recording starts there, the rest of the network sees a clone of it (in-place ops downstream
+    cannot touch ``A``), and backward stops at it. Without, ``A`` is a clone of the output.
+    """
+    held: dict[str, torch.Tensor] = {}
+
+    def hook_for(_name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
+            if not gradients:
+                held["acts"] = output.detach().clone()
+                return None
+            held["acts"] = output.detach().requires_grad_(True)
+            torch.set_grad_enabled(True)
+            return held["acts"].clone()
+        return hook
+
+    grads = None
+    with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.no_grad(), \
+            autocast(model.device, precision):
+        logits = model.module(prepare_input(x))
+        hooked.check_ran()
+        chosen = logits.argmax(dim=1).tolist() if classes is None else classes
+        if gradients:
+            index = torch.tensor(chosen, device=logits.device)[:, None]
+            (grads,) = torch.autograd.grad(logits.float().gather(1, index).sum(), held["acts"])
+            grads = grads.float()
+    return held["acts"].detach().float(), grads, logits.detach().float(), chosen
+
+
+def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+                classes: Sequence[int | str] | None = None, layer: str | None = None,
+                method: str = DEFAULT_METHOD, precision: str = "fp32",
+                scorecam_batch: int = SCORECAM_BATCH) -> CamResult:
+    """Class activation maps with everything around them (see :class:`CamResult`).
+
+    Everything is resolved before any hook is registered (the layer, the class labels); a layer the
+    input never reaches raises :class:`~convscope.errors.LayerError`, whatever the method.
+    """
+    model = as_model(model, x)
+    chosen_method = cam_method(method)
+    precision = resolve_precision(precision, model.device)
+    check_at_least("scorecam_batch", scorecam_batch, 1)
+    layer = cam_layer(model, layer)
+    x = as_input(model, x)
+    fixed = resolve_classes(model, classes, x.shape[0])
+
+    def forward(inputs: torch.Tensor) -> torch.Tensor:
+        with autocast(model.device, precision):
+            return model.module(prepare_input(inputs)).float()
+
+    with evaluating(model.module):
+        acts, grads, logits, chosen = _layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients)
+        with torch.no_grad():
+            low_res = chosen_method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch))
+    return CamResult(upsample(low_res, (x.shape[2], x.shape[3])), low_res.float(), chosen, layer, method, logits)
+
+
+def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+        classes: Sequence[int | str] | None = None, layer: str | None = None,
+        method: str = DEFAULT_METHOD, precision: str = "fp32") -> torch.Tensor:
+    """Class activation maps, B x H x W in [0, 1] at the input size.
+
+    ``classes``: one class (index or label) per image, or None for each image's top-1 prediction;
+    a list of another length is an error. ``layer``: default the last spatial layer before the
+    global pooling. ``method``: one of :data:`METHODS`. ``precision``: ``fp32``, ``bf16`` (autocast
+    with channels_last input; the maps are computed in fp32) or ``auto`` (bf16 where the hardware
+    is fast at it). ``model`` may be a plain module: its input size is then the tensor's.
+    """
+    return compute_cam(model, x, classes, layer, method, precision).maps

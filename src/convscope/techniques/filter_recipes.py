@@ -1,0 +1,227 @@
+"""Filter recipes: how a filter's picture is parameterized, transformed and updated at each step.
+
+A :class:`FilterRecipe` bundles a parameterization (a module whose ``forward()`` returns the batch of
+pictures, RGB in [0, 1]), an optional transformation applied every step, an update rule, its
+default steps and learning rate, and whether ReLU gradients are redirected. Two are registered:
+
+* ``classic`` (the classic tutorials): the picture is the pixels themselves, started gray plus a
+  little noise; each step adds ``lr * g / rms(g)`` with the RMS taken per picture, then clips to [0, 1].
+* ``lucid`` (Olah et al. 2017, Distill "Feature Visualization"): the picture is
+  ``sigmoid(C @ irfft2(spectrum / f))`` -- Fourier coefficients scaled by 1/frequency and a fixed
+  colour-decorrelation matrix C -- optimized with Adam; every step sees it padded, jittered,
+  scaled, rotated and jittered again (transformation robustness), and, as in Lucid's renderer,
+  ReLU gradients are redirected while a picture has switched a ReLU off everywhere (otherwise a
+  filter behind a dead ReLU, e.g. in a depthwise conv, never leaves its gray start).
+
+A new recipe is one :class:`FilterRecipe` passed to :func:`register_recipe` (and its test).
+Random draws come from one generator per filter (see :func:`generators`), so a filter's picture
+does not depend on which other filters share its batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..hooks import registered
+
+Generators = Sequence[torch.Generator]
+#: An update rule: built from the picture's parameters and the learning rate, then called with the
+#: gradient of the objective (to be increased) at every step.
+UpdateRule = Callable[[list[nn.Parameter], float], Callable[[torch.Tensor], None]]
+
+# Lucid's colour correlation of ImageNet (square root of its covariance, from an SVD), used to turn
+# decorrelated channels into RGB; scaled so that its largest column has norm 1.
+_COLOR_CORRELATION = torch.tensor([[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]])
+COLOR_MATRIX = _COLOR_CORRELATION / _COLOR_CORRELATION.norm(dim=0).max()
+
+
+def generators(seed: int, filters: Sequence[int], device: torch.device) -> list[torch.Generator]:
+    """One generator per filter, seeded by ``seed`` and the filter's index."""
+    result = []
+    for index in filters:
+        generator = torch.Generator(device=device)
+        generator.manual_seed(seed * 1_000_003 + index)
+        result.append(generator)
+    return result
+
+
+def _per_filter(gens: Generators, draw: Callable[[torch.Generator], torch.Tensor]) -> torch.Tensor:
+    return torch.stack([draw(g) for g in gens])
+
+
+# -- parameterizations --------------------------------------------------------------------------------
+class PixelImage(nn.Module):
+    """Pixels as parameters: RGB in [0, 1], started at gray 0.5 plus uniform noise of +-0.05."""
+
+    def __init__(self, gens: Generators, size: int, device: torch.device) -> None:
+        super().__init__()
+        noise = _per_filter(gens, lambda g: torch.rand(3, size, size, generator=g, device=device))
+        self.pixels = nn.Parameter(0.5 + (noise - 0.5) * 0.1)
+
+    def forward(self) -> torch.Tensor:
+        return self.pixels
+
+
+class FourierImage(nn.Module):
+    """RGB = sigmoid(C @ irfft2(spectrum * scale)): the spectrum scaled by 1/frequency (so all
+    frequencies learn at a similar rate) and the colours decorrelated by Lucid's matrix C."""
+
+    def __init__(self, gens: Generators, size: int, device: torch.device) -> None:
+        super().__init__()
+        fy = torch.fft.fftfreq(size, device=device)[:, None]
+        fx = torch.fft.rfftfreq(size, device=device)[None, :]
+        frequencies = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / size)
+        self.register_buffer("scale", 1.0 / frequencies, persistent=False)
+        self.size = size
+        shape = (3, size, size // 2 + 1, 2)
+        self.spectrum = nn.Parameter(_per_filter(gens, lambda g: torch.randn(*shape, generator=g, device=device)) * 0.01)
+        self.register_buffer("colors", COLOR_MATRIX.to(device), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.spectrum) * self.scale
+        decorrelated = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / 4.0
+        rgb = torch.einsum("ij,bjhw->bihw", self.colors, decorrelated)
+        return torch.sigmoid(rgb)
+
+
+# -- transformation robustness ------------------------------------------------------------------------
+def random_transform(images: torch.Tensor, gens: Generators) -> torch.Tensor:
+    """Transformation robustness, one draw per picture from its own generator, as Lucid's standard
+    transforms for a 128 px picture (in proportion for other sizes): pad 12 px with gray, jitter
+    (a random crop) by 8 px, scale by 0.9-1.1, rotate by -10..10 degrees, jitter by 4 px. Applied as
+    one bilinear affine resampling straight from the picture: the output is ``S + 24 - 12`` px and
+    whatever falls outside the picture is gray. The draws stay on the device (no synchronization)."""
+    picture = images.shape[-1]
+    pad, jitter, fine = (max(1, round(picture * amount / 128)) for amount in (12, 8, 4))
+    out = picture + 2 * pad - jitter - fine
+    ratio = out / picture  # the output grid spans this many picture widths
+    draws = torch.stack([torch.rand(6, generator=g, device=g.device) for g in gens]).to(images.device).double()
+    scale = 0.9 + 0.2 * draws[:, 0]
+    angle = (-10 + 20 * draws[:, 1]) * (math.pi / 180.0)
+    shift_x = (torch.round(jitter * (draws[:, 2] - 0.5)) + torch.round(fine * (draws[:, 3] - 0.5))) * 2.0 / picture
+    shift_y = (torch.round(jitter * (draws[:, 4] - 0.5)) + torch.round(fine * (draws[:, 5] - 0.5))) * 2.0 / picture
+    cos, sin = torch.cos(angle) / scale * ratio, torch.sin(angle) / scale * ratio
+    theta = torch.stack([torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1)
+    grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], 3, out, out], align_corners=False)
+    return F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
+
+
+# -- redirected ReLU gradients (Lucid's relu_gradient_override) ---------------------------------------
+class _RedirectedClamp(torch.autograd.Function):
+    """The ReLU output ``y = clamp(x, 0, upper)`` (computed by the module, passed in detached) with a
+    backward to ``x`` that, for a picture whose ordinary gradient through this ReLU is all zero
+    (every unit dead), also passes the gradient where it pushes ``x`` back into the active range --
+    so optimization can start from inputs that switch a ReLU off everywhere."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, y: torch.Tensor, upper: float | None) -> torch.Tensor:
+        ctx.save_for_backward(y)
+        ctx.upper = upper
+        return y.view_as(y)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (y,) = ctx.saved_tensors  # y > 0 exactly where x > 0, y < upper exactly where x < upper
+        if ctx.upper is None:
+            result = torch.ops.aten.threshold_backward(grad, y, 0)  # the ordinary ReLU gradient, fused
+        else:
+            result = torch.ops.aten.hardtanh_backward(grad, y, 0.0, ctx.upper)
+        dead = torch.nonzero(result.abs().amax(dim=tuple(range(1, grad.dim()))) == 0).flatten()
+        if dead.numel():
+            y_dead, grad_dead = y[dead], grad[dead]
+            active = y_dead > 0 if ctx.upper is None else (y_dead > 0) & (y_dead < ctx.upper)
+            toward = (y_dead <= 0) & (grad_dead > 0)  # grad is d(objective)/dy: > 0 asks for a larger x
+            if ctx.upper is not None:
+                toward |= (y_dead >= ctx.upper) & (grad_dead < 0)
+            result[dead] = grad_dead * (active | toward)
+        return result, None, None
+
+
+def _relu_upper(module: nn.Module) -> tuple[bool, float | None]:
+    if isinstance(module, nn.ReLU):
+        return True, None
+    if isinstance(module, nn.ReLU6) or (isinstance(module, nn.Hardtanh) and module.min_val == 0):
+        return True, float(module.max_val)
+    return False, None
+
+
+@contextmanager
+def redirected_relus(root: nn.Module) -> Iterator[None]:
+    """Inside the block, every ``nn.ReLU``/``nn.ReLU6`` module of ``root`` back-propagates redirected
+    gradients (see :class:`_RedirectedClamp`); forward values are unchanged. Hooks removed on exit."""
+    inputs_seen: dict[int, list[torch.Tensor]] = {}
+
+    def pre_hook(module: nn.Module, inputs: tuple) -> tuple | None:
+        inputs_seen.setdefault(id(module), []).append(inputs[0])
+        if getattr(module, "inplace", False):
+            return (inputs[0].clone(),)  # the in-place op must not overwrite the saved input
+        return None
+
+    def post_hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        x = inputs_seen[id(module)].pop()
+        return _RedirectedClamp.apply(x, output.detach(), _relu_upper(module)[1])
+
+    relus = [module for module in root.modules() if _relu_upper(module)[0]]
+    with registered(forward=[(m, post_hook) for m in relus], pre=[(m, pre_hook) for m in relus]):
+        yield
+
+
+# -- update rules -------------------------------------------------------------------------------------
+def adam_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
+    """Adam on the (single) picture parameter, ascending the objective."""
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+
+    def step(grad: torch.Tensor) -> None:
+        parameters[0].grad = -grad  # Adam minimizes: ascend the objective
+        optimizer.step()
+        parameters[0].grad = None
+    return step
+
+
+def rms_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
+    """``p += lr * g / rms(g)`` with the RMS per picture, then clip to [0, 1] (pixel parameters)."""
+    def step(grad: torch.Tensor) -> None:
+        rms = grad.pow(2).mean(dim=(1, 2, 3), keepdim=True).sqrt()
+        parameters[0].add_(lr * grad / (rms + 1e-12)).clamp_(0.0, 1.0)
+    return step
+
+
+# -- the registry ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class FilterRecipe:
+    """How pictures are made: ``picture(generators, size, device)`` builds the parameterization,
+    ``transform(pictures, generators)`` (or None) is applied before every step, ``update`` is the
+    update rule; ``default_steps``, ``default_lr`` and whether ReLU gradients are redirected."""
+
+    name: str
+    picture: Callable[[Generators, int, torch.device], nn.Module]
+    transform: Callable[[torch.Tensor, Generators], torch.Tensor] | None
+    update: UpdateRule
+    default_steps: int
+    default_lr: float
+    redirect_relus: bool = False
+
+
+#: Every recipe by name; the first is the default.
+RECIPES: dict[str, FilterRecipe] = {}
+
+
+def register_recipe(recipe: FilterRecipe) -> FilterRecipe:
+    """Add ``recipe`` to :data:`RECIPES` under its name."""
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+# Defaults sized so that ``convscope filters`` on the default model (5 layers, 288 filters) takes
+# about a minute on a 2-core CPU; use more steps and a larger size for better pictures.
+register_recipe(FilterRecipe("lucid", FourierImage, random_transform, adam_ascent, default_steps=64,
+                             default_lr=0.05, redirect_relus=True))
+register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=40, default_lr=0.01))

@@ -1,0 +1,238 @@
+"""Filters: what each filter responds to, by gradient ascent in input space.
+
+Each requested filter of a conv layer gets its own picture, all optimized together in one batch
+(item i maximizes filter i) with the forward pass stopped at the target layer. The objective and
+the *score* of a filter are the spatial mean of its **pre-activation** (the conv's output, or the
+BatchNorm right after it, before the nonlinearity), so no filter starts stuck at a dead ReLU.
+
+How a picture is parameterized, transformed and updated is a recipe (``lucid`` or ``classic``,
+see :mod:`convscope.techniques.filter_recipes`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, check_at_least, check_between, check_choice
+from ..hooks import ForwardHook, StopForward, evaluating, layer_hooks, run_until_stopped
+from ..layers import preactivation
+from ..model import Model, as_model
+from ..precision import autocast, prepare_input, resolve_precision
+from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
+
+DEFAULT_FILTERS = 64
+#: Filters optimized (and scored) together in one batch.
+FILTER_BATCH = 64
+DEFAULT_METHOD = next(iter(RECIPES))
+DEFAULT_SIZE = 64
+MIN_SIZE, MAX_SIZE = 16, 1024
+
+
+# -- which filters ------------------------------------------------------------------------------------
+def parse_filter_spec(spec: str | int | Sequence[int] | None, channels: int) -> list[int]:
+    """Filter indices from a spec: None (the first 64, or all if fewer), a count ``"16"`` (the first
+    16), or indices and ranges ``"0-15,32"``; a list of ints is taken as indices. Errors before work."""
+    if spec is None:
+        return list(range(min(DEFAULT_FILTERS, channels)))
+    if isinstance(spec, int):
+        spec = str(spec)
+    if not isinstance(spec, str):
+        indices = [int(i) for i in spec]
+        if not indices:
+            raise InputError("filters: empty filter list", parameter="filters")
+        return _check_indices(indices, channels, str(list(spec)))
+    text = spec.strip()
+    if not text:
+        raise InputError("filters: empty filter spec", parameter="filters")
+    if re.fullmatch(r"-\d+", text):
+        raise InputError(f"filters {text}: negative count", parameter="filters")
+    if re.fullmatch(r"\d+", text):
+        count = int(text)
+        if count < 1:
+            raise InputError(f"filters {text}: the count must be at least 1", parameter="filters")
+        if count > channels:
+            raise InputError(f"filters {text}: the layer has only {channels} filters", parameter="filters")
+        return list(range(count))
+    indices: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not match:
+            raise InputError(f"filters {spec!r}: {part!r} is not an index or a range like 0-15 "
+                             "(indices are 0 or more)", parameter="filters")
+        first = int(match.group(1))
+        last = int(match.group(2)) if match.group(2) is not None else first
+        if last < first:
+            raise InputError(f"filters {spec!r}: empty range {part!r}", parameter="filters")
+        indices.extend(i for i in range(first, last + 1) if i not in indices)
+    return _check_indices(indices, channels, spec)
+
+
+def _check_indices(indices: list[int], channels: int, spec: str) -> list[int]:
+    bad = [i for i in indices if not 0 <= i < channels]
+    if bad:
+        raise InputError(f"filters {spec}: filter {bad[0]} is out of range (the layer has {channels} filters, "
+                         f"0-{channels - 1})", parameter="filters")
+    return indices
+
+
+def preactivation_path(model: Model, layer: str) -> str:
+    """Module path of a conv layer's pre-activation (see :func:`convscope.layers.preactivation`)."""
+    return preactivation(model.all_layers(), layer).module
+
+
+# -- running the model up to the layer ---------------------------------------------------------------
+@contextmanager
+def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, str], torch.Tensor]]:
+    """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
+    pre-activation of ``layer`` and returns it (B x C x h x w); one hook for all the passes."""
+    path = preactivation_path(model, layer)
+    held: dict[str, torch.Tensor] = {}
+
+    def hook_for(_name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            held["out"] = output
+            raise StopForward
+        return hook
+
+    with layer_hooks({layer: model.module.get_submodule(path)}, hook_for) as hooked:
+        def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
+            hooked.ran.clear()
+            with autocast(model.device, precision):
+                run_until_stopped(model.module, prepare_input(model.preprocessing.normalize(rgb)))
+            hooked.check_ran()
+            return held.pop("out")
+        yield run
+
+
+def _channel_means(acts: torch.Tensor, filters: Sequence[int]) -> torch.Tensor:
+    """Item i's mean of channel filters[i], in fp32."""
+    index = torch.tensor(list(filters), device=acts.device)
+    return acts.float()[torch.arange(len(filters), device=acts.device), index].mean(dim=(1, 2))
+
+
+def score_images(model: Model | nn.Module, layer: str, images: torch.Tensor, filters: Sequence[int],
+                 batch_size: int = FILTER_BATCH) -> torch.Tensor:
+    """The score of each picture: the fp32 mean of its filter's pre-activation (no transforms),
+    ``batch_size`` pictures per forward pass."""
+    model = as_model(model, images)
+    scores = []
+    with evaluating(model.module), torch.no_grad(), truncated_at(model, layer) as run:
+        for start in range(0, len(filters), batch_size):
+            batch = images[start:start + batch_size].to(model.device, torch.float32)
+            scores.append(_channel_means(run(batch, "fp32"), filters[start:start + batch_size]))
+    return torch.cat(scores)
+
+
+# -- the optimization ------------------------------------------------------------------------------
+@dataclass
+class FilterResult:
+    """Pictures (N x 3 x S x S, RGB in [0, 1]) of ``filters`` of ``layer``, their scores, the
+    scores of the starting pictures and the objective at every step (steps x N)."""
+
+    images: torch.Tensor
+    scores: torch.Tensor
+    filters: list[int]
+    layer: str
+    method: str
+    steps: int
+    size: int
+    seed: int
+    precision: str
+    initial_scores: torch.Tensor
+    history: torch.Tensor = field(repr=False)
+
+
+def total_steps(filter_counts: Sequence[int], steps: int, batch_size: int = FILTER_BATCH) -> int:
+    """Optimization steps (progress ticks) :func:`optimize_filters` takes for layers of these filter counts."""
+    return sum(-(-count // batch_size) * steps for count in filter_counts)
+
+
+def check_filter_settings(method: str, steps: int | None, size: int) -> int:
+    """Check the method, steps and size before any work; returns the steps (the recipe's default for None)."""
+    check_choice("method", method, RECIPES)
+    steps = RECIPES[method].default_steps if steps is None else steps
+    check_at_least("steps", steps, 1)
+    check_between("size", size, MIN_SIZE, MAX_SIZE, " pixels")
+    return steps
+
+
+def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
+                     steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD,
+                     seed: int = 0, precision: str = "auto", lr: float | None = None,
+                     batch_size: int = FILTER_BATCH,
+                     progress: Callable[[int], None] | None = None) -> FilterResult:
+    """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) and score them.
+
+    ``steps`` and ``lr`` default to the recipe's: 64 steps and Adam lr 0.05 (lucid), 40 steps and a
+    per-step RMS-normalized pixel change of 0.01 (classic). ``progress`` is called with the number
+    of steps done after each step of each batch.
+    """
+    model = as_model(model)
+    steps = check_filter_settings(method, steps, size)
+    check_at_least("batch_size", batch_size, 1)
+    recipe = RECIPES[method]
+    precision = resolve_precision(precision, model.device)
+    channels = model.layer(preactivation_path(model, layer)).shape[0]
+    chosen = parse_filter_spec(filters, channels)
+    lr = recipe.default_lr if lr is None else lr
+
+    images, scores, initial, history = [], [], [], []
+    with evaluating(model.module), truncated_at(model, layer) as run:
+        for start in range(0, len(chosen), batch_size):
+            batch = chosen[start:start + batch_size]
+            pictures, first, steps_history = _optimize(run, model, batch, steps, size, recipe, seed, precision,
+                                                       lr, progress)
+            with torch.no_grad():
+                scores.append(_channel_means(run(pictures, "fp32"), batch))
+            images.append(pictures)
+            initial.append(first)
+            history.append(steps_history)
+    return FilterResult(torch.cat(images).cpu(), torch.cat(scores).cpu(), chosen, layer, method, steps, size, seed,
+                        precision, torch.cat(initial).cpu(), torch.cat(history, dim=1).cpu())
+
+
+def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, filters: list[int], steps: int,
+              size: int, recipe: FilterRecipe, seed: int, precision: str, lr: float,
+              progress: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One batch: (final pictures, scores of the starting pictures, objective at every step)."""
+    gens = generators(seed, filters, model.device)
+    picture = recipe.picture(gens, size, model.device)
+    parameters = list(picture.parameters())
+    update = recipe.update(parameters, lr)
+    with torch.no_grad():
+        first = _channel_means(run(picture().float(), "fp32"), filters)
+    history = []
+    with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
+        for _ in range(steps):
+            rgb = picture()
+            if recipe.transform is not None:
+                rgb = recipe.transform(rgb, gens)
+            objective = _channel_means(run(rgb, precision), filters)
+            (grad,) = torch.autograd.grad(objective.sum(), parameters)
+            with torch.no_grad():
+                update(grad)
+            history.append(objective.detach())
+            if progress is not None:
+                progress(1)
+    with torch.no_grad():
+        final = picture().float().clamp(0.0, 1.0)
+    return final.detach(), first, torch.stack(history)
+
+
+def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
+            steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
+            precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Pictures of what each filter of ``layer`` responds to: ``(images, scores)``, images
+    N x 3 x S x S RGB in [0, 1] (before the model's own normalization), scores the fp32 mean of each
+    filter's pre-activation on its picture. ``filters``: a count, indices/ranges (``"0-15,32"``) or
+    a list (default: the first 64). Deterministic for a seed on a given device."""
+    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision)
+    return result.images, result.scores
