@@ -51,8 +51,10 @@ def test_constant_channel_is_flat_never_nan():
     with np.errstate(all="raise"):
         pixels = normalize_to_uint8(maps)
     assert (pixels == 0).all()
-    grid = np.asarray(render_grid(maps, cmap="gray"))
-    assert not np.isnan(grid).any()
+    grid = np.asarray(render_grid(maps, cmap="gray"))  # 3x3 tiles enlarged 10x, 1 px white separator
+    assert grid.shape == (30, 61, 3)
+    assert (grid[:, :30] == 0).all() and (grid[:, 31:] == 0).all()  # both constant tiles at the colormap's bottom
+    assert (grid[:, 30] == 255).all()
 
 
 def test_values_beyond_two_sigma_are_clipped():

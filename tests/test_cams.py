@@ -207,6 +207,8 @@ def test_overlay_colour_order_high_is_red():
     assert blue[2] > 100 and blue[0] == 0  # jet(0) is dark blue
     half = np.asarray(overlay(photo, heat, alpha=0.4)).astype(float)
     np.testing.assert_allclose(half[0, 2], 0.6 * 100 + 0.4 * colorize(heat)[0, 2], atol=0.51)
+    with pytest.raises(InputError, match="^alpha must be between 0 and 1, got 1.5$"):  # the CLI says --alpha
+        overlay(photo, heat, alpha=1.5)
 
 
 # -- the real default model ----------------------------------------------------------------------
@@ -262,7 +264,7 @@ def test_cli_cam_class_by_label_and_errors(tmp_path, capsys):
     assert_usage_errors(capsys, ["cam", "sample:coffee", "--out", str(out)], [
         (["--class", "1000"], "class index 1000 is out of range"),
         (["--class", "espreso"], "did you mean 'espresso'"),
-        (["--layer", "_fc"], "not a C x H x W feature map"),
+        (["--layer", "_fc"], "--layer _fc: outputs [1000], not a C x H x W feature map"),
         (["--layer", "nope"], "unknown layer 'nope'"),
         (["--alpha", "1.5"], "--alpha must be between 0 and 1"),
         (["--method", "gradcam+++"], "invalid choice"),

@@ -244,10 +244,12 @@ def test_every_public_call_leaves_the_model_as_it_was(name, model_state):
     net.fc.weight.grad = torch.ones_like(net.fc.weight)  # a user's own gradient stays as it is
     before = model_state(net)
     model = convscope.load_model(net, input_size=16, labels=list("abcde"))
+    raised = None
     try:
         _calls()[name](model)
-    except (ConvscopeError, RuntimeError):
-        assert "bad" in name, f"{name} failed"
+    except (ConvscopeError, RuntimeError) as exc:
+        raised = exc
+    assert (raised is not None) == ("bad" in name), f"{name}: {raised!r}"  # the bad calls must fail
     before.assert_unchanged(net)
     assert net.training and net.bn.training
 

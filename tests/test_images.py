@@ -146,8 +146,16 @@ def test_bad_files_are_refused_with_one_line(tmp_path, name):
     assert message.startswith(str(path)) and "\n" not in message
 
 
-def test_bomb_limit_is_checked_from_the_header():
-    assert 10_000 * 10_000 > MAX_PIXELS > 4000 * 2600
+def test_bomb_limit_is_checked_from_the_header(tmp_path, monkeypatch):
+    # 9500 x 9500 is over the limit but under twice it (where Pillow itself would refuse): our own check
+    path = tmp_path / "big.png"
+    path.write_bytes(_png_with_size(9_500, 9_500))
+    assert 9_500 * 9_500 > MAX_PIXELS
+    decoded = []
+    monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self))
+    with pytest.raises(ImageError, match="over the limit of .* pixels"):
+        load_image(path)
+    assert not decoded  # refused from the header, nothing decoded
 
 
 def test_missing_path_and_directory(tmp_path):

@@ -6,6 +6,9 @@ Errors convscope raises on purpose print one line on stderr and exit with 2 (bad
 worded with the command's flag (``alpha`` -> ``--alpha``). Images may be files or ``sample:NAME``
 for the photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``,
 ``sample:grace_hopper``). Choices and defaults come from the library's own constants.
+
+(Seven commands with their help texts make this module about 400 lines; each command is a short
+function over :mod:`convscope.plans`.)
 """
 
 from __future__ import annotations
