@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import NoReturn
 
 import torch
+from PIL import Image
 from tqdm import tqdm
 
 from . import __version__, models
@@ -105,6 +106,13 @@ def image_source(arg: str) -> ImageSource:
     return arg
 
 
+def _photos_then_model(args: argparse.Namespace) -> tuple[list[Image.Image], Model]:
+    """The command's images (bad ones fail first), the output folder checked, then the model."""
+    photos = [load_image(image_source(arg)) for arg in args.images]
+    check_out_dir(args.out)
+    return photos, _load(args)
+
+
 def _save_input(x: torch.Tensor, out: Path) -> None:
     """``DIR/input.npy``: the model input of all images (``--save-raw``)."""
     save_npy(x.float().cpu().numpy(), out / "input.npy")
@@ -158,9 +166,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
 
 
 def cmd_cam(args: argparse.Namespace) -> int:
-    photos = [load_image(image_source(arg)) for arg in args.images]
-    check_out_dir(args.out)
-    model = _load(args)
+    photos, model = _photos_then_model(args)
     plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
                     alpha=args.alpha, save_raw=args.save_raw)
     out = prepare_out_dir(args.out, "cam")
@@ -197,7 +203,7 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_report(args: argparse.Namespace, model: Model, photos: list, names: Sequence[str]) -> int:
+def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image], names: Sequence[str]) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
         def set_total(total: int) -> None:
@@ -212,9 +218,8 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list, names: Seq
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    photos = [load_image(image_source(arg)) for arg in args.images]
-    check_out_dir(args.out)
-    return _run_report(args, _load(args), photos, args.images)
+    photos, model = _photos_then_model(args)
+    return _run_report(args, model, photos, args.images)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
