@@ -143,3 +143,15 @@ def test_console_script_is_installed(tmp_path):
     version = subprocess.run([sys.executable, "-m", "convscope", "--version"], capture_output=True, text=True,
                              timeout=120)
     assert version.returncode == 0 and version.stdout.startswith("convscope ")
+
+
+def test_library_errors_are_worded_with_flags():
+    from convscope.cli import flag_for
+    from convscope.errors import InputError
+
+    error = InputError("per_row must be at least 1, got 0; or try classes=3", parameter="per_row", mentions=["classes"])
+    assert str(error) == "per_row must be at least 1, got 0; or try classes=3"  # Python's words
+    assert error.worded_for(flag_for) == "--per-row must be at least 1, got 0; or try --class 3"
+    assert InputError("no parameter here").worded_for(flag_for) == "no parameter here"
+    with pytest.raises(ValueError):
+        InputError("a message not starting with it", parameter="alpha")

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import convscope
+from convscope.cli import main
 from convscope.errors import InputError, WeightsError
 from convscope.models.efficientnet_lite import Conv2dSame
 from convscope.samples import sample_array
@@ -148,7 +149,7 @@ def test_unreadable_weights_files(tmp_path, content, reason):
         convscope.load_model("vgg16", tmp_path / "missing.pth")
 
 
-def test_imagenet_offline_without_cache_names_the_other_ways(tmp_path, monkeypatch):
+def test_imagenet_offline_without_cache_names_the_other_ways(tmp_path, monkeypatch, capsys):
     import urllib.error
 
     import torch.hub
@@ -162,11 +163,14 @@ def test_imagenet_offline_without_cache_names_the_other_ways(tmp_path, monkeypat
     try:
         with pytest.raises(WeightsError) as info:
             convscope.load_model("vgg16", "imagenet")
+        assert main(["layers", "--model", "vgg16"]) == 2
     finally:
         torch.hub.set_dir(old_dir)
     message = str(info.value)
-    assert "--weights random" in message and "--weights PATH" in message
+    assert "weights=random" in message and "weights=PATH" in message  # Python's words
     assert str(tmp_path) in message
+    cli = capsys.readouterr().err
+    assert "--weights random" in cli and "--weights PATH" in cli and len(cli.strip().splitlines()) == 1
 
 
 def test_torchvision_any_classification_model():

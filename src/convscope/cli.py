@@ -377,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"convscope: error: {_one_line(exc.worded_for(flag_for(exc.parameter or '')))}", file=sys.stderr)
+        print(f"convscope: error: {_one_line(exc.worded_for(flag_for))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)

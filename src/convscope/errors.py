@@ -2,14 +2,15 @@
 
 Every error a user can cause is a :class:`ConvscopeError`; its message is one line that names the
 file or value and what is wrong. An error about a Python parameter carries that parameter's name in
-``parameter`` and starts its message with it (``alpha must be between 0 and 1, got 2``), so the
-command line can word it with the flag instead (``--alpha must be ...``, see :meth:`worded_for`).
+``parameter`` and starts its message with it (``alpha must be between 0 and 1, got 2``); advice
+that names other parameters writes them ``name=value`` and lists them in ``mentions``. The command
+line words the same message with its flags (``--alpha must be ...``, see :meth:`worded_for`).
 The command line prints that line and exits with ``exit_code``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 
 
 class ConvscopeError(Exception):
@@ -17,19 +18,25 @@ class ConvscopeError(Exception):
 
     exit_code = 1
 
-    def __init__(self, message: str, *, parameter: str | None = None) -> None:
+    def __init__(self, message: str, *, parameter: str | None = None, mentions: Sequence[str] = ()) -> None:
         if parameter is not None and not message.startswith(parameter):
             raise ValueError(f"a message about {parameter!r} must start with it: {message!r}")
         super().__init__(message)
         self.parameter = parameter
+        self.mentions = tuple(mentions)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else ""
 
-    def worded_for(self, flag: str) -> str:
-        """The message with the leading parameter name replaced by ``flag`` (as is without a parameter)."""
+    def worded_for(self, flag_for: Callable[[str], str]) -> str:
+        """The message in command-line words: the leading parameter replaced by its flag
+        (``flag_for(parameter)``) and each mentioned ``name=value`` by ``--flag value``."""
         message = str(self)
-        return flag + message[len(self.parameter):] if self.parameter else message
+        if self.parameter:
+            message = flag_for(self.parameter) + message[len(self.parameter):]
+        for name in self.mentions:
+            message = message.replace(f"{name}=", f"{flag_for(name)} ")
+        return message
 
 
 class InputError(ConvscopeError, ValueError):

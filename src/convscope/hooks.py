@@ -62,6 +62,10 @@ class LayerHooks:
     names: list[str]
     ran: set[str] = field(default_factory=set)
 
+    def start_pass(self) -> None:
+        """Forget which layers ran, before another forward pass with the same hooks."""
+        self.ran.clear()
+
     def check_ran(self) -> None:
         """LayerError for the first hooked layer that did not run in the forward pass."""
         for name in self.names:

