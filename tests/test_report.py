@@ -122,10 +122,11 @@ def test_tiny_report_in_a_browser(tiny_report):
             assert EVIL_LABEL in page.inner_text("#cam")  # shown as text, not markup
             # click the third tile of conv2 (tiles 8x8 enlarged to 32 px, 1 px separators)
             page.click("a[data-layer='conv2']")
-            grid = page.locator("section.layer:not([hidden]) img.grid:not([hidden])")
+            shown_grid = "section.layer[data-layer='conv2']:not([hidden]) img.grid:not([hidden])"
+            page.wait_for_selector(shown_grid)  # the link's hashchange is handled asynchronously
+            grid = page.locator(shown_grid)
             box = grid.bounding_box()
-            natural = page.evaluate(
-                "document.querySelector('section.layer:not([hidden]) img.grid:not([hidden])').naturalWidth")
+            natural = page.evaluate(f"document.querySelector({shown_grid!r}).naturalWidth")
             scale = box["width"] / natural
             grid.click(position={"x": (2 * 33 + 10) * scale, "y": 10 * scale})
             assert page.is_visible("#viewer")
