@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import math
 import re
+import weakref
 
 import numpy as np
 import pytest
@@ -65,7 +67,11 @@ def test_plain_module_of_its_own_input_size():
     assert maps.shape == (2, 32, 32)
     calls = net.forward_calls
     convscope.activations(net, x)
-    assert net.forward_calls == calls + 1  # the wrapper (and its layer discovery) is not rebuilt
+    assert net.forward_calls == calls + 1  # the layers are not discovered again
+    alive = weakref.ref(net)
+    del net
+    gc.collect()
+    assert alive() is None  # what convscope remembers of a module does not keep it alive
 
 
 # -- a CAM layer the input never reaches ------------------------------------------------------------------

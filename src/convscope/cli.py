@@ -38,7 +38,6 @@ from .plans import (CAM_ALPHA, CMAP, NORMALIZE, PER_ROW, check_top, plan_activat
 from .precision import PRECISIONS
 from .run import run_all
 from .samples import DEMO_SAMPLES, SAMPLES, sample_array
-from .techniques.activations import capture
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.filter_recipes import RECIPES
 from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE

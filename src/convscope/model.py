@@ -206,26 +206,31 @@ class Model:
         raise InputError(f"unknown class label {value!r}{hint}")
 
 
-#: Wrappers of plain modules already built, per module and input size: wrapping a module discovers
-#: its layers with a forward pass, which a second call on the same module need not repeat.
-_WRAPPED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], Model]] = weakref.WeakKeyDictionary()
+#: The layers of plain modules already wrapped, per module and input size: wrapping a module discovers
+#: its layers with a forward pass, which a second call on the same module need not repeat. Only the
+#: layer facts are kept (they hold no reference to the module), so the module can still be freed.
+_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], list[LayerInfo]]] = \
+    weakref.WeakKeyDictionary()
 
 
 def as_model(model: Model | nn.Module, x: torch.Tensor | object = None) -> Model:
     """A :class:`Model` as it is, or a plain module wrapped with ImageNet normalization and ImageNet
     or numbered labels. The wrapper's input size is the size of the tensor ``x`` (so a network that
-    only accepts its own size works), 224 x 224 when ``x`` is not a tensor; wrappers are reused for
-    the same module and size."""
+    only accepts its own size works), 224 x 224 when ``x`` is not a tensor; the layers are discovered
+    once per module and size."""
     if isinstance(model, Model):
         return model
     if not isinstance(model, nn.Module):
         raise InputError(f"model: expected a convscope Model or a torch.nn.Module, got {type(model).__name__}",
                          parameter="model")
     size = (int(x.shape[-2]), int(x.shape[-1])) if isinstance(x, torch.Tensor) and x.dim() >= 2 else (224, 224)
-    per_size = _WRAPPED.setdefault(model, {})
-    if size not in per_size:
-        per_size[size] = Model(model, name=type(model).__name__, input_size=size)
-    return per_size[size]
+    wrapper = Model(model, name=type(model).__name__, input_size=size)
+    per_size = _DISCOVERED.setdefault(model, {})
+    if size in per_size:
+        wrapper._all_layers = per_size[size]
+    else:
+        per_size[size] = wrapper.all_layers()
+    return wrapper
 
 
 def as_input(model: Model, x: torch.Tensor | ImageSource | Sequence[ImageSource]) -> torch.Tensor:
