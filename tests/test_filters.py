@@ -30,10 +30,12 @@ def test_filter_spec_counts_indices_ranges():
     assert parse_filter_spec("5, 2-3, 2", 64) == [5, 2, 3]
     assert parse_filter_spec("7-7", 64) == [7]
     assert parse_filter_spec([3, 1], 4) == [3, 1]
+    assert parse_filter_spec("65", 64) == list(range(64))  # a count takes up to N: all of a smaller layer
+    assert parse_filter_spec(100, 8) == list(range(8))
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("-1", "negative"), ("", "empty"), ("0", "at least 1"), ("65", "only 64 filters"),
+    ("-1", "negative"), ("", "empty"), ("0", "at least 1"),
     ("0-70", "filter 64 is out of range"), ("5-3", "empty range"), ("a", "not an index"),
     ("1,,x", "not an index"), ("-2-3", "not an index"), ([], "empty"), ([64], "out of range"),
 ])
@@ -141,8 +143,8 @@ def test_bad_options(tiny_model):
         optimize_filters(tiny_model, "conv1", method="deepdream")
     with pytest.raises(InputError, match="^precision: unknown 'fp8'"):
         optimize_filters(tiny_model, "conv1", precision="fp8")
-    with pytest.raises(InputError, match="^filters 9: the layer has only 4 filters"):
-        optimize_filters(tiny_model, "conv1", "9")
+    with pytest.raises(InputError, match="^filters 0-9: filter 4 is out of range"):
+        optimize_filters(tiny_model, "conv1", "0-9")
 
 
 # -- real models ---------------------------------------------------------------------------------------
@@ -178,8 +180,7 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
     command = ["filters", "--model", "vgg16", "--weights", "random", "--layers", "block1_conv1", "--out", str(out)]
     assert_usage_errors(capsys, command, [
         (["--filters", "-1"], "negative"),
-        (["--filters", "65"], "--filters 65: the layer has only 64 filters"),
-        (["--filters", "0-99"], "out of range"),
+        (["--filters", "0-99"], "--filters 0-99: filter 64 is out of range"),
         (["--layers", "block1_pool"], "not a convolution layer"),
         (["--size", "8"], "--size must be between"),
         (["--steps", "0"], "at least 1"),

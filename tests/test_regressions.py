@@ -159,8 +159,8 @@ def test_random_transform_matches_the_per_picture_formula():
 def test_call_order_keeps_shapes_not_outputs(tiny):
     with record_call_order(tiny) as calls:
         tiny(torch.randn(1, 3, 16, 16))
-    assert all(shape is None or isinstance(shape, tuple) for _, _, shape in calls)
-    assert dict((path, shape) for path, _, shape in calls)["fc"] == (5,)
+    assert all(call.shape is None or isinstance(call.shape, tuple) for call in calls)
+    assert {call.path: call.shape for call in calls}["fc"] == (5,)
 
 
 # -- settings that mean the same everywhere ----------------------------------------------------------------

@@ -19,6 +19,7 @@ import os
 import shlex
 import sys
 import traceback
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from . import __version__, models
 from .drawing import NORMALIZATIONS
-from .errors import ConvscopeError, InputError
+from .errors import ConvscopeError, ConvscopeWarning, InputError
 from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
 from .model import Model
@@ -372,7 +373,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     args.argv = argv
     try:
-        return args.handler(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _print_warning
+            if not args.debug:  # other libraries' warnings are noise here; convscope's own are one line
+                warnings.simplefilter("ignore")
+            warnings.simplefilter("always", ConvscopeWarning)
+            return args.handler(args)
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
@@ -389,6 +395,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"convscope: internal error: {type(exc).__name__}: {_one_line(str(exc))} "
               "(run with --debug for the traceback)", file=sys.stderr)
         return 1
+
+
+def _print_warning(message: Warning | str, category: type[Warning], *_args: object, **_kwargs: object) -> None:
+    print(f"convscope: warning: {_one_line(str(message))}", file=sys.stderr)
 
 
 def _one_line(text: str) -> str:

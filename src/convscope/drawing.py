@@ -87,9 +87,13 @@ def render_grid(maps: torch.Tensor | np.ndarray, per_row: int = 16, normalize: s
     """One layer's feature maps (C x H x W) as a colour-mapped RGB grid, ``per_row`` tiles per row.
 
     Tiles keep the map's own resolution, enlarged by a whole factor with nearest neighbour when
-    small (no blurring), separated by thin white lines, in channel order.
+    small (no blurring), separated by thin white lines, in channel order. A layer whose maps are
+    1x1 (one value per channel, e.g. after global pooling) is drawn as one strip of its values
+    instead, normalized over the whole layer (see :func:`value_strip`).
     """
     check_at_least("per_row", per_row, 1)
+    if tuple(maps.shape[1:]) == (1, 1):
+        return value_strip(maps, cmap)
     pixels = normalize_to_uint8(maps, normalize)
     count, height, width = pixels.shape
     scale, sep = grid_geometry(height, width)
@@ -105,6 +109,15 @@ def render_grid(maps: torch.Tensor | np.ndarray, per_row: int = 16, normalize: s
         top, left = r * (tile_h + sep), c * (tile_w + sep)
         canvas[top:top + tile_h, left:left + tile_w] = lut[pixels[index]]
     return Image.fromarray(canvas, "RGB")
+
+
+def value_strip(maps: torch.Tensor | np.ndarray, cmap: str = "viridis", height: int = MIN_TILE) -> Image.Image:
+    """C x 1 x 1 values as one horizontal strip, channel 0 at the left: each value a column of
+    ``max(1, 512 // C)`` pixels (at most ``height``), colour-mapped after normalizing over the layer."""
+    pixels = normalize_to_uint8(maps, "layer")[:, 0, 0]
+    cell = min(height, max(1, 512 // len(pixels)))
+    row = colormap_lut(cmap)[np.repeat(pixels, cell)]
+    return Image.fromarray(np.ascontiguousarray(np.broadcast_to(row, (height, *row.shape))), "RGB")
 
 
 def tile_box(index: int, maps_shape: tuple[int, int, int], per_row: int = 16) -> tuple[int, int, int, int]:

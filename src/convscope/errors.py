@@ -57,6 +57,10 @@ class LayerError(InputError):
     """An unknown layer name (the message suggests the closest names), or a layer that did not run."""
 
 
+class ConvscopeWarning(UserWarning):
+    """Something the user should know about a result that is still produced (the CLI prints one line)."""
+
+
 def check_choice(parameter: str, value: object, choices: Collection[object], what: str = "") -> None:
     """InputError naming ``parameter`` unless ``value`` is one of ``choices``."""
     if value not in choices:

@@ -138,19 +138,34 @@ def capture_outputs(modules: Mapping[str, nn.Module], stop: bool = False) -> Ite
         state.check_ran()
 
 
+@dataclass
+class ModuleCall:
+    """A submodule's first call in a forward pass: its path, the module, the output shape for one
+    item (batch dimension dropped; None when the output is not a tensor) and how often it ran."""
+
+    path: str
+    module: nn.Module
+    shape: tuple[int, ...] | None
+    calls: int = 1
+
+
 @contextmanager
-def record_call_order(module: nn.Module) -> Iterator[list[tuple[str, nn.Module, tuple[int, ...] | None]]]:
-    """Record ``(path, submodule, output shape)`` for the first call of every submodule, in the order
-    the calls complete (children before their container). Only shapes are kept (for one item: the
-    batch dimension dropped; None when the output is not a tensor), never the outputs themselves."""
-    calls: list[tuple[str, nn.Module, tuple[int, ...] | None]] = []
-    submodules = {path: sub for path, sub in module.named_modules() if path}
+def record_call_order(module: nn.Module) -> Iterator[list[ModuleCall]]:
+    """Record a :class:`ModuleCall` for every submodule that runs, in the order their first calls
+    complete (children before their container), counting later calls. Only shapes are kept, never
+    the outputs themselves."""
+    calls: list[ModuleCall] = []
+    by_path: dict[str, ModuleCall] = {}
 
     def hook_for(path: str) -> ForwardHook:
         def hook(sub: nn.Module, _inputs: Any, output: Any) -> None:
+            if path in by_path:
+                by_path[path].calls += 1
+                return
             is_tensor = isinstance(output, torch.Tensor) and output.dim() >= 1
-            calls.append((path, sub, tuple(output.shape[1:]) if is_tensor else None))
+            by_path[path] = ModuleCall(path, sub, tuple(output.shape[1:]) if is_tensor else None)
+            calls.append(by_path[path])
         return hook
 
-    with layer_hooks(submodules, hook_for):
+    with registered(forward=[(sub, hook_for(path)) for path, sub in module.named_modules() if path]):
         yield calls

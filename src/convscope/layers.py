@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .errors import InputError, LayerError
+from .errors import ConvscopeWarning, InputError, LayerError
 from .hooks import evaluating, record_call_order
 
 CONV_TYPES = (nn.modules.conv._ConvNd,)
@@ -55,7 +56,9 @@ class LayerInfo:
     feature map, ``[C]`` for a vector; None when the output is not a tensor) and the module path.
     ``listed`` is False for names that are valid but not shown (module paths behind an alias);
     ``kind`` is ``conv``, ``pool``, ``norm`` or ``other``; ``source`` the module the layer is named
-    after (for an alias, e.g. the conv behind ``block1_conv1``; otherwise ``module`` itself)."""
+    after (for an alias, e.g. the conv behind ``block1_conv1``; otherwise ``module`` itself);
+    ``kernel`` a conv's kernel size (None for other layers); ``calls`` how often the module runs in
+    one forward pass (the captured output is always its first call's)."""
 
     name: str
     type: str
@@ -64,6 +67,8 @@ class LayerInfo:
     listed: bool = True
     kind: str = "other"
     source: str = ""
+    kernel: tuple[int, ...] | None = None
+    calls: int = 1
 
     @property
     def is_spatial(self) -> bool:
@@ -98,14 +103,28 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     with evaluating(module), torch.no_grad(), record_call_order(module) as calls:
         module(dummy_input)
     layers = []
-    for path, sub, shape in calls:
-        if path in by_target:
-            alias = by_target[path]
-            kind = module_kind(module.get_submodule(alias.source))
-            layers.append(LayerInfo(alias.name, alias.type, shape, path, kind=kind, source=alias.source))
-        layers.append(LayerInfo(path, type(sub).__name__, shape, path, listed=path not in hidden,
-                                kind=module_kind(sub), source=path))
+    for call in calls:
+        if call.path in by_target:
+            alias = by_target[call.path]
+            source = module.get_submodule(alias.source)
+            layers.append(LayerInfo(alias.name, alias.type, call.shape, call.path, kind=module_kind(source),
+                                    source=alias.source, kernel=_kernel(source), calls=call.calls))
+        layers.append(LayerInfo(call.path, type(call.module).__name__, call.shape, call.path,
+                                listed=call.path not in hidden, kind=module_kind(call.module), source=call.path,
+                                kernel=_kernel(call.module), calls=call.calls))
     return layers
+
+
+def _kernel(module: nn.Module) -> tuple[int, ...] | None:
+    return tuple(module.kernel_size) if isinstance(module, CONV_TYPES) else None
+
+
+def warn_if_called_again(layer: LayerInfo) -> None:
+    """A :class:`ConvscopeWarning` when ``layer``'s module runs more than once in one forward pass
+    (ResNet's shared ``relu`` in each block): convscope shows its first call."""
+    if layer.calls > 1:
+        warnings.warn(f"layer {layer.name!r} runs {layer.calls} times in one forward pass; convscope shows its "
+                      "first call", ConvscopeWarning, stacklevel=3)
 
 
 def unknown_layer(name: str, candidates: Sequence[str]) -> LayerError:
@@ -124,27 +143,32 @@ def split_spec(spec: str | Sequence[str]) -> list[str]:
     return [p.strip() for part in parts for p in part.split(",") if p.strip()]
 
 
-def select_layers(spec: str | Sequence[str], layers: Sequence[LayerInfo]) -> list[str]:
+def select_layers(spec: str | Sequence[str], layers: Sequence[LayerInfo], kind: str | None = None) -> list[str]:
     """Resolve a layer spec against ``layers`` (all entries, as :func:`discover_layers` returns them)
     to layer names in network order.
 
     ``spec``: names, comma-separated lists and glob patterns (``block3_*``, matched against listed
-    names), or ``all`` for every listed layer whose output is a feature map. Unknown names and
-    patterns that match nothing raise :class:`LayerError`.
+    names), or ``all`` for every listed layer whose output is a feature map. With ``kind``
+    (``conv``), patterns and ``all`` keep only the layers of that kind (names given one by one are
+    kept as they are, for the caller to judge). Unknown names and patterns that match nothing raise
+    :class:`LayerError`.
     """
     items = split_spec(spec)
     if not items:
         raise LayerError("empty layer list")
     listed = [layer.name for layer in layers if layer.listed]
     order = {layer.name: i for i, layer in enumerate(layers)}
+    kinds = {layer.name: layer.kind for layer in layers}
     chosen: list[str] = []
     for item in items:
         if item == "all":
-            matches = [layer.name for layer in layers if layer.listed and layer.is_spatial]
+            matches = [layer.name for layer in layers
+                       if layer.listed and layer.is_spatial and (kind is None or layer.kind == kind)]
         elif any(ch in item for ch in "*?["):
-            matches = fnmatch.filter(listed, item)
+            matches = [m for m in fnmatch.filter(listed, item) if kind is None or kinds[m] == kind]
             if not matches:
-                raise LayerError(f"layer pattern {item!r} matches no layer; `convscope layers` lists them")
+                what = "layer" if kind is None else f"{kind} layer"
+                raise LayerError(f"layer pattern {item!r} matches no {what}; `convscope layers` lists them")
         elif item in order:
             matches = [item]
         else:
@@ -170,31 +194,39 @@ def default_activation_layers(layers: Sequence[LayerInfo]) -> list[str]:
 
 
 def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
-    """The first convolution of each block: the first conv layer, then each conv whose output
-    resolution differs from the previous conv's (VGG: block1_conv1 ... block5_conv1)."""
-    chosen, previous = [], None
+    """The first convolution of each stage: for each output resolution, in the order the network
+    reaches them, the first conv with a kernel larger than 1x1 that outputs it (the first 1x1 conv
+    where there is none). Convs with a 1x1 output (squeeze-and-excitation) are never chosen, nor a
+    shortcut's 1x1 projection. VGG: block1_conv1 ... block5_conv1; ResNet: the stem conv, then the
+    3x3 conv of each stage's first block."""
+    stages: dict[tuple[int, ...], list[LayerInfo]] = {}
     for layer in named_layers(layers):
-        if layer.kind != "conv" or not layer.is_spatial:
-            continue
-        resolution = layer.shape[1:]
-        if resolution != previous:
-            chosen.append(layer.name)
-        previous = resolution
-    return chosen
+        if layer.kind == "conv" and layer.is_map_larger_than_1x1:
+            stages.setdefault(layer.shape[1:], []).append(layer)
+    chosen = []
+    for convs in stages.values():
+        wide = [conv for conv in convs if conv.kernel is not None and max(conv.kernel) > 1]
+        chosen.append((wide or convs)[0])
+    return [layer.name for layer in sorted(chosen, key=list(layers).index)]
 
 
-def default_cam_layer(layers: Sequence[LayerInfo]) -> str:
-    """The last layer with a spatial output larger than 1x1 before the network turns to vectors
-    (global pooling, flatten or a linear layer); on a model with aliases, the last such alias."""
-    chosen = None
-    for layer in named_layers(layers):
-        if layer.is_map_larger_than_1x1:
-            chosen = layer.name
-        elif chosen is not None:
-            break
-    if chosen is None:
+#: Layers that hand on their input unchanged in eval mode: never the CAM layer themselves.
+PASS_THROUGH_TYPES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
+
+
+def default_cam_layer(layers: Sequence[LayerInfo], num_outputs: int | None = None) -> str:
+    """The last feature map larger than 1x1 in the forward pass: the tensor that enters the final
+    global pooling or flatten, found on the main path even where squeeze-and-excitation blocks pool
+    to 1x1 in between. Pass-through layers (dropout, identity) are skipped, and so are trailing maps
+    with one channel per class (a conv classifier such as SqueezeNet's), given ``num_outputs``. On a
+    model with aliases, the last such alias."""
+    maps = [layer for layer in named_layers(layers)
+            if layer.is_map_larger_than_1x1 and layer.type not in PASS_THROUGH_TYPES]
+    if not maps:
         raise InputError("layer: the model has no layer with a spatial output; name one", parameter="layer")
-    return chosen
+    while len(maps) > 1 and num_outputs is not None and maps[-1].shape[0] == num_outputs:
+        maps.pop()
+    return maps[-1].name
 
 
 def preactivation(layers: Sequence[LayerInfo], name: str) -> LayerInfo:

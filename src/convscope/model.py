@@ -162,9 +162,10 @@ class Model:
         """The module whose output the layer name denotes."""
         return self.module.get_submodule(self.layer(name).module)
 
-    def select_layers(self, spec: str | Sequence[str]) -> list[str]:
-        """Names, comma lists, glob patterns or ``all`` -> layer names in network order."""
-        return select_layers(spec, self.all_layers())
+    def select_layers(self, spec: str | Sequence[str], kind: str | None = None) -> list[str]:
+        """Names, comma lists, glob patterns or ``all`` -> layer names in network order (patterns and
+        ``all`` keep only layers of ``kind``, e.g. ``conv``, when given)."""
+        return select_layers(spec, self.all_layers(), kind)
 
     # -- predictions ---------------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:

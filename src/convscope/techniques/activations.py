@@ -14,26 +14,30 @@ from torch import nn
 from ..errors import InputError
 from ..hooks import capture_outputs, evaluating, run_until_stopped
 from ..images import ImageSource
-from ..layers import default_activation_layers
+from ..layers import default_activation_layers, warn_if_called_again
 from ..model import Model, as_input, as_model
 
 #: Default limit on the memory the captured activations may take.
 DEFAULT_MAX_BYTES = 4 * 1024**3
 
 
-def activation_layers(model: Model, layers: str | Sequence[str] | None = None) -> list[str]:
-    """The layers to capture: ``layers`` resolved (names, comma lists, globs, ``all``) and checked to
-    output feature maps, or by default every conv and pooling layer larger than 1x1."""
+def activation_layers(model: Model, layers: str | Sequence[str] | None = None,
+                      feature_maps_only: bool = True) -> list[str]:
+    """The layers to capture: ``layers`` resolved (names, comma lists, globs, ``all``) and, with
+    ``feature_maps_only``, checked to output feature maps; by default every conv and pooling layer
+    larger than 1x1. A layer whose module runs more than once gets a warning (its first call is kept)."""
     if layers is None:
         names = default_activation_layers(model.all_layers())
         if not names:
             raise InputError("layers: no convolution or pooling layers found; name layers", parameter="layers")
-        return names
-    names = model.select_layers(layers)
+    else:
+        names = model.select_layers(layers)
     flat = [name for name in names if not model.layer(name).is_spatial]
-    if flat:
+    if flat and feature_maps_only:
         raise InputError(f"layers: {flat[0]} outputs {list(model.layer(flat[0]).shape or [])}, not a "
                          "C x H x W feature map", parameter="layers")
+    for name in names:
+        warn_if_called_again(model.layer(name))
     return names
 
 
@@ -87,9 +91,7 @@ def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     take more than ``max_bytes``, and LayerError when a layer does not run for this input.
     """
     model = as_model(model, x)
-    names = default_activation_layers(model.all_layers()) if layers is None else model.select_layers(layers)
-    if not names:
-        raise InputError("layers: no layers to capture", parameter="layers")
+    names = activation_layers(model, layers, feature_maps_only=False)
     x = as_input(model, x)
     check_memory(model, names, x.shape, max_bytes)
     return capture(model, x, names)

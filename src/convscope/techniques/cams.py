@@ -40,7 +40,7 @@ from torch import nn
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import ForwardHook, evaluating, layer_hooks
 from ..images import ImageSource
-from ..layers import default_cam_layer
+from ..layers import default_cam_layer, warn_if_called_again
 from ..model import Model, as_input, as_model
 from ..precision import autocast, prepare_input, resolve_precision
 
@@ -227,11 +227,16 @@ def resolve_classes(model: Model, classes: Sequence[int | str] | None, batch: in
 def cam_layer(model: Model, layer: str | None = None) -> str:
     """The layer to explain: ``layer`` checked to output a feature map, or the default layer."""
     if layer is None:
-        return default_cam_layer(model.all_layers())
+        return default_cam_layer(model.all_layers(), model.num_outputs)
     info = model.layer(layer)
     if not info.is_spatial:
         raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map",
                          parameter="layer")
+    if not info.is_map_larger_than_1x1:
+        raise InputError(f"layer {layer}: outputs {info.shape[0]}x1x1, one value per channel, so its map would "
+                         "be flat; choose a feature map larger than 1x1 (the default is the last one)",
+                         parameter="layer")
+    warn_if_called_again(info)
     return layer
 
 

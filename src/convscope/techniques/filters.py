@@ -38,9 +38,10 @@ MIN_SIZE, MAX_SIZE = 16, 1024
 # -- which filters ------------------------------------------------------------------------------------
 def parse_filter_spec(spec: str | int | Sequence[int] | None, channels: int) -> list[int]:
     """Filter indices from a spec: None (the first 64, or all if fewer), a count ``"16"`` (the first
-    16), or indices and ranges ``"0-15,32"``; a list of ints is taken as indices. Errors before work."""
+    16, or all if fewer), or indices and ranges ``"0-15,32"``; a list of ints is taken as indices.
+    Errors before work."""
     if spec is None:
-        return list(range(min(DEFAULT_FILTERS, channels)))
+        spec = DEFAULT_FILTERS
     if isinstance(spec, int):
         spec = str(spec)
     if not isinstance(spec, str):
@@ -57,9 +58,7 @@ def parse_filter_spec(spec: str | int | Sequence[int] | None, channels: int) -> 
         count = int(text)
         if count < 1:
             raise InputError(f"filters {text}: the count must be at least 1", parameter="filters")
-        if count > channels:
-            raise InputError(f"filters {text}: the layer has only {channels} filters", parameter="filters")
-        return list(range(count))
+        return list(range(min(count, channels)))
     indices: list[int] = []
     for part in text.split(","):
         part = part.strip()

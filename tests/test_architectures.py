@@ -1,0 +1,129 @@
+"""Any CNN, right by default: the default CAM and filter layers on common torchvision architectures
+(random weights, nothing downloaded), layers whose output is 1x1, and modules that run twice."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import convscope
+from convscope.cli import main
+from convscope.drawing import colormap_lut, render_grid
+from convscope.errors import ConvscopeWarning, InputError, LayerError
+from convscope.layers import default_filter_layers
+from convscope.plans import plan_filters
+from convscope.techniques.cams import cam_layer
+
+# architecture -> (default CAM layer, its shape); either a container or its last child is right
+# where both output the same tensor, so the expected name is the one convscope prints.
+EXPECTED_CAM = {
+    "resnet50": ("layer4", (2048, 7, 7)),
+    "mobilenet_v3_small": ("features", (576, 7, 7)),
+    "efficientnet_b0": ("features", (1280, 7, 7)),
+    "regnet_y_400mf": ("trunk_output", (440, 7, 7)),
+    "densenet121": ("features", (1024, 7, 7)),
+    "convnext_tiny": ("features", (768, 7, 7)),
+    "googlenet": ("inception5b", (1024, 7, 7)),
+    "inception_v3": ("Mixed_7c", (2048, 8, 8)),
+    "squeezenet1_1": ("features", (512, 13, 13)),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED_CAM))
+def architecture(request) -> tuple[str, convscope.Model]:
+    with warnings.catch_warnings():  # torchvision's notes on GoogLeNet's and Inception's initialization
+        warnings.simplefilter("ignore", UserWarning)
+        return request.param, convscope.load_model(f"torchvision:{request.param}", "random")
+
+
+def test_default_cam_layer_is_the_last_feature_map_on_the_main_path(architecture):
+    name, model = architecture
+    layer = cam_layer(model)
+    assert (layer, model.layer(layer).shape) == EXPECTED_CAM[name]
+
+
+def test_default_filter_layers_are_one_per_stage(architecture):
+    name, model = architecture
+    layers = [model.layer(layer) for layer in default_filter_layers(model.all_layers())]
+    assert 4 <= len(layers) <= 7, [layer.name for layer in layers]
+    assert all(layer.kind == "conv" and layer.shape[1] * layer.shape[2] > 1 for layer in layers)
+    resolutions = [layer.shape[1:] for layer in layers]
+    assert len(set(resolutions)) == len(resolutions)  # one per resolution, never an SE 1x1 conv
+    assert all(a[0] > b[0] for a, b in zip(resolutions, resolutions[1:]))  # in the order the network shrinks
+
+
+def test_defaults_stay_on_the_bundled_models(vgg19_random, default_model):
+    assert cam_layer(vgg19_random) == "block5_pool" and cam_layer(default_model) == "_act1"
+    assert default_filter_layers(vgg19_random.all_layers()) == [f"block{i}_conv1" for i in range(1, 6)]
+    assert default_filter_layers(default_model.all_layers()) == [
+        "_conv_stem", "_blocks.1._depthwise_conv", "_blocks.3._depthwise_conv", "_blocks.5._depthwise_conv",
+        "_blocks.11._depthwise_conv"]
+
+
+# -- layers whose output is 1x1 --------------------------------------------------------------------------
+def test_cam_refuses_a_1x1_layer(tiny_model, capsys):
+    with pytest.raises(InputError, match=r"^layer gap: outputs 6x1x1, one value per channel"):
+        convscope.cam(tiny_model, torch.randn(1, 3, 16, 16), layer="gap")
+
+
+def test_a_1x1_layer_is_drawn_as_one_strip():
+    values = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0]).view(5, 1, 1)
+    strip = np.asarray(render_grid(values, cmap="gray"))
+    assert strip.shape == (28, 5 * 28, 3)  # one row: a 28 px column per value
+    # normalized over the layer (mean 2, std sqrt 2): 64 (v - 2) / sqrt(2) + 128, not flat per channel
+    expected = [round(64 * (v - 2) / 2 ** 0.5 + 128) for v in range(5)]
+    assert expected == [37, 83, 128, 173, 219]
+    np.testing.assert_array_equal(strip[:, ::28], colormap_lut("gray")[expected][None].repeat(28, axis=0))
+    wide = np.asarray(render_grid(torch.randn(1280, 1, 1)))
+    assert wide.shape == (28, 1280, 3)
+
+
+# -- modules that run more than once ---------------------------------------------------------------------
+class SharedRelu(nn.Module):
+    """conv -> relu -> conv -> the same relu -> pool -> fc."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x):
+        x = self.relu(self.conv2(self.relu(self.conv1(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_a_module_run_twice_is_its_first_call_with_a_warning(capsys):
+    model = convscope.load_model(SharedRelu(), input_size=8)
+    assert model.layer("relu").calls == 2 and model.layer("conv1").calls == 1
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.warns(ConvscopeWarning, match="^layer 'relu' runs 2 times in one forward pass; convscope shows its first call$"):
+        outputs = convscope.activations(model, x, "relu")
+    torch.testing.assert_close(outputs["relu"], torch.relu(model.module.conv1(x)).detach())
+    with pytest.warns(ConvscopeWarning, match="runs 2 times"):
+        convscope.cam(model, x, layer="relu")
+
+
+def test_the_cli_prints_the_warning_as_one_line(capsys, tmp_path):
+    code = main(["activations", "--model", "torchvision:resnet18", "--weights", "random", "sample:coffee",
+                 "--layers", "layer1.0.relu", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.strip() == ("convscope: warning: layer 'layer1.0.relu' runs 2 times in one forward pass; "
+                           "convscope shows its first call")
+
+
+# -- choosing filter layers and counts -----------------------------------------------------------------------
+def test_filter_globs_keep_the_conv_layers_and_counts_take_up_to_n(tiny_model):
+    plan = plan_filters(tiny_model, "*", "100", steps=1, size=16)
+    assert plan.layers == [("conv1", [0, 1, 2, 3]), ("conv2", [0, 1, 2, 3, 4, 5])]
+    with pytest.raises(LayerError, match=r"layer pattern 'p\*' matches no conv layer"):
+        plan_filters(tiny_model, "p*")
+    with pytest.raises(InputError, match="^layers: pool is not a convolution layer"):
+        plan_filters(tiny_model, "pool")
