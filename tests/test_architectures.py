@@ -127,3 +127,15 @@ def test_filter_globs_keep_the_conv_layers_and_counts_take_up_to_n(tiny_model):
         plan_filters(tiny_model, "p*")
     with pytest.raises(InputError, match="^layers: pool is not a convolution layer"):
         plan_filters(tiny_model, "pool")
+
+
+def test_pictures_too_small_for_a_deep_layer_are_raised_with_a_note(tmp_path):
+    torch.manual_seed(0)
+    layers = [nn.Conv2d(3 if i == 0 else 2, 2, 3) for i in range(8)]  # no padding: each takes 2 px
+    net = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2, 3))
+    model = convscope.load_model(net, input_size=32)
+    plan = plan_filters(model, "0,7", steps=1, size=16)  # layer 7 needs 1 + 8 * 2 = 17 px
+    assert plan.sizes == {"7": 17}
+    assert plan.notes == ["7: pictures of 16 px do not reach this layer; drawn at 17 px"]
+    results = [result for result, _ in plan.write(model, tmp_path)]
+    assert [result.size for result in results] == [16, 17]

@@ -205,3 +205,23 @@ def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
             page.screenshot(path=str(ARTIFACTS / "report-vgg19.png"))
         finally:
             browser.close()
+
+
+def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
+    model = convscope.load_model(tiny_net(), input_size=32, labels=list("abcde"))
+    out = tmp_path / "py"
+    html = run_all(model, [photo(4)], ["p.jpg"], out, layers="conv*", filters=False, cam_method="layercam", top=1,
+                   say=lambda line: None).read_text()
+    assert sorted(p.name for p in (out / "activations").glob("*.png")) == ["conv1.png", "conv2.png"]
+    assert not any((out / "filters").iterdir()) and "Not drawn in this run." in html
+    assert len(list((out / "cam").glob("*_cam.jpg"))) == 1 and "Layer-CAM on layer" in html
+
+    out = tmp_path / "cli"
+    code = main(["run", "sample:coffee", "--model", "torchvision:squeezenet1_1", "--weights", "random", "--quiet",
+                 "--layers", "features.0", "--size", "32", "--filters-steps", "1", "--cam-method", "gradcam++",
+                 "--top", "2", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    assert [p.name for p in (out / "activations").glob("*.png")] == ["features.0.png"]
+    assert len(list((out / "cam").glob("*_cam.jpg"))) == 2
+    assert all(Image.open(p).size[0] == 8 * (32 + 4) + 4 for p in (out / "filters").glob("*.png"))
+    assert "Grad-CAM++" in (out / "index.html").read_text()

@@ -190,6 +190,8 @@ def cmd_filters(args: argparse.Namespace) -> int:
     model = _load(args)
     plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
                         seed=args.seed, precision=args.precision, save_raw=args.save_raw)
+    for note in plan.notes:
+        print(f"convscope: note: {note}", file=sys.stderr)
     out = prepare_out_dir(args.out, "filters")
     with _progress_bar(args.quiet) as bar:
         bar.total = plan.total_steps
@@ -210,9 +212,11 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
             bar.total = total
             bar.refresh()
 
+        options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
+                   "cam_method": args.cam_method, "top": args.top} if args.command == "run" else {}
         report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
                          progress=bar.update, on_filter_layers=set_total,
-                         command=shlex.join(["convscope", *args.argv]))
+                         command=shlex.join(["convscope", *args.argv]), **options)
     print(f"Report: {report.resolve()}")
     return 0
 
@@ -328,7 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
                                    "and write DIR/index.html beside the images it links "
                                    "to (DIR/activations/, DIR/filters/, DIR/cam/).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="the intermediate outputs shown: names, comma lists, globs or 'all' (default: every "
+                        "conv and pool layer)")
     p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
+    p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
+                   help=f"filter picture size (default {DEFAULT_SIZE}; raised where a layer needs more)")
+    p.add_argument("--no-filters", action="store_true", help="skip the filters section (the slowest)")
+    p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
+                   help=f"class activation map method (default {next(iter(CAM_METHODS))})")
+    p.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes (default 3)")
     p.set_defaults(handler=cmd_run)
 
     p = sub.add_parser("demo", parents=[shared["run"], shared["out"], shared["quiet"]],

@@ -9,7 +9,7 @@ the errors a user can cause before anything heavy runs) and carried out by its `
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,8 +24,8 @@ from .techniques.activations import activation_layers, capture, check_memory
 from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from .techniques.cams import cam_layer, cam_method, compute_cam
 from .techniques.filters import (DEFAULT_METHOD as DEFAULT_FILTER_METHOD, DEFAULT_SIZE, FilterResult,
-                                 check_filter_settings, optimize_filters, parse_filter_spec, preactivation_path,
-                                 total_steps)
+                                 check_filter_settings, optimize_filters, parse_filter_spec, picture_size_for,
+                                 preactivation_path, total_steps)
 from .writers import WrittenCam, WrittenGrid, write_activation_grids, write_cam_files, write_filter_grids
 
 #: Tiles per row of an activation grid, and its default normalization and colormap.
@@ -81,7 +81,8 @@ def plan_activations(model: Model, input_shape: Sequence[int], layers: str | Seq
 # -- filters ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FiltersPlan:
-    """Which filters of which layers to draw, and how."""
+    """Which filters of which layers to draw, and how; ``sizes`` holds the layers whose pictures had
+    to be larger than ``size`` to reach them, and ``notes`` says so in words."""
 
     layers: list[tuple[str, list[int]]]
     steps: int
@@ -90,6 +91,8 @@ class FiltersPlan:
     seed: int = 0
     precision: str = "fp32"
     save_raw: bool = False
+    sizes: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total_steps(self) -> int:
@@ -100,8 +103,9 @@ class FiltersPlan:
               progress: Callable[[int], None] | None = None) -> Iterator[tuple[FilterResult, Path]]:
         """Optimize each layer's filters and write its grid into ``folder``, one layer at a time."""
         for name, chosen in self.layers:
-            result = optimize_filters(model, name, chosen, steps=self.steps, size=self.size, method=self.method,
-                                      seed=self.seed, precision=self.precision, progress=progress)
+            result = optimize_filters(model, name, chosen, steps=self.steps, size=self.sizes.get(name, self.size),
+                                      method=self.method, seed=self.seed, precision=self.precision,
+                                      progress=progress)
             yield result, write_filter_grids(result, folder, save_raw=self.save_raw)
 
 
@@ -115,7 +119,11 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
         raise InputError("layers: no convolution layers found", parameter="layers")
     chosen = [(name, parse_filter_spec(filters, model.layer(preactivation_path(model, name)).shape[0]))
               for name in names]
-    return FiltersPlan(chosen, steps, size, method, seed, resolve_precision(precision, model.device), save_raw)
+    sizes = {name: needed for name in names if (needed := picture_size_for(model, name, size)) != size}
+    notes = [f"{name}: pictures of {size} px do not reach this layer; drawn at {needed} px"
+             for name, needed in sizes.items()]
+    return FiltersPlan(chosen, steps, size, method, seed, resolve_precision(precision, model.device), save_raw,
+                       sizes, notes)
 
 
 # -- class activation maps ----------------------------------------------------------------------------

@@ -20,12 +20,13 @@ from .model import Model
 from .plans import ActivationsPlan, CamPlan, FiltersPlan, plan_activations, plan_cam, plan_filters
 from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
                      FiltersSection, Report, ReportImage, write_report)
+from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from .techniques.cams import METHODS as CAM_METHODS
+from .techniques.filters import DEFAULT_SIZE
 from .writers import image_stems, report_size
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
-CAM_METHOD = "gradcam"
 FILTER_METHOD = "lucid"
 
 
@@ -40,20 +41,26 @@ def package_versions() -> dict[str, str]:
 
 
 def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path, *,
-            filters_steps: int | None = None, say: Callable[[str], None] = print,
-            progress: Callable[[int], None] | None = None, on_filter_layers: Callable[[int], None] | None = None,
-            filters_count: str | int | None = None, command: str | None = None) -> Path:
+            layers: str | Sequence[str] | None = None, filters: bool = True, filters_steps: int | None = None,
+            filters_size: int = DEFAULT_SIZE, filters_count: str | int | None = None,
+            cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None,
+            say: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
+            on_filter_layers: Callable[[int], None] | None = None, command: str | None = None) -> Path:
     """Run everything for ``photos`` and write ``out/index.html``; returns its path.
 
-    ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
+    ``layers``: the intermediate outputs shown (default: every conv and pooling layer);
+    ``filters``: whether to draw filters at all, with ``filters_steps``, ``filters_size`` and
+    ``filters_count`` per layer; ``cam_method`` and ``top`` (default 3) classes per image for the
+    maps. ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
     ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
-    in the report (None: called from Python).
+    in the report (None: called from Python). Everything is checked before the first section runs.
     """
     started = time.perf_counter()
     x = model.preprocess(photos)
-    activations_plan = plan_activations(model, (1, *x.shape[1:]))  # one image at a time
-    filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, method=FILTER_METHOD)
-    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)), method=CAM_METHOD)
+    activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
+    filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,
+                                method=FILTER_METHOD) if filters else None
+    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=cam_method)
     out = prepare_out_dir(out, "activations", "filters", "cam", "images")
     stems = image_stems(names)
 
@@ -68,16 +75,24 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     say(f"[2/4] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
     activations = _activations_section(model, activations_plan, x, names, stems, out)
 
-    say(f"[3/4] filters: {len(filters_plan.layers)} layers, {sum(len(c) for _, c in filters_plan.layers)} filters")
-    if on_filter_layers is not None:
-        on_filter_layers(filters_plan.total_steps)
-    filters = _filters_section(model, filters_plan, out, progress)
+    if filters_plan is None:
+        say("[3/4] filters: skipped")
+        filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [])
+    else:
+        say(f"[3/4] filters: {len(filters_plan.layers)} layers, "
+            f"{sum(len(c) for _, c in filters_plan.layers)} filters")
+        for note in filters_plan.notes:
+            say(f"      note: {note}")
+        if on_filter_layers is not None:
+            on_filter_layers(filters_plan.total_steps)
+        filters_section = _filters_section(model, filters_plan, out, progress)
 
-    say(f"[4/4] class activation maps ({CAM_METHODS[CAM_METHOD].title}, layer {cam_plan.layer})")
+    title = CAM_METHODS[cam_plan.method].title
+    say(f"[4/4] class activation maps ({title}, layer {cam_plan.layer})")
     _add_cams(model, cam_plan, x, photos, stems, ranked, images, out)
 
-    report = Report(model.name, model.weights, list(model.input_size), images, activations, filters,
-                    CamSection(CAM_METHODS[CAM_METHOD].title, cam_plan.layer, cam_plan.alpha, cam_plan.top),
+    report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
+                    CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top),
                     round(time.perf_counter() - started, 1), package_versions(), command)
     return write_report(out, report)
 

@@ -154,6 +154,34 @@ def total_steps(filter_counts: Sequence[int], steps: int, batch_size: int = FILT
     return sum(-(-count // batch_size) * steps for count in filter_counts)
 
 
+def picture_size_for(model: Model | nn.Module, layer: str, size: int) -> int:
+    """The smallest picture size, ``size`` or more, that the network can take up to ``layer`` (a
+    deep layer of a network without padding, such as Inception's, needs pictures of some size to
+    be reached at all). InputError if even :data:`MAX_SIZE` pixels are too few."""
+    model = as_model(model)
+
+    def works(pixels: int) -> bool:
+        try:
+            with evaluating(model.module), torch.no_grad(), truncated_at(model, layer) as run:
+                run(torch.full((1, 3, pixels, pixels), 0.5, device=model.device), "fp32")
+            return True
+        except RuntimeError:
+            return False
+
+    if works(size):
+        return size
+    too_small, enough = size, min(2 * size, MAX_SIZE)
+    while not works(enough):
+        if enough == MAX_SIZE:
+            raise InputError(f"layers: {layer} cannot be reached with pictures of up to {MAX_SIZE} px",
+                             parameter="layers")
+        too_small, enough = enough, min(2 * enough, MAX_SIZE)
+    while enough - too_small > 1:
+        middle = (too_small + enough) // 2
+        too_small, enough = (too_small, middle) if works(middle) else (middle, enough)
+    return enough
+
+
 def check_filter_settings(method: str, steps: int | None, size: int) -> int:
     """Check the method, steps and size before any work; returns the steps (the recipe's default for None)."""
     check_choice("method", method, RECIPES)
