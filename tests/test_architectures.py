@@ -36,7 +36,7 @@ EXPECTED_CAM = {
 @pytest.fixture(scope="module", params=sorted(EXPECTED_CAM))
 def architecture(request) -> tuple[str, convscope.Model]:
     with warnings.catch_warnings():  # torchvision's notes on GoogLeNet's and Inception's initialization
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
         return request.param, convscope.load_model(f"torchvision:{request.param}", "random")
 
 
@@ -139,3 +139,48 @@ def test_pictures_too_small_for_a_deep_layer_are_raised_with_a_note(tmp_path):
     assert plan.notes == ["7: pictures of 16 px do not reach this layer; drawn at 17 px"]
     results = [result for result, _ in plan.write(model, tmp_path)]
     assert [result.size for result in results] == [16, 17]
+
+
+# -- model shapes ------------------------------------------------------------------------------------------
+class TwoOutputs(nn.Module):
+    """Returns (logits, features) or {"logits": ..., "features": ...}."""
+
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 3)
+        self.as_dict = as_dict
+
+    def forward(self, x):
+        features = torch.relu(self.conv(x))
+        logits = self.fc(features.mean(dim=(2, 3)))
+        return {"logits": logits, "features": features} if self.as_dict else (logits, features)
+
+
+@pytest.mark.parametrize("as_dict, output, hint", [(False, 0, "a tuple of 2 items"),
+                                                   (True, "logits", "a dict with keys 'logits', 'features'")])
+def test_models_returning_several_outputs(as_dict, output, hint):
+    x = torch.randn(2, 3, 8, 8)
+    plain = convscope.load_model(TwoOutputs(as_dict), input_size=8)
+    with pytest.raises(InputError, match=f"^output: the module returns {hint}, not one tensor of class scores; "
+                                         f"say which part holds them: load_model\\(module, output="):
+        plain.predict(x)
+    model = convscope.load_model(TwoOutputs(as_dict), input_size=8, output=output)
+    expected = model.module(x)[output]
+    assert [p.index for p in model.predict(x, top=1)[0]] == [int(expected[0].argmax())]
+    maps = convscope.cam(model, x, layer="conv")
+    by_function = convscope.load_model(TwoOutputs(as_dict), input_size=8, output=lambda out: out[output])
+    torch.testing.assert_close(convscope.cam(by_function, x, layer="conv"), maps)
+    with pytest.raises(InputError, match="^output 5 does not pick the class scores"):
+        convscope.load_model(TwoOutputs(as_dict), input_size=8, output=5).predict(x)
+
+
+def test_a_fixed_size_module_without_its_size_names_input_size(model_state):
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Flatten(), nn.Linear(4 * 32 * 32, 10))
+    before = model_state(net)
+    with pytest.raises(InputError, match=r"^input_size: the module fails on an input of 1x3x224x224 \(.*\); "
+                                         r"if it takes another size, give it: load_model\(module, input_size="):
+        convscope.load_model(net).layers()
+    before.assert_unchanged(net)
+    assert convscope.load_model(net, input_size=32).layer("2").shape == (10,)

@@ -41,8 +41,9 @@ def test_hooks_removed_even_when_forward_fails(tiny, model_state):
     before = model_state(tiny)
     model = convscope.load_model(tiny, input_size=16)
     model.preprocessing = convscope.Preprocessing((1, 1), (0, 0, 0), (1, 1, 1))  # too small for MaxPool2d
-    with pytest.raises(RuntimeError):
+    with pytest.raises(convscope.InputError, match="^input_size: the module fails on an input of 1x3x1x1") as info:
         model.layers()
+    assert isinstance(info.value.__cause__, RuntimeError)  # the module's own error, kept as the cause
     before.assert_unchanged(tiny)
 
 

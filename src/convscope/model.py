@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +42,8 @@ class Model:
     ``preprocessing`` says how images become input (size, mean, std); ``labels`` names the classes
     (ImageNet's when the module has 1000 outputs and none are given); ``aliases`` adds friendly
     layer names (Keras names on VGG) and ``hidden`` module paths not listed by :meth:`layers`.
+    ``output`` picks the class scores from a module that returns more than one tensor: an index (of
+    a tuple or list), a key (of a dict) or a function of the output.
     """
 
     def __init__(self, module: nn.Module, *, name: str = "custom", weights: str = "custom",
@@ -48,7 +51,8 @@ class Model:
                  input_size: int | tuple[int, int] = 224,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  labels: Sequence[str] | None = None,
-                 aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = ()) -> None:
+                 aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = (),
+                 output: int | str | Callable[[Any], torch.Tensor] | None = None) -> None:
         if not isinstance(module, nn.Module):
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
                              parameter="module")
@@ -66,6 +70,7 @@ class Model:
         self._num_outputs: int | None = None
         self.aliases = tuple(aliases)
         self.hidden = tuple(hidden)
+        self.output = output
         self._all_layers: list[LayerInfo] | None = None
 
     def __repr__(self) -> str:
@@ -109,13 +114,33 @@ class Model:
         """Scores the module outputs per image (one forward pass on the first use, then remembered)."""
         if self._num_outputs is None:
             with evaluating(self.module), torch.no_grad():
-                self._num_outputs = int(self.module(self.dummy_input()).shape[-1])
+                self._num_outputs = int(self.scores(self.dummy_input()).shape[-1])
         return self._num_outputs
 
     @property
     def num_classes(self) -> int:
         """How many classes the model names: one per label."""
         return len(self.labels)
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's class scores for the model input ``x`` (B x classes), with gradients and modes
+        as the caller has them: the module's output, or the part of it that ``output`` picks."""
+        return self.class_scores(self.module(x))
+
+    def class_scores(self, output: Any) -> torch.Tensor:
+        """The class scores in a module's output (see ``output``); InputError saying how to pick them."""
+        if self.output is not None:
+            try:
+                output = self.output(output) if callable(self.output) else output[self.output]
+            except (KeyError, IndexError, TypeError) as exc:
+                raise InputError(f"output {self.output!r} does not pick the class scores from the module's "
+                                 f"{_describe_output(output)} ({type(exc).__name__}: {exc})", parameter="output") from None
+        if isinstance(output, torch.Tensor):
+            return output
+        example = "'logits'" if isinstance(output, Mapping) else "0"
+        raise InputError(f"output: the module returns {_describe_output(output)}, not one tensor of class scores; "
+                         f"say which part holds them: load_model(module, output={example}) (an index, a key or "
+                         "a function)", parameter="output")
 
     def dummy_input(self, batch: int = 1) -> torch.Tensor:
         """A zero input batch of the model's size, device and dtype."""
@@ -138,7 +163,14 @@ class Model:
     def all_layers(self) -> list[LayerInfo]:
         """Every layer name, listed or not, in network order (discovered once, then cached)."""
         if self._all_layers is None:
-            self._all_layers = discover_layers(self.module, self.dummy_input(), self.aliases, self.hidden)
+            dummy = self.dummy_input()
+            try:
+                self._all_layers = discover_layers(self.module, dummy, self.aliases, self.hidden)
+            except RuntimeError as exc:
+                reason = " ".join(str(exc).split())[:200]
+                raise InputError(f"input_size: the module fails on an input of {'x'.join(map(str, dummy.shape))} "
+                                 f"({reason}); if it takes another size, give it: load_model(module, "
+                                 "input_size=(height, width))", parameter="input_size") from exc
         return self._all_layers
 
     def layers(self) -> list[LayerInfo]:
@@ -171,7 +203,7 @@ class Model:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores before softmax, in eval mode without gradients (the module's mode is restored)."""
         with evaluating(self.module), torch.no_grad():
-            return self.module(x.to(device=self.device, dtype=self.dtype)).float()
+            return self.scores(x.to(device=self.device, dtype=self.dtype)).float()
 
     def predict(self, x: torch.Tensor, top: int = 5, batch_size: int = 16) -> list[list[Prediction]]:
         """The ``top`` most probable classes of each image of the batch ``x``, best first."""
@@ -205,6 +237,14 @@ class Model:
         close = difflib.get_close_matches(value, labels, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise InputError(f"unknown class label {value!r}{hint}")
+
+
+def _describe_output(output: Any) -> str:
+    if isinstance(output, Mapping):
+        return f"a dict with keys {', '.join(repr(k) for k in list(output)[:5])}"
+    if isinstance(output, (tuple, list)):
+        return f"a {type(output).__name__} of {len(output)} items"
+    return f"a {type(output).__name__}"
 
 
 #: The layers of plain modules already wrapped, per module and input size: wrapping a module discovers

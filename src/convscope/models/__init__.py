@@ -17,6 +17,7 @@ import socket
 import urllib.error
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -173,7 +174,8 @@ def _timm(name: str, spec: str) -> Model:
 def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None = None, *,
                device: str | torch.device | None = None, labels: Sequence[str] | None = None,
                input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
-               std: Sequence[float] = IMAGENET_STD) -> Model:
+               std: Sequence[float] = IMAGENET_STD,
+               output: int | str | Callable[[Any], torch.Tensor] | None = None) -> Model:
     """Load a model by name, or wrap a ``torch.nn.Module``.
 
     ``weights``: ``imagenet`` (the default; pretrained, for torchvision models fetched into torch's
@@ -184,9 +186,13 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     ``labels``, ``input_size``, ``mean`` and ``std`` describe its input and classes, and its mode,
     device and parameters are left as they are (a ``device`` other than the one it is on is an
     error: move it yourself). Named models are built in eval mode on ``device`` (default cpu).
+    ``output`` picks the class scores from a module that returns a tuple, a list or a dict: an
+    index, a key or a function of the output (Inception's aux logits, ``(logits, features)``, ...).
     """
     if isinstance(name, nn.Module):
-        return _wrap_module(name, weights, device, labels, input_size, mean, std)
+        model = _wrap_module(name, weights, device, labels, input_size, mean, std)
+        model.output = output
+        return model
     spec = _check_weights_spec(DEFAULT_WEIGHTS if weights is None else weights)
     key = str(name).strip()
     prefix, colon, rest = key.partition(":")
@@ -201,6 +207,8 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
         raise InputError(f"unknown model {key!r}: {hint}choose {', '.join(choices[:-1])} or {choices[-1]}")
     if labels is not None:
         model.labels = labels
+    if output is not None:
+        model.output = output
     model.module.eval()
     model.module.to("cpu" if device is None else device)
     return model

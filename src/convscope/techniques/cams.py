@@ -265,7 +265,7 @@ def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, class
     grads = None
     with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.no_grad(), \
             autocast(model.device, precision):
-        logits = model.module(prepare_input(x))
+        logits = model.scores(prepare_input(x))
         hooked.check_ran()
         chosen = logits.argmax(dim=1).tolist() if classes is None else classes
         if gradients:
@@ -294,7 +294,7 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         with autocast(model.device, precision):
-            return model.module(prepare_input(inputs)).float()
+            return model.scores(prepare_input(inputs)).float()
 
     with evaluating(model.module):
         acts, grads, logits, chosen = _layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients)
