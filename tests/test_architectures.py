@@ -184,3 +184,35 @@ def test_a_fixed_size_module_without_its_size_names_input_size(model_state):
         convscope.load_model(net).layers()
     before.assert_unchanged(net)
     assert convscope.load_model(net, input_size=32).layer("2").shape == (10,)
+
+
+# -- transformers: refused in one line, never misread -------------------------------------------------------
+def _small_transformers() -> dict[str, nn.Module]:
+    from torchvision.models import VisionTransformer
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    return {"vit": VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8,
+                                     mlp_dim=16, num_classes=3),
+            "swin": SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1],
+                                    window_size=[2, 2], num_classes=3)}
+
+
+@pytest.mark.parametrize("kind", ["vit", "swin"])
+def test_transformers_are_refused_with_one_line(kind):
+    model = convscope.load_model(_small_transformers()[kind], input_size=32)
+    x = torch.randn(1, 3, 32, 32)
+    assert model.predict(x, top=1)  # predictions still work: they do not read layers
+    for call in (lambda: convscope.cam(model, x), lambda: convscope.activations(model, x),
+                 lambda: convscope.filters(model, model.layer_names[0], 1, steps=1, size=32),
+                 lambda: plan_filters(model)):
+        with pytest.raises(InputError, match=r"^model: \w+ is a transformer \(it has \w*Attention layers\): its "
+                                             "outputs are tokens, not C x H x W feature maps"):
+            call()
+
+
+def test_a_transformer_from_the_cli(capsys, tmp_path):
+    assert main(["cam", "sample:coffee", "--model", "torchvision:swin_t", "--weights", "random",
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("convscope: error: --model: torchvision:swin_t is a transformer") and "\n" not in err

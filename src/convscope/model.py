@@ -122,6 +122,16 @@ class Model:
         """How many classes the model names: one per label."""
         return len(self.labels)
 
+    def check_convolutional(self) -> None:
+        """InputError for a vision transformer: its layers output tokens (ViT) or channels-last maps
+        (Swin), which convscope's techniques would silently misread as C x H x W feature maps."""
+        attention = next((type(m).__name__ for m in self.module.modules()
+                          if isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")), None)
+        if attention is not None:
+            raise InputError(f"model: {self.name} is a transformer (it has {attention} layers): its outputs are "
+                             "tokens, not C x H x W feature maps, and convscope explains convolutional networks "
+                             "only", parameter="model")
+
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """The module's class scores for the model input ``x`` (B x classes), with gradients and modes
         as the caller has them: the module's output, or the part of it that ``output`` picks."""

@@ -26,6 +26,7 @@ def activation_layers(model: Model, layers: str | Sequence[str] | None = None,
     """The layers to capture: ``layers`` resolved (names, comma lists, globs, ``all``) and, with
     ``feature_maps_only``, checked to output feature maps; by default every conv and pooling layer
     larger than 1x1. A layer whose module runs more than once gets a warning (its first call is kept)."""
+    model.check_convolutional()
     if layers is None:
         names = default_activation_layers(model.all_layers())
         if not names:

@@ -226,6 +226,7 @@ def resolve_classes(model: Model, classes: Sequence[int | str] | None, batch: in
 
 def cam_layer(model: Model, layer: str | None = None) -> str:
     """The layer to explain: ``layer`` checked to output a feature map, or the default layer."""
+    model.check_convolutional()
     if layer is None:
         return default_cam_layer(model.all_layers(), model.num_outputs)
     info = model.layer(layer)

@@ -84,6 +84,7 @@ def _check_indices(indices: list[int], channels: int, spec: str) -> list[int]:
 
 def preactivation_path(model: Model, layer: str) -> str:
     """Module path of a conv layer's pre-activation (see :func:`convscope.layers.preactivation`)."""
+    model.check_convolutional()
     return preactivation(model.all_layers(), layer).module
 
 
