@@ -78,11 +78,14 @@ def test_predict_text(capsys):
     (["layers", "--model", "resnet"], 2, ["unknown model 'resnet'"]),
     (["layers", "--model", "vgg19", "--weights", "nothing.pth"], 2, ["nothing.pth", "no such weights file"]),
     (["layers", "--device", "cuda:7"], 2, ["--device"]),
+    (["layers", "--device", "mps"], 2, ["--device mps: MPS (Apple GPUs) is not available"]),
     (["layers", "--bogus"], 2, ["unrecognized arguments: --bogus"]),
 ])
 def test_errors_are_one_line(capsys, argv, exit_code, fragments):
     if "cuda:7" in argv and torch.cuda.device_count() > 7:
         pytest.skip("this machine has eight GPUs")
+    if "mps" in argv and torch.backends.mps.is_available():
+        pytest.skip("this machine has an Apple GPU")
     code, out, err = run(capsys, *argv)
     assert code == exit_code
     assert_one_line_error(err, *fragments)

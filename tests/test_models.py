@@ -169,7 +169,9 @@ def test_imagenet_offline_without_cache_names_the_other_ways(tmp_path, monkeypat
     message = str(info.value)
     assert "weights=random" in message and "weights=PATH" in message  # Python's words
     assert str(tmp_path) in message
-    cli = capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out == ""  # torch's own "Downloading: ..." line is not passed on
+    cli = captured.err
     assert "--weights random" in cli and "--weights PATH" in cli and len(cli.strip().splitlines()) == 1
 
 
@@ -205,6 +207,34 @@ def test_timm_models_when_timm_is_installed(monkeypatch):
     model = convscope.load_model("timm:tiny", "random")
     assert model.input_size == (32, 24) and model.preprocessing.std == (0.25, 0.25, 0.25)
     assert model.layer("conv2").shape == (6, 16, 12)
+
+
+def test_timm_weights_offline_fail_at_once(monkeypatch):
+    import os
+
+    import convscope.models as models
+
+    seen = []
+
+    def create_model(name, pretrained=False):
+        seen.append(os.environ.get("HF_HUB_OFFLINE"))
+        if pretrained:
+            raise OSError("offline mode: not in the local cache")  # what the hub says, at once
+        return tiny_net()
+
+    fake = types.ModuleType("timm")
+    fake.list_models = lambda pattern=None: ["tiny"]
+    fake.create_model = create_model
+    fake.data = types.ModuleType("timm.data")
+    fake.data.resolve_data_config = lambda args, model=None: {"input_size": (3, 16, 16), "mean": (0.5,) * 3,
+                                                              "std": (0.5,) * 3}
+    monkeypatch.setitem(sys.modules, "timm", fake)
+    monkeypatch.setitem(sys.modules, "timm.data", fake.data)
+    monkeypatch.setattr(models, "_reachable", lambda address, timeout=2.0: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    with pytest.raises(WeightsError, match="^timm:tiny: pretrained weights cannot be loaded .*weights=random"):
+        convscope.load_model("timm:tiny", "imagenet")
+    assert seen == ["1"] and "HF_HUB_OFFLINE" not in os.environ  # offline while loading, restored after
 
 
 def test_labels_must_match_the_outputs():

@@ -88,6 +88,11 @@ def _resolve_device(name: str) -> str:
                          parameter="device") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {name}: CUDA is not available on this machine", parameter="device")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise InputError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
+                         parameter="device")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {name}: MPS (Apple GPUs) is not available on this machine", parameter="device")
     return name
 
 

@@ -12,10 +12,14 @@ a family prefix (``torchvision:``): it takes the name and the weights spec (``im
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
+import os
 import socket
+import sys
 import urllib.error
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,10 +72,49 @@ def _load_file_weights(module: nn.Module, spec: str, model_name: str) -> None:
     apply_state_dict(module, read_state_dict(spec), spec, model_name)
 
 
-def _fetch_torchvision_weights(weights_enum, model_name: str) -> dict[str, torch.Tensor]:
-    """torchvision's pretrained state dict, from torch's cache or downloaded into it."""
+#: Where timm's pretrained weights come from.
+HUGGING_FACE_HUB = ("huggingface.co", 443)
+
+
+def _reachable(address: tuple[str, int], timeout: float = 2.0) -> bool:
+    """Whether a TCP connection to ``address`` opens within ``timeout`` seconds."""
     try:
-        return weights_enum.get_state_dict(progress=False, check_hash=False)
+        with socket.create_connection(address, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _hub_offline_unless_reachable() -> Iterator[None]:
+    """Hugging Face Hub in offline mode (its local cache only) when the hub cannot be reached, so
+    that uncached weights fail at once instead of after a minute of retries."""
+    if _reachable(HUGGING_FACE_HUB):
+        yield
+        return
+    saved_env = os.environ.get("HF_HUB_OFFLINE")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    saved_constant = getattr(constants, "HF_HUB_OFFLINE", None)
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = saved_constant
+
+
+def _fetch_torchvision_weights(weights_enum, model_name: str) -> dict[str, torch.Tensor]:
+    """torchvision's pretrained state dict, from torch's cache or downloaded into it (torch's own
+    "Downloading ..." line on stdout is kept off convscope's output)."""
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            return weights_enum.get_state_dict(progress=False, check_hash=False)
     except (urllib.error.URLError, socket.error, TimeoutError, ConnectionError) as exc:
         cache = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights_enum.url).name
         raise WeightsError(
@@ -157,7 +200,8 @@ def _timm(name: str, spec: str) -> Model:
         raise InputError(f"unknown timm model {name!r}{hint}")
     if spec == "imagenet":
         try:
-            module = timm.create_model(name, pretrained=True)
+            with _hub_offline_unless_reachable():
+                module = timm.create_model(name, pretrained=True)
         except (OSError, RuntimeError, ValueError) as exc:
             raise WeightsError(f"timm:{name}: pretrained weights cannot be loaded ({exc}); use weights=random "
                                "or weights=PATH", mentions=["weights"]) from None
