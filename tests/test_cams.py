@@ -270,3 +270,16 @@ def test_cli_cam_class_by_label_and_errors(tmp_path, capsys):
         (["--method", "gradcam+++"], "invalid choice"),
         (["--top", "2", "--class", "1"], "not allowed with"),
     ])
+
+
+def test_one_class_for_all_images_and_several_classes_for_one(hand_model):
+    x = hand_input()
+    assert compute_cam(hand_model, x, 1, layer="feat").classes == [1]  # an int for a batch of one
+    pair = torch.cat([hand_input(), hand_input()])
+    assert compute_cam(hand_model, pair, 2, layer="feat").classes == [2, 2]  # the same class for every image
+    several = compute_cam(hand_model, x, [0, 2, 1], layer="feat")  # one image, a map per class
+    assert several.classes == [0, 2, 1] and several.maps.shape[0] == 3
+    for row, cls in enumerate([0, 2, 1]):
+        np.testing.assert_allclose(several.low_res[row].numpy(), hand_map("gradcam", cls), atol=1e-6)
+    with pytest.raises(InputError, match="^classes is empty"):
+        compute_cam(hand_model, x, [], layer="feat")

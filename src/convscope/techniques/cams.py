@@ -210,17 +210,20 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 # -- running the model -----------------------------------------------------------------------------
-def resolve_classes(model: Model, classes: Sequence[int | str] | None, batch: int) -> list[int] | None:
-    """One class index per image from indices or labels (None: each image's top-1, decided later)."""
+def resolve_classes(model: Model, classes: int | str | Sequence[int | str] | None, batch: int) -> list[int] | None:
+    """Class indices from indices or labels (None: each image's top-1, decided later): one class for
+    every image, one per image, or for a single image any number of classes (one map each)."""
     if classes is None:
         return None
-    if isinstance(classes, (int, str)) or (isinstance(classes, torch.Tensor) and classes.dim() == 0):
-        raise InputError(f"classes must be a list with one class per image ({batch}), got {classes!r}",
-                         parameter="classes")
-    values = classes.tolist() if isinstance(classes, torch.Tensor) else list(classes)
-    if len(values) != batch:
+    if isinstance(classes, torch.Tensor):
+        classes = classes.tolist()
+    values = [classes] * batch if isinstance(classes, (int, str)) else list(classes)
+    if len(values) != batch and batch != 1:
         raise InputError(f"classes has {len(values)} entries for a batch of {batch} images: give one class "
-                         "per image", parameter="classes")
+                         "per image, or one class for all", parameter="classes")
+    if not values:
+        raise InputError("classes is empty: give one class per image, or None for each image's top-1",
+                         parameter="classes")
     return [model.class_index(value) for value in values]
 
 
@@ -277,7 +280,7 @@ def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, class
 
 
 def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
-                classes: Sequence[int | str] | None = None, layer: str | None = None,
+                classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
                 method: str = DEFAULT_METHOD, precision: str = "fp32",
                 scorecam_batch: int = SCORECAM_BATCH) -> CamResult:
     """Class activation maps with everything around them (see :class:`CamResult`).
@@ -292,6 +295,8 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     layer = cam_layer(model, layer)
     x = as_input(model, x)
     fixed = resolve_classes(model, classes, x.shape[0])
+    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes: a map for each
+        x = x.expand(len(fixed), *x.shape[1:])
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         with autocast(model.device, precision):
@@ -305,12 +310,13 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
-        classes: Sequence[int | str] | None = None, layer: str | None = None,
+        classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
         method: str = DEFAULT_METHOD, precision: str = "fp32") -> torch.Tensor:
     """Class activation maps, B x H x W in [0, 1] at the input size.
 
-    ``classes``: one class (index or label) per image, or None for each image's top-1 prediction;
-    a list of another length is an error. ``layer``: default the last spatial layer before the
+    ``classes``: one class (index or label) for every image, a list with one per image, for a
+    single image a list of several classes (one map each), or None for each image's top-1
+    prediction; a list of another length is an error. ``layer``: default the last spatial layer before the
     global pooling. ``method``: one of :data:`METHODS`. ``precision``: ``fp32``, ``bf16`` (autocast
     with channels_last input; the maps are computed in fp32) or ``auto`` (bf16 where the hardware
     is fast at it). ``model`` may be a plain module: its input size is then the tensor's.
