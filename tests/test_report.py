@@ -147,7 +147,10 @@ def test_tiny_report_in_a_browser(tiny_report):
             assert page.inner_text("#viewer-title") == "conv2, channel 2 (second.jpg)"
             assert page.inner_text("#viewer-stats") != first_stats
             page.keyboard.press("Escape")
+            assert page.get_attribute("#act-photo", "src") == "images/second.jpg"  # the photo beside its grid
             page.select_option("#act-image", "0")
+            first = page.evaluate("JSON.parse(document.getElementById('report-data').textContent).images[0].file")
+            assert page.get_attribute("#act-photo", "src") == first != "images/second.jpg"
             # keyboard only: the channel form
             page.fill("section.layer:not([hidden]) input[name=index]", "5")
             page.press("section.layer:not([hidden]) input[name=index]", "Enter")
@@ -189,6 +192,20 @@ def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
             page.wait_for_load_state("load")
             assert page.inner_text("#viewer-title") == "block4_conv1, filter 3"
             page.keyboard.press("Escape")
+            # links that name no layer or channel keep the current view and say so
+            page.goto("about:blank")
+            page.goto(index.as_uri() + "#activations/block2_conv2")
+            page.wait_for_load_state("load")
+            for link, says in (("#activations/nonexistent/3", "names no layer \u201cnonexistent/3\u201d"),
+                               ("#activations/block3_conv1/999", "names no channel \u201c999\u201d of layer block3_conv1"),
+                               ("#filters/block1_conv1/60", "a filter that layer block1_conv1 does not show")):
+                page.evaluate("(hash) => { location.hash = hash; }", link)
+                page.wait_for_selector("#link-note:not([hidden])")
+                assert says in page.inner_text("#link-note"), link
+                assert page.is_visible("section.layer[data-layer=block2_conv2]")  # the current layer stays
+                assert not page.is_visible("#viewer")
+            page.evaluate("() => { location.hash = '#activations/block3_conv1'; }")
+            page.wait_for_selector("#link-note", state="hidden")
             for link in ("#activations/block5_pool", "#cam/photo", "#run"):
                 page.goto("about:blank")
                 page.goto(index.as_uri() + link)
@@ -225,3 +242,16 @@ def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
     assert len(list((out / "cam").glob("*_cam.jpg"))) == 2
     assert all(Image.open(p).size[0] == 8 * (32 + 4) + 4 for p in (out / "filters").glob("*.png"))
     assert "Grad-CAM++" in (out / "index.html").read_text()
+
+
+def test_html_report_for_a_custom_module_from_python(tmp_path):
+    path = tmp_path / "cat.png"
+    photo(5).save(path)
+    model = convscope.load_model(tiny_net(), input_size=32)
+    index = convscope.html_report(model, [str(path), np.asarray(photo(6))], tmp_path / "out", filters_steps=1,
+                                  top=1)
+    html = index.read_text()
+    assert index == tmp_path / "out" / "index.html" and str(path) in html and "image2" in html
+    assert (tmp_path / "out" / "images" / "cat.jpg").exists() and (tmp_path / "out" / "images" / "image2.jpg").exists()
+    with pytest.raises(convscope.InputError, match="^names has 1 entries for 2 images"):
+        convscope.html_report(model, [str(path), str(path)], tmp_path / "x", names=["a"])

@@ -11,6 +11,7 @@ Python API::
     convscope.render_grid(outputs["_conv_stem"][0])         # one layer's channels as a PIL image grid
     convscope.cam(model, x, method="gradcam")               # B x H x W class activation maps in [0, 1]
     images, scores = convscope.filters(model, "_conv_stem", filters=16)  # what 16 filters respond to
+    convscope.html_report(model, ["cat.jpg"], "out")         # everything, as a browsable out/index.html
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from .images import Preprocessing, load_image
 from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
+from .run import html_report
 from .techniques.activations import activations
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.cams import CamResult, cam, compute_cam
@@ -38,5 +40,5 @@ __all__ = [
     "ConvscopeError", "ImageError", "InputError", "LayerError", "WeightsError",
     "FilterResult", "filters", "optimize_filters",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
-    "render_grid", "__version__",
+    "render_grid", "html_report", "__version__",
 ]

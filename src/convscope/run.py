@@ -6,17 +6,21 @@ single commands (:mod:`convscope.plans`)."""
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from collections.abc import Callable, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 
 from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
 from .files import prepare_out_dir, save_image
-from .model import Model
+from .errors import InputError
+from .images import ImageSource, as_list, load_image
+from .model import Model, as_model
 from .plans import ActivationsPlan, CamPlan, FiltersPlan, plan_activations, plan_cam, plan_filters
 from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
                      FiltersSection, Report, ReportImage, write_report)
@@ -95,6 +99,23 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
                     CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top),
                     round(time.perf_counter() - started, 1), package_versions(), command)
     return write_report(out, report)
+
+
+def html_report(model: Model, images: ImageSource | Sequence[ImageSource], out: str | Path = "convscope-out", *,
+                names: Sequence[str] | None = None, quiet: bool = True, **options: Any) -> Path:
+    """The browsable report of :func:`run_all` for any model and images (paths, PIL images or arrays),
+    written to ``out/index.html``; returns its path. ``names`` label the images (default: their file
+    names, or ``image1``, ``image2``, ...); ``options`` are :func:`run_all`'s (``layers``,
+    ``filters``, ``filters_steps``, ``filters_size``, ``cam_method``, ``top``, ...)."""
+    sources = as_list(images)
+    if not sources:
+        raise InputError("images: no images given", parameter="images")
+    photos = [load_image(source) for source in sources]
+    if names is None:
+        names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"image{i + 1}" for i, s in enumerate(sources)]
+    elif len(names) != len(photos):
+        raise InputError(f"names has {len(names)} entries for {len(photos)} images", parameter="names")
+    return run_all(as_model(model), photos, names, out, say=(lambda line: None) if quiet else print, **options)
 
 
 def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence[str], stems: Sequence[str],
