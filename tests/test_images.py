@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -194,3 +195,32 @@ def test_preprocess_many_kinds_at_once(tmp_path, tiny_model):
     batch = tiny_model.preprocess([path, Image.new("L", (3, 3), 9), np.zeros((4, 4, 3), np.uint8)])
     assert batch.shape == (3, 3, 16, 16) and batch.dtype == torch.float32
     assert tiny_model.preprocess(path).shape == (1, 3, 16, 16)
+
+
+def test_squashed_images_get_a_warning_unless_cropped(tiny_model):
+    from convscope.errors import ConvscopeWarning
+
+    wide = Image.new("RGB", (500, 100), (10, 20, 30))
+    with pytest.warns(ConvscopeWarning, match=r"500x100 is squashed to 16x16 \(the whole image is kept; crop"):
+        tiny_model.preprocess(wide)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tiny_model.preprocess(wide, crop=True)
+        tiny_model.preprocess(Image.new("RGB", (400, 100)))  # exactly 4:1 is still fine
+
+
+def test_crop_on_the_command_line(tmp_path, capsys):
+    from convscope.cli import main
+
+    path = save(Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 300, 3), dtype=np.uint8)),
+                tmp_path / "wide.png")
+    out = tmp_path / "out"
+    assert main(["cam", str(path), "--model", "torchvision:squeezenet1_1", "--weights", "random", "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip()
+    assert err == f"convscope: warning: {path}: 300x60 is squashed to 224x224 (the whole image is kept; crop the " \
+                  "centre with --crop or crop=True)"
+    assert main(["cam", str(path), "--crop", "--model", "torchvision:squeezenet1_1", "--weights", "random",
+                 "--out", str(out)]) == 0
+    assert capsys.readouterr().err == ""
+    overlay = next((out / "cam").glob("wide_*_cam.jpg"))
+    assert Image.open(overlay).size == (60, 60)  # the map over the centre the model saw

@@ -112,10 +112,15 @@ def image_source(arg: str) -> ImageSource:
 
 
 def _photos_then_model(args: argparse.Namespace) -> tuple[list[Image.Image], Model]:
-    """The command's images (bad ones fail first), the output folder checked, then the model."""
+    """The command's images (bad ones fail first), the output folder checked, then the model; with
+    ``--crop`` each photo is cut to its centred box of the model's aspect ratio (pictures of the
+    photo, such as overlays, then show what the model saw)."""
     photos = [load_image(image_source(arg)) for arg in args.images]
     check_out_dir(args.out)
-    return photos, _load(args)
+    model = _load(args)
+    if args.crop:
+        photos = [model.preprocessing.centre_crop(photo) for photo in photos]
+    return photos, model
 
 
 def _save_input(x: torch.Tensor, out: Path) -> None:
@@ -148,7 +153,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
     model = _load(args)
     check_top(model, args.top)
-    x = model.preprocess(images)
+    x = model.preprocess(images, crop=args.crop, names=args.images)
     results = model.predict(x, top=args.top)
     if args.json:
         print(json.dumps([{"image": image, "predictions": [p.as_json() for p in preds]}
@@ -162,7 +167,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
     image = load_image(image_source(args.image))
     check_out_dir(args.out)
     model = _load(args)
-    x = model.preprocess(image)
+    x = model.preprocess(image, crop=args.crop, names=[args.image])
     plan = plan_activations(model, x.shape, args.layers, per_row=args.per_row, normalize=args.normalize,
                             cmap=args.cmap, save_raw=args.save_raw)
     out = prepare_out_dir(args.out, "activations")
@@ -180,7 +185,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
     plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
                     alpha=args.alpha, save_raw=args.save_raw)
     out = prepare_out_dir(args.out, "cam")
-    x = model.preprocess(photos)
+    x = model.preprocess(photos, names=args.images)
     ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
     _print_predictions(args.images, ranked, 5)
     if args.save_raw:
@@ -266,7 +271,11 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     out.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
     quiet = argparse.ArgumentParser(add_help=False)
     quiet.add_argument("--quiet", action="store_true", help="no progress output")
-    return {"run": run, "model": model, "out": out, "quiet": quiet}
+    images = argparse.ArgumentParser(add_help=False)
+    images.add_argument("--crop", action="store_true",
+                        help="resize the short side and cut the centre, as torchvision's weights expect "
+                             "(default: the whole image, resized)")
+    return {"run": run, "model": model, "out": out, "quiet": quiet, "images": images}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help='print a JSON array of {"name", "type", "shape"}')
     p.set_defaults(handler=cmd_layers)
 
-    p = sub.add_parser("predict", parents=on_model, help="top-K classes for images",
+    p = sub.add_parser("predict", parents=[*on_model, shared["images"]], help="top-K classes for images",
                        description="Print the K most probable classes of each image. IMAGE is a file "
                                    "or sample:chelsea, sample:coffee, sample:grace_hopper.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
@@ -294,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
     p.set_defaults(handler=cmd_predict)
 
-    p = sub.add_parser("activations", parents=[*on_model, shared["out"]],
+    p = sub.add_parser("activations", parents=[*on_model, shared["out"], shared["images"]],
                        help="every channel of conv and pool layers as image grids",
                        description="Draw the output of each convolution and pooling layer for one image: "
                                    "every channel a tile, one PNG grid per layer in DIR/activations/.")
@@ -336,7 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_filters)
 
     report_steps = f"optimization steps for the filters (default {default_recipe.default_steps})"
-    p = sub.add_parser("run", parents=[*on_model, shared["out"], shared["quiet"]],
+    p = sub.add_parser("run", parents=[*on_model, shared["out"], shared["quiet"], shared["images"]],
                        help="everything for some images, as a browsable HTML report",
                        description="Run predictions, intermediate outputs, filters and class activation maps, "
                                    "and write DIR/index.html beside the images it links "
@@ -361,7 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
     p.set_defaults(handler=cmd_demo)
 
-    p = sub.add_parser("cam", parents=[*on_model, shared["out"]], help="class activation maps (Grad-CAM and family)",
+    p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]], help="class activation maps (Grad-CAM and family)",
                        description="Show which parts of each image made the network choose a class: a "
                                    "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")

@@ -178,17 +178,28 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
 
+    def centre_crop(self, image: Image.Image) -> Image.Image:
+        """The largest centred box of ``image`` with the model's aspect ratio."""
+        height, width = self.size
+        box_w = max(1, min(image.width, round(image.height * width / height)))
+        box_h = max(1, min(image.height, round(image.width * height / width)))
+        left = (image.width - box_w) // 2
+        top = (image.height - box_h) // 2
+        return image.crop((left, top, left + box_w, top + box_h))
+
+    def squash(self, image: Image.Image) -> float:
+        """How much resizing the whole image to the input size distorts it: the ratio of the image's
+        aspect ratio to the model's, 1 or more (2.0: one side shrinks twice as much as the other)."""
+        height, width = self.size
+        ratio = (image.width / image.height) / (width / height)
+        return max(ratio, 1 / ratio)
+
     def to_tensor(self, image: Image.Image, crop: bool = False) -> torch.Tensor:
         """One RGB image -> normalized 3xHxW float32 tensor. The whole image is kept (resized, not
         cropped) unless ``crop`` asks for the centred box of the model's aspect ratio."""
         height, width = self.size
         if crop:
-            # The largest centred box with the model's aspect ratio, cut out, then resized.
-            box_w = max(1, min(image.width, round(image.height * width / height)))
-            box_h = max(1, min(image.height, round(image.width * height / width)))
-            left = (image.width - box_w) // 2
-            top = (image.height - box_h) // 2
-            image = image.crop((left, top, left + box_w, top + box_h))
+            image = self.centre_crop(image)
         resized = image.resize((width, height), Image.BILINEAR)
         pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return self.normalize(pixels)

@@ -5,6 +5,7 @@ and :func:`as_model` / :func:`as_input`, which every technique uses to accept a 
 from __future__ import annotations
 
 import difflib
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -13,12 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import InputError, check_between
+from .errors import ConvscopeWarning, InputError, check_between
 from .hooks import evaluating
-from .images import ImageSource, Preprocessing, as_list, load_image
+from .images import ImageSource, Preprocessing, as_list, describe, load_image
 from .labels import imagenet_labels, numbered_labels
 from .layers import LayerAlias, LayerInfo, discover_layers, select_layers, unknown_layer
 
+#: Aspect-ratio distortion above which resizing the whole image gets a warning (4:1 for a square input).
+MAX_SQUASH = 4.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -157,16 +160,26 @@ class Model:
         return torch.zeros(batch, 3, *self.input_size, device=self.device, dtype=self.dtype)
 
     # -- images --------------------------------------------------------------------------------
-    def preprocess(self, images: ImageSource | Sequence[ImageSource], crop: bool = False) -> torch.Tensor:
+    def preprocess(self, images: ImageSource | Sequence[ImageSource], crop: bool = False,
+                   names: Sequence[str] | None = None) -> torch.Tensor:
         """Paths, PIL images or arrays (one or many) -> float tensor B x 3 x H x W on the model's device.
 
         The whole image is resized to the input size (no crop) unless ``crop`` is true (resize the
-        short side, then centre crop). Raises :class:`~convscope.errors.ImageError` for bad images.
+        short side, then centre crop); an image squashed by more than :data:`MAX_SQUASH` (wider than
+        4:1 for a square input) gets a :class:`~convscope.errors.ConvscopeWarning` naming it (by its
+        entry in ``names`` when given). Raises
+        :class:`~convscope.errors.ImageError` for bad images.
         """
         sources = as_list(images)
         if not sources:
-            raise InputError("no images given")
-        tensors = [self.preprocessing.to_tensor(load_image(src), crop=crop) for src in sources]
+            raise InputError("images: no images given", parameter="images")
+        pictures = [load_image(src) for src in sources]
+        for name, picture in zip(names or [describe(source) for source in sources], pictures):
+            if not crop and self.preprocessing.squash(picture) > MAX_SQUASH:
+                warnings.warn(f"{name}: {picture.width}x{picture.height} is squashed to "
+                              f"{self.input_size[1]}x{self.input_size[0]} (the whole image is kept; crop the "
+                              "centre with --crop or crop=True)", ConvscopeWarning, stacklevel=2)
+        tensors = [self.preprocessing.to_tensor(picture, crop=crop) for picture in pictures]
         return torch.stack(tensors).to(device=self.device, dtype=self.dtype)
 
     # -- layers --------------------------------------------------------------------------------
