@@ -18,17 +18,17 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .drawing import render_grid
+from .drawing import colorize, overlay, picture_grid, render_grid
 from .errors import ConvscopeError, ImageError, InputError, LayerError, WeightsError
 from .images import Preprocessing, load_image
 from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
+from .notebook import Activations, CamMaps, FilterPictures, activations, cam, filters
 from .run import html_report
-from .techniques.activations import activations
 from .techniques.cams import METHODS as CAM_METHODS
-from .techniques.cams import CamResult, cam, compute_cam
-from .techniques.filters import FilterResult, filters, optimize_filters
+from .techniques.cams import CamResult, compute_cam
+from .techniques.filters import FilterResult, optimize_filters
 
 try:
     __version__ = version("convscope")
@@ -40,5 +40,6 @@ __all__ = [
     "ConvscopeError", "ImageError", "InputError", "LayerError", "WeightsError",
     "FilterResult", "filters", "optimize_filters",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
-    "render_grid", "html_report", "__version__",
+    "render_grid", "picture_grid", "overlay", "colorize", "html_report",
+    "Activations", "CamMaps", "FilterPictures", "__version__",
 ]

@@ -1,0 +1,134 @@
+"""Results that display themselves in a notebook: the public ``convscope.activations``,
+``convscope.filters`` and ``convscope.cam`` return thin types around the techniques' results --
+still a dict, a tuple and a tensor -- whose ``_repr_png_`` / ``_repr_html_`` show layer grids,
+filter pictures and overlays, kept small (thumbnails, a few layers, a few images).
+
+This module sits on the presentation side: it calls the techniques and draws their results.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from .drawing import overlay, picture_grid, render_grid
+from .images import ImageSource
+from .model import Model, as_input, as_model
+from .techniques import activations as activations_technique
+from .techniques import cams as cams_technique
+from .techniques import filters as filters_technique
+
+#: Largest width of a picture shown in a notebook, and how many layers / images are shown at most.
+NOTEBOOK_WIDTH = 480
+NOTEBOOK_LAYERS = 12
+NOTEBOOK_IMAGES = 8
+
+
+def _png(image: Image.Image, width: int = NOTEBOOK_WIDTH) -> bytes:
+    """PNG bytes of ``image``, scaled down (nearest neighbour, so tiles stay crisp) to ``width``."""
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def _row(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
+    """Pictures side by side on white."""
+    width = sum(image.width for image in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, max(image.height for image in images)), (255, 255, 255))
+    left = 0
+    for image in images:
+        canvas.paste(image, (left, 0))
+        left += image.width + gap
+    return canvas
+
+
+class Activations(dict):
+    """``{layer: B x C x H x W}`` as :func:`convscope.activations` returns it; in a notebook, the
+    first image's grid of each layer (the first :data:`NOTEBOOK_LAYERS`, as thumbnails)."""
+
+    def _repr_html_(self) -> str:
+        parts = []
+        for name, value in list(self.items())[:NOTEBOOK_LAYERS]:
+            shape = "x".join(map(str, value.shape[1:]))
+            if value.dim() == 4:
+                data = base64.b64encode(_png(render_grid(value[0]))).decode("ascii")
+                picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
+            else:
+                picture = "(not a feature map)"
+            parts.append(f"<figure><figcaption><code>{html.escape(name)}</code> {shape}</figcaption>{picture}</figure>")
+        more = len(self) - NOTEBOOK_LAYERS
+        if more > 0:
+            parts.append(f"<p>... and {more} more layers</p>")
+        return "".join(parts)
+
+
+class FilterPictures(tuple):
+    """``(images, scores)`` as :func:`convscope.filters` returns it; in a notebook, the pictures in a grid."""
+
+    @property
+    def images(self) -> torch.Tensor:
+        return self[0]
+
+    @property
+    def scores(self) -> torch.Tensor:
+        return self[1]
+
+    def _repr_png_(self) -> bytes:
+        return _png(picture_grid(self.images))
+
+
+class CamMaps(torch.Tensor):
+    """B x H x W maps as :func:`convscope.cam` returns them; in a notebook, each map over the image
+    it explains (the first :data:`NOTEBOOK_IMAGES`). Any tensor operation gives a plain view of the
+    same kind, drawn as heatmaps where the images are not known."""
+
+    rgb: torch.Tensor | None = None
+
+    def _repr_png_(self) -> bytes:
+        maps = self.detach().float().cpu().as_subclass(torch.Tensor)
+        if maps.dim() == 2:
+            maps = maps[None]
+        rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else torch.zeros(len(maps), 3, *maps.shape[1:])
+        pictures = []
+        for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
+            photo = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+            pictures.append(overlay(photo, heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
+        return _png(_row(pictures), width=NOTEBOOK_WIDTH * 2)
+
+
+def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+                layers: str | Sequence[str] | None = None,
+                max_bytes: int = activations_technique.DEFAULT_MAX_BYTES) -> Activations:
+    return Activations(activations_technique.activations(model, x, layers, max_bytes))
+
+
+def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
+            steps: int | None = None, size: int = filters_technique.DEFAULT_SIZE,
+            method: str = filters_technique.DEFAULT_METHOD, seed: int = 0,
+            precision: str = "auto") -> FilterPictures:
+    return FilterPictures(filters_technique.filters(model, layer, filters, steps, size, method, seed, precision))
+
+
+def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+        classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
+        method: str = cams_technique.DEFAULT_METHOD, precision: str = "fp32") -> CamMaps:
+    model = as_model(model, x)
+    inputs = as_input(model, x)
+    maps = cams_technique.cam(model, inputs, classes, layer, method, precision).as_subclass(CamMaps)
+    rgb = model.preprocessing.denormalize(inputs.detach().float()).cpu()
+    maps.rgb = rgb.expand(len(maps), *rgb.shape[1:]) if len(rgb) == 1 else rgb
+    return maps
+
+
+for _public, _technique in ((activations, activations_technique.activations), (filters, filters_technique.filters),
+                            (cam, cams_technique.cam)):
+    _public.__doc__ = (_technique.__doc__ or "") + "\n\n    The result displays itself in a notebook."

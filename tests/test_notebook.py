@@ -1,0 +1,52 @@
+"""Results display themselves in a notebook, small, and are still the dict, tuple and tensor they were."""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+
+import numpy as np
+import torch
+from PIL import Image
+
+import convscope
+from convscope.techniques.cams import cam as plain_cam
+
+
+def _image(data: bytes) -> Image.Image:
+    return Image.open(io.BytesIO(data))
+
+
+def test_activations_show_their_grids_as_thumbnails(tiny_model):
+    x = torch.randn(2, 3, 16, 16)
+    outputs = convscope.activations(tiny_model, x, "all")
+    assert isinstance(outputs, dict) and list(outputs)[0] == "conv1" and outputs["conv1"].shape == (2, 4, 16, 16)
+    html = outputs._repr_html_()
+    pictures = [_image(base64.b64decode(data)) for data in re.findall(r'base64,([^"]+)"', html)]
+    assert len(pictures) == len(outputs) == 7 and all(p.width <= convscope.notebook.NOTEBOOK_WIDTH for p in pictures)
+    assert pictures[0].size == convscope.render_grid(outputs["conv1"][0]).size  # small already: not scaled
+    many = convscope.Activations({f"l{i}": torch.zeros(1, 2, 4, 4) for i in range(20)})
+    assert many._repr_html_().count("<img") == 12 and "and 8 more layers" in many._repr_html_()
+
+
+def test_filters_show_their_pictures(tiny_model):
+    result = convscope.filters(tiny_model, "conv1", 3, steps=2, size=16, precision="fp32")
+    images, scores = result  # still the (images, scores) pair
+    assert images.shape == (3, 3, 16, 16) and scores.shape == (3,) and result.images is images
+    picture = _image(result._repr_png_())
+    assert picture.size == convscope.picture_grid(images).size
+
+
+def test_cam_maps_show_themselves_over_their_images(tiny_model):
+    x = torch.randn(2, 3, 16, 16)
+    maps = convscope.cam(tiny_model, x, [1, 2])
+    assert isinstance(maps, torch.Tensor)
+    torch.testing.assert_close(maps.as_subclass(torch.Tensor), plain_cam(tiny_model, x, [1, 2]))
+    picture = np.asarray(_image(maps._repr_png_()).convert("RGB"))
+    assert picture.shape == (16, 2 * 16 + 4, 3)  # the two overlays side by side
+    rgb = tiny_model.preprocessing.denormalize(x)[1].clamp(0, 1)
+    photo = Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    expected = np.asarray(convscope.overlay(photo, maps[1].as_subclass(torch.Tensor).numpy()))
+    np.testing.assert_array_equal(picture[:, 20:], expected)
+    assert _image((maps * 2)._repr_png_()).size == (36, 16)  # derived tensors still draw (as heatmaps)
