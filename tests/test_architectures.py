@@ -216,3 +216,42 @@ def test_a_transformer_from_the_cli(capsys, tmp_path):
                  "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("convscope: error: --model: torchvision:swin_t is a transformer") and "\n" not in err
+
+
+# -- grayscale models -----------------------------------------------------------------------------------------
+class GrayNet(nn.Module):
+    """An MNIST-style network: one input channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1 = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(4, 6, 3, padding=1)
+        self.fc = nn.Linear(6, 10)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv2(self.relu(self.conv1(x)))).mean(dim=(2, 3)))
+
+
+def test_grayscale_models_end_to_end(tmp_path):
+    from PIL import Image
+
+    with pytest.raises(InputError, match=r"^mean: 3 value\(s\) for 3 input channel\(s\), but the module's first "
+                                         r"convolution takes 1: give mean=\(m,\), std=\(s,\)"):
+        convscope.load_model(GrayNet(), input_size=28)
+    model = convscope.load_model(GrayNet(), input_size=28, mean=(0.5,), std=(0.25,))
+    photo = Image.new("RGB", (40, 40), (200, 100, 50))
+    x = model.preprocess(photo)
+    luminance = (200 * 299 + 100 * 587 + 50 * 114) // 1000  # Pillow's "L" conversion
+    assert x.shape == (1, 1, 28, 28)
+    torch.testing.assert_close(x, torch.full((1, 1, 28, 28), (luminance / 255 - 0.5) / 0.25))
+    assert convscope.cam(model, x).shape == (1, 28, 28)
+    images, scores = convscope.filters(model, "conv2", 3, steps=2, size=16)
+    assert images.shape == (3, 1, 16, 16)
+    grid = np.asarray(convscope.picture_grid(images))
+    assert (grid[..., 0] == grid[..., 1]).all() and (grid[..., 1] == grid[..., 2]).all()  # drawn gray
+    index = convscope.html_report(model, [photo], tmp_path / "out", filters_steps=1, top=1)
+    shown = np.asarray(Image.open(tmp_path / "out" / "images" / "image1.jpg")).astype(int)
+    assert abs(shown[..., 0] - shown[..., 2]).max() <= 2  # the photo (under its overlays) in gray
+    assert index.exists()

@@ -162,11 +162,13 @@ def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
 
 def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUMNS, margin: int = PICTURE_MARGIN,
                  background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
-    """Pictures N x 3 x S x S (RGB in [0, 1]) in a grid of ``columns`` with ``margin`` px around each."""
+    """Pictures N x 3 x S x S (RGB in [0, 1]; N x 1 x S x S drawn gray) in a grid of ``columns``
+    with ``margin`` px around each."""
     pictures = images.detach().float().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
-    if pictures.ndim != 4 or pictures.shape[1] != 3:
-        raise InputError(f"images: expected pictures N x 3 x H x W, got shape {tuple(pictures.shape)}",
-                         parameter="images")
+    if pictures.ndim != 4 or pictures.shape[1] not in (1, 3):
+        raise InputError(f"images: expected pictures N x 3 x H x W (or N x 1 x H x W), got shape "
+                         f"{tuple(pictures.shape)}", parameter="images")
+    pictures = np.repeat(pictures, 3 // pictures.shape[1], axis=1)
     count, _, height, width = pictures.shape
     rows, cols = grid_layout(count, columns)
     canvas = np.empty((rows * (height + margin) + margin, cols * (width + margin) + margin, 3), np.uint8)

@@ -172,7 +172,8 @@ def _reason(exc: BaseException) -> str:
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a model wants its input: RGB in [0, 1] resized to ``size`` (H, W), then ``(x - mean) / std``."""
+    """How a model wants its input: RGB in [0, 1] (or gray, for one mean and std) resized to ``size``
+    (H, W), then ``(x - mean) / std``."""
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
@@ -194,26 +195,37 @@ class Preprocessing:
         ratio = (image.width / image.height) / (width / height)
         return max(ratio, 1 / ratio)
 
+    @property
+    def channels(self) -> int:
+        """Input channels: 3 (RGB), or 1 for a grayscale model (one mean and one std)."""
+        return len(self.mean)
+
     def to_tensor(self, image: Image.Image, crop: bool = False) -> torch.Tensor:
-        """One RGB image -> normalized 3xHxW float32 tensor. The whole image is kept (resized, not
-        cropped) unless ``crop`` asks for the centred box of the model's aspect ratio."""
+        """One RGB image -> normalized C x H x W float32 tensor (C = :attr:`channels`; a grayscale
+        model gets the image's luminance). The whole image is kept (resized, not cropped) unless
+        ``crop`` asks for the centred box of the model's aspect ratio."""
         height, width = self.size
         if crop:
             image = self.centre_crop(image)
+        if self.channels == 1:
+            image = image.convert("L")
         resized = image.resize((width, height), Image.BILINEAR)
-        pixels = torch.from_numpy(np.asarray(resized, dtype=np.float32) / 255.0).permute(2, 0, 1)
-        return self.normalize(pixels)
+        pixels = np.asarray(resized, dtype=np.float32).reshape(height, width, -1) / 255.0
+        return self.normalize(torch.from_numpy(pixels).permute(2, 0, 1))
+
+    def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shape = (self.channels, 1, 1)
+        return (torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(shape),
+                torch.tensor(self.std, dtype=like.dtype, device=like.device).view(shape))
 
     def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
-        """RGB in [0, 1] (..., 3, H, W) -> model input."""
-        mean = torch.tensor(self.mean, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=rgb.dtype, device=rgb.device).view(3, 1, 1)
+        """Pixels in [0, 1] (..., C, H, W) -> model input."""
+        mean, std = self._statistics(rgb)
         return (rgb - mean) / std
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Model input (..., 3, H, W) -> RGB in [0, 1] (not clipped)."""
-        mean = torch.tensor(self.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-        std = torch.tensor(self.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+        """Model input (..., C, H, W) -> pixels in [0, 1] (not clipped)."""
+        mean, std = self._statistics(x)
         return x * std + mean
 
 

@@ -64,7 +64,11 @@ class Model:
             if len(size) != 2 or min(size) < 1:
                 raise InputError(f"input_size must be a positive int or (height, width), got {input_size!r}",
                                  parameter="input_size")
+            if len(mean) != len(std) or len(mean) not in (1, 3):
+                raise InputError(f"mean has {len(mean)} values and std {len(std)}: give 3 of each (RGB) or 1 "
+                                 "(grayscale)", parameter="mean")
             preprocessing = Preprocessing((int(size[0]), int(size[1])), tuple(mean), tuple(std))
+        _check_input_channels(module, preprocessing.channels)
         self.module = module
         self.name = name
         self.weights = weights
@@ -157,7 +161,7 @@ class Model:
 
     def dummy_input(self, batch: int = 1) -> torch.Tensor:
         """A zero input batch of the model's size, device and dtype."""
-        return torch.zeros(batch, 3, *self.input_size, device=self.device, dtype=self.dtype)
+        return torch.zeros(batch, self.preprocessing.channels, *self.input_size, device=self.device, dtype=self.dtype)
 
     # -- images --------------------------------------------------------------------------------
     def preprocess(self, images: ImageSource | Sequence[ImageSource], crop: bool = False,
@@ -260,6 +264,15 @@ class Model:
         close = difflib.get_close_matches(value, labels, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         raise InputError(f"unknown class label {value!r}{hint}")
+
+
+def _check_input_channels(module: nn.Module, channels: int) -> None:
+    """InputError when the module's first convolution takes another number of input channels."""
+    first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    if first is not None and first.in_channels != channels:
+        fix = "mean=(m,), std=(s,)" if first.in_channels == 1 else "three values each for mean and std"
+        raise InputError(f"mean: {channels} value(s) for {channels} input channel(s), but the module's first "
+                         f"convolution takes {first.in_channels}: give {fix}", parameter="mean")
 
 
 def _describe_output(output: Any) -> str:

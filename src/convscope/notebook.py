@@ -100,6 +100,7 @@ class CamMaps(torch.Tensor):
         rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
+            image = image.expand(3, *image.shape[1:])  # a grayscale model's input drawn gray
             photo = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
             pictures.append(overlay(photo, heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
         return _png(_row(pictures), width=NOTEBOOK_WIDTH * 2)

@@ -60,6 +60,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     in the report (None: called from Python). Everything is checked before the first section runs.
     """
     started = time.perf_counter()
+    if model.preprocessing.channels == 1:  # a grayscale model: its photos (and overlays) in gray
+        photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
     activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
     filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,

@@ -59,11 +59,12 @@ def _per_filter(gens: Generators, draw: Callable[[torch.Generator], torch.Tensor
 
 # -- parameterizations --------------------------------------------------------------------------------
 class PixelImage(nn.Module):
-    """Pixels as parameters: RGB in [0, 1], started at gray 0.5 plus uniform noise of +-0.05."""
+    """Pixels as parameters: RGB (or gray, ``channels=1``) in [0, 1], started at gray 0.5 plus
+    uniform noise of +-0.05."""
 
-    def __init__(self, gens: Generators, size: int, device: torch.device) -> None:
+    def __init__(self, gens: Generators, size: int, device: torch.device, channels: int = 3) -> None:
         super().__init__()
-        noise = _per_filter(gens, lambda g: torch.rand(3, size, size, generator=g, device=device))
+        noise = _per_filter(gens, lambda g: torch.rand(channels, size, size, generator=g, device=device))
         self.pixels = nn.Parameter(0.5 + (noise - 0.5) * 0.1)
 
     def forward(self) -> torch.Tensor:
@@ -72,18 +73,20 @@ class PixelImage(nn.Module):
 
 class FourierImage(nn.Module):
     """RGB = sigmoid(C @ irfft2(spectrum * scale)): the spectrum scaled by 1/frequency (so all
-    frequencies learn at a similar rate) and the colours decorrelated by Lucid's matrix C."""
+    frequencies learn at a similar rate) and the colours decorrelated by Lucid's matrix C (for one
+    channel, ``channels=1``, there are no colours to decorrelate: C = 1)."""
 
-    def __init__(self, gens: Generators, size: int, device: torch.device) -> None:
+    def __init__(self, gens: Generators, size: int, device: torch.device, channels: int = 3) -> None:
         super().__init__()
         fy = torch.fft.fftfreq(size, device=device)[:, None]
         fx = torch.fft.rfftfreq(size, device=device)[None, :]
         frequencies = torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / size)
         self.register_buffer("scale", 1.0 / frequencies, persistent=False)
         self.size = size
-        shape = (3, size, size // 2 + 1, 2)
+        shape = (channels, size, size // 2 + 1, 2)
         self.spectrum = nn.Parameter(_per_filter(gens, lambda g: torch.randn(*shape, generator=g, device=device)) * 0.01)
-        self.register_buffer("colors", COLOR_MATRIX.to(device), persistent=False)
+        colors = COLOR_MATRIX if channels == 3 else torch.eye(channels)
+        self.register_buffer("colors", colors.to(device), persistent=False)
 
     def forward(self) -> torch.Tensor:
         spectrum = torch.view_as_complex(self.spectrum) * self.scale
@@ -110,7 +113,7 @@ def random_transform(images: torch.Tensor, gens: Generators) -> torch.Tensor:
     shift_y = (torch.round(jitter * (draws[:, 4] - 0.5)) + torch.round(fine * (draws[:, 5] - 0.5))) * 2.0 / picture
     cos, sin = torch.cos(angle) / scale * ratio, torch.sin(angle) / scale * ratio
     theta = torch.stack([torch.stack([cos, -sin, shift_x], dim=1), torch.stack([sin, cos, shift_y], dim=1)], dim=1)
-    grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], 3, out, out], align_corners=False)
+    grid = F.affine_grid(theta.to(images.dtype), [images.shape[0], images.shape[1], out, out], align_corners=False)
     return F.grid_sample(images - 0.5, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + 0.5
 
 
@@ -197,12 +200,12 @@ def rms_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Ten
 # -- the registry ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FilterRecipe:
-    """How pictures are made: ``picture(generators, size, device)`` builds the parameterization,
+    """How pictures are made: ``picture(generators, size, device, channels)`` builds the parameterization,
     ``transform(pictures, generators)`` (or None) is applied before every step, ``update`` is the
     update rule; ``default_steps``, ``default_lr`` and whether ReLU gradients are redirected."""
 
     name: str
-    picture: Callable[[Generators, int, torch.device], nn.Module]
+    picture: Callable[[Generators, int, torch.device, int], nn.Module]
     transform: Callable[[torch.Tensor, Generators], torch.Tensor] | None
     update: UpdateRule
     default_steps: int

@@ -164,7 +164,7 @@ def picture_size_for(model: Model | nn.Module, layer: str, size: int) -> int:
     def works(pixels: int) -> bool:
         try:
             with evaluating(model.module), torch.no_grad(), truncated_at(model, layer) as run:
-                run(torch.full((1, 3, pixels, pixels), 0.5, device=model.device), "fp32")
+                run(torch.full((1, model.preprocessing.channels, pixels, pixels), 0.5, device=model.device), "fp32")
             return True
         except RuntimeError:
             return False
@@ -232,7 +232,7 @@ def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, fi
               progress: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One batch: (final pictures, scores of the starting pictures, objective at every step)."""
     gens = generators(seed, filters, model.device)
-    picture = recipe.picture(gens, size, model.device)
+    picture = recipe.picture(gens, size, model.device, model.preprocessing.channels)
     parameters = list(picture.parameters())
     update = recipe.update(parameters, lr)
     with torch.no_grad():
