@@ -19,7 +19,7 @@ import time
 import torch
 
 import convscope
-from convscope.precision import resolve_precision
+from convscope.precision import has_fast_bf16
 from convscope.techniques.filter_recipes import random_transform
 from convscope.techniques.filters import optimize_filters, truncated_at
 
@@ -47,7 +47,7 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128)
     args = parser.parse_args()
     model = convscope.load_model(args.model, args.weights)
-    precision = resolve_precision("auto", model.device)
+    precision = "bf16" if has_fast_bf16(model.device) else "fp32"
     image_steps = args.filters * args.steps
     optimize_filters(model, args.layer, 2, steps=2, size=args.size)  # warm-up
 

@@ -16,7 +16,6 @@ from torch import nn
 import convscope
 from convscope.errors import InputError, LayerError
 from convscope.hooks import record_call_order
-from convscope.precision import resolve_precision
 from convscope.run import run_all
 from convscope.techniques.cams import CamResult
 from convscope.techniques.filter_recipes import random_transform
@@ -166,9 +165,9 @@ def test_call_order_keeps_shapes_not_outputs(tiny):
 # -- settings that mean the same everywhere ----------------------------------------------------------------
 def test_cam_accepts_auto_precision(tiny_model):
     x = torch.randn(2, 3, 16, 16)
-    resolved = resolve_precision("auto", tiny_model.device)
-    torch.testing.assert_close(convscope.cam(tiny_model, x, precision="auto"),
-                               convscope.cam(tiny_model, x, precision=resolved))
+    auto = convscope.compute_cam(tiny_model, x, precision="auto")
+    assert auto.precision in ("fp32", "bf16") and auto.precision_reason.startswith("auto")
+    torch.testing.assert_close(auto.maps, convscope.compute_cam(tiny_model, x, precision=auto.precision).maps)
 
 
 def test_a_module_is_not_silently_left_on_another_device(tiny):

@@ -18,6 +18,7 @@ from .errors import ConvscopeWarning, InputError, check_between
 from .hooks import evaluating
 from .images import ImageSource, Preprocessing, as_list, describe, load_image
 from .labels import imagenet_labels, numbered_labels
+from .precision import computing_in
 from .layers import LayerAlias, LayerInfo, discover_layers, select_layers, unknown_layer
 
 #: Aspect-ratio distortion above which resizing the whole image gets a warning (4:1 for a square input).
@@ -229,7 +230,7 @@ class Model:
     # -- predictions ---------------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores before softmax, in eval mode without gradients (the module's mode is restored)."""
-        with evaluating(self.module), torch.no_grad():
+        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
             return self.scores(x.to(device=self.device, dtype=self.dtype)).float()
 
     def predict(self, x: torch.Tensor, top: int = 5, batch_size: int = 16) -> list[list[Prediction]]:

@@ -19,7 +19,7 @@ from .drawing import NORMALIZATIONS, colormap_lut
 from .errors import InputError, check_at_least, check_between, check_choice
 from .layers import default_filter_layers
 from .model import Model, Prediction
-from .precision import resolve_precision
+from .precision import check_precision
 from .techniques.activations import activation_layers, capture, check_memory
 from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from .techniques.cams import cam_layer, cam_method, compute_cam
@@ -89,7 +89,7 @@ class FiltersPlan:
     size: int = DEFAULT_SIZE
     method: str = DEFAULT_FILTER_METHOD
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"
     save_raw: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -123,7 +123,7 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
     sizes = {name: needed for name in names if (needed := picture_size_for(model, name, size)) != size}
     notes = [f"{name}: pictures of {size} px do not reach this layer; drawn at {needed} px"
              for name, needed in sizes.items()]
-    return FiltersPlan(chosen, steps, size, method, seed, resolve_precision(precision, model.device), save_raw,
+    return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw,
                        sizes, notes)
 
 
@@ -166,7 +166,7 @@ def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str
     settings, checked."""
     check_between("alpha", alpha, 0, 1)
     cam_method(method)
-    precision = resolve_precision(precision, model.device)
+    precision = check_precision(precision, model.device)
     layer = cam_layer(model, layer)
     fixed = tuple(model.class_index(value) for value in classes)
     return CamPlan(layer, method, precision, alpha, fixed, 1 if top is None else check_top(model, top), save_raw)

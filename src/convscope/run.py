@@ -145,11 +145,14 @@ def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence
 
 def _filters_section(model: Model, plan: FiltersPlan, out: Path,
                      progress: Callable[[int], None] | None) -> FiltersSection:
+    written = list(plan.write(model, out / "filters", progress))
+    results = [result for result, _ in written]
     layers = [FilterLayer(result.layer, _rel(png, out), result.size, PICTURE_MARGIN,
                           grid_layout(len(result.filters), PICTURE_COLUMNS)[1],
                           [FilterScore(i, round(float(s), 4)) for i, s in zip(result.filters, result.scores.tolist())])
-              for result, png in plan.write(model, out / "filters", progress)]
-    return FiltersSection(plan.method, plan.steps, plan.size, plan.precision, layers)
+              for result, png in written]
+    used = "/".join(dict.fromkeys(result.precision for result in results))
+    return FiltersSection(plan.method, plan.steps, plan.size, used or plan.precision, layers)
 
 
 def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], stems: Sequence[str], ranked,

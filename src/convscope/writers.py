@@ -66,6 +66,8 @@ class WrittenCam:
     overlay: Path
     raw: Path | None
     color_map: Path | None = None
+    precision: str = "fp32"
+    precision_reason: str = "as asked"
 
 
 def image_stems(names: Sequence[str]) -> list[str]:
@@ -109,7 +111,7 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
         if map_size is not None:
             width, height = report_size(photo.width, photo.height, map_size)
             color_map = save_image(Image.fromarray(colorize(_resized_map(low, height, width))), f"{base}_map.png")
-        written.append(WrittenCam(i, cls, heat, jpg, raw, color_map))
+        written.append(WrittenCam(i, cls, heat, jpg, raw, color_map, result.precision, result.precision_reason))
     return written
 
 

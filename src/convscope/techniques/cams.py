@@ -42,7 +42,7 @@ from ..hooks import ForwardHook, evaluating, layer_hooks
 from ..images import ImageSource
 from ..layers import default_cam_layer, warn_if_called_again
 from ..model import Model, as_input, as_model
-from ..precision import autocast, prepare_input, resolve_precision
+from ..precision import check_precision, choose_precision, computing_in, prepare_input
 
 #: Masked inputs per forward pass in Score-CAM (bounds its memory).
 SCORECAM_BATCH = 32
@@ -60,6 +60,8 @@ class CamResult:
     layer: str
     method: str
     logits: torch.Tensor
+    precision: str = "fp32"
+    precision_reason: str = "as asked"
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,7 @@ def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, class
 
     grads = None
     with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.no_grad(), \
-            autocast(model.device, precision):
+            computing_in(model.device, precision):
         logits = model.scores(prepare_input(x))
         hooked.check_ran()
         chosen = logits.argmax(dim=1).tolist() if classes is None else classes
@@ -290,7 +292,7 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     """
     model = as_model(model, x)
     chosen_method = cam_method(method)
-    precision = resolve_precision(precision, model.device)
+    check_precision(precision, model.device)
     check_at_least("scorecam_batch", scorecam_batch, 1)
     layer = cam_layer(model, layer)
     x = as_input(model, x)
@@ -299,14 +301,18 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
         x = x.expand(len(fixed), *x.shape[1:])
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
-        with autocast(model.device, precision):
+        with computing_in(model.device, precision):
             return model.scores(prepare_input(inputs)).float()
 
     with evaluating(model.module):
+        precision, reason = choose_precision(
+            precision, model.module, model.device, ("cam", layer, chosen_method.needs_gradients, tuple(x.shape)),
+            lambda option: _layer_pass(model, x, layer, option, fixed, chosen_method.needs_gradients))
         acts, grads, logits, chosen = _layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients)
         with torch.no_grad():
             low_res = chosen_method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch))
-    return CamResult(upsample(low_res, (x.shape[2], x.shape[3])), low_res.float(), chosen, layer, method, logits)
+    return CamResult(upsample(low_res, (x.shape[2], x.shape[3])), low_res.float(), chosen, layer, method, logits,
+                     precision, reason)
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
@@ -317,8 +323,8 @@ def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[Image
     ``classes``: one class (index or label) for every image, a list with one per image, for a
     single image a list of several classes (one map each), or None for each image's top-1
     prediction; a list of another length is an error. ``layer``: default the last spatial layer before the
-    global pooling. ``method``: one of :data:`METHODS`. ``precision``: ``fp32``, ``bf16`` (autocast
-    with channels_last input; the maps are computed in fp32) or ``auto`` (bf16 where the hardware
-    is fast at it). ``model`` may be a plain module: its input size is then the tensor's.
+    global pooling. ``method``: one of :data:`METHODS`. ``precision``: ``fp32`` (TF32 off), ``tf32``,
+    ``bf16`` (autocast with channels_last input; the maps are computed in fp32) or ``auto`` (the
+    fastest of them measured on this work, see :mod:`convscope.precision`). ``model`` may be a plain module: its input size is then the tensor's.
     """
     return compute_cam(model, x, classes, layer, method, precision).maps

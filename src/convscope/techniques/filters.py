@@ -24,7 +24,7 @@ from ..errors import InputError, check_at_least, check_between, check_choice
 from ..hooks import ForwardHook, StopForward, evaluating, layer_hooks, run_until_stopped
 from ..layers import preactivation
 from ..model import Model, as_model
-from ..precision import autocast, prepare_input, resolve_precision
+from ..precision import check_precision, choose_precision, computing_in, prepare_input
 from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
 
 DEFAULT_FILTERS = 64
@@ -105,7 +105,7 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
     with layer_hooks({layer: model.module.get_submodule(path)}, hook_for) as hooked:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
             hooked.start_pass()
-            with autocast(model.device, precision):
+            with computing_in(model.device, precision):
                 run_until_stopped(model.module, prepare_input(model.preprocessing.normalize(rgb)))
             hooked.check_ran()
             return held.pop("out")
@@ -148,6 +148,7 @@ class FilterResult:
     precision: str
     initial_scores: torch.Tensor
     history: torch.Tensor = field(repr=False)
+    precision_reason: str = "as asked"
 
 
 def total_steps(filter_counts: Sequence[int], steps: int, batch_size: int = FILTER_BATCH) -> int:
@@ -207,13 +208,23 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
     steps = check_filter_settings(method, steps, size)
     check_at_least("batch_size", batch_size, 1)
     recipe = RECIPES[method]
-    precision = resolve_precision(precision, model.device)
+    check_precision(precision, model.device)
     channels = model.layer(preactivation_path(model, layer)).shape[0]
     chosen = parse_filter_spec(filters, channels)
     lr = recipe.default_lr if lr is None else lr
 
     images, scores, initial, history = [], [], [], []
     with evaluating(model.module), truncated_at(model, layer) as run:
+        first_batch = chosen[:batch_size]
+
+        def one_step(option: str) -> None:  # what ``auto`` times: one step of the first batch
+            gens = generators(seed, first_batch, model.device)
+            picture = recipe.picture(gens, size, model.device, model.preprocessing.channels)
+            with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
+                _objective_and_gradient(run, picture, gens, recipe, first_batch, option)
+
+        precision, reason = choose_precision(precision, model.module, model.device,
+                                             ("filters", layer, method, size, len(first_batch)), one_step)
         for start in range(0, len(chosen), batch_size):
             batch = chosen[start:start + batch_size]
             pictures, first, steps_history = _optimize(run, model, batch, steps, size, recipe, seed, precision,
@@ -224,7 +235,20 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
             initial.append(first)
             history.append(steps_history)
     return FilterResult(torch.cat(images).cpu(), torch.cat(scores).cpu(), chosen, layer, method, steps, size, seed,
-                        precision, torch.cat(initial).cpu(), torch.cat(history, dim=1).cpu())
+                        precision, torch.cat(initial).cpu(), torch.cat(history, dim=1).cpu(), reason)
+
+
+def _objective_and_gradient(run: Callable[[torch.Tensor, str], torch.Tensor], picture: nn.Module,
+                            gens: Sequence[torch.Generator], recipe: FilterRecipe, filters: list[int],
+                            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's objective (each filter's mean pre-activation on its transformed picture) and its
+    gradient with respect to the picture's parameters."""
+    rgb = picture()
+    if recipe.transform is not None:
+        rgb = recipe.transform(rgb, gens)
+    objective = _channel_means(run(rgb, precision), filters)
+    (grad,) = torch.autograd.grad(objective.sum(), list(picture.parameters()))
+    return objective, grad
 
 
 def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, filters: list[int], steps: int,
@@ -240,11 +264,7 @@ def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, fi
     history = []
     with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
         for _ in range(steps):
-            rgb = picture()
-            if recipe.transform is not None:
-                rgb = recipe.transform(rgb, gens)
-            objective = _channel_means(run(rgb, precision), filters)
-            (grad,) = torch.autograd.grad(objective.sum(), parameters)
+            objective, grad = _objective_and_gradient(run, picture, gens, recipe, filters, precision)
             with torch.no_grad():
                 update(grad)
             history.append(objective.detach())
