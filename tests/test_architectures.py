@@ -255,3 +255,10 @@ def test_grayscale_models_end_to_end(tmp_path):
     shown = np.asarray(Image.open(tmp_path / "out" / "images" / "image1.jpg")).astype(int)
     assert abs(shown[..., 0] - shown[..., 2]).max() <= 2  # the photo (under its overlays) in gray
     assert index.exists()
+
+
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_googlenet_and_inception_from_the_cli(name, tmp_path, capsys):
+    assert main(["cam", "sample:coffee", "--model", f"torchvision:{name}", "--weights", "random",
+                 "--out", str(tmp_path)]) == 0, capsys.readouterr().err
+    assert "Grad-CAM on layer " + ("inception5b" if name == "googlenet" else "Mixed_7c") in capsys.readouterr().out
