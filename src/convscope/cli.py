@@ -7,7 +7,7 @@ worded with the command's flag (``alpha`` -> ``--alpha``). Images may be files o
 for the photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``,
 ``sample:grace_hopper``). Choices and defaults come from the library's own constants.
 
-(Seven commands with their help texts make this module about 400 lines; each command is a short
+(Seven commands with their help texts make this module about 450 lines; each command is a short
 function over :mod:`convscope.plans`.)
 """
 
