@@ -91,7 +91,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
             say(f"      note: {note}")
         if on_filter_layers is not None:
             on_filter_layers(filters_plan.total_steps)
-        filters_section = _filters_section(model, filters_plan, out, progress)
+        filters_section = _filters_section(model, filters_plan, out, progress, say)
 
     title = CAM_METHODS[cam_plan.method].title
     say(f"[4/4] class activation maps ({title}, layer {cam_plan.layer})")
@@ -143,10 +143,12 @@ def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence
     return ActivationsSection(list(names), plan.normalize, plan.per_row, list(layers.values()))
 
 
-def _filters_section(model: Model, plan: FiltersPlan, out: Path,
-                     progress: Callable[[int], None] | None) -> FiltersSection:
+def _filters_section(model: Model, plan: FiltersPlan, out: Path, progress: Callable[[int], None] | None,
+                     say: Callable[[str], None]) -> FiltersSection:
     written = list(plan.write(model, out / "filters", progress))
     results = [result for result, _ in written]
+    for result in results:
+        say(f"      {result.layer}: {result.precision} ({result.precision_reason})")
     layers = [FilterLayer(result.layer, _rel(png, out), result.size, PICTURE_MARGIN,
                           grid_layout(len(result.filters), PICTURE_COLUMNS)[1],
                           [FilterScore(i, round(float(s), 4)) for i, s in zip(result.filters, result.scores.tolist())])
