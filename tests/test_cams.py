@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+import torch.nn.functional as F
 from torch import nn
 
 import convscope
@@ -77,10 +78,10 @@ def hand_map(method: str, cls: int) -> np.ndarray:
         for k in range(K):
             weights[k] = sum(A[k, i, j] / A[k].sum() * g[k, i, j] for i in range(h) for j in range(w))
     elif method == "scorecam":
-        base = logits_by_hand(np.zeros_like(A))[cls]
-        for k in range(K):
+        for k in range(K):  # the authors' weight: the softmax probability of the class for the masked input
             mask = (A[k] - A[k].min()) / (A[k].max() - A[k].min())
-            weights[k] = logits_by_hand(A * mask)[cls] - base
+            logits = logits_by_hand(A * mask)
+            weights[k] = np.exp(logits[cls]) / np.exp(logits).sum()
     if method in ("gradcam", "gradcam++", "xgradcam", "scorecam"):
         return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
     if method == "layercam":
@@ -283,3 +284,45 @@ def test_one_class_for_all_images_and_several_classes_for_one(hand_model):
         np.testing.assert_allclose(several.low_res[row].numpy(), hand_map("gradcam", cls), atol=1e-6)
     with pytest.raises(InputError, match="^classes is empty"):
         compute_cam(hand_model, x, [], layer="feat")
+
+
+def authors_score_cam(model: nn.Module, x: torch.Tensor, layer: nn.Module, cls: int) -> torch.Tensor:
+    """haofanwang/Score-CAM's loop, written out: one masked input at a time, softmax probability as
+    the weight, the weighted sum of the upsampled channels, ReLU, then min-max."""
+    held = {}
+    handle = layer.register_forward_hook(lambda m, i, o: held.__setitem__("a", o.detach().clone()))
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    activations = held["a"]
+    h, w = x.shape[2:]
+    total = torch.zeros(1, 1, h, w)
+    with torch.no_grad():
+        for k in range(activations.shape[1]):
+            saliency = F.interpolate(activations[:, k:k + 1], size=(h, w), mode="bilinear", align_corners=False)
+            if saliency.max() == saliency.min():
+                continue
+            normalized = (saliency - saliency.min()) / (saliency.max() - saliency.min())
+            score = F.softmax(model(x * normalized), dim=1)[0][cls]
+            total += score * saliency
+    total = F.relu(total)
+    return ((total - total.min()) / (total.max() - total.min()))[0, 0]
+
+
+def test_score_cam_is_the_authors_definition():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, stride=2, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 4)).eval()
+    x = torch.randn(1, 3, 20, 20)
+    model = convscope.load_model(net, input_size=20)
+    for cls in range(4):
+        ours = compute_cam(model, x, [cls], layer="2", method="scorecam")
+        expected = authors_score_cam(net, x, net[2], cls)
+        assert (expected > 0).any() and (expected < 1).any()
+        torch.testing.assert_close(ours.maps[0], expected, atol=1e-4, rtol=0)
+        for batch in (1, 3, 64):  # the batch changes the speed, never the map
+            torch.testing.assert_close(compute_cam(model, x, [cls], layer="2", method="scorecam",
+                                                   scorecam_batch=batch).maps, ours.maps, atol=1e-6, rtol=0)
+    ticks = []
+    compute_cam(model, x, [0], layer="2", method="scorecam", scorecam_batch=4, progress=ticks.append)
+    assert sum(ticks) == 6 and max(ticks) <= 4  # every non-constant channel, 4 per pass

@@ -190,7 +190,9 @@ def cmd_cam(args: argparse.Namespace) -> int:
     _print_predictions(args.images, ranked, 5)
     if args.save_raw:
         _save_input(x, out)
-    written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / "cam")
+    with _progress_bar(False, "masked inputs") as bar:  # Score-CAM: one forward pass per channel
+        written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / "cam",
+                             progress=bar.update)
     print(f"{CAM_METHODS[plan.method].title} on layer {plan.layer}: {len(written)} maps in {out / 'cam'} "
           f"({_precisions([(w.precision, w.precision_reason) for w in written])})")
     return 0
@@ -202,9 +204,9 @@ def _precisions(used: Sequence[tuple[str, str]]) -> str:
                      for precision, reason in dict.fromkeys(used))
 
 
-def _progress_bar(quiet: bool) -> tqdm:
+def _progress_bar(quiet: bool, unit: str = "steps") -> tqdm:
     """A progress bar on stderr when it is a terminal and not ``--quiet``."""
-    return tqdm(total=0, disable=quiet or not sys.stderr.isatty(), unit="step", desc="filters", leave=False)
+    return tqdm(total=None, disable=quiet or not sys.stderr.isatty(), unit=f" {unit}", leave=False)
 
 
 def cmd_filters(args: argparse.Namespace) -> int:

@@ -146,14 +146,16 @@ class CamPlan:
                 for cls in (self.classes or [p.index for p in predictions[:self.top]])]
 
     def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
-              pairs: Sequence[tuple[int, int]], folder: Path,
-              map_size: tuple[int, int] | None = None) -> list[WrittenCam]:
-        """Compute the maps of ``pairs``, :data:`CAM_BATCH` at a time, and write them into ``folder``."""
+              pairs: Sequence[tuple[int, int]], folder: Path, map_size: tuple[int, int] | None = None,
+              progress: Callable[[int], None] | None = None) -> list[WrittenCam]:
+        """Compute the maps of ``pairs``, :data:`CAM_BATCH` at a time, and write them into ``folder``
+        (``progress``: Score-CAM's masked inputs as they are done)."""
         written = []
         for start in range(0, len(pairs), CAM_BATCH):
             chunk = pairs[start:start + CAM_BATCH]
             images = [i for i, _ in chunk]
-            result = compute_cam(model, x[images], [c for _, c in chunk], self.layer, self.method, self.precision)
+            result = compute_cam(model, x[images], [c for _, c in chunk], self.layer, self.method, self.precision,
+                                 progress=progress)
             written += write_cam_files(result, images, photos, stems, model.labels, folder, alpha=self.alpha,
                                        save_raw=self.save_raw, map_size=map_size)
         return written
