@@ -33,13 +33,15 @@ from .drawing import NORMALIZATIONS
 from .errors import ConvscopeError, ConvscopeWarning, InputError
 from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
+from .metrics import STEPS
 from .model import Model
-from .plans import (CAM_ALPHA, CMAP, NORMALIZE, PER_ROW, check_top, plan_activations, plan_cam,
+from .plans import (CAM_ALPHA, CMAP, NORMALIZE, PER_ROW, check_top, plan_activations, plan_cam, plan_evaluate,
                     plan_filters)
 from .precision import PRECISIONS
 from .run import run_all
 from .samples import DEMO_SAMPLES, SAMPLES, sample_array
 from .techniques.cams import METHODS as CAM_METHODS
+from .techniques.evaluate import DEFAULT_METRICS, METRIC_NAMES, Evaluation
 from .techniques.filter_recipes import RECIPES
 from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE
 from .writers import image_stems
@@ -196,6 +198,50 @@ def cmd_cam(args: argparse.Namespace) -> int:
     print(f"{CAM_METHODS[plan.method].title} on layer {plan.layer}: {len(written)} maps in {out / 'cam'} "
           f"({_precisions([(w.precision, w.precision_reason) for w in written])})")
     return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    photos, model = _photos_then_model(args)
+    plan = plan_evaluate(model, args.layer, args.methods, args.metrics, args.classes or (), args.steps, args.boxes,
+                         args.precision)
+    x = model.preprocess(photos, names=args.images)
+    ranked = model.predict(x, top=1)
+    plan.boxes(model, args.images, photos, plan.classes_for(ranked))  # a bad boxes file fails before any work
+    out = prepare_out_dir(args.out, "evaluate")
+    say = (lambda line: None) if args.json else (lambda line: print(f"  ... {line}", file=sys.stderr, flush=True))
+    metrics_json, written = plan.write(model, x, photos, args.images, image_stems(args.images), ranked,
+                                       out / "evaluate", progress=say)
+    if args.json:
+        print(json.dumps([row for w in written for row in w.evaluation.as_json()], indent=2))
+        return 0
+    for w in written:
+        _print_evaluation(w.evaluation)
+    print(f"metrics of {len(written)} image-class pairs in {metrics_json}")
+    return 0
+
+
+def _print_evaluation(evaluation: Evaluation) -> None:
+    """The methods best first, identical maps on one line, every metric and the sanity verdict."""
+    print(f"{evaluation.name}: class {evaluation.class_index} {evaluation.label} (layer {evaluation.layer})")
+    print(f"   {'method':<36} {'deletion':>8} {'insertion':>9} {'score':>7} {'drop %':>7} {'incr %':>7}  sanity")
+    for rank, group in enumerate(evaluation.groups(), 1):
+        best = group[0]
+        cells = [_cell(best.deletion), _cell(best.insertion), _cell(best.score), _cell(best.average_drop, 1),
+                 _cell(best.increase, 0)]
+        sanity = "-" if best.sanity is None else (
+            f"{'passed' if best.sanity.passed else 'FAILED'} (Spearman {best.sanity.spearman[0]:.2f} after the "
+            "classifier is randomized)" if best.sanity.spearman else "-")
+        pointing = "" if best.pointing is None else f"  pointing {'hit' if best.pointing[0] else 'miss'} " \
+                                                     f"{best.pointing[1]:.2f}"
+        name = " = ".join(m.title for m in group) + (" (empty)" if best.empty else "")
+        print(f"{rank:>2}. {name:<36} {cells[0]:>8} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7} {cells[4]:>7}  "
+              f"{sanity}{pointing}")
+    for note in evaluation.notes:
+        print(f"   note: {note}")
+
+
+def _cell(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _precisions(used: Sequence[tuple[str, str]]) -> str:
@@ -402,6 +448,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=cmd_cam)
+
+    p = sub.add_parser("evaluate", parents=[*on_model, shared["out"], shared["images"]],
+                       help="which map to trust: every CAM method measured and ranked",
+                       description="Draw every CAM method's map for each image and class, measure them (deletion "
+                                   "and insertion AUCs, Average Drop, Increase in Confidence, the randomization "
+                                   "sanity check, the pointing game with --boxes) and rank them by insertion - "
+                                   "deletion. Writes DIR/evaluate/metrics.json and, per image and class, "
+                                   "<stem>_<class>_curves.png and <stem>_<class>_methods.png.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--methods", default="all", metavar="LIST",
+                   help=f"all (default) or a comma list of {', '.join(CAM_METHODS)}")
+    p.add_argument("--class", dest="classes", action="append", metavar="C",
+                   help="class index or label; repeat for several (default: each image's top-1 prediction)")
+    p.add_argument("--layer", metavar="NAME", help="the feature maps to explain (default: as for cam)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
+                   help=f"comma list of {', '.join(METRIC_NAMES)} (default {','.join(DEFAULT_METRICS)}; "
+                        "pointing with --boxes)")
+    p.add_argument("--boxes", metavar="FILE",
+                   help='JSON {image file name: {class index or label: [x0, y0, x1, y1]}} in the photo\'s pixels, '
+                        "for the pointing game")
+    p.add_argument("--steps", type=_positive_int, default=STEPS, metavar="N",
+                   help=f"deletion and insertion steps (default {STEPS})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
+    p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
+    p.set_defaults(handler=cmd_evaluate)
     return parser
 
 

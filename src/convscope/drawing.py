@@ -10,6 +10,7 @@ compared. A channel with zero spread (constant) is drawn flat at the bottom of t
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -155,9 +156,7 @@ def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
     axes.set_title(title, fontsize=10, parse_math=False)
     axes.tick_params(labelsize=8)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    return buffer.getvalue()
+    return _png_of(figure)
 
 
 def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUMNS, margin: int = PICTURE_MARGIN,
@@ -179,3 +178,43 @@ def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUM
         top, left = margin + r * (height + margin), margin + c * (width + margin)
         canvas[top:top + height, left:left + width] = pixels[index]
     return Image.fromarray(canvas, "RGB")
+
+
+def _png_of(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def curves_png(curves: Sequence[tuple[str, Sequence[float] | None, Sequence[float] | None]], title: str) -> bytes:
+    """Deletion and insertion curves side by side, one line per ``(label, deletion, insertion)``;
+    x: the share of pixels changed, y: the class probability."""
+    figure = Figure(figsize=(10, 4.2), dpi=100, layout="constrained")
+    axes = figure.subplots(1, 2, sharey=True)
+    for ax, kind, column in ((axes[0], "Deletion (lower is better)", 1), (axes[1], "Insertion (higher is better)", 2)):
+        for entry in curves:
+            values = entry[column]
+            if values is not None:
+                ax.plot(np.linspace(0, 1, len(values)), values, label=entry[0])
+        ax.set_title(kind, fontsize=10)
+        ax.set_xlabel("share of pixels changed, highest map values first")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("class probability")
+    axes[1].legend(fontsize=8, loc="lower right")
+    figure.suptitle(title, fontsize=10)
+    return _png_of(figure)
+
+
+def methods_png(photo: Image.Image, entries: Sequence[tuple[str, np.ndarray]], alpha: float = 0.4,
+                width: int = 240) -> bytes:
+    """Each ``(caption, map)`` as an overlay on ``photo`` (maps in [0, 1] at the photo's size), side by
+    side in the given order, each ``width`` px wide with its caption above."""
+    count = len(entries)
+    height = width * photo.height / photo.width
+    figure = Figure(figsize=(count * width / 100, height / 100 + 0.6), dpi=100, layout="constrained")
+    axes = np.atleast_1d(figure.subplots(1, count))
+    for ax, (caption, heat) in zip(axes, entries):
+        ax.imshow(np.asarray(overlay(photo, heat, alpha)))
+        ax.set_title(caption, fontsize=8)
+        ax.axis("off")
+    return _png_of(figure)

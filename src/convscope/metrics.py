@@ -193,11 +193,15 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """scikit-image's structural similarity of two maps in [0, 1] (data range 1)."""
+    """scikit-image's structural similarity of two maps in [0, 1] (data range 1; its 7 x 7 window,
+    smaller for maps under 7 pixels a side; NaN under 3)."""
     from skimage.metrics import structural_similarity
 
+    window = min(7, min(a.shape[-2:]) - (1 - min(a.shape[-2:]) % 2))
+    if window < 3:
+        return float("nan")
     return float(structural_similarity(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy(),
-                                       data_range=1.0))
+                                       data_range=1.0, win_size=window))
 
 
 @dataclass
@@ -213,8 +217,12 @@ class SanityResult:
 
     def as_json(self) -> dict:
         return {"passed": self.passed,
-                "stages": [{"stage": stage, "spearman": round(r, 4), "ssim": round(s, 4)}
+                "stages": [{"stage": stage, "spearman": _finite(r), "ssim": _finite(s)}
                            for stage, r, s in zip(self.stages, self.spearman, self.ssim)]}
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)
 
 
 def randomization_cascade(model: Model, layer: str) -> list[tuple[str, list[str]]]:
@@ -243,15 +251,17 @@ def randomization_cascade(model: Model, layer: str) -> list[tuple[str, list[str]
 
 def sanity(model: Model | nn.Module, x: torch.Tensor, classes: Sequence[int],
            cam: Callable[[Model, torch.Tensor, Sequence[int]], torch.Tensor],
-           layer: str, maps: torch.Tensor | None = None, seed: int = 0) -> list[SanityResult]:
+           layer: str, maps: torch.Tensor | None = None, seed: int = 0, cascade: bool = True) -> list[SanityResult]:
     """Cascading parameter randomization on a **deep copy** of the model (the user's model is never
     touched): each step re-initializes its modules by their own ``reset_parameters()`` under a
     fixed seed, then ``cam(copy, x, classes)`` draws the maps again, compared with ``maps`` (the
-    trained model's, computed by ``cam`` when not given). One result per image."""
+    trained model's, computed by ``cam`` when not given). One result per image. Without ``cascade``
+    only the first step (the classifier), which decides ``passed``."""
     model = as_model(model, x)
     x = as_input(model, x)
     trained = cam(model, x, classes) if maps is None else maps
     steps = randomization_cascade(model, layer)
+    steps = steps if cascade else steps[:1]
     copied = Model(copy.deepcopy(model.module), name=model.name, weights="randomized",
                    preprocessing=model.preprocessing, labels=model.labels, aliases=model.aliases,
                    hidden=model.hidden, output=model.output)

@@ -9,14 +9,18 @@ the errors a user can cause before anything heavy runs) and carried out by its `
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from PIL import Image
 
 from .drawing import NORMALIZATIONS, colormap_lut
 from .errors import InputError, check_at_least, check_between, check_choice
+from .metrics import STEPS, check_box
 from .layers import default_filter_layers
 from .model import Model, Prediction
 from .precision import check_precision
@@ -26,7 +30,9 @@ from .techniques.cams import cam_layer, cam_method, compute_cam
 from .techniques.filters import (DEFAULT_METHOD as DEFAULT_FILTER_METHOD, DEFAULT_SIZE, FilterResult,
                                  check_filter_settings, optimize_filters, parse_filter_spec, picture_size_for,
                                  preactivation_path, total_steps)
-from .writers import WrittenCam, WrittenGrid, write_activation_grids, write_cam_files, write_filter_grids
+from .techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluate
+from .writers import (WrittenCam, WrittenEvaluation, WrittenGrid, write_activation_grids, write_cam_files,
+                      write_evaluations, write_filter_grids)
 
 #: Tiles per row of an activation grid, and its default normalization and colormap.
 PER_ROW = 16
@@ -172,3 +178,97 @@ def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str
     layer = cam_layer(model, layer)
     fixed = tuple(model.class_index(value) for value in classes)
     return CamPlan(layer, method, precision, alpha, fixed, 1 if top is None else check_top(model, top), save_raw)
+
+
+# -- which map to trust ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluatePlan:
+    """Which methods and metrics, for which classes (given, or each image's top-1), with which boxes
+    (read from the boxes file, checked against the images and classes before any work)."""
+
+    layer: str
+    methods: list[str]
+    metrics: list[str]
+    steps: int = STEPS
+    precision: str = "fp32"
+    classes: tuple[int, ...] = ()
+    boxes_file: dict[str, Any] | None = None
+    cascade: bool = True
+
+    def classes_for(self, ranked: Sequence[Sequence[Prediction]]) -> list[list[int]]:
+        """Per image, the classes to evaluate: the given ones, or its top-1."""
+        return [list(self.classes) or [predictions[0].index] for predictions in ranked]
+
+    def boxes(self, model: Model, names: Sequence[str], photos: Sequence[Image.Image],
+              classes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list[list[float]]]:
+        """``(image index, class) -> boxes`` from the boxes file, every name, class and box checked."""
+        if self.boxes_file is None:
+            return {}
+        keys = {}
+        for index, name in enumerate(names):
+            for key in {name, Path(name).name, name.split(":", 1)[-1]}:
+                keys[key] = index
+        unknown = [name for name in self.boxes_file if name not in keys]
+        if unknown:
+            raise InputError(f"boxes: {', '.join(repr(n) for n in unknown[:3])} not among the images of this run "
+                             f"({', '.join(names[:3])}{', ...' if len(names) > 3 else ''})", parameter="boxes")
+        found: dict[tuple[int, int], list[list[float]]] = {}
+        for name, per_class in self.boxes_file.items():
+            index = keys[name]
+            if not isinstance(per_class, dict):
+                raise InputError(f"boxes: {name}: expected {{class: [x0, y0, x1, y1]}}", parameter="boxes")
+            for label, boxes in per_class.items():
+                cls = model.class_index(label)
+                if cls not in classes[index]:
+                    raise InputError(f"boxes: {name}: class {label!r} is not evaluated for this image (classes "
+                                     f"{', '.join(map(str, classes[index]))})", parameter="boxes")
+                many = boxes if boxes and isinstance(boxes[0], (list, tuple)) else [boxes]
+                found[(index, cls)] = [check_box(box, photos[index].size, f"{name} {label}") for box in many]
+        return found
+
+    def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], names: Sequence[str],
+              stems: Sequence[str], ranked: Sequence[Sequence[Prediction]], folder: Path,
+              progress: Callable[[str], None] | None = None) -> tuple[Path, list[WrittenEvaluation]]:
+        """Evaluate every image's classes and write ``folder/metrics.json`` and the pictures."""
+        classes = self.classes_for(ranked)
+        boxes = self.boxes(model, names, photos, classes)
+        evaluations: list[Evaluation] = []
+        for index in range(len(x)):
+            found = evaluate(model, x[index:index + 1], classes[index], self.layer, self.methods, self.metrics,
+                             self.steps, {(0, c): b for (i, c), b in boxes.items() if i == index},
+                             [photos[index].size], [names[index]], self.precision, self.cascade, progress)
+            for evaluation in found:
+                evaluation.image = index
+            evaluations += found
+        return write_evaluations(evaluations, photos, stems, folder)
+
+
+def read_boxes_file(path: str | os.PathLike) -> dict[str, Any]:
+    """The boxes file: JSON ``{image file name: {class index or label: [x0, y0, x1, y1], ...}}``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError(f"boxes {path}: no such file", parameter="boxes") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"boxes {path}: not a JSON file ({exc})", parameter="boxes") from None
+    if not isinstance(data, dict):
+        raise InputError(f"boxes {path}: expected {{image file name: {{class: box}}}}", parameter="boxes")
+    return data
+
+
+def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequence[str] = "all",
+                  metrics: str | Sequence[str] = DEFAULT_METRICS, classes: Sequence[int | str] = (),
+                  steps: int = STEPS, boxes: str | os.PathLike | None = None, precision: str = "fp32",
+                  cascade: bool = True) -> EvaluatePlan:
+    """Methods, metrics, steps, layer, classes and the boxes file, all checked before any work."""
+    chosen_methods = check_methods(methods)
+    chosen_metrics = check_metrics(metrics)
+    check_at_least("steps", steps, 1)
+    boxes_file = read_boxes_file(boxes) if boxes is not None else None
+    if "pointing" in chosen_metrics and boxes_file is None:
+        raise InputError("metrics: pointing needs boxes (a boxes file)", parameter="metrics")
+    if boxes_file is not None and "pointing" not in chosen_metrics:
+        chosen_metrics.append("pointing")
+    fixed = tuple(model.class_index(value) for value in classes)
+    return EvaluatePlan(cam_layer(model, layer), chosen_methods, chosen_metrics, steps,
+                        check_precision(precision, model.device), fixed, boxes_file, cascade)

@@ -14,9 +14,11 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .drawing import PICTURE_COLUMNS, colorize, heatmap_png, overlay, picture_grid, render_grid
+from .drawing import (PICTURE_COLUMNS, colorize, curves_png, heatmap_png, methods_png, overlay, picture_grid,
+                      render_grid)
 from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
 from .techniques.cams import METHODS, CamResult, minmax
+from .techniques.evaluate import Evaluation
 from .techniques.filters import FilterResult
 
 
@@ -132,3 +134,43 @@ def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_
                         for index, score in zip(result.filters, result.scores.tolist())],
         }, folder / f"{stem}.json")
     return png
+
+
+@dataclass(frozen=True)
+class WrittenEvaluation:
+    """One image-and-class evaluation as written: the curves plot and the methods side by side."""
+
+    evaluation: Evaluation
+    curves: Path
+    methods: Path
+
+
+def _caption(group: list) -> str:
+    names = " = ".join(m.title for m in group)
+    best = group[0]
+    if best.empty:
+        return f"{names}\nempty map"
+    return names if best.score is None else f"{names}\nscore {best.score:.3f}"
+
+
+def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.Image], stems: Sequence[str],
+                      folder: str | os.PathLike) -> tuple[Path, list[WrittenEvaluation]]:
+    """``folder/metrics.json`` (one object per image, class and method) and, per image and class,
+    ``<stem>_<class>_curves.png`` (deletion and insertion curves of every method) and
+    ``<stem>_<class>_methods.png`` (each group of identical maps over the photo, best first, with
+    its score)."""
+    folder = Path(folder)
+    written = []
+    for evaluation in evaluations:
+        base = folder / f"{stems[evaluation.image]}_{evaluation.class_index}"
+        photo = photos[evaluation.image]
+        title = f"{evaluation.name}: {evaluation.label} ({evaluation.class_index}), layer {evaluation.layer}"
+        lines = [(" = ".join(m.title for m in group), group[0].deletion_curve, group[0].insertion_curve)
+                 for group in evaluation.groups()]
+        curves = write_bytes(f"{base}_curves.png", curves_png(lines, title))
+        entries = [(_caption(group), _resized_map(group[0].map, photo.height, photo.width))
+                   for group in evaluation.groups()]
+        methods = write_bytes(f"{base}_methods.png", methods_png(photo, entries))
+        written.append(WrittenEvaluation(evaluation, curves, methods))
+    rows = [row for evaluation in evaluations for row in evaluation.as_json()]
+    return save_json(rows, folder / "metrics.json"), written

@@ -1,0 +1,220 @@
+"""Which map to trust: every CAM method's map for an image and class, measured with the metrics of
+:mod:`convscope.metrics` and ranked by the faithfulness score (insertion - deletion).
+
+Honest output: methods whose maps are identical (max difference below 1e-6) form one group (with
+the reason where it is known), an all-zero map is flagged ``empty``, and Eigen-CAM's independence
+from the class is said once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .. import metrics as measure
+from ..errors import InputError, check_at_least
+from ..images import ImageSource
+from ..layers import split_spec
+from ..model import Model, as_input, as_model
+from .cams import METHODS, cam_layer, compute_cam
+
+#: What ``evaluate`` measures unless told otherwise, and every metric it knows.
+DEFAULT_METRICS = ("deletion", "insertion", "drop", "sanity")
+METRIC_NAMES = ("deletion", "insertion", "drop", "sanity", "pointing")
+#: Maps closer than this everywhere are the same map.
+SAME_MAP = 1e-6
+CONSTANT_GRADIENT = ("the gradient is the same at every position of this layer (it feeds global average pooling "
+                     "and a linear classifier), so these methods all reduce to the original CAM")
+
+
+@dataclass
+class MethodEvaluation:
+    """One method's map for an image and class, and its measurements (None where not asked for).
+    ``same_as``: the other methods with the identical map (this one stands for the group)."""
+
+    method: str
+    title: str
+    map: torch.Tensor = field(repr=False)
+    deletion: float | None = None
+    insertion: float | None = None
+    deletion_curve: list[float] | None = field(default=None, repr=False)
+    insertion_curve: list[float] | None = field(default=None, repr=False)
+    average_drop: float | None = None
+    increase: float | None = None
+    sanity: measure.SanityResult | None = None
+    pointing: tuple[bool, float] | None = None
+    empty: bool = False
+    same_as: list[str] = field(default_factory=list)
+
+    @property
+    def score(self) -> float | None:
+        """The faithfulness score: insertion - deletion (higher is better)."""
+        if self.insertion is None or self.deletion is None:
+            return None
+        return self.insertion - self.deletion
+
+
+@dataclass
+class Evaluation:
+    """Every method for one image and class, best first; ``notes`` say what the numbers cannot."""
+
+    image: int
+    name: str
+    class_index: int
+    label: str
+    layer: str
+    methods: list[MethodEvaluation]
+    notes: list[str] = field(default_factory=list)
+
+    def groups(self) -> list[list[MethodEvaluation]]:
+        """The ranked methods with identical maps together: each group's first stands for it."""
+        by_name = {m.method: m for m in self.methods}
+        seen: set[str] = set()
+        groups = []
+        for method in self.methods:
+            if method.method not in seen:
+                group = [method] + [by_name[name] for name in method.same_as if name in by_name]
+                seen.update(m.method for m in group)
+                groups.append(group)
+        return groups
+
+    def as_json(self) -> list[dict]:
+        """One object per method: image, class, label, method, the metrics, sanity, pointing, empty."""
+        rows = []
+        for m in self.methods:
+            row = {"image": self.name, "class": self.class_index, "label": self.label, "method": m.method,
+                   "layer": self.layer, "deletion": _round(m.deletion), "insertion": _round(m.insertion),
+                   "score": _round(m.score), "average_drop": _round(m.average_drop), "increase": _round(m.increase),
+                   "empty": m.empty, "same_as": m.same_as}
+            if m.sanity is not None:
+                row["sanity"] = m.sanity.as_json()
+            if m.pointing is not None:
+                row["pointing"] = {"hit": m.pointing[0], "energy": round(m.pointing[1], 4)}
+            rows.append(row)
+        return rows
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def check_methods(methods: str | Sequence[str]) -> list[str]:
+    """``all`` or names (comma lists allowed) -> method names, each checked."""
+    names = list(METHODS) if methods == "all" or list(methods) == ["all"] else split_spec(methods)
+    if not names:
+        raise InputError("methods: empty method list", parameter="methods")
+    for name in names:
+        if name not in METHODS:
+            _unknown("methods", name, list(METHODS))
+    return list(dict.fromkeys(names))
+
+
+def check_metrics(names: str | Sequence[str]) -> list[str]:
+    """Metric names (comma lists allowed, ``none`` for none), each checked."""
+    chosen = [] if names in ("none", ["none"]) else split_spec(names)
+    for name in chosen:
+        if name not in METRIC_NAMES:
+            _unknown("metrics", name, METRIC_NAMES)
+    return list(dict.fromkeys(chosen))
+
+
+def _unknown(parameter: str, name: str, choices: Sequence[str]) -> None:
+    raise InputError(f"{parameter}: unknown {name!r}; choose from {', '.join(choices)}", parameter=parameter)
+
+
+def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+             classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
+             methods: str | Sequence[str] = "all", metrics: str | Sequence[str] = DEFAULT_METRICS,
+             steps: int = measure.STEPS, boxes: Mapping[tuple[int, int], Sequence[Sequence[float]]] | None = None,
+             photo_sizes: Sequence[tuple[int, int]] | None = None, names: Sequence[str] | None = None,
+             precision: str = "fp32", cascade: bool = True,
+             progress: Callable[[str], None] | None = None) -> list[Evaluation]:
+    """Every method's map for each image and class, measured and ranked (see :class:`Evaluation`).
+
+    ``classes``: as for :func:`~convscope.cam` (one for all images, one per image, None: each image's
+    top-1). ``metrics``: any of :data:`METRIC_NAMES`; ``pointing`` needs ``boxes``, keyed by (image
+    index, class index), in the photo's pixels (``photo_sizes``: each photo's (width, height)).
+    ``cascade``: the whole sanity cascade, or only its classifier step (enough for the verdict).
+    ``progress`` is told what is being done.
+    """
+    model = as_model(model, x)
+    chosen_methods = check_methods(methods)
+    chosen_metrics = check_metrics(metrics)
+    check_at_least("steps", steps, 1)
+    if "pointing" in chosen_metrics and not boxes:
+        raise InputError("metrics: pointing needs boxes", parameter="metrics")
+    layer = cam_layer(model, layer)
+    x = as_input(model, x)
+    names = list(names) if names is not None else [f"image{i + 1}" for i in range(len(x))]
+    first = compute_cam(model, x, classes, layer, chosen_methods[0], precision)
+    evaluations = []
+    for row, cls in enumerate(first.classes):
+        image = row if len(first.classes) == len(x) else 0
+        say = progress or (lambda _: None)
+        say(f"{names[image]}, class {cls}: maps")
+        one = x[image:image + 1]
+        results = [first if method == chosen_methods[0] else None for method in chosen_methods]
+        maps = torch.stack([(result.maps[row] if result is not None else
+                             compute_cam(model, one, [cls], layer, method, precision).maps[0])
+                            for result, method in zip(results, chosen_methods)])
+        evaluation = Evaluation(image, names[image], cls, model.labels[cls], layer,
+                                [MethodEvaluation(method, METHODS[method].title, heat.cpu())
+                                 for method, heat in zip(chosen_methods, maps)])
+        _measure(model, one, cls, maps, evaluation, chosen_metrics, steps, precision, cascade, say,
+                 (boxes or {}).get((image, cls)), photo_sizes[image] if photo_sizes else None)
+        _group_and_note(evaluation)
+        evaluations.append(evaluation)
+    return evaluations
+
+
+def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, evaluation: Evaluation,
+             chosen: list[str], steps: int, precision: str, cascade: bool, say: Callable[[str], None],
+             boxes: Sequence[Sequence[float]] | None, photo_size: tuple[int, int] | None) -> None:
+    count = len(maps)
+    inputs, targets = one.expand(count, *one.shape[1:]), [cls] * count
+    for kind in ("deletion", "insertion"):
+        if kind in chosen:
+            say(f"{evaluation.name}, class {cls}: {kind}")
+            curves = measure.curves(model, inputs, maps, targets, kind, steps, precision=precision)
+            for method, curve, area in zip(evaluation.methods, curves, measure.auc(curves)):
+                setattr(method, kind, float(area))
+                setattr(method, f"{kind}_curve", [round(float(p), 5) for p in curve])
+    if "drop" in chosen:
+        drops = measure.average_drop(model, inputs, maps, targets, precision)
+        increases = measure.increase_in_confidence(model, inputs, maps, targets, precision)
+        for method, drop, increase in zip(evaluation.methods, drops, increases):
+            method.average_drop, method.increase = float(drop), float(increase)
+    if "sanity" in chosen:
+        say(f"{evaluation.name}, class {cls}: sanity check")
+        for method, heat in zip(evaluation.methods, maps):
+            def draw(m: Model, inputs: torch.Tensor, classes: Sequence[int], name: str = method.method) -> torch.Tensor:
+                return compute_cam(m, inputs, classes, evaluation.layer, name, precision).maps
+            method.sanity = measure.sanity(model, one, [cls], draw, evaluation.layer, heat[None], cascade=cascade)[0]
+    if "pointing" in chosen and boxes:
+        hits, energies = measure.pointing(maps, [boxes] * count, [photo_size] * count if photo_size else None)
+        for method, hit, energy in zip(evaluation.methods, hits, energies):
+            method.pointing = (bool(hit), float(energy))
+    for method in evaluation.methods:
+        method.empty = bool(method.map.max() <= 0)
+    evaluation.methods.sort(key=lambda m: -m.score if m.score is not None else 0.0)
+
+
+def _group_and_note(evaluation: Evaluation) -> None:
+    """Identical maps grouped, empty maps and Eigen-CAM's class independence noted."""
+    for method in evaluation.methods:
+        method.same_as = [other.method for other in evaluation.methods if other is not method
+                          and (other.map - method.map).abs().max() < SAME_MAP]
+    names = {m.method for m in evaluation.methods}
+    gradcam = next((m for m in evaluation.methods if m.method == "gradcam"), None)
+    if gradcam is not None and "hirescam" in gradcam.same_as:
+        titles = " = ".join(METHODS[name].title for name in ["gradcam", *gradcam.same_as])
+        evaluation.notes.append(f"{titles}: {CONSTANT_GRADIENT}.")
+    for method in evaluation.methods:
+        if method.empty:
+            evaluation.notes.append(f"{method.title}: the map is empty -- no position raised the class score.")
+    independent = [METHODS[name].title for name in names if METHODS[name].class_independent]
+    for title in independent:
+        evaluation.notes.append(f"{title} does not depend on the class: its map is the same for every class.")
