@@ -12,6 +12,7 @@ Python API::
     convscope.cam(model, x, method="gradcam")               # B x H x W class activation maps in [0, 1]
     images, scores = convscope.filters(model, "_conv_stem", filters=16)  # what 16 filters respond to
     convscope.html_report(model, ["cat.jpg"], "out")         # everything, as a browsable out/index.html
+    convscope.evaluate(model, x)                            # every CAM method measured and ranked
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from .images import Preprocessing, load_image
 from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
-from .notebook import Activations, CamMaps, FilterPictures, activations, cam, filters
+from . import metrics
+from .notebook import Activations, CamMaps, Evaluations, FilterPictures, activations, cam, evaluate, filters
 from .run import html_report
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.cams import CamResult, compute_cam
@@ -41,5 +43,5 @@ __all__ = [
     "FilterResult", "filters", "optimize_filters",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "picture_grid", "overlay", "colorize", "html_report",
-    "Activations", "CamMaps", "FilterPictures", "__version__",
+    "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "__version__",
 ]

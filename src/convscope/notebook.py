@@ -23,6 +23,7 @@ from .images import ImageSource
 from .model import Model, as_input, as_model
 from .techniques import activations as activations_technique
 from .techniques import cams as cams_technique
+from .techniques import evaluate as evaluate_technique
 from .techniques import filters as filters_technique
 
 #: Largest width of a picture shown in a notebook, and how many layers / images are shown at most.
@@ -106,6 +107,39 @@ class CamMaps(torch.Tensor):
         return _png(_row(pictures), width=NOTEBOOK_WIDTH * 2)
 
 
+class Evaluations(list):
+    """The :class:`~convscope.techniques.evaluate.Evaluation` of each image and class, as
+    :func:`convscope.evaluate` returns them; in a notebook, a ranked table per image and class with
+    each group of identical maps as a small overlay."""
+
+    rgb: torch.Tensor | None = None
+
+    def _repr_html_(self) -> str:
+        parts = []
+        for evaluation in self[:NOTEBOOK_IMAGES]:
+            rows = []
+            image = self.rgb[evaluation.image] if self.rgb is not None else None
+            for rank, group in enumerate(evaluation.groups(), 1):
+                best = group[0]
+                picture = ""
+                if image is not None:
+                    photo = Image.fromarray((image.expand(3, *image.shape[1:]).clamp(0, 1).permute(1, 2, 0).numpy()
+                                             * 255).round().astype(np.uint8))
+                    data = base64.b64encode(_png(overlay(photo, best.map.numpy()), 160)).decode("ascii")
+                    picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
+                sanity = "" if best.sanity is None or not best.sanity.spearman else (
+                    ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
+                cells = [f"{rank}", html.escape(" = ".join(m.title for m in group)) + (" (empty)" if best.empty else ""),
+                         *(f"{v:.3f}" if v is not None else "-" for v in (best.deletion, best.insertion, best.score)),
+                         sanity, picture]
+                rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            notes = "".join(f"<p>{html.escape(note)}</p>" for note in evaluation.notes)
+            parts.append(f"<h4>{html.escape(evaluation.name)}: {html.escape(evaluation.label)} "
+                         f"({evaluation.class_index})</h4><table><tr><th>#</th><th>method</th><th>deletion</th>"
+                         f"<th>insertion</th><th>score</th><th>sanity</th><th>map</th></tr>{''.join(rows)}</table>{notes}")
+        return "".join(parts)
+
+
 def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
                 layers: str | Sequence[str] | None = None,
                 max_bytes: int = activations_technique.DEFAULT_MAX_BYTES) -> Activations:
@@ -130,6 +164,17 @@ def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[Image
     return maps
 
 
+def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+             classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
+             methods: str | Sequence[str] = "all",
+             metrics: str | Sequence[str] = evaluate_technique.DEFAULT_METRICS, **options) -> Evaluations:
+    model = as_model(model, x)
+    inputs = as_input(model, x)
+    result = Evaluations(evaluate_technique.evaluate(model, inputs, classes, layer, methods, metrics, **options))
+    result.rgb = model.preprocessing.denormalize(inputs.detach().float()).cpu()
+    return result
+
+
 for _public, _technique in ((activations, activations_technique.activations), (filters, filters_technique.filters),
-                            (cam, cams_technique.cam)):
+                            (cam, cams_technique.cam), (evaluate, evaluate_technique.evaluate)):
     _public.__doc__ = (_technique.__doc__ or "") + "\n\n    The result displays itself in a notebook."

@@ -1,0 +1,110 @@
+"""Which map to trust: every method measured and ranked, honest about identical and empty maps, from
+Python and the command line, with bad input refused before any work."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import convscope
+from convscope import metrics
+from convscope.cli import main
+
+from conftest import assert_usage_errors
+
+
+def test_every_method_measured_and_ranked(tiny_model):
+    x = torch.randn(2, 3, 16, 16)
+    result = convscope.evaluate(tiny_model, x, [1, 3], steps=4)
+    assert [(e.image, e.class_index) for e in result] == [(0, 1), (1, 3)]
+    for evaluation in result:
+        methods = evaluation.methods
+        assert sorted(m.method for m in methods) == sorted(convscope.CAM_METHODS)
+        scores = [m.score for m in methods]
+        assert scores == sorted(scores, reverse=True)  # best first
+        gradcam = next(m for m in methods if m.method == "gradcam")
+        one = x[evaluation.image:evaluation.image + 1]
+        assert gradcam.deletion == pytest.approx(float(metrics.deletion(tiny_model, one, gradcam.map[None],
+                                                                        [evaluation.class_index], steps=4)[0]))
+        assert gradcam.insertion == pytest.approx(float(metrics.insertion(tiny_model, one, gradcam.map[None],
+                                                                          [evaluation.class_index], steps=4)[0]))
+        assert gradcam.average_drop == pytest.approx(float(metrics.average_drop(
+            tiny_model, one, gradcam.map[None], [evaluation.class_index])[0]), abs=1e-4)
+        assert gradcam.sanity.stages == ["classifier", "stage 2 (8x8)", "stage 1 (16x16)"]
+        # relu2 feeds global average pooling and a linear layer: the gradient is the same everywhere
+        assert sorted(gradcam.same_as) == ["hirescam", "xgradcam"]
+        assert any("reduce to the original CAM" in note for note in evaluation.notes)
+        assert any(note.startswith("Eigen-CAM does not depend on the class") for note in evaluation.notes)
+        rows = evaluation.as_json()
+        assert {"image", "class", "label", "method", "deletion", "insertion", "score", "average_drop", "increase",
+                "sanity", "empty"} <= set(rows[0])
+        assert set(rows[0]["sanity"]) == {"passed", "stages"} and set(rows[0]["sanity"]["stages"][0]) == {
+            "stage", "spearman", "ssim"}
+    html = result._repr_html_()
+    assert html.count("<table>") == 2 and "data:image/png;base64," in html and "Grad-CAM = " in html
+
+
+class NegativeClass(nn.Module):
+    """conv -> ReLU -> global pool -> linear whose class 1 weights are all negative: its Grad-CAM is empty."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 2)
+        with torch.no_grad():
+            self.fc.weight[1] = -1.0
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+def test_an_empty_map_is_flagged():
+    model = convscope.load_model(NegativeClass(), input_size=8)
+    evaluation = convscope.evaluate(model, torch.randn(1, 3, 8, 8), 1, methods="gradcam", metrics="deletion")[0]
+    assert evaluation.methods[0].empty and evaluation.as_json()[0]["empty"] is True
+    assert "Grad-CAM: the map is empty -- no position raised the class score." in evaluation.notes
+
+
+def test_the_command_line(tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80, 3), dtype=np.uint8)).save(photo)
+    boxes = tmp_path / "boxes.json"
+    boxes.write_text(json.dumps({"photo.png": {"7": [0, 0, 40, 30]}}))
+    out = tmp_path / "out"
+    command = ["evaluate", str(photo), "--model", "torchvision:squeezenet1_1", "--weights", "random",
+               "--methods", "gradcam,eigencam", "--class", "7", "--steps", "5", "--boxes", str(boxes),
+               "--out", str(out)]
+    assert main(command) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "photo.png" in printed and "Grad-CAM" in printed and "Eigen-CAM" in printed and "pointing" in printed
+    folder = out / "evaluate"
+    assert sorted(p.name for p in folder.iterdir()) == ["metrics.json", "photo_7_curves.png", "photo_7_methods.png"]
+    rows = json.loads((folder / "metrics.json").read_text())
+    assert [row["method"] for row in rows] in (["gradcam", "eigencam"], ["eigencam", "gradcam"])
+    assert all(set(row["pointing"]) == {"hit", "energy"} and row["class"] == 7 for row in rows)
+    assert main([*command, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == rows
+
+    not_json = tmp_path / "bad.json"
+    not_json.write_text("{nope")
+    assert_usage_errors(capsys, ["evaluate", str(photo), "--model", "torchvision:squeezenet1_1", "--weights",
+                                 "random", "--out", str(out)], [
+        (["--methods", "gradcam,nope"], "--methods: unknown 'nope'; choose from gradcam"),
+        (["--metrics", "deletion,speed"], "--metrics: unknown 'speed'"),
+        (["--metrics", "pointing"], "--metrics: pointing needs boxes"),
+        (["--steps", "0"], "at least 1"),
+        (["--boxes", str(not_json)], f"--boxes {not_json}: not a JSON file"),
+        (["--boxes", str(tmp_path / "none.json")], "no such file"),
+    ])
+    for content, fragment in (({"other.png": {"7": [0, 0, 1, 1]}}, "'other.png' not among the images"),
+                              ({"photo.png": {"8": [0, 0, 1, 1]}}, "class '8' is not evaluated for this image"),
+                              ({"photo.png": {"7": [0, 0, 100, 10]}}, "is not inside the 80x60 photo")):
+        boxes.write_text(json.dumps(content))
+        assert_usage_errors(capsys, command, [([], fragment)])
