@@ -108,3 +108,38 @@ def test_the_command_line(tmp_path, capsys):
                               ({"photo.png": {"7": [0, 0, 100, 10]}}, "is not inside the 80x60 photo")):
         boxes.write_text(json.dumps(content))
         assert_usage_errors(capsys, command, [([], fragment)])
+
+
+def test_the_report_recommends_the_best_map_that_passed_the_sanity_check():
+    from convscope.metrics import SanityResult
+    from convscope.run import recommendation, sanity_verdict
+    from convscope.techniques.evaluate import MethodEvaluation
+
+    def method(name, title, score, spearman):
+        m = MethodEvaluation(name, title, torch.ones(2, 2), deletion=0.0, insertion=score)
+        m.sanity = SanityResult(["classifier"], [spearman], [0.5], spearman < 0.5)
+        return [m]
+
+    groups = [method("eigencam", "Eigen-CAM", 0.6, 1.0), method("gradcam", "Grad-CAM", 0.5, 0.1)]
+    assert recommendation(groups).startswith("Grad-CAM: the best-ranked map (score 0.500) that passed the sanity check")
+    assert "no method passed the sanity check" in recommendation(groups[:1])
+    assert sanity_verdict("Grad-CAM++", 0.98) == ("Grad-CAM++ barely changes when the classifier is randomized "
+                                                  "(Spearman 0.98): it shows what the layer responds to, not why this "
+                                                  "class was chosen.")
+    assert "the map follows the reason" in sanity_verdict("Grad-CAM", 0.13)
+
+
+def test_the_report_has_a_which_map_to_trust_section(tmp_path):
+    from convscope.run import run_all
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    model = convscope.load_model(net, input_size=16)
+    photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (20, 20, 3), dtype=np.uint8))
+    html = run_all(model, [photo], ["p.png"], tmp_path, filters=False, say=lambda line: None).read_text()
+    assert "Which map to trust" in html and "convscope recommends" in html
+    assert (tmp_path / "evaluate" / "metrics.json").exists()
+    assert len(list((tmp_path / "evaluate").glob("p_*_methods.png"))) == 1
+    no_trust = run_all(model, [photo], ["p.png"], tmp_path / "b", filters=False, trust=False,
+                       say=lambda line: None).read_text()
+    assert "Which map to trust" not in no_trust and not (tmp_path / "b" / "evaluate").exists()

@@ -116,6 +116,44 @@ class CamSection:
 
 
 @dataclass
+class TrustRow:
+    """One group of identical maps: its methods, metrics and the sanity verdict in words."""
+
+    methods: str
+    deletion: float | None
+    insertion: float | None
+    score: float | None
+    average_drop: float | None
+    increase: float | None
+    sanity_passed: bool | None
+    spearman: float | None
+    verdict: str
+    empty: bool
+
+
+@dataclass
+class TrustImage:
+    """"Which map to trust" for one image's top class: the ranked rows, the pictures, the advice."""
+
+    name: str
+    stem: str
+    class_index: int = field(metadata={"json": "class"})
+    label: str = ""
+    methods_file: str = ""
+    curves_file: str = ""
+    rows: list[TrustRow] = field(default_factory=list)
+    recommendation: str = ""
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrustSection:
+    layer: str
+    steps: int
+    images: list[TrustImage]
+
+
+@dataclass
 class Report:
     """Everything the page shows. ``command`` is the command line that made it (None from Python)."""
 
@@ -126,6 +164,7 @@ class Report:
     activations: ActivationsSection
     filters: FiltersSection
     cam: CamSection
+    trust: TrustSection | None
     seconds: float
     versions: dict[str, str]
     command: str | None

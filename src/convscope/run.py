@@ -21,9 +21,11 @@ from .files import prepare_out_dir, save_image
 from .errors import InputError
 from .images import ImageSource, as_list, load_image
 from .model import Model, as_model
-from .plans import ActivationsPlan, CamPlan, FiltersPlan, plan_activations, plan_cam, plan_filters
+from .metrics import SANITY_THRESHOLD
+from .plans import (ActivationsPlan, CamPlan, EvaluatePlan, FiltersPlan, plan_activations, plan_cam, plan_evaluate,
+                    plan_filters)
 from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
-                     FiltersSection, Report, ReportImage, write_report)
+                     FiltersSection, Report, ReportImage, TrustImage, TrustRow, TrustSection, write_report)
 from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.filters import DEFAULT_SIZE
@@ -31,6 +33,8 @@ from .writers import image_stems, report_size
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
+#: What "Which map to trust" measures (the sanity check: its classifier step only).
+TRUST_METRICS = ("deletion", "insertion", "drop", "sanity")
 FILTER_METHOD = "lucid"
 
 
@@ -47,7 +51,8 @@ def package_versions() -> dict[str, str]:
 def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path, *,
             layers: str | Sequence[str] | None = None, filters: bool = True, filters_steps: int | None = None,
             filters_size: int = DEFAULT_SIZE, filters_count: str | int | None = None,
-            cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None,
+            cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None, trust: bool = True,
+            trust_methods: str | Sequence[str] = "all",
             say: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
             on_filter_layers: Callable[[int], None] | None = None, command: str | None = None) -> Path:
     """Run everything for ``photos`` and write ``out/index.html``; returns its path.
@@ -55,7 +60,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     ``layers``: the intermediate outputs shown (default: every conv and pooling layer);
     ``filters``: whether to draw filters at all, with ``filters_steps``, ``filters_size`` and
     ``filters_count`` per layer; ``cam_method`` and ``top`` (default 3) classes per image for the
-    maps. ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
+    maps; ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
+    image's top class; see :mod:`convscope.techniques.evaluate`). ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
     ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
     in the report (None: called from Python). Everything is checked before the first section runs.
     """
@@ -67,10 +73,12 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,
                                 method=FILTER_METHOD) if filters else None
     cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=cam_method)
-    out = prepare_out_dir(out, "activations", "filters", "cam", "images")
+    # the report shows only the sanity check's classifier step (its verdict), not the whole cascade
+    trust_plan = plan_evaluate(model, cam_plan.layer, trust_methods, TRUST_METRICS, cascade=False) if trust else None
+    out = prepare_out_dir(out, "activations", "filters", "cam", "images", *(["evaluate"] if trust else []))
     stems = image_stems(names)
 
-    say("[1/4] predictions")
+    say("[1/5] predictions")
     ranked = model.predict(x, top=min(5, len(model.labels)))
     images = []
     for stem, name, photo, predictions in zip(stems, names, photos, ranked):
@@ -78,14 +86,14 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         path = save_image(shown, out / "images" / f"{stem}.jpg", quality=90)
         images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
 
-    say(f"[2/4] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
+    say(f"[2/5] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
     activations = _activations_section(model, activations_plan, x, names, stems, out)
 
     if filters_plan is None:
-        say("[3/4] filters: skipped")
+        say("[3/5] filters: skipped")
         filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [])
     else:
-        say(f"[3/4] filters: {len(filters_plan.layers)} layers, "
+        say(f"[3/5] filters: {len(filters_plan.layers)} layers, "
             f"{sum(len(c) for _, c in filters_plan.layers)} filters")
         for note in filters_plan.notes:
             say(f"      note: {note}")
@@ -94,11 +102,16 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         filters_section = _filters_section(model, filters_plan, out, progress, say)
 
     title = CAM_METHODS[cam_plan.method].title
-    say(f"[4/4] class activation maps ({title}, layer {cam_plan.layer})")
+    say(f"[4/5] class activation maps ({title}, layer {cam_plan.layer})")
     _add_cams(model, cam_plan, x, photos, stems, ranked, images, out)
 
+    trust_section = None
+    if trust_plan is not None:
+        say(f"[5/5] which map to trust: {len(trust_plan.methods)} methods for each image's top class")
+        trust_section = _trust_section(model, trust_plan, x, photos, names, stems, ranked, out)
+
     report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
-                    CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top),
+                    CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top), trust_section,
                     round(time.perf_counter() - started, 1), package_versions(), command)
     return write_report(out, report)
 
@@ -164,6 +177,59 @@ def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], ste
         images[cam.image].cams.append(CamEntry(
             cam.class_index, model.labels[cam.class_index], probabilities[(cam.image, cam.class_index)],
             _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out)))
+
+
+def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.Image], names: Sequence[str],
+                   stems: Sequence[str], ranked, out: Path) -> TrustSection:
+    _, written = plan.write(model, x, photos, names, stems, ranked, out / "evaluate")
+    images = []
+    for w in written:
+        evaluation = w.evaluation
+        rows = [_trust_row(group) for group in evaluation.groups()]
+        images.append(TrustImage(evaluation.name, stems[evaluation.image], evaluation.class_index, evaluation.label,
+                                 _rel(w.methods, out), _rel(w.curves, out), rows,
+                                 recommendation(evaluation.groups()), evaluation.notes))
+    return TrustSection(plan.layer, plan.steps, images)
+
+
+def _trust_row(group: list) -> TrustRow:
+    best = group[0]
+    titles = " = ".join(m.title for m in group)
+    spearman = best.sanity.spearman[0] if best.sanity is not None and best.sanity.spearman else None
+    return TrustRow(titles, _r(best.deletion), _r(best.insertion), _r(best.score), _r(best.average_drop, 1),
+                    _r(best.increase, 0), None if spearman is None else best.sanity.passed, _r(spearman, 2),
+                    sanity_verdict(titles, spearman, len(group) > 1), best.empty)
+
+
+def sanity_verdict(titles: str, spearman: float | None, several: bool = False) -> str:
+    """The sanity check in words: does the map depend on the classifier, i.e. on why the class was chosen?"""
+    if spearman is None:
+        return ""
+    changes, they = ("change", "they show") if several else ("changes", "it shows")
+    if spearman < SANITY_THRESHOLD:
+        return (f"{titles} {changes} when the classifier is randomized (Spearman {spearman:.2f}): the map follows "
+                "the reason this class was chosen.")
+    return (f"{titles} barely {changes} when the classifier is randomized (Spearman {spearman:.2f}): {they} what "
+            "the layer responds to, not why this class was chosen.")
+
+
+def recommendation(groups: list[list]) -> str:
+    """convscope's advice for one image: the best-ranked map that passed the sanity check (it depends
+    on why the class was chosen); where none passed, the best-ranked one, saying so."""
+    trusted = [group for group in groups if group[0].sanity is not None and group[0].sanity.passed
+               and not group[0].empty]
+    group = trusted[0] if trusted else groups[0]
+    titles = " = ".join(m.title for m in group)
+    score = "" if group[0].score is None else f" (score {group[0].score:.3f})"
+    if trusted:
+        return (f"{titles}: the best-ranked map{score} that passed the sanity check, so it reflects why this class "
+                "was chosen.")
+    return (f"{titles}: the best-ranked map{score}; no method passed the sanity check here, so every map shows "
+            "what the layer responds to more than why this class was chosen.")
+
+
+def _r(value: float | None, digits: int = 3) -> float | None:
+    return None if value is None else round(value, digits)
 
 
 def _rel(path: Path | None, root: Path) -> str | None:
