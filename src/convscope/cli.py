@@ -186,6 +186,9 @@ def cmd_cam(args: argparse.Namespace) -> int:
     photos, model = _photos_then_model(args)
     plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
                     alpha=args.alpha, save_raw=args.save_raw)
+    if CAM_METHODS[plan.method].class_independent and (args.classes or args.top):
+        print(f"convscope: note: {CAM_METHODS[plan.method].title} does not depend on the class: its map is the "
+              "same for every class", file=sys.stderr)
     out = prepare_out_dir(args.out, "cam")
     x = model.preprocess(photos, names=args.images)
     ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))

@@ -129,6 +129,7 @@ class TrustRow:
     spearman: float | None
     verdict: str
     empty: bool
+    cascade: str = ""
 
 
 @dataclass
