@@ -18,7 +18,7 @@ All methods work on one layer's feature maps ``A`` (B x K x h x w) and, for the 
 Every map is then upsampled bilinearly (align_corners=False) to the input size and min-max
 normalized per image (an all-zero map stays zero; a constant positive map becomes all ones).
 
-(Seven short methods side by side make this module a little over 300 lines.) Each method is one
+(Seven short methods side by side make this module about 350 lines.) Each method is one
 function registered with :func:`register_cam_method` in :data:`METHODS`; a new
 method is one more registered function (and its hand-computed test).
 

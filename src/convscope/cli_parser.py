@@ -1,0 +1,202 @@
+"""The command line's parser: every command's options, each shared option defined once, choices and
+defaults taken from the library's own constants. The commands themselves are in :mod:`convscope.cli`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+from typing import NoReturn
+
+from . import __version__, models
+from .drawing import NORMALIZATIONS
+from .metrics import STEPS
+from .plans import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
+from .precision import PRECISIONS
+from .techniques.cams import METHODS as CAM_METHODS
+from .techniques.evaluate import DEFAULT_METRICS, METRIC_NAMES
+from .techniques.filter_recipes import RECIPES
+from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _shared_options() -> dict[str, argparse.ArgumentParser]:
+    """Parent parsers, each option defined once: ``run`` (--device, --debug), ``model`` (--model,
+    --weights), ``out`` (--out), ``quiet`` (--quiet)."""
+    run = argparse.ArgumentParser(add_help=False)
+    run.add_argument("--device", default="cpu", metavar="DEV", help="torch device: cpu (default), cuda, cuda:1, mps or auto")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
+    model = argparse.ArgumentParser(add_help=False)
+    group = model.add_argument_group("model")
+    group.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
+                       help=f"{models.DEFAULT_MODEL} (default, offline ImageNet weights), vgg16, vgg19, "
+                            "torchvision:<name> or timm:<name>")
+    group.add_argument("--weights", default=models.DEFAULT_WEIGHTS, metavar="SPEC",
+                       help="imagenet (default), random (untrained, seeded) or a path to a state dict "
+                            "(.pth/.pt/.safetensors)")
+    out = argparse.ArgumentParser(add_help=False)
+    out.add_argument("--out", default="convscope-out", metavar="DIR", help="output folder (default convscope-out)")
+    quiet = argparse.ArgumentParser(add_help=False)
+    quiet.add_argument("--quiet", action="store_true", help="no progress output")
+    images = argparse.ArgumentParser(add_help=False)
+    images.add_argument("--crop", action="store_true",
+                        help="resize the short side and cut the centre, as torchvision's weights expect "
+                             "(default: the whole image, resized)")
+    return {"run": run, "model": model, "out": out, "quiet": quiet, "images": images}
+
+
+def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
+    """The parser of every command; ``handlers``: command name -> the function that runs it."""
+    parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
+                                                   "filters and class activation maps.")
+    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    shared = _shared_options()
+    on_model = [shared["model"], shared["run"]]
+
+    p = sub.add_parser("layers", parents=on_model, help="list the layers: name, type, output shape",
+                       description="List the model's layers in network order with their type and the "
+                                   "shape of their output for one image. VGG conv and pool layers are "
+                                   "listed under their Keras names (block1_conv1 ...).")
+    p.add_argument("--json", action="store_true", help='print a JSON array of {"name", "type", "shape"}')
+    p.set_defaults(handler=handlers["layers"])
+
+    p = sub.add_parser("predict", parents=[*on_model, shared["images"]], help="top-K classes for images",
+                       description="Print the K most probable classes of each image. IMAGE is a file "
+                                   "or sample:chelsea, sample:coffee, sample:grace_hopper.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="how many classes (default 5)")
+    p.add_argument("--json", action="store_true",
+                   help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
+    p.set_defaults(handler=handlers["predict"])
+
+    p = sub.add_parser("activations", parents=[*on_model, shared["out"], shared["images"]],
+                       help="every channel of conv and pool layers as image grids",
+                       description="Draw the output of each convolution and pooling layer for one image: "
+                                   "every channel a tile, one PNG grid per layer in DIR/activations/.")
+    p.add_argument("image", metavar="IMAGE", help="an image file or sample:NAME")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="layer names, comma lists, globs (block3_*) or 'all' (default: every conv and pool layer)")
+    p.add_argument("--per-row", type=_positive_int, default=PER_ROW, metavar="N",
+                   help=f"tiles per row (default {PER_ROW})")
+    p.add_argument("--normalize", choices=NORMALIZATIONS, default=NORMALIZE,
+                   help="scale each channel on its own (default) or the whole layer with one scale")
+    p.add_argument("--cmap", default=CMAP, metavar="NAME", help=f"matplotlib colormap (default {CMAP}; gray, ...)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/input.npy and DIR/activations/<layer>.npy (float32)")
+    p.set_defaults(handler=handlers["activations"])
+
+    default_recipe = next(iter(RECIPES.values()))
+    p = sub.add_parser("filters", parents=[*on_model, shared["out"], shared["quiet"]],
+                       help="what each filter responds to (gradient ascent)",
+                       description="Draw what each filter of a conv layer responds to: start from a gray "
+                                   "picture and change it by gradient ascent to maximize the filter's mean "
+                                   "pre-activation. One PNG grid (8 columns) per layer in DIR/filters/.")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="conv layer names, comma lists or globs (default: the first conv of each block)")
+    p.add_argument("--filters", metavar="SPEC",
+                   help=f"a count (the first N) or indices and ranges such as 0-15,32 (default {DEFAULT_FILTERS})")
+    steps = ", ".join(f"{r.default_steps} for {r.name}" for r in RECIPES.values())
+    p.add_argument("--steps", type=_positive_int, metavar="N",
+                   help=f"optimization steps (default {steps}; more gives better pictures)")
+    p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
+                   help=f"picture size (default {DEFAULT_SIZE})")
+    p.add_argument("--method", choices=tuple(RECIPES), default=default_recipe.name,
+                   help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
+                        "(pixel-space RMS-normalized ascent)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto (default: the fastest measured on this model and layer, never slower than "
+                        "fp32), fp32 (TF32 off), bf16 or tf32 (CUDA GPUs)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
+    p.set_defaults(handler=handlers["filters"])
+
+    report_steps = f"optimization steps for the filters (default {default_recipe.default_steps})"
+    p = sub.add_parser("run", parents=[*on_model, shared["out"], shared["quiet"], shared["images"]],
+                       help="everything for some images, as a browsable HTML report",
+                       description="Run predictions, intermediate outputs, filters and class activation maps, "
+                                   "and write DIR/index.html beside the images it links "
+                                   "to (DIR/activations/, DIR/filters/, DIR/cam/).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="the intermediate outputs shown: names, comma lists, globs or 'all' (default: every "
+                        "conv and pool layer)")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
+    p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
+                   help=f"filter picture size (default {DEFAULT_SIZE}; raised where a layer needs more)")
+    p.add_argument("--no-filters", action="store_true", help="skip the filters section (the slowest)")
+    p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
+                   help=f"class activation map method (default {next(iter(CAM_METHODS))})")
+    p.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes (default 3)")
+    p.set_defaults(handler=handlers["run"])
+
+    p = sub.add_parser("demo", parents=[shared["run"], shared["out"], shared["quiet"]],
+                       help="the full report on the default model and the sample photos",
+                       description="Run `convscope run` on the embedded default model (EfficientNet-Lite0) with "
+                                   "the sample photos (a cat and a coffee) and print where the report is.")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
+    p.set_defaults(handler=handlers["demo"])
+
+    p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]], help="class activation maps (Grad-CAM and family)",
+                       description="Show which parts of each image made the network choose a class: a "
+                                   "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--layer", metavar="NAME",
+                   help="the feature maps to explain (default: the last spatial layer before global pooling)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--class", dest="classes", action="append", metavar="C",
+                       help="class index or label; repeat for several (default: the top-1 prediction)")
+    which.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes")
+    p.add_argument("--method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
+                   help=f"default {next(iter(CAM_METHODS))}")
+    p.add_argument("--alpha", type=float, default=CAM_ALPHA, metavar="A",
+                   help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                   help="fp32 (default; TF32 off), bf16 autocast with channels_last, tf32 (CUDA GPUs), or "
+                        "auto (the fastest measured on this work, never slower than fp32)")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
+    p.set_defaults(handler=handlers["cam"])
+
+    p = sub.add_parser("evaluate", parents=[*on_model, shared["out"], shared["images"]],
+                       help="which map to trust: every CAM method measured and ranked",
+                       description="Draw every CAM method's map for each image and class, measure them (deletion "
+                                   "and insertion AUCs, Average Drop, Increase in Confidence, the randomization "
+                                   "sanity check, the pointing game with --boxes) and rank them by insertion - "
+                                   "deletion. Writes DIR/evaluate/metrics.json and, per image and class, "
+                                   "<stem>_<class>_curves.png and <stem>_<class>_methods.png.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--methods", default="all", metavar="LIST",
+                   help=f"all (default) or a comma list of {', '.join(CAM_METHODS)}")
+    p.add_argument("--class", dest="classes", action="append", metavar="C",
+                   help="class index or label; repeat for several (default: each image's top-1 prediction)")
+    p.add_argument("--layer", metavar="NAME", help="the feature maps to explain (default: as for cam)")
+    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
+                   help=f"comma list of {', '.join(METRIC_NAMES)} (default {','.join(DEFAULT_METRICS)}; "
+                        "pointing with --boxes)")
+    p.add_argument("--boxes", metavar="FILE",
+                   help='JSON {image file name: {class index or label: [x0, y0, x1, y1]}} in the photo\'s pixels, '
+                        "for the pointing game")
+    p.add_argument("--steps", type=_positive_int, default=STEPS, metavar="N",
+                   help=f"deletion and insertion steps (default {STEPS})")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
+    p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
+    p.set_defaults(handler=handlers["evaluate"])
+    return parser
