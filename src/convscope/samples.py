@@ -25,7 +25,7 @@ def sample_array(name: str) -> np.ndarray:
             from skimage import data
         except ImportError:
             raise InputError(f"sample {name!r} comes from scikit-image, which is not installed "
-                             "(pip install 'convscope[demo]')") from None
+                             "(pip install scikit-image)") from None
         return np.asarray(getattr(data, name)())
     if name == "grace_hopper":
         with Image.open(_grace_hopper_path()) as image:
