@@ -25,7 +25,7 @@ from .images import Preprocessing, load_image
 from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
-from . import metrics
+from . import dataset, metrics
 from .notebook import Activations, CamMaps, Evaluations, FilterPictures, activations, cam, evaluate, filters
 from .run import html_report
 from .techniques.cams import METHODS as CAM_METHODS
@@ -43,5 +43,5 @@ __all__ = [
     "FilterResult", "filters", "optimize_filters",
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "picture_grid", "overlay", "colorize", "html_report",
-    "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "__version__",
+    "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "dataset", "__version__",
 ]

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import cli_parser, models
+from . import cli_parser, dataset, models
 from .errors import ConvscopeError, ConvscopeWarning, InputError
 from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
@@ -42,12 +42,16 @@ from .writers import image_stems
 
 SAMPLE_PREFIX = "sample:"
 #: Python parameters whose flag is not ``--`` + the name with dashes.
-FLAG_NAMES = {"classes": "--class", "filters_steps": "--filters-steps"}
+FLAG_NAMES = {"classes": "--class", "filters_steps": "--filters-steps", "source": "SOURCE"}
+#: Per command, parameters whose flag differs there.
+COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "cam_method_name": "--cam-method"},
+                      "run": {"size": "--size", "steps": "--filters-steps"}}
 
 
-def flag_for(parameter: str) -> str:
+def flag_for(parameter: str, command: str | None = None) -> str:
     """The command-line flag of a library parameter: ``per_row`` -> ``--per-row``."""
-    return FLAG_NAMES.get(parameter, "--" + parameter.replace("_", "-"))
+    special = COMMAND_FLAG_NAMES.get(command or "", {})
+    return special.get(parameter) or FLAG_NAMES.get(parameter, "--" + parameter.replace("_", "-"))
 
 
 def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: int) -> None:
@@ -273,7 +277,14 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
     return 0
 
 
+#: More images than this make a report too large to open: ``convscope dataset`` is for them.
+MAX_REPORT_IMAGES = 16
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if len(args.images) > MAX_REPORT_IMAGES:
+        raise InputError(f"{len(args.images)} images make a report too large to open ({MAX_REPORT_IMAGES} at most); "
+                         "for a folder of images use `convscope dataset FOLDER`")
     photos, model = _photos_then_model(args)
     return _run_report(args, model, photos, args.images)
 
@@ -289,8 +300,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_report(args, model, photos, names)
 
 
+def cmd_dataset(args: argparse.Namespace) -> int:
+    model = _load(args)
+    images, _ = dataset.find_images(args.source)  # checked again by run; here for the progress bar's total
+    total = min(len(images), args.limit or len(images))
+    with _progress_bar(args.quiet, "images") as bar:
+        bar.total = total
+        folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
+                             layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
+                             workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
+                             progress=bar.update)
+    result = dataset.summary(dataset.load(folder))
+    accuracy = "" if result["accuracy"] is None else \
+        f"; top-1 accuracy {result['accuracy']:.1%} on {result['labelled']} labelled images"
+    print(f"{result['images']} images in {folder}{accuracy}; {len(result['errors'])} unreadable")
+    for path, error in result["errors"][:20]:
+        print(f"  unreadable: {error}")
+    return 0
+
+
 HANDLERS = {"layers": cmd_layers, "predict": cmd_predict, "activations": cmd_activations, "filters": cmd_filters,
-            "run": cmd_run, "demo": cmd_demo, "cam": cmd_cam, "evaluate": cmd_evaluate}
+            "run": cmd_run, "demo": cmd_demo, "cam": cmd_cam, "evaluate": cmd_evaluate, "dataset": cmd_dataset}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"convscope: error: {_one_line(exc.worded_for(flag_for))}", file=sys.stderr)
+        print(f"convscope: error: {_one_line(exc.worded_for(lambda parameter: flag_for(parameter, args.command)))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)

@@ -199,4 +199,26 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
     p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
     p.set_defaults(handler=handlers["evaluate"])
+
+    p = sub.add_parser("dataset", parents=[*on_model, shared["out"], shared["quiet"]],
+                       help="a whole folder: predictions and class activation maps, as resumable Parquet shards",
+                       description="Stream every image of SOURCE (a folder, searched recursively; a glob in quotes; "
+                                   "or a text file listing paths) through the model: top-5 predictions, the CAM of "
+                                   "the predicted class (and of the true class where it differs) at the layer's "
+                                   "resolution, and the chosen metrics, one row per image in "
+                                   "DIR/dataset/shard-NNNNN.parquet beside manifest.json. Run it again to resume.")
+    p.add_argument("source", metavar="SOURCE", help="a folder, a glob in quotes or a text file listing paths")
+    p.add_argument("--labels", metavar="FILE",
+                   help="true classes: CSV or JSON, image path -> class index or label (default: class sub-folders)")
+    p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
+                   help=f"default {next(iter(CAM_METHODS))}")
+    p.add_argument("--cam-layer", metavar="NAME", help="the CAM layer (default: as for cam)")
+    p.add_argument("--metrics", default="none", metavar="LIST", help="none (default), drop, deletion, insertion")
+    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B", help="images per batch (default 32)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes decoding images while the model runs (default 0: in the main process)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images (sorted by path)")
+    p.add_argument("--restart", action="store_true", help="start again even where a different run was")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
+    p.set_defaults(handler=handlers["dataset"])
     return parser

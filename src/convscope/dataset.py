@@ -1,0 +1,346 @@
+"""Dataset runs: a whole folder of images through predictions and class activation maps, streamed,
+written as Parquet shards, resumable.
+
+* The source is a folder (searched recursively), a glob or a text file listing paths; true labels
+  come from class sub-folders (an ImageFolder layout) or a labels file (CSV or JSON).
+* ``DIR/dataset/manifest.json`` fixes the image list (sorted paths, sizes, modification times), the
+  model and every setting; ``DIR/dataset/shard-NNNNN.parquet`` hold :data:`SHARD_SIZE` images each,
+  one row per image, each written atomically when complete. Running again skips complete shards,
+  so an interrupted run loses at most the shards in progress and the resumed results equal an
+  uninterrupted run's; a changed folder or changed settings are an error unless ``restart``.
+* Per image: the top-5 predictions, the true class and whether the top-1 is right (when known), the
+  CAM of the predicted class -- and of the true class when it differs -- at the layer's resolution,
+  and the requested metrics (``drop``: one forward pass; ``deletion``/``insertion``: S each). An
+  unreadable image is a row with its error; it never stops the run.
+* Decoding and preprocessing run in ``workers`` DataLoader processes while the model runs in batches.
+
+:func:`run` is the Python entry, :func:`load` reads the results back as a ``pyarrow.Table``.
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import io
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from . import metrics as measure
+from .errors import ConvscopeError, InputError, check_at_least
+from .files import prepare_out_dir, save_json, write_bytes
+from .images import load_image
+from .model import Model
+from .precision import check_precision
+from .techniques.cams import cam_layer, cam_method, compute_cam
+
+#: Images per Parquet shard: the unit of work, of writing and of resuming.
+SHARD_SIZE = 256
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+DATASET_METRICS = ("drop", "deletion", "insertion")
+TOP = 5
+
+
+# -- the images and their labels ------------------------------------------------------------------------
+def find_images(source: str | os.PathLike) -> tuple[list[Path], Path | None]:
+    """The images of ``source`` (a folder, searched recursively; a glob; or a text file listing
+    paths, one per line, relative to the file), sorted, and the folder they come from (None for a
+    glob or a list). InputError when there is nothing to read."""
+    text = os.fspath(source)
+    path = Path(text)
+    if path.is_dir():
+        images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        root: Path | None = path
+    elif path.is_file():
+        lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+        images = sorted({(path.parent / line) if not Path(line).is_absolute() else Path(line)
+                         for line in lines if line and not line.startswith("#")})
+        root = None
+    elif any(ch in text for ch in "*?["):
+        images = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        root = None
+    else:
+        raise InputError(f"source {text}: no such folder, file or glob", parameter="source")
+    if not images:
+        raise InputError(f"source {text}: holds no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...)", parameter="source")
+    return images, root
+
+
+def folder_labels(model: Model, images: Sequence[Path], root: Path | None) -> list[int | None] | None:
+    """True classes from class sub-folders (ImageFolder layout): every image one folder below
+    ``root`` or deeper, each top folder named by a class index or label (case-insensitive). None
+    when the layout is not that."""
+    if root is None or any(len(p.relative_to(root).parts) < 2 for p in images):
+        return None
+    names = sorted({p.relative_to(root).parts[0] for p in images})
+    matched = _match_classes(model, names)
+    if matched is None:
+        return None
+    return [matched[p.relative_to(root).parts[0]] for p in images]
+
+
+def _match_classes(model: Model, names: Sequence[str], strict: bool = False) -> dict[str, int] | None:
+    """Class names (indices or labels, case-insensitive) -> indices; None (or, ``strict``, an
+    InputError listing a few) when some do not match."""
+    lowered = {label.lower(): index for index, label in enumerate(model.labels)}
+    found, unmatched = {}, []
+    for name in names:
+        key = str(name).strip()
+        if key.isdigit() and int(key) < len(model.labels):
+            found[name] = int(key)
+        elif key.lower() in lowered:
+            found[name] = lowered[key.lower()]
+        else:
+            unmatched.append(name)
+    if unmatched:
+        if strict:
+            shown = ", ".join(repr(n) for n in unmatched[:4]) + (", ..." if len(unmatched) > 4 else "")
+            raise InputError(f"labels: {len(unmatched)} class names match no class of the model: {shown}",
+                             parameter="labels")
+        return None
+    return found
+
+
+def file_labels(model: Model, images: Sequence[Path], path: str | os.PathLike) -> list[int | None]:
+    """True classes from a labels file: CSV (image path, class index or label) or JSON
+    (``{image path: class}``); paths relative to the file or as given in the source."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+        if path.suffix.lower() == ".json":
+            pairs = json.loads(text)
+            if not isinstance(pairs, dict):
+                raise ValueError("expected {image path: class}")
+            pairs = list(pairs.items())
+        else:
+            pairs = [(row[0], row[1]) for row in csv.reader(io.StringIO(text)) if len(row) >= 2]
+    except FileNotFoundError:
+        raise InputError(f"labels {path}: no such file", parameter="labels") from None
+    except (OSError, UnicodeDecodeError, ValueError, csv.Error) as exc:
+        raise InputError(f"labels {path}: cannot be read as CSV or JSON ({exc})", parameter="labels") from None
+    classes = _match_classes(model, sorted({str(c) for _, c in pairs}), strict=True)
+    by_path: dict[str, int] = {}
+    for name, cls in pairs:
+        for key in (os.path.normpath(path.parent / name), os.path.normpath(name)):
+            by_path[key] = classes[str(cls)]
+    return [by_path.get(os.path.normpath(p)) for p in images]
+
+
+# -- the manifest -------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    """Everything that decides the results; a resumed run must have the same."""
+
+    model: str
+    weights: str
+    cam_method: str
+    cam_layer: str
+    metrics: list[str]
+    steps: int
+    precision: str
+    shard_size: int = SHARD_SIZE
+
+
+@dataclass
+class Manifest:
+    settings: Settings
+    images: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"settings": asdict(self.settings), "images": self.images}
+
+    def differences(self, other: dict) -> list[str]:
+        """What changed from ``other`` (a manifest read from disk), in words."""
+        changed = [f"{key} ({other['settings'].get(key)!r} -> {value!r})"
+                   for key, value in asdict(self.settings).items() if other.get("settings", {}).get(key) != value]
+        before = {entry["path"]: entry for entry in other.get("images", [])}
+        now = {entry["path"]: entry for entry in self.images}
+        added, removed = sorted(set(now) - set(before)), sorted(set(before) - set(now))
+        modified = sorted(p for p in set(now) & set(before) if now[p] != before[p])
+        for what, paths in (("added", added), ("removed", removed), ("modified", modified)):
+            if paths:
+                changed.append(f"{len(paths)} image(s) {what}, e.g. {paths[0]}")
+        return changed
+
+
+def _image_entry(path: Path) -> dict[str, Any]:
+    try:
+        stat = path.stat()
+        return {"path": os.fspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    except OSError:
+        return {"path": os.fspath(path), "size": None, "mtime_ns": None}
+
+
+# -- reading the images ---------------------------------------------------------------------------------------
+class _Images(Dataset):
+    """Decoded, preprocessed images (or the error that stopped them) for a DataLoader."""
+
+    def __init__(self, paths: Sequence[Path], model: Model) -> None:
+        self.paths = list(paths)
+        self.preprocessing = model.preprocessing
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str | None]:
+        try:
+            image = load_image(self.paths[index])
+            return index, self.preprocessing.to_tensor(image), image.size, None
+        except ConvscopeError as exc:
+            return index, None, (0, 0), str(exc)
+
+
+def _collate(items: list) -> list:
+    return items
+
+
+# -- the run ---------------------------------------------------------------------------------------------------
+SCHEMA = pa.schema([
+    ("path", pa.string()), ("error", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("top_classes", pa.list_(pa.int32())), ("top_probabilities", pa.list_(pa.float32())),
+    ("true_class", pa.int32()), ("correct", pa.bool_()),
+    ("cam_class", pa.int32()), ("cam_shape", pa.list_(pa.int32())), ("cam", pa.list_(pa.float32())),
+    ("true_cam", pa.list_(pa.float32())),
+    ("drop", pa.float32()), ("deletion", pa.float32()), ("insertion", pa.float32()),
+])
+
+
+def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convscope-out", *,
+        labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
+        metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int = 32, workers: int = 0,
+        limit: int | None = None, restart: bool = False, precision: str = "fp32",
+        progress: Callable[[int], None] | None = None) -> Path:
+    """Run a dataset (see the module notes) and return ``out/dataset``. ``progress`` is called with
+    the number of images done after each batch."""
+    images, root = find_images(source)
+    if limit is not None:
+        check_at_least("limit", limit, 1)
+        images = images[:limit]
+    check_at_least("batch_size", batch_size, 1)
+    check_at_least("workers", workers, 0)
+    check_at_least("steps", steps, 1)
+    cam_method(cam_method_name)
+    chosen_metrics = [] if metrics in ("none", ["none"]) else \
+        [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    for name in chosen_metrics:
+        if name not in DATASET_METRICS:
+            raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
+                             parameter="metrics")
+    truth = file_labels(model, images, labels) if labels is not None else folder_labels(model, images, root)
+    settings = Settings(model.name, model.weights, cam_method_name, cam_layer(model, layer), chosen_metrics, steps,
+                        check_precision(precision, model.device))
+    manifest = Manifest(settings, [_image_entry(p) for p in images])
+    folder = prepare_out_dir(out, "dataset") / "dataset"
+    _check_resume(folder, manifest, restart)
+    save_json(manifest.as_json(), folder / "manifest.json")
+    for number, start in enumerate(range(0, len(images), SHARD_SIZE)):
+        target = folder / f"shard-{number:05d}.parquet"
+        if target.exists():
+            if progress is not None:
+                progress(min(SHARD_SIZE, len(images) - start))
+            continue
+        paths = images[start:start + SHARD_SIZE]
+        rows = _shard_rows(model, paths, (truth or [None] * len(images))[start:start + SHARD_SIZE], settings,
+                           batch_size, workers, progress)
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
+        write_bytes(target, buffer.getvalue())
+    return folder
+
+
+def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:
+    existing = folder / "manifest.json"
+    if not existing.exists():
+        return
+    before = json.loads(existing.read_text(encoding="utf-8"))
+    changed = manifest.differences(before)
+    if changed and not restart:
+        raise InputError(f"out: a different run is in {folder} ({'; '.join(changed[:3])}); use restart "
+                         "(--restart) to start it again", parameter="out")
+    if changed or restart:
+        for shard in folder.glob("shard-*.parquet"):
+            shard.unlink()
+
+
+def _shard_rows(model: Model, paths: Sequence[Path], truth: Sequence[int | None], settings: Settings,
+                batch_size: int, workers: int, progress: Callable[[int], None] | None) -> list[dict]:
+    loader = DataLoader(_Images(paths, model), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+                        worker_init_fn=_one_thread if workers else None)
+    rows: list[dict] = [{}] * len(paths)
+    for items in loader:
+        good = [item for item in items if item[1] is not None]
+        for index, _, _, error in items:
+            if error is not None:
+                rows[index] = {"path": os.fspath(paths[index]), "error": error}
+        if good:
+            x = torch.stack([item[1] for item in good]).to(model.device, model.dtype)
+            for item, row in zip(good, _batch_rows(model, x, [truth[i] for i, *_ in good], settings)):
+                index, _, size, _ = item
+                rows[index] = {"path": os.fspath(paths[index]), "error": None, "width": size[0], "height": size[1],
+                               **row}
+        if progress is not None:
+            progress(len(items))
+    return rows
+
+
+def _one_thread(_worker: int) -> None:
+    torch.set_num_threads(1)  # workers decode; the main process keeps the cores for the model
+
+
+def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], settings: Settings) -> list[dict]:
+    result = compute_cam(model, x, None, settings.cam_layer, settings.cam_method, settings.precision)
+    probabilities = result.logits.softmax(dim=1)
+    values, indices = probabilities.topk(min(TOP, probabilities.shape[1]), dim=1)
+    others = [i for i, (cls, true) in enumerate(zip(result.classes, truth)) if true is not None and true != cls]
+    true_maps = {}
+    if others:
+        true_result = compute_cam(model, x[others], [truth[i] for i in others], settings.cam_layer,
+                                  settings.cam_method, settings.precision)
+        true_maps = {i: true_result.low_res[row] for row, i in enumerate(others)}
+    measured: dict[str, torch.Tensor] = {}
+    if "drop" in settings.metrics:
+        measured["drop"] = measure.average_drop(model, x, result.maps, result.classes, settings.precision)
+    for kind in ("deletion", "insertion"):
+        if kind in settings.metrics:
+            measured[kind] = measure.auc(measure.curves(model, x, result.maps, result.classes, kind, settings.steps,
+                                                        precision=settings.precision))
+    rows = []
+    for i, (cls, true) in enumerate(zip(result.classes, truth)):
+        low = result.low_res[i]
+        rows.append({
+            "top_classes": indices[i].tolist(), "top_probabilities": [round(v, 6) for v in values[i].tolist()],
+            "true_class": true, "correct": None if true is None else bool(cls == true),
+            "cam_class": cls, "cam_shape": list(low.shape), "cam": low.flatten().tolist(),
+            "true_cam": true_maps[i].flatten().tolist() if i in true_maps else None,
+            **{name: float(values_[i]) for name, values_ in measured.items()},
+        })
+    return rows
+
+
+def load(out: str | os.PathLike) -> pa.Table:
+    """The results of a dataset run in ``out`` (its ``dataset`` folder, or that folder itself) as one
+    ``pyarrow.Table`` in image order (``.to_pandas()`` where pandas is installed)."""
+    folder = Path(out)
+    folder = folder / "dataset" if (folder / "dataset").is_dir() else folder
+    shards = sorted(folder.glob("shard-*.parquet"))
+    if not shards:
+        raise InputError(f"out {folder}: holds no dataset results", parameter="out")
+    return pa.concat_tables([pq.read_table(shard) for shard in shards])
+
+
+def summary(table: pa.Table) -> dict[str, Any]:
+    """Counts, errors and, when labels are known, accuracy: what the command line prints at the end."""
+    rows = table.to_pylist()
+    errors = [(row["path"], row["error"]) for row in rows if row["error"]]
+    judged = [row["correct"] for row in rows if row["correct"] is not None]
+    return {"images": len(rows), "errors": errors,
+            "accuracy": (sum(judged) / len(judged)) if judged else None, "labelled": len(judged)}
+

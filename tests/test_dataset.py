@@ -1,0 +1,119 @@
+"""Dataset runs: a folder streamed through the model into Parquet shards, labels from sub-folders or a
+file, unreadable images as rows, resuming to the same results, and clear errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import convscope
+from convscope import dataset
+from convscope.cli import main
+from convscope.errors import InputError
+
+from conftest import tiny_net
+
+LABELS = ["cat", "dog", "cup", "car", "tree"]
+
+
+@pytest.fixture
+def model():
+    return convscope.load_model(tiny_net(), input_size=16, labels=LABELS)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    root = tmp_path / "photos"
+    rng = np.random.default_rng(0)
+    for index, label in enumerate(["cat", "Dog", "3", "cat", "cup"]):  # labels, case-insensitive, or indices
+        (root / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (20 + index, 24, 3), dtype=np.uint8)).save(root / label / f"img{index}.png")
+    (root / "cat" / "broken.jpg").write_text("not a picture")
+    return root
+
+
+def test_a_folder_into_parquet_rows(model, folder, tmp_path):
+    out = dataset.run(model, folder, tmp_path / "out", batch_size=2)
+    table = dataset.load(tmp_path / "out")
+    rows = table.to_pylist()
+    assert [row["path"] for row in rows] == sorted(str(p) for p in folder.rglob("*.*"))
+    broken = next(row for row in rows if row["path"].endswith("broken.jpg"))
+    assert "not a recognized image" in broken["error"] and broken["top_classes"] is None  # a row, not a stop
+    good = [row for row in rows if row["error"] is None]
+    assert len(good) == 5
+    truth = {"cat": 0, "Dog": 1, "3": 3, "cup": 2}
+    for row in good:
+        path = row["path"]
+        assert row["true_class"] == truth[path.split("/")[-2]]
+        assert len(row["top_classes"]) == 5 and row["correct"] == (row["top_classes"][0] == row["true_class"])
+        assert row["cam_shape"] == [8, 8] and len(row["cam"]) == 64  # relu2: 8 x 8, stored low-resolution
+        single = convscope.compute_cam(model, model.preprocess(path))
+        np.testing.assert_allclose(row["cam"], single.low_res[0].flatten().numpy(), atol=1e-5)
+        assert row["cam_class"] == single.classes[0]
+        assert (row["true_cam"] is None) == row["correct"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["settings"]["cam_layer"] == "relu2" and len(manifest["images"]) == 6
+    assert dataset.summary(table)["errors"] == [(broken["path"], broken["error"])]
+
+
+def test_resuming_gives_the_same_results(model, folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset, "SHARD_SIZE", 2)
+    out = tmp_path / "out"
+    dataset.run(model, folder, out, metrics="drop")
+    first = dataset.load(out)
+    shards = sorted((out / "dataset").glob("shard-*.parquet"))
+    assert len(shards) == 3
+    shards[1].unlink()  # as if the run had been killed while writing it
+    done = []
+    dataset.run(model, folder, out, metrics="drop", progress=done.append)
+    assert dataset.load(out).equals(first) and sum(done) == 6
+    with pytest.raises(InputError, match=r"^out: a different run is in .*metrics \(\['drop'\] -> \[\]\)"):
+        dataset.run(model, folder, out)
+    Image.new("RGB", (8, 8)).save(folder / "cup" / "new.png")
+    with pytest.raises(InputError, match=r"1 image\(s\) added, e.g. .*new.png"):
+        dataset.run(model, folder, out, metrics="drop")
+    dataset.run(model, folder, out, restart=True)
+    assert dataset.load(out).num_rows == 7
+
+
+def test_labels_from_a_file_and_workers(model, folder, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"{folder / 'cat' / 'img0.png'},dog\nphotos/3/img2.png,4\n")
+    rows = dataset.load(dataset.run(model, folder, tmp_path / "a", labels=labels, workers=1)).to_pylist()
+    truth = {row["path"].split("/")[-1]: row["true_class"] for row in rows}
+    assert truth["img0.png"] == 1 and truth["img2.png"] == 4 and truth["img1.png"] is None
+    plain = dataset.load(dataset.run(model, folder, tmp_path / "b", labels=labels)).to_pylist()
+    assert [r["cam"] for r in rows] == [r["cam"] for r in plain]  # decoding in a worker changes nothing
+    as_json = tmp_path / "labels.json"
+    as_json.write_text(json.dumps({str(folder / "cat" / "img0.png"): "zebra", "x.png": "whale"}))
+    with pytest.raises(InputError, match=r"^labels: 2 class names match no class of the model: 'whale', 'zebra'"):
+        dataset.run(model, folder, tmp_path / "c", labels=as_json)
+
+
+def test_sources_that_hold_nothing(model, tmp_path):
+    with pytest.raises(InputError, match="^source .*: no such folder, file or glob"):
+        dataset.run(model, tmp_path / "nope", tmp_path / "out")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="^source .*: holds no images"):
+        dataset.run(model, tmp_path / "empty", tmp_path / "out")
+
+
+def test_the_command_line(folder, tmp_path, capsys):
+    listing = tmp_path / "list.txt"
+    listing.write_text("photos/cat/img0.png\nphotos/cup/img4.png\n")
+    code = main(["dataset", str(listing), "--model", "torchvision:squeezenet1_1", "--weights", "random",
+                 "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.startswith("2 images in ")
+    assert main(["dataset", str(tmp_path / "none"), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.startswith(f"convscope: error: SOURCE {tmp_path / 'none'}: no such folder")
+
+
+def test_run_with_many_images_points_to_dataset(capsys):
+    assert main(["run", *(["sample:coffee"] * 17)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("convscope: error: 17 images make a report too large to open") and "convscope dataset" in err
