@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 import convscope
@@ -116,3 +117,61 @@ def test_run_with_many_images_points_to_dataset(capsys):
     assert main(["run", *(["sample:coffee"] * 17)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("convscope: error: 17 images make a report too large to open") and "convscope dataset" in err
+
+
+def test_the_ray_engine_gives_the_same_results(model, folder, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setattr(dataset, "SHARD_SIZE", 2)
+    local = dataset.load(dataset.run(model, folder, tmp_path / "local", metrics="drop")).to_pylist()
+    on_ray = dataset.load(dataset.run(model, folder, tmp_path / "ray", metrics="drop", engine="ray")).to_pylist()
+    assert [r["path"] for r in on_ray] == [r["path"] for r in local]
+    for a, b in zip(local, on_ray):
+        assert (a["error"], a["top_classes"], a["cam_class"], a["true_class"]) == \
+               (b["error"], b["top_classes"], b["cam_class"], b["true_class"])
+        if a["cam"] is not None:
+            np.testing.assert_allclose(a["cam"], b["cam"], atol=1e-5)
+            assert a["drop"] == pytest.approx(b["drop"], abs=1e-4)
+    # resumable exactly as with the local engine
+    shards = sorted((tmp_path / "ray" / "dataset").glob("shard-*.parquet"))
+    shards[0].unlink()
+    dataset.run(model, folder, tmp_path / "ray", metrics="drop", engine="ray")
+    assert dataset.load(tmp_path / "ray").to_pylist() == on_ray
+
+
+def test_ray_problems_are_one_line(model, folder, tmp_path, monkeypatch, capsys):
+    import sys
+
+    pytest.importorskip("ray")
+    with pytest.raises(InputError, match="^ray_address 127.0.0.1:1: cannot reach a Ray cluster there"):
+        dataset.run(model, folder, tmp_path / "a", engine="ray", ray_address="127.0.0.1:1")
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["dataset", str(folder), "--engine", "ray", "--out", str(tmp_path / "b"), "--model",
+                 "torchvision:squeezenet1_1", "--weights", "random"]) == 2
+    assert capsys.readouterr().err.strip() == ("convscope: error: --engine ray needs Ray, which is not installed: "
+                                               "pip install 'convscope[ray]'")
+
+
+class DiesOnce(torch.nn.Module):
+    """A model whose first forward pass in a Ray actor kills that actor (as a lost node would)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__()
+        self.net = tiny_net()
+        self.marker = marker
+
+    def forward(self, x):
+        import os
+
+        if x.shape[0] > 1 and not os.path.exists(self.marker):  # batches only: discovery runs on one image
+            open(self.marker, "w").close()
+            os._exit(1)
+        return self.net(x)
+
+
+def test_a_shard_whose_actor_dies_is_retried(folder, tmp_path, monkeypatch):
+    pytest.importorskip("ray")
+    monkeypatch.setattr(dataset, "SHARD_SIZE", 3)
+    model = convscope.load_model(DiesOnce(str(tmp_path / "died")), input_size=16, labels=LABELS)
+    model.all_layers(), model.num_outputs
+    rows = dataset.load(dataset.run(model, folder, tmp_path / "out", engine="ray")).to_pylist()
+    assert (tmp_path / "died").exists() and len(rows) == 6 and sum(r["error"] is None for r in rows) == 5

@@ -309,7 +309,7 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
                              layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
                              workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
-                             progress=bar.update)
+                             engine=args.engine, ray_address=args.ray_address, progress=bar.update)
     result = dataset.summary(dataset.load(folder))
     accuracy = "" if result["accuracy"] is None else \
         f"; top-1 accuracy {result['accuracy']:.1%} on {result['labelled']} labelled images"

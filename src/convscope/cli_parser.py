@@ -219,6 +219,10 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="processes decoding images while the model runs (default 0: in the main process)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images (sorted by path)")
     p.add_argument("--restart", action="store_true", help="start again even where a different run was")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default: this process and its workers) or ray (the shards on Ray actors; "
+                        "pip install 'convscope[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="join the Ray cluster there (default: a local Ray)")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
     p.set_defaults(handler=handlers["dataset"])
     return parser

@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from . import metrics as measure
-from .errors import ConvscopeError, InputError, check_at_least
+from .errors import ConvscopeError, InputError, check_at_least, check_choice
 from .files import prepare_out_dir, save_json, write_bytes
 from .images import load_image
 from .model import Model
@@ -46,6 +46,7 @@ from .techniques.cams import cam_layer, cam_method, compute_cam
 SHARD_SIZE = 256
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DATASET_METRICS = ("drop", "deletion", "insertion")
+ENGINES = ("local", "ray")
 TOP = 5
 
 
@@ -216,10 +217,17 @@ SCHEMA = pa.schema([
 def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convscope-out", *,
         labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
         metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int = 32, workers: int = 0,
-        limit: int | None = None, restart: bool = False, precision: str = "fp32",
-        progress: Callable[[int], None] | None = None) -> Path:
-    """Run a dataset (see the module notes) and return ``out/dataset``. ``progress`` is called with
-    the number of images done after each batch."""
+        limit: int | None = None, restart: bool = False, precision: str = "fp32", engine: str = "local",
+        ray_address: str | None = None, progress: Callable[[int], None] | None = None) -> Path:
+    """Run a dataset (see the module notes) and return ``out/dataset``. ``engine``: ``local`` (this
+    process and its DataLoader workers) or ``ray`` (the shards on a pool of Ray actors, a local Ray
+    unless ``ray_address`` names a cluster; see :mod:`convscope.dataset_ray`). ``progress`` is
+    called with the number of images done (after each batch; with Ray, after each shard)."""
+    check_choice("engine", engine, ENGINES)
+    if engine == "ray":
+        from .dataset_ray import check_ray
+
+        check_ray()
     images, root = find_images(source)
     if limit is not None:
         check_at_least("limit", limit, 1)
@@ -241,19 +249,42 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     folder = prepare_out_dir(out, "dataset") / "dataset"
     _check_resume(folder, manifest, restart)
     save_json(manifest.as_json(), folder / "manifest.json")
+    truth = truth or [None] * len(images)
+    jobs = []
     for number, start in enumerate(range(0, len(images), SHARD_SIZE)):
-        target = folder / f"shard-{number:05d}.parquet"
-        if target.exists():
+        job = ShardJob(folder / f"shard-{number:05d}.parquet", images[start:start + SHARD_SIZE],
+                       truth[start:start + SHARD_SIZE])
+        if job.target.exists():  # complete from an earlier run
             if progress is not None:
-                progress(min(SHARD_SIZE, len(images) - start))
-            continue
-        paths = images[start:start + SHARD_SIZE]
-        rows = _shard_rows(model, paths, (truth or [None] * len(images))[start:start + SHARD_SIZE], settings,
-                           batch_size, workers, progress)
-        buffer = io.BytesIO()
-        pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
-        write_bytes(target, buffer.getvalue())
+                progress(len(job.paths))
+        else:
+            jobs.append(job)
+    if engine == "local":
+        for job in jobs:
+            write_shard(model, job, settings, batch_size, workers, progress)
+    else:
+        from .dataset_ray import run_on_ray
+
+        run_on_ray(model, jobs, settings, batch_size, ray_address, progress)
     return folder
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """One shard to write: its file and its images with their true classes."""
+
+    target: Path
+    paths: list[Path]
+    truth: list[int | None]
+
+
+def write_shard(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int = 0,
+                progress: Callable[[int], None] | None = None) -> Path:
+    """Compute one shard's rows and write its Parquet file atomically."""
+    rows = _shard_rows(model, job.paths, job.truth, settings, batch_size, workers, progress)
+    buffer = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
+    return write_bytes(job.target, buffer.getvalue())
 
 
 def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:

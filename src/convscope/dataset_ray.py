@@ -1,0 +1,135 @@
+"""The Ray engine of dataset runs: the same shards, written by a pool of Ray actors that each hold
+a replica of the model (one per GPU with a CUDA model, otherwise one per CPU, one thread each).
+
+A local Ray instance is started (and stopped) when none is running and no address is given; an
+address joins an existing cluster (``ray start --head`` on one machine, ``ray start
+--address=HEAD:6379`` on the others; the output folder must then be on storage every node sees).
+Failed actors are restarted and their shards retried by Ray; the shard files make a run resumable
+exactly as with the local engine, and the results are the same. Ray is an optional extra:
+``pip install 'convscope[ray]'``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+import torch
+
+from .dataset import Settings, ShardJob, write_shard
+from .errors import InputError
+from .model import Model
+
+
+def check_ray() -> None:
+    """InputError naming the extra when Ray is not installed."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise InputError("engine ray needs Ray, which is not installed: pip install 'convscope[ray]'",
+                         parameter="engine") from None
+
+
+class ShardWriter:
+    """A Ray actor's work: a model replica that writes whole shards."""
+
+    def __init__(self, model: Model, settings: Settings, batch_size: int, threads: int) -> None:
+        torch.set_num_threads(threads)
+        if model.device.type == "cuda":
+            model.module.to(torch.device("cuda", torch.cuda.current_device()))
+        self.model, self.settings, self.batch_size = model, settings, batch_size
+
+    def write(self, job: ShardJob) -> int:
+        write_shard(self.model, job, self.settings, self.batch_size)
+        return len(job.paths)
+
+
+def _ship_user_code(model: Model) -> None:
+    """The actors must rebuild the model: the modules of classes defined outside installed packages
+    (a script, a notebook, a test file) are pickled by value, so the workers need not import them."""
+    import ray.cloudpickle as cloudpickle
+
+    for module in model.module.modules():
+        source = sys.modules.get(type(module).__module__)
+        path = getattr(source, "__file__", None) or ""
+        if source is not None and "-packages" not in path and not path.startswith(sys.base_prefix):
+            cloudpickle.register_pickle_by_value(source)
+
+
+def _reachable(address: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to ``host:port`` (or ``ray://host:port``) opens within ``timeout``
+    seconds; other forms (``auto``) are left to Ray."""
+    import socket
+
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return True
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def run_on_ray(model: Model, jobs: Sequence[ShardJob], settings: Settings, batch_size: int,
+               address: str | None = None, progress: Callable[[int], None] | None = None,
+               retries: int = 2) -> None:
+    """Write ``jobs`` on a pool of Ray actors (see the module notes); a shard whose actor dies is
+    given to a new actor, ``retries`` times at most."""
+    import ray
+
+    if address and not _reachable(address):
+        raise InputError(f"ray_address {address}: cannot reach a Ray cluster there", parameter="ray_address")
+    started_here = not ray.is_initialized()
+    if started_here:
+        try:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True,
+                     logging_level=logging.ERROR)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"ray_address {address}: cannot reach a Ray cluster there ({exc})".replace("\n", " "),
+                             parameter="ray_address") from None
+    try:
+        if jobs:
+            _write_all(ray, model, list(jobs), settings, batch_size, progress, retries)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _write_all(ray, model: Model, jobs: list[ShardJob], settings: Settings, batch_size: int,
+               progress: Callable[[int], None] | None, retries: int) -> None:
+    resources = ray.cluster_resources()
+    cpus = max(1, int(resources.get("CPU", 1)))
+    on_gpu = model.device.type == "cuda"
+    count = min(len(jobs), max(1, int(resources.get("GPU", 0))) if on_gpu else cpus)
+    writer = ray.remote(num_cpus=1, num_gpus=1 if on_gpu else 0)(ShardWriter)
+    _ship_user_code(model)
+    shared = ray.put(model)
+
+    def new_actor():
+        return writer.remote(shared, settings, batch_size, max(1, cpus // count))
+
+    idle = [new_actor() for _ in range(count)]
+    waiting = list(enumerate(jobs))
+    tries = {index: 0 for index, _ in waiting}
+    running: dict = {}
+    while waiting or running:
+        while waiting and idle:
+            index, job = waiting.pop(0)
+            actor = idle.pop()
+            running[actor.write.remote(job)] = (index, job, actor)
+        finished, _ = ray.wait(list(running), num_returns=1)
+        index, job, actor = running.pop(finished[0])
+        try:
+            done = ray.get(finished[0])
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            tries[index] += 1
+            if tries[index] > retries:
+                raise RuntimeError(f"shard {job.target.name} failed {tries[index]} times on Ray: {exc}") from None
+            waiting.insert(0, (index, job))
+            idle.append(new_actor())  # a fresh replica for the retry
+            continue
+        idle.append(actor)
+        if progress is not None:
+            progress(done)
