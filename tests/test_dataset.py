@@ -4,6 +4,7 @@ file, unreadable images as rows, resuming to the same results, and clear errors.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -175,3 +176,48 @@ def test_a_shard_whose_actor_dies_is_retried(folder, tmp_path, monkeypatch):
     model.all_layers(), model.num_outputs
     rows = dataset.load(dataset.run(model, folder, tmp_path / "out", engine="ray")).to_pylist()
     assert (tmp_path / "died").exists() and len(rows) == 6 and sum(r["error"] is None for r in rows) == 5
+
+
+def test_a_run_killed_with_sigkill_resumes_to_the_same_results(model, folder, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "killed"
+    script = f"""
+import sys, time
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+import convscope
+from convscope import dataset
+from conftest import tiny_net
+dataset.SHARD_SIZE = 1
+slow = dataset._batch_rows
+def batch_rows(*args):
+    time.sleep(0.3)  # time for the test to kill it between shards
+    return slow(*args)
+dataset._batch_rows = batch_rows
+model = convscope.load_model(tiny_net(), input_size=16, labels={LABELS!r})
+dataset.run(model, {str(folder)!r}, {str(out)!r}, metrics="drop")
+"""
+    process = subprocess.Popen([sys.executable, "-c", script])
+    shards = out / "dataset"
+    deadline = time.time() + 60
+    while time.time() < deadline and len(list(shards.glob("shard-*.parquet"))) < 2:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    written = len(list(shards.glob("shard-*.parquet")))
+    assert 2 <= written < 6  # killed part-way: some shards done, none half-written
+    dataset.load(out)  # what is there reads (a shard in progress is a hidden temporary file, never a shard)
+    import convscope.dataset as ds
+
+    original = ds.SHARD_SIZE
+    ds.SHARD_SIZE = 1
+    try:
+        dataset.run(model, folder, out, metrics="drop")
+        dataset.run(model, folder, tmp_path / "clean", metrics="drop")
+    finally:
+        ds.SHARD_SIZE = original
+    assert dataset.load(out).equals(dataset.load(tmp_path / "clean"))
