@@ -60,6 +60,15 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     return {"run": run, "model": model, "out": out, "quiet": quiet, "images": images}
 
 
+def _precision_option(parser: argparse.ArgumentParser, default: str) -> None:
+    """``--precision`` (see :mod:`convscope.precision`), the same everywhere but for its default."""
+    meanings = {"auto": "the fastest measured on this work, never slower than fp32", "fp32": "TF32 off",
+                "bf16": "autocast with channels_last", "tf32": "CUDA GPUs"}
+    parser.add_argument("--precision", choices=PRECISIONS, default=default,
+                        help=", ".join(f"{name} ({'default; ' if name == default else ''}{meaning})"
+                                       for name, meaning in meanings.items()))
+
+
 def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The parser of every command; ``handlers``: command name -> the function that runs it."""
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
@@ -121,9 +130,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
                         "(pixel-space RMS-normalized ascent)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto",
-                   help="auto (default: the fastest measured on this model and layer, never slower than "
-                        "fp32), fp32 (TF32 off), bf16 or tf32 (CUDA GPUs)")
+    _precision_option(p, "auto")
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
     p.set_defaults(handler=handlers["filters"])
@@ -168,9 +175,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"default {next(iter(CAM_METHODS))}")
     p.add_argument("--alpha", type=float, default=CAM_ALPHA, metavar="A",
                    help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="fp32 (default; TF32 off), bf16 autocast with channels_last, tf32 (CUDA GPUs), or "
-                        "auto (the fastest measured on this work, never slower than fp32)")
+    _precision_option(p, "fp32")
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=handlers["cam"])
@@ -196,7 +201,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "for the pointing game")
     p.add_argument("--steps", type=_positive_int, default=STEPS, metavar="N",
                    help=f"deletion and insertion steps (default {STEPS})")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
+    _precision_option(p, "fp32")
     p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
     p.set_defaults(handler=handlers["evaluate"])
 
@@ -223,6 +228,6 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="local (default: this process and its workers) or ray (the shards on Ray actors; "
                         "pip install 'convscope[ray]')")
     p.add_argument("--ray-address", metavar="ADDR", help="join the Ray cluster there (default: a local Ray)")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32 (default), bf16, tf32 or auto")
+    _precision_option(p, "fp32")
     p.set_defaults(handler=handlers["dataset"])
     return parser
