@@ -221,3 +221,36 @@ dataset.run(model, {str(folder)!r}, {str(out)!r}, metrics="drop")
     finally:
         ds.SHARD_SIZE = original
     assert dataset.load(out).equals(dataset.load(tmp_path / "clean"))
+
+
+def test_the_dataset_report(model, folder, tmp_path, monkeypatch):
+    import re
+
+    from convscope import dataset_report
+
+    monkeypatch.setattr(dataset_report, "PAGE_SIZE", 2)
+    out = tmp_path / "out"
+    dataset.run(model, folder, out)
+    index = dataset_report.write_dataset_report(out, LABELS)
+    html = index.read_text()
+    rows = dataset.load(out).to_pylist()
+    judged = [r for r in rows if r["correct"] is not None]
+    accuracy = sum(r["correct"] for r in judged) / len(judged)
+    assert f"Top-1 accuracy {accuracy * 100:.1f}" in html and "6 images, 1 unreadable" in html
+    assert "Accuracy per class" in html and "Most frequent confusions" in html
+    thumbs = sorted((out / "dataset" / "thumbs").glob("*.jpg"))
+    assert len(thumbs) == 5 and all(max(Image.open(t).size) <= 128 for t in thumbs)
+    before = [t.stat().st_mtime_ns for t in thumbs]
+    dataset_report.write_dataset_report(out, LABELS)  # thumbnails are made once
+    assert [t.stat().st_mtime_ns for t in thumbs] == before
+    pages = out / "dataset" / "pages"
+    for link in re.findall(r'href="(dataset/pages/[^"]+)"', html):
+        first = (out / link).read_text()
+        assert first.count("<li>") <= 2 and 'loading="lazy"' in first  # at most PAGE_SIZE per page
+    predicted = {r["top_classes"][0] for r in rows if r["error"] is None}
+    assert len(list(pages.glob("class-*-0001.html"))) == len(predicted)
+    image_pages = sorted(pages.glob("image-*.html"))
+    assert len(image_pages) == 5 and "Predictions" in image_pages[0].read_text()
+    for page in pages.glob("*.html"):  # every relative link and picture resolves
+        for target in re.findall(r'(?:href|src)="([^"#:]+)"', page.read_text()):
+            assert (page.parent / target).exists(), (page.name, target)

@@ -28,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import cli_parser, dataset, models
+from .dataset_report import write_dataset_report
 from .errors import ConvscopeError, ConvscopeWarning, InputError
 from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
@@ -310,12 +311,14 @@ def cmd_dataset(args: argparse.Namespace) -> int:
                              layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
                              workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
                              engine=args.engine, ray_address=args.ray_address, progress=bar.update)
+    index = write_dataset_report(args.out, model.labels)
     result = dataset.summary(dataset.load(folder))
     accuracy = "" if result["accuracy"] is None else \
         f"; top-1 accuracy {result['accuracy']:.1%} on {result['labelled']} labelled images"
     print(f"{result['images']} images in {folder}{accuracy}; {len(result['errors'])} unreadable")
     for path, error in result["errors"][:20]:
         print(f"  unreadable: {error}")
+    print(f"Report: {index.resolve()}")
     return 0
 
 

@@ -296,9 +296,9 @@ def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:
     if changed and not restart:
         raise InputError(f"out: a different run is in {folder} ({'; '.join(changed[:3])}); use restart "
                          "(--restart) to start it again", parameter="out")
-    if changed or restart:
-        for shard in folder.glob("shard-*.parquet"):
-            shard.unlink()
+    if changed or restart:  # the shards and the report's thumbnails (numbered by image) start again
+        for stale in [*folder.glob("shard-*.parquet"), *folder.glob("thumbs/*.jpg")]:
+            stale.unlink()
 
 
 def _shard_rows(model: Model, paths: Sequence[Path], truth: Sequence[int | None], settings: Settings,

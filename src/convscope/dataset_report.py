@@ -1,0 +1,145 @@
+"""The dataset report: ``DIR/index.html`` for a dataset run, usable at tens of thousands of images.
+
+The summary page holds the counts, the accuracy overall and per class (when labels are known) and
+the most frequent confusions; galleries -- most confident mistakes, least confident correct
+answers, and one per predicted class -- are pages of at most :data:`PAGE_SIZE` thumbnails (small
+JPEGs with the predicted class's map laid over, made once and reused on resume, loaded lazily);
+every image has a small page with its predictions, its map and its metrics. Everything is static
+HTML with relative links: it works opened from disk.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from jinja2 import Environment, PackageLoader, StrictUndefined
+from PIL import Image
+
+from .dataset import load, summary
+from .drawing import overlay
+from .errors import ConvscopeError
+from .files import prepare_out_dir, save_image, write_bytes
+from .images import load_image
+from .techniques.cams import minmax
+
+PAGE_SIZE = 200
+THUMB = 128
+CONFUSIONS = 20
+
+
+def _thumbnail(row: dict, target: Path) -> tuple[int, int]:
+    """The photo at :data:`THUMB` px with its map over it, written once; its (width, height)."""
+    if target.exists():
+        with Image.open(target) as existing:
+            return existing.size
+    photo = load_image(row["path"])
+    photo.thumbnail((THUMB, THUMB))
+    low = torch.tensor(row["cam"], dtype=torch.float32).view(*row["cam_shape"])
+    heat = F.interpolate(low[None, None], size=(photo.height, photo.width), mode="bilinear", align_corners=False)[0]
+    save_image(overlay(photo, minmax(heat)[0].numpy()), target, quality=80)
+    return photo.size
+
+
+def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
+    """Write ``out/index.html`` and its pages for the dataset run in ``out``; returns the index."""
+    out = Path(out)
+    folder = out / "dataset"
+    settings = _settings(folder)
+    rows = load(out).to_pylist()
+    thumbs, pages = prepare_out_dir(folder, "thumbs", "pages") / "thumbs", folder / "pages"
+    environment = Environment(loader=PackageLoader("convscope", "templates"), autoescape=True,
+                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    items: dict[int, dict[str, Any]] = {}
+    for index, row in enumerate(rows):
+        if row["error"] is not None:
+            continue
+        try:
+            width, height = _thumbnail(row, thumbs / f"{index:06d}.jpg")
+        except ConvscopeError:  # the photo changed or went away since the run
+            continue
+        name = Path(row["path"]).name
+        predicted = row["top_classes"][0]
+        item = {"name": name, "thumb": f"../thumbs/{index:06d}.jpg", "width": width, "height": height,
+                "page": f"image-{index:06d}.html", "predicted": labels[predicted],
+                "probability": row["top_probabilities"][0],
+                "true": labels[row["true_class"]] if row["true_class"] is not None else None}
+        items[index] = item
+        metrics = [(name_, row[name_]) for name_ in ("drop", "deletion", "insertion") if row.get(name_) is not None]
+        html = environment.get_template("dataset_image.html.j2").render(
+            name=name, path=row["path"], thumb=item["thumb"], width=width, height=height,
+            cam_label=labels[row["cam_class"]], cam_method=settings.get("cam_method", ""),
+            cam_layer=settings.get("cam_layer", ""), true=item["true"], correct=row["correct"], metrics=metrics,
+            predictions=[{"index": i, "label": labels[i], "probability": p}
+                         for i, p in zip(row["top_classes"], row["top_probabilities"])])
+        write_bytes(pages / item["page"], html.encode("utf-8"))
+    galleries = []
+    for key, title, chosen in _galleries(rows, items, labels):
+        if chosen:
+            galleries.append(_write_gallery(environment, pages, key, title, [items[i] for i in chosen]))
+    facts = summary(load(out))
+    index = environment.get_template("dataset_index.html.j2").render(
+        model=settings.get("model", ""), images=facts["images"], errors=facts["errors"], accuracy=facts["accuracy"],
+        labelled=facts["labelled"], cam_method=settings.get("cam_method", ""), cam_layer=settings.get("cam_layer", ""),
+        per_class=_per_class(rows, labels), confusions=_confusions(rows, labels), galleries=galleries,
+        page_size=PAGE_SIZE)
+    return write_bytes(out / "index.html", index.encode("utf-8"))
+
+
+def _settings(folder: Path) -> dict[str, Any]:
+    import json
+
+    manifest = folder / "manifest.json"
+    return json.loads(manifest.read_text(encoding="utf-8"))["settings"] if manifest.exists() else {}
+
+
+def _galleries(rows: list[dict], items: dict[int, dict], labels: Sequence[str]) -> list[tuple[str, str, list[int]]]:
+    shown = [i for i in items]
+    confidence = {i: rows[i]["top_probabilities"][0] for i in shown}
+    galleries = [
+        ("mistakes", "Most confident mistakes",
+         sorted((i for i in shown if rows[i]["correct"] is False), key=lambda i: -confidence[i])),
+        ("unsure", "Least confident correct answers",
+         sorted((i for i in shown if rows[i]["correct"] is True), key=lambda i: confidence[i])),
+    ]
+    by_class: dict[int, list[int]] = {}
+    for i in shown:
+        by_class.setdefault(rows[i]["top_classes"][0], []).append(i)
+    for cls in sorted(by_class):
+        galleries.append((f"class-{cls}", f"Predicted {labels[cls]} ({cls})",
+                          sorted(by_class[cls], key=lambda i: -confidence[i])))
+    return galleries
+
+
+def _write_gallery(environment: Environment, pages: Path, key: str, title: str, items: list[dict]) -> dict:
+    count = len(items)
+    total = -(-count // PAGE_SIZE)
+    names = [f"{key}-{number + 1:04d}.html" for number in range(total)]
+    for number, name in enumerate(names):
+        html = environment.get_template("dataset_gallery.html.j2").render(
+            title=title, page=number + 1, pages=total, count=count,
+            items=items[number * PAGE_SIZE:(number + 1) * PAGE_SIZE],
+            previous=names[number - 1] if number else None, next=names[number + 1] if number + 1 < total else None)
+        write_bytes(pages / name, html.encode("utf-8"))
+    return {"title": title, "count": count, "first_page": f"dataset/pages/{names[0]}"}
+
+
+def _per_class(rows: list[dict], labels: Sequence[str]) -> list[dict]:
+    judged = [row for row in rows if row["correct"] is not None]
+    totals = Counter(row["true_class"] for row in judged)
+    correct = Counter(row["true_class"] for row in judged if row["correct"])
+    return [{"index": c, "label": labels[c], "images": n, "correct": correct[c], "accuracy": correct[c] / n}
+            for c, n in sorted(totals.items())]
+
+
+def _confusions(rows: list[dict], labels: Sequence[str]) -> list[dict]:
+    pairs = Counter((row["true_class"], row["top_classes"][0]) for row in rows if row["correct"] is False)
+    return [{"true": labels[t], "predicted": labels[p], "count": n} for (t, p), n in pairs.most_common(CONFUSIONS)]
+
+
+__all__ = ["write_dataset_report", "PAGE_SIZE"]
