@@ -5,7 +5,8 @@ photos = ``--images`` JPEGs of 500 x 375 (crops of the sample photos, shifted an
 floor  = measured in the same run: decoding and preprocessing the same images in one process, plus
          the model's forward and backward to the CAM layer on the already decoded tensors, at the same
          batch size (32) and precision (fp32)
-ours   = ``convscope.dataset.run`` (local engine, ``--workers`` decoding processes), Parquet included
+ours   = what ``convscope dataset`` does: ``convscope.dataset.run`` (local engine, ``--workers`` decoding
+         processes; Parquet and the thumbnails included) and the report
 ray    = the same run with ``--engine ray`` on this machine (Ray's start-up reported separately)
 Targets: ours <= 1.1x the floor (with decoding overlapped in workers it may beat it; on 2 cores it
 mostly cannot); ray <= 1.3x ours.
@@ -27,6 +28,7 @@ from PIL import Image
 
 import convscope
 from convscope import dataset
+from convscope.dataset_report import write_dataset_report
 from convscope.images import load_image
 from convscope.samples import sample_array
 from convscope.techniques.cams import cam_layer, compute_cam
@@ -91,6 +93,8 @@ def main() -> int:
 
         start = time.perf_counter()
         dataset.run(model, folder, Path(tmp) / "out", batch_size=BATCH, workers=args.workers)
+        run_only = time.perf_counter() - start
+        write_dataset_report(Path(tmp) / "out", model.labels)
         ours = time.perf_counter() - start
         on_ray = ray_seconds(model, folder, Path(tmp) / "ray")
     print(f"{args.images} JPEGs of 500x375, {model.name}, batch {BATCH}, {args.workers} decoding worker(s), "
@@ -98,13 +102,14 @@ def main() -> int:
     print(f"floor: decode + preprocess {decode:.1f} s + forward/backward to {layer} {compute:.1f} s = {floor:.1f} s "
           f"({args.images / floor:.1f} images/s)")
     print(f"convscope dataset: {ours:.1f} s ({args.images / ours:.1f} images/s) = {ours / floor:.2f}x the floor "
-          "(target <= 1.1x)")
+          f"(target <= 1.1x); of which the run {run_only:.1f} s ({run_only / floor:.2f}x) and the report "
+          f"{ours - run_only:.1f} s")
     ok = ours <= 1.1 * floor
     if on_ray is not None:
         startup, seconds = on_ray
-        print(f"--engine ray on this machine: {seconds:.1f} s = {seconds / ours:.2f}x the local engine (target <= 1.3x); "
-              f"Ray's own start-up {startup:.1f} s besides")
-        ok &= seconds <= 1.3 * ours
+        print(f"--engine ray on this machine: {seconds:.1f} s = {seconds / run_only:.2f}x the local engine's run "
+              f"(target <= 1.3x); Ray's own start-up {startup:.1f} s besides")
+        ok &= seconds <= 1.3 * run_only
     print("PASS" if ok else "FAIL")
     return 0 if ok else 1
 

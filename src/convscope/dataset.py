@@ -29,21 +29,27 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from . import metrics as measure
 from .errors import ConvscopeError, InputError, check_at_least, check_choice
-from .files import prepare_out_dir, save_json, write_bytes
+from .drawing import overlay
+from .files import prepare_out_dir, save_image, save_json, write_bytes
 from .images import load_image
 from .model import Model
 from .precision import check_precision
-from .techniques.cams import cam_layer, cam_method, compute_cam
+from .techniques.cams import cam_layer, cam_method, compute_cam, minmax
 
 #: Images per Parquet shard: the unit of work, of writing and of resuming.
 SHARD_SIZE = 256
+#: The longer side of the report's thumbnails, made while the images are decoded anyway.
+THUMB = 128
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 DATASET_METRICS = ("drop", "deletion", "insertion")
 ENGINES = ("local", "ray")
@@ -191,12 +197,16 @@ class _Images(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str | None]:
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str | None,
+                                               np.ndarray | None]:
+        """(index, model input, photo size, error, the photo at thumbnail size) of image ``index``."""
         try:
             image = load_image(self.paths[index])
-            return index, self.preprocessing.to_tensor(image), image.size, None
+            thumb = image.copy()
+            thumb.thumbnail((THUMB, THUMB))
+            return index, self.preprocessing.to_tensor(image), image.size, None, np.asarray(thumb)
         except ConvscopeError as exc:
-            return index, None, (0, 0), str(exc)
+            return index, None, (0, 0), str(exc), None
 
 
 def _collate(items: list) -> list:
@@ -253,7 +263,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     jobs = []
     for number, start in enumerate(range(0, len(images), SHARD_SIZE)):
         job = ShardJob(folder / f"shard-{number:05d}.parquet", images[start:start + SHARD_SIZE],
-                       truth[start:start + SHARD_SIZE])
+                       truth[start:start + SHARD_SIZE], start)
         if job.target.exists():  # complete from an earlier run
             if progress is not None:
                 progress(len(job.paths))
@@ -276,12 +286,13 @@ class ShardJob:
     target: Path
     paths: list[Path]
     truth: list[int | None]
+    first: int = 0
 
 
 def write_shard(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int = 0,
                 progress: Callable[[int], None] | None = None) -> Path:
     """Compute one shard's rows and write its Parquet file atomically."""
-    rows = _shard_rows(model, job.paths, job.truth, settings, batch_size, workers, progress)
+    rows = _shard_rows(model, job, settings, batch_size, workers, progress)
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
     return write_bytes(job.target, buffer.getvalue())
@@ -301,25 +312,37 @@ def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:
             stale.unlink()
 
 
-def _shard_rows(model: Model, paths: Sequence[Path], truth: Sequence[int | None], settings: Settings,
-                batch_size: int, workers: int, progress: Callable[[int], None] | None) -> list[dict]:
-    loader = DataLoader(_Images(paths, model), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
+def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int,
+                progress: Callable[[int], None] | None) -> list[dict]:
+    """The rows of one shard; each readable image's thumbnail with its map is written on the way
+    (``thumbs/NNNNNN.jpg`` beside the shards, numbered by image, for the report)."""
+    loader = DataLoader(_Images(job.paths, model), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
                         worker_init_fn=_one_thread if workers else None)
-    rows: list[dict] = [{}] * len(paths)
+    thumbs = job.target.parent / "thumbs"
+    thumbs.mkdir(exist_ok=True)
+    rows: list[dict] = [{}] * len(job.paths)
     for items in loader:
         good = [item for item in items if item[1] is not None]
-        for index, _, _, error in items:
+        for index, _, _, error, _ in items:
             if error is not None:
-                rows[index] = {"path": os.fspath(paths[index]), "error": error}
+                rows[index] = {"path": os.fspath(job.paths[index]), "error": error}
         if good:
             x = torch.stack([item[1] for item in good]).to(model.device, model.dtype)
-            for item, row in zip(good, _batch_rows(model, x, [truth[i] for i, *_ in good], settings)):
-                index, _, size, _ = item
-                rows[index] = {"path": os.fspath(paths[index]), "error": None, "width": size[0], "height": size[1],
-                               **row}
+            for item, row in zip(good, _batch_rows(model, x, [job.truth[i] for i, *_ in good], settings)):
+                index, _, size, _, thumb = item
+                rows[index] = {"path": os.fspath(job.paths[index]), "error": None, "width": size[0],
+                               "height": size[1], **row}
+                write_thumbnail(thumb, row["cam"], row["cam_shape"], thumbs / f"{job.first + index:06d}.jpg")
         if progress is not None:
             progress(len(items))
     return rows
+
+
+def write_thumbnail(thumb: np.ndarray, cam: Sequence[float], shape: Sequence[int], target: Path) -> Path:
+    """The photo at thumbnail size with the map (low-resolution, upsampled and min-max scaled) laid over."""
+    low = torch.tensor(cam, dtype=torch.float32).view(*shape)
+    heat = F.interpolate(low[None, None], size=thumb.shape[:2], mode="bilinear", align_corners=False)[0]
+    return save_image(overlay(Image.fromarray(thumb), minmax(heat)[0].numpy()), target, quality=80)
 
 
 def _one_thread(_worker: int) -> None:

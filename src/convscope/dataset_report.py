@@ -16,34 +16,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from PIL import Image
 
-from .dataset import load, summary
-from .drawing import overlay
+from .dataset import THUMB, load, summary, write_thumbnail
 from .errors import ConvscopeError
-from .files import prepare_out_dir, save_image, write_bytes
+from .files import prepare_out_dir, write_bytes
 from .images import load_image
-from .techniques.cams import minmax
 
 PAGE_SIZE = 200
-THUMB = 128
 CONFUSIONS = 20
 
 
 def _thumbnail(row: dict, target: Path) -> tuple[int, int]:
-    """The photo at :data:`THUMB` px with its map over it, written once; its (width, height)."""
-    if target.exists():
-        with Image.open(target) as existing:
-            return existing.size
-    photo = load_image(row["path"])
-    photo.thumbnail((THUMB, THUMB))
-    low = torch.tensor(row["cam"], dtype=torch.float32).view(*row["cam_shape"])
-    heat = F.interpolate(low[None, None], size=(photo.height, photo.width), mode="bilinear", align_corners=False)[0]
-    save_image(overlay(photo, minmax(heat)[0].numpy()), target, quality=80)
-    return photo.size
+    """The thumbnail the run wrote (remade from the photo where it is missing); its (width, height)."""
+    if not target.exists():
+        photo = load_image(row["path"])
+        photo.thumbnail((THUMB, THUMB))
+        write_thumbnail(np.asarray(photo), row["cam"], row["cam_shape"], target)
+    with Image.open(target) as existing:
+        return existing.size
 
 
 def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
@@ -51,10 +44,12 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     out = Path(out)
     folder = out / "dataset"
     settings = _settings(folder)
-    rows = load(out).to_pylist()
+    table = load(out)
+    rows = table.to_pylist()
     thumbs, pages = prepare_out_dir(folder, "thumbs", "pages") / "thumbs", folder / "pages"
     environment = Environment(loader=PackageLoader("convscope", "templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    image_page = environment.get_template("dataset_image.html.j2")
     items: dict[int, dict[str, Any]] = {}
     for index, row in enumerate(rows):
         if row["error"] is not None:
@@ -71,7 +66,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
                 "true": labels[row["true_class"]] if row["true_class"] is not None else None}
         items[index] = item
         metrics = [(name_, row[name_]) for name_ in ("drop", "deletion", "insertion") if row.get(name_) is not None]
-        html = environment.get_template("dataset_image.html.j2").render(
+        html = image_page.render(
             name=name, path=row["path"], thumb=item["thumb"], width=width, height=height,
             cam_label=labels[row["cam_class"]], cam_method=settings.get("cam_method", ""),
             cam_layer=settings.get("cam_layer", ""), true=item["true"], correct=row["correct"], metrics=metrics,
@@ -82,7 +77,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     for key, title, chosen in _galleries(rows, items, labels):
         if chosen:
             galleries.append(_write_gallery(environment, pages, key, title, [items[i] for i in chosen]))
-    facts = summary(load(out))
+    facts = summary(table)
     index = environment.get_template("dataset_index.html.j2").render(
         model=settings.get("model", ""), images=facts["images"], errors=facts["errors"], accuracy=facts["accuracy"],
         labelled=facts["labelled"], cam_method=settings.get("cam_method", ""), cam_layer=settings.get("cam_layer", ""),
