@@ -143,3 +143,12 @@ def test_the_report_has_a_which_map_to_trust_section(tmp_path):
     no_trust = run_all(model, [photo], ["p.png"], tmp_path / "b", filters=False, trust=False,
                        say=lambda line: None).read_text()
     assert "Which map to trust" not in no_trust and not (tmp_path / "b" / "evaluate").exists()
+
+
+def test_pointing_for_the_images_that_have_boxes(tiny_model):
+    x = torch.randn(2, 3, 16, 16)
+    found = convscope.evaluate(tiny_model, x, [1, 1], methods="gradcam", metrics="pointing",
+                               boxes={(0, 1): [[0, 0, 16, 16]]})
+    assert found[0].methods[0].pointing is not None and found[1].methods[0].pointing is None
+    with pytest.raises(convscope.InputError, match="^metrics: pointing needs boxes"):
+        convscope.evaluate(tiny_model, x, [1, 1], metrics="pointing")

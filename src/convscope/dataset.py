@@ -31,7 +31,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
@@ -43,7 +42,8 @@ from .files import prepare_out_dir, save_image, save_json, write_bytes
 from .images import load_image
 from .model import Model
 from .precision import check_precision
-from .techniques.cams import cam_layer, cam_method, compute_cam, minmax
+from .techniques.cams import cam_layer, cam_method, compute_cam
+from .writers import resized_map
 
 #: Images per Parquet shard: the unit of work, of writing and of resuming.
 SHARD_SIZE = 256
@@ -253,9 +253,8 @@ def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int
 
 def write_thumbnail(thumb: np.ndarray, cam: Sequence[float], shape: Sequence[int], target: Path) -> Path:
     """The photo at thumbnail size with the map (low-resolution, upsampled and min-max scaled) laid over."""
-    low = torch.tensor(cam, dtype=torch.float32).view(*shape)
-    heat = F.interpolate(low[None, None], size=thumb.shape[:2], mode="bilinear", align_corners=False)[0]
-    return save_image(overlay(Image.fromarray(thumb), minmax(heat)[0].numpy()), target, quality=80)
+    heat = resized_map(torch.tensor(cam, dtype=torch.float32).view(*shape), *thumb.shape[:2])
+    return save_image(overlay(Image.fromarray(thumb), heat), target, quality=80)
 
 
 def _one_thread(_worker: int) -> None:

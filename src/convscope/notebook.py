@@ -41,6 +41,12 @@ def _png(image: Image.Image, width: int = NOTEBOOK_WIDTH) -> bytes:
     return buffer.getvalue()
 
 
+def _photo(pixels: torch.Tensor) -> Image.Image:
+    """Model input turned back into pixels (C x H x W in [0, 1]; one channel drawn gray) as a PIL photo."""
+    rgb = pixels.expand(3, *pixels.shape[1:]).clamp(0, 1).permute(1, 2, 0).numpy()
+    return Image.fromarray((rgb * 255).round().astype(np.uint8))
+
+
 def _row(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
     """Pictures side by side on white."""
     width = sum(image.width for image in images) + gap * (len(images) - 1)
@@ -101,9 +107,7 @@ class CamMaps(torch.Tensor):
         rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
-            image = image.expand(3, *image.shape[1:])  # a grayscale model's input drawn gray
-            photo = Image.fromarray((image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-            pictures.append(overlay(photo, heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
+            pictures.append(overlay(_photo(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
         return _png(_row(pictures), width=NOTEBOOK_WIDTH * 2)
 
 
@@ -123,9 +127,7 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    photo = Image.fromarray((image.expand(3, *image.shape[1:]).clamp(0, 1).permute(1, 2, 0).numpy()
-                                             * 255).round().astype(np.uint8))
-                    data = base64.b64encode(_png(overlay(photo, best.map.numpy()), 160)).decode("ascii")
+                    data = base64.b64encode(_png(overlay(_photo(image), best.map.numpy()), 160)).decode("ascii")
                     picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")

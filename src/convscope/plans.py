@@ -8,9 +8,9 @@ the errors a user can cause before anything heavy runs) and carried out by its `
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 import json
 import os
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,12 @@ class FiltersPlan:
     precision: str = "auto"
     save_raw: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """The layers drawn larger than ``size``, in words."""
+        return [f"{name}: pictures of {self.size} px do not reach this layer; drawn at {needed} px"
+                for name, needed in self.sizes.items()]
 
     @property
     def total_steps(self) -> int:
@@ -127,10 +132,7 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
     chosen = [(name, parse_filter_spec(filters, model.layer(preactivation_path(model, name)).shape[0]))
               for name in names]
     sizes = {name: needed for name in names if (needed := picture_size_for(model, name, size)) != size}
-    notes = [f"{name}: pictures of {size} px do not reach this layer; drawn at {needed} px"
-             for name, needed in sizes.items()]
-    return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw,
-                       sizes, notes)
+    return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw, sizes)
 
 
 # -- class activation maps ----------------------------------------------------------------------------
@@ -262,11 +264,9 @@ def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequenc
                   cascade: bool = True) -> EvaluatePlan:
     """Methods, metrics, steps, layer, classes and the boxes file, all checked before any work."""
     chosen_methods = check_methods(methods)
-    chosen_metrics = check_metrics(metrics)
+    chosen_metrics = check_metrics(metrics, boxes is not None)
     check_at_least("steps", steps, 1)
     boxes_file = read_boxes_file(boxes) if boxes is not None else None
-    if "pointing" in chosen_metrics and boxes_file is None:
-        raise InputError("metrics: pointing needs boxes (a boxes file)", parameter="metrics")
     if boxes_file is not None and "pointing" not in chosen_metrics:
         chosen_metrics.append("pointing")
     fixed = tuple(model.class_index(value) for value in classes)

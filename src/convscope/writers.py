@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from .drawing import (PICTURE_COLUMNS, colorize, curves_png, heatmap_png, methods_png, overlay, picture_grid,
                       render_grid)
 from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
-from .techniques.cams import METHODS, CamResult, minmax
+from .techniques.cams import METHODS, CamResult, minmax, upsample
 from .techniques.evaluate import Evaluation
 from .techniques.filters import FilterResult
 
@@ -84,10 +83,9 @@ def report_size(width: int, height: int, limit: tuple[int, int]) -> tuple[int, i
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _resized_map(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """A low-resolution map upsampled bilinearly to height x width and min-max normalized."""
-    full = F.interpolate(low_res[None, None].float(), size=(height, width), mode="bilinear", align_corners=False)[0]
-    return minmax(full)[0].cpu().numpy()
+def resized_map(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """A map upsampled bilinearly to height x width and min-max normalized (:func:`upsample`), as NumPy."""
+    return upsample(low_res[None], (height, width))[0].cpu().numpy()
 
 
 def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[Image.Image], stems: Sequence[str],
@@ -106,13 +104,13 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
         title = f"{METHODS[result.method].title}: {labels[cls]} ({cls})\nlayer {result.layer}"
         heat = write_bytes(f"{base}_heatmap.png", heatmap_png(minmax(low[None])[0].cpu().numpy(), title))
         photo = photos[i]
-        jpg = save_image(overlay(photo, _resized_map(low, photo.height, photo.width), alpha), f"{base}_cam.jpg",
+        jpg = save_image(overlay(photo, resized_map(low, photo.height, photo.width), alpha), f"{base}_cam.jpg",
                          quality=90)
         raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
         color_map = None
         if map_size is not None:
             width, height = report_size(photo.width, photo.height, map_size)
-            color_map = save_image(Image.fromarray(colorize(_resized_map(low, height, width))), f"{base}_map.png")
+            color_map = save_image(Image.fromarray(colorize(resized_map(low, height, width))), f"{base}_map.png")
         written.append(WrittenCam(i, cls, heat, jpg, raw, color_map, result.precision, result.precision_reason))
     return written
 
@@ -168,7 +166,7 @@ def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.
         lines = [(" = ".join(m.title for m in group), group[0].deletion_curve, group[0].insertion_curve)
                  for group in evaluation.groups()]
         curves = write_bytes(f"{base}_curves.png", curves_png(lines, title))
-        entries = [(_caption(group), _resized_map(group[0].map, photo.height, photo.width))
+        entries = [(_caption(group), resized_map(group[0].map, photo.height, photo.width))
                    for group in evaluation.groups()]
         methods = write_bytes(f"{base}_methods.png", methods_png(photo, entries))
         written.append(WrittenEvaluation(evaluation, curves, methods))

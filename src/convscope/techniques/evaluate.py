@@ -112,12 +112,15 @@ def check_methods(methods: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_metrics(names: str | Sequence[str]) -> list[str]:
-    """Metric names (comma lists allowed, ``none`` for none), each checked."""
+def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list[str]:
+    """Metric names (comma lists allowed, ``none`` for none), each checked; ``pointing`` only where
+    boxes are given."""
     chosen = [] if names in ("none", ["none"]) else split_spec(names)
     for name in chosen:
         if name not in METRIC_NAMES:
             _unknown("metrics", name, METRIC_NAMES)
+    if "pointing" in chosen and not boxes_given:
+        raise InputError("metrics: pointing needs boxes", parameter="metrics")
     return list(dict.fromkeys(chosen))
 
 
@@ -136,16 +139,15 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
 
     ``classes``: as for :func:`~convscope.cam` (one for all images, one per image, None: each image's
     top-1). ``metrics``: any of :data:`METRIC_NAMES`; ``pointing`` needs ``boxes``, keyed by (image
-    index, class index), in the photo's pixels (``photo_sizes``: each photo's (width, height)).
+    index, class index), in the photo's pixels (``photo_sizes``: each photo's (width, height)); an
+    image and class without boxes is not scored by it.
     ``cascade``: the whole sanity cascade, or only its classifier step (enough for the verdict).
     ``progress`` is told what is being done.
     """
     model = as_model(model, x)
     chosen_methods = check_methods(methods)
-    chosen_metrics = check_metrics(metrics)
+    chosen_metrics = check_metrics(metrics, boxes is not None)  # images without boxes: no pointing game
     check_at_least("steps", steps, 1)
-    if "pointing" in chosen_metrics and not boxes:
-        raise InputError("metrics: pointing needs boxes", parameter="metrics")
     layer = cam_layer(model, layer)
     x = as_input(model, x)
     names = list(names) if names is not None else [f"image{i + 1}" for i in range(len(x))]
