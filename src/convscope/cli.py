@@ -20,7 +20,7 @@ import shlex
 import sys
 import traceback
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -235,6 +235,14 @@ def _precisions(used: Sequence[tuple[str, str]]) -> str:
                      for precision, reason in dict.fromkeys(used))
 
 
+def _total_of(bar: tqdm) -> Callable[[int], None]:
+    """A callback that sets the progress bar's total once the work is known."""
+    def set_total(total: int) -> None:
+        bar.total = total
+        bar.refresh()
+    return set_total
+
+
 def _progress_bar(quiet: bool, unit: str = "steps") -> tqdm:
     """A progress bar on stderr when it is a terminal and not ``--quiet``."""
     return tqdm(total=None, disable=quiet or not sys.stderr.isatty(), unit=f" {unit}", leave=False)
@@ -250,7 +258,7 @@ def cmd_filters(args: argparse.Namespace) -> int:
     out = prepare_out_dir(args.out, "filters")
     used = []
     with _progress_bar(args.quiet) as bar:
-        bar.total = plan.total_steps
+        _total_of(bar)(plan.total_steps)
         for result, written in plan.write(model, out / "filters", progress=bar.update):
             used.append((result.precision, result.precision_reason))
             if not args.quiet:
@@ -265,14 +273,10 @@ def cmd_filters(args: argparse.Namespace) -> int:
 def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image], names: Sequence[str]) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
-        def set_total(total: int) -> None:
-            bar.total = total
-            bar.refresh()
-
         options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
                    "cam_method": args.cam_method, "top": args.top} if args.command == "run" else {}
         report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
-                         progress=bar.update, on_filter_layers=set_total,
+                         progress=bar.update, on_filter_layers=_total_of(bar),
                          command=shlex.join(["convscope", *args.argv]), **options)
     print(f"Report: {report.resolve()}")
     return 0
@@ -303,14 +307,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_dataset(args: argparse.Namespace) -> int:
     model = _load(args)
-    images, _ = dataset.find_images(args.source)  # checked again by run; here for the progress bar's total
-    total = min(len(images), args.limit or len(images))
     with _progress_bar(args.quiet, "images") as bar:
-        bar.total = total
         folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
                              layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
                              workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
-                             engine=args.engine, ray_address=args.ray_address, progress=bar.update)
+                             engine=args.engine, ray_address=args.ray_address, progress=bar.update,
+                             on_total=_total_of(bar))
     index = write_dataset_report(args.out, model.labels)
     result = dataset.summary(dataset.load(folder))
     accuracy = "" if result["accuracy"] is None else \

@@ -141,11 +141,13 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
         labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
         metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int = 32, workers: int = 0,
         limit: int | None = None, restart: bool = False, precision: str = "fp32", engine: str = "local",
-        ray_address: str | None = None, progress: Callable[[int], None] | None = None) -> Path:
+        ray_address: str | None = None, progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None) -> Path:
     """Run a dataset (see the module notes) and return ``out/dataset``. ``engine``: ``local`` (this
     process and its DataLoader workers) or ``ray`` (the shards on a pool of Ray actors, a local Ray
     unless ``ray_address`` names a cluster; see :mod:`convscope.dataset_ray`). ``progress`` is
-    called with the number of images done (after each batch; with Ray, after each shard)."""
+    called with the number of images done (after each batch; with Ray, after each shard), after
+    ``on_total`` was told how many images the run has."""
     check_choice("engine", engine, ENGINES)
     if engine == "ray":
         from .dataset_ray import check_ray
@@ -155,6 +157,8 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     if limit is not None:
         check_at_least("limit", limit, 1)
         images = images[:limit]
+    if on_total is not None:
+        on_total(len(images))
     check_at_least("batch_size", batch_size, 1)
     check_at_least("workers", workers, 0)
     check_at_least("steps", steps, 1)
