@@ -249,6 +249,15 @@ def test_the_dataset_report(model, folder, tmp_path, monkeypatch):
         assert first.count("<li>") <= 2 and 'loading="lazy"' in first  # at most PAGE_SIZE per page
     predicted = {r["top_classes"][0] for r in rows if r["error"] is None}
     assert len(list(pages.glob("class-*-0001.html"))) == len(predicted)
+    truths = {r["true_class"] for r in rows if r["error"] is None}
+    assert {f"dataset/pages/true-{c}-0001.html" for c in truths} <= set(re.findall(r'href="([^"]+)"', html))
+    cat = [r for r in rows if r["true_class"] == 0 and r["error"] is None]  # two cats: a mistake comes first
+    order = sorted(cat, key=lambda r: (r["correct"], -r["top_probabilities"][0]))
+    listed = re.findall(r'alt="([^":]+):', (pages / "true-0-0001.html").read_text())
+    assert listed == [Path(r["path"]).name for r in order]
+    for row, thumb in zip([r for r in rows if r["error"] is None], thumbs):  # the photo's aspect ratio
+        width, height = Image.open(thumb).size
+        assert abs(width / height - row["width"] / row["height"]) < 0.1
     image_pages = sorted(pages.glob("image-*.html"))
     assert len(image_pages) == 5 and "Predictions" in image_pages[0].read_text()
     for page in pages.glob("*.html"):  # every relative link and picture resolves

@@ -241,3 +241,18 @@ def test_labels_must_match_the_outputs():
     model = convscope.load_model(tiny_net(), input_size=16, labels=["only", "three", "labels"])
     with pytest.raises(InputError, match="outputs \\(5,\\) per image but has 3 class labels"):
         model.predict(model.dummy_input(), top=1)
+
+
+def test_imagenet_labels_are_torchvisions_list_read_without_importing_torchvision():
+    import subprocess
+    import sys
+
+    from torchvision.models import ResNet50_Weights
+
+    from convscope.labels import imagenet_labels
+
+    assert imagenet_labels() == tuple(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    code = ("import sys; from convscope.labels import imagenet_labels; imagenet_labels(); "
+            "print('torchvision' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"

@@ -219,7 +219,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"default {next(iter(CAM_METHODS))}")
     p.add_argument("--cam-layer", metavar="NAME", help="the CAM layer (default: as for cam)")
     p.add_argument("--metrics", default="none", metavar="LIST", help="none (default), drop, deletion, insertion")
-    p.add_argument("--batch-size", type=_positive_int, default=32, metavar="B", help="images per batch (default 32)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B",
+                   help="images per model pass (default 4 on a CPU, where larger batches run slower, 32 on a GPU)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
                    help="processes decoding images while the model runs (default 0: in the main process)")
     p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images (sorted by path)")

@@ -4,7 +4,7 @@ The summary page holds the counts, the accuracy overall and per class (when labe
 the most frequent confusions; galleries -- most confident mistakes, least confident correct
 answers, and one per predicted class -- are pages of at most :data:`PAGE_SIZE` thumbnails (small
 JPEGs with the predicted class's map laid over, made once and reused on resume, loaded lazily);
-every image has a small page with its predictions, its map and its metrics. Everything is static
+the accuracy table links a gallery per true class; every image has a small page with its predictions, its map and its metrics. Everything is static
 HTML with relative links: it works opened from disk.
 """
 
@@ -18,9 +18,8 @@ from typing import Any
 
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
-from PIL import Image
 
-from .dataset import THUMB, load, summary, write_thumbnail
+from .dataset import load, summary, thumbnail, write_thumbnail
 from .errors import ConvscopeError
 from .files import prepare_out_dir, write_bytes
 from .images import load_image
@@ -29,24 +28,23 @@ PAGE_SIZE = 200
 CONFUSIONS = 20
 
 
-def _thumbnail(row: dict, target: Path) -> tuple[int, int]:
-    """The thumbnail the run wrote (remade from the photo where it is missing); its (width, height)."""
-    if not target.exists():
-        photo = load_image(row["path"])
-        photo.thumbnail((THUMB, THUMB))
-        write_thumbnail(np.asarray(photo), row["cam"], row["cam_shape"], target)
-    with Image.open(target) as existing:
-        return existing.size
+#: The columns the pages show (the maps are read only to remake a missing thumbnail).
+SHOWN = ("path", "error", "width", "height", "top_classes", "top_probabilities", "true_class", "correct",
+         "cam_class", "drop", "deletion", "insertion")
 
 
 def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
-    """Write ``out/index.html`` and its pages for the dataset run in ``out``; returns the index."""
+    """Write ``out/index.html`` and its pages for the dataset run in ``out``; returns the index.
+
+    Costs no more than a file write per image: the thumbnails the run made are linked, not opened
+    (their boxes keep the photo's aspect ratio), and a missing one is remade from its photo."""
     out = Path(out)
     folder = out / "dataset"
     settings = _settings(folder)
     table = load(out)
-    rows = table.to_pylist()
+    rows = table.select([name for name in SHOWN if name in table.column_names]).to_pylist()
     thumbs, pages = prepare_out_dir(folder, "thumbs", "pages") / "thumbs", folder / "pages"
+    made = {entry.name for entry in os.scandir(thumbs)}
     environment = Environment(loader=PackageLoader("convscope", "templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     image_page = environment.get_template("dataset_image.html.j2")
@@ -54,36 +52,42 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     for index, row in enumerate(rows):
         if row["error"] is not None:
             continue
-        try:
-            width, height = _thumbnail(row, thumbs / f"{index:06d}.jpg")
-        except ConvscopeError:  # the photo changed or went away since the run
-            continue
+        thumb = f"{index:06d}.jpg"
+        if thumb not in made:
+            try:
+                _remake_thumbnail(table.slice(index, 1).to_pylist()[0], thumbs / thumb)
+            except ConvscopeError:  # the photo changed or went away since the run
+                continue
         name = Path(row["path"]).name
         predicted = row["top_classes"][0]
-        item = {"name": name, "thumb": f"../thumbs/{index:06d}.jpg", "width": width, "height": height,
+        item = {"name": name, "thumb": f"../thumbs/{thumb}", "aspect": f"{row['width']} / {row['height']}",
                 "page": f"image-{index:06d}.html", "predicted": labels[predicted],
                 "probability": row["top_probabilities"][0],
                 "true": labels[row["true_class"]] if row["true_class"] is not None else None}
         items[index] = item
         metrics = [(name_, row[name_]) for name_ in ("drop", "deletion", "insertion") if row.get(name_) is not None]
         html = image_page.render(
-            name=name, path=row["path"], thumb=item["thumb"], width=width, height=height,
+            name=name, path=row["path"], thumb=item["thumb"], aspect=item["aspect"],
             cam_label=labels[row["cam_class"]], cam_method=settings.get("cam_method", ""),
             cam_layer=settings.get("cam_layer", ""), true=item["true"], correct=row["correct"], metrics=metrics,
             predictions=[{"index": i, "label": labels[i], "probability": p}
                          for i, p in zip(row["top_classes"], row["top_probabilities"])])
         write_bytes(pages / item["page"], html.encode("utf-8"))
-    galleries = []
+    galleries = {}
     for key, title, chosen in _galleries(rows, items, labels):
         if chosen:
-            galleries.append(_write_gallery(environment, pages, key, title, [items[i] for i in chosen]))
+            galleries[key] = _write_gallery(environment, pages, key, title, [items[i] for i in chosen])
     facts = summary(table)
     index = environment.get_template("dataset_index.html.j2").render(
         model=settings.get("model", ""), images=facts["images"], errors=facts["errors"], accuracy=facts["accuracy"],
         labelled=facts["labelled"], cam_method=settings.get("cam_method", ""), cam_layer=settings.get("cam_layer", ""),
-        per_class=_per_class(rows, labels), confusions=_confusions(rows, labels), galleries=galleries,
-        page_size=PAGE_SIZE)
+        per_class=_per_class(rows, labels, galleries), confusions=_confusions(rows, labels),
+        galleries=[g for key, g in galleries.items() if not key.startswith("true-")], page_size=PAGE_SIZE)
     return write_bytes(out / "index.html", index.encode("utf-8"))
+
+
+def _remake_thumbnail(row: dict, target: Path) -> None:
+    write_thumbnail(np.asarray(thumbnail(load_image(row["path"]))), row["cam"], row["cam_shape"], target)
 
 
 def _settings(folder: Path) -> dict[str, Any]:
@@ -108,6 +112,13 @@ def _galleries(rows: list[dict], items: dict[int, dict], labels: Sequence[str]) 
     for cls in sorted(by_class):
         galleries.append((f"class-{cls}", f"Predicted {labels[cls]} ({cls})",
                           sorted(by_class[cls], key=lambda i: -confidence[i])))
+    by_truth: dict[int, list[int]] = {}
+    for i in shown:
+        if rows[i]["true_class"] is not None:
+            by_truth.setdefault(rows[i]["true_class"], []).append(i)
+    for cls in sorted(by_truth):  # linked from the accuracy table: mistakes first, then by confidence
+        galleries.append((f"true-{cls}", f"True class {labels[cls]} ({cls})",
+                          sorted(by_truth[cls], key=lambda i: (rows[i]["correct"], -confidence[i]))))
     return galleries
 
 
@@ -124,11 +135,12 @@ def _write_gallery(environment: Environment, pages: Path, key: str, title: str, 
     return {"title": title, "count": count, "first_page": f"dataset/pages/{names[0]}"}
 
 
-def _per_class(rows: list[dict], labels: Sequence[str]) -> list[dict]:
+def _per_class(rows: list[dict], labels: Sequence[str], galleries: dict[str, dict]) -> list[dict]:
     judged = [row for row in rows if row["correct"] is not None]
     totals = Counter(row["true_class"] for row in judged)
     correct = Counter(row["true_class"] for row in judged if row["correct"])
-    return [{"index": c, "label": labels[c], "images": n, "correct": correct[c], "accuracy": correct[c] / n}
+    return [{"index": c, "label": labels[c], "images": n, "correct": correct[c], "accuracy": correct[c] / n,
+             "gallery": galleries[f"true-{c}"]["first_page"] if f"true-{c}" in galleries else None}
             for c, n in sorted(totals.items())]
 
 

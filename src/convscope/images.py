@@ -204,12 +204,21 @@ class Preprocessing:
         """One RGB image -> normalized C x H x W float32 tensor (C = :attr:`channels`; a grayscale
         model gets the image's luminance). The whole image is kept (resized, not cropped) unless
         ``crop`` asks for the centred box of the model's aspect ratio."""
+        return self.from_resized(self.resized(image, crop))
+
+    def resized(self, image: Image.Image, crop: bool = False) -> Image.Image:
+        """The image as the model sees it before normalization: at the input size, in the model's
+        colours (RGB, or luminance for a grayscale model)."""
         height, width = self.size
         if crop:
             image = self.centre_crop(image)
         if self.channels == 1:
             image = image.convert("L")
-        resized = image.resize((width, height), Image.BILINEAR)
+        return image.resize((width, height), Image.BILINEAR)
+
+    def from_resized(self, resized: Image.Image) -> torch.Tensor:
+        """:meth:`resized`'s picture -> the normalized C x H x W float32 tensor."""
+        height, width = self.size
         pixels = np.asarray(resized, dtype=np.float32).reshape(height, width, -1) / 255.0
         return self.normalize(torch.from_numpy(pixels).permute(2, 0, 1))
 
