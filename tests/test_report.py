@@ -255,3 +255,45 @@ def test_html_report_for_a_custom_module_from_python(tmp_path):
     assert (tmp_path / "out" / "images" / "cat.jpg").exists() and (tmp_path / "out" / "images" / "image2.jpg").exists()
     with pytest.raises(convscope.InputError, match="^names has 1 entries for 2 images"):
         convscope.html_report(model, [str(path), str(path)], tmp_path / "x", names=["a"])
+
+
+def test_dataset_report_in_a_browser(tmp_path):
+    """The dataset report's summary, a gallery page and an image page: no errors, every thumbnail
+    loads (lazily, once scrolled to), the links lead where they say, and axe finds nothing serious."""
+
+    from convscope import dataset
+    from convscope.dataset_report import write_dataset_report
+
+    from conftest import tiny_net
+
+    labels = ["cat", "dog", "cup", "car", "tree"]
+    model = convscope.load_model(tiny_net(), input_size=16, labels=labels)
+    rng = np.random.default_rng(1)
+    for index in range(12):
+        folder = tmp_path / "photos" / labels[index % 3]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (30 + index, 40, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
+    dataset.run(model, tmp_path / "photos", tmp_path / "out")
+    index = write_dataset_report(tmp_path / "out", labels)
+    with _browser() as playwright:
+        browser, page, errors = _open(playwright, index.as_uri())
+        try:
+            assert "12 images" in page.inner_text("body") and errors == []
+            _axe(page)
+            page.click("#classes-title ~ table a:text-is(\"cat (0)\")")
+            page.wait_for_load_state("load")
+            assert "True class cat (0)" in page.inner_text("h1")
+            for image in page.locator("img").all():
+                image.scroll_into_view_if_needed()
+            page.wait_for_function("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+            assert page.evaluate("Array.from(document.images).every(i => i.loading === 'lazy' && i.alt)")
+            _axe(page)
+            page.locator("ul.grid a").first.click()
+            page.wait_for_load_state("load")
+            assert "Predictions" in page.inner_text("body")
+            assert page.evaluate("document.images[0].complete && document.images[0].naturalWidth > 0")
+            _axe(page)
+            page.click("text=Back to the summary")
+            assert page.url == index.as_uri() and errors == []
+        finally:
+            browser.close()
