@@ -262,7 +262,7 @@ def test_dataset_report_in_a_browser(tmp_path):
     loads (lazily, once scrolled to), the links lead where they say, and axe finds nothing serious."""
 
     from convscope import dataset
-    from convscope.dataset_report import write_dataset_report
+    from convscope.dataset_report import write_dataset_report, write_example_filters
 
     from conftest import tiny_net
 
@@ -273,8 +273,11 @@ def test_dataset_report_in_a_browser(tmp_path):
         folder = tmp_path / "photos" / labels[index % 3]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (30 + index, 40, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
-    dataset.run(model, tmp_path / "photos", tmp_path / "out")
+    dataset.run(model, tmp_path / "photos", tmp_path / "out", examples="default", examples_top=3)
+    write_example_filters(model, tmp_path / "out")
     index = write_dataset_report(tmp_path / "out", labels)
+    single = run_all(model, [Image.open(tmp_path / "photos" / "cat" / "p0.png")], ["p0.png"], tmp_path / "single",
+                     trust=False, dataset=tmp_path / "out", say=lambda line: None)
     with _browser() as playwright:
         browser, page, errors = _open(playwright, index.as_uri())
         try:
@@ -295,5 +298,20 @@ def test_dataset_report_in_a_browser(tmp_path):
             _axe(page)
             page.click("text=Back to the summary")
             assert page.url == index.as_uri() and errors == []
+            # a stable link to a channel's examples, and one to nothing
+            page.goto(index.as_uri() + "#examples/conv2/5")
+            page.wait_for_url("**/examples-conv2-0001.html#examples/conv2/5")
+            assert page.is_visible("[id='examples/conv2/5']") and page.locator("img.filter").count() == 6
+            _axe(page)
+            page.goto(index.as_uri() + "#examples/conv2/99")
+            page.wait_for_selector("#link-note:not([hidden])")
+            assert "names no layer or channel" in page.inner_text("#link-note")
+            # the single-image report's filter viewer links to the examples
+            page.goto(single.as_uri())
+            page.locator("img.grid[data-kind=filters][data-layer=conv2]").click(position={"x": 8, "y": 8})
+            assert page.inner_text("#viewer-title") == "conv2, filter 0" and page.is_visible("#viewer-examples")
+            page.click("#viewer-examples")
+            page.wait_for_url("**/examples-conv2-0001.html#examples/conv2/0")
+            assert errors == []
         finally:
             browser.close()

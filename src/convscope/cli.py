@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from . import cli_parser, dataset, models
-from .dataset_report import write_dataset_report
+from .dataset_report import write_dataset_report, write_example_filters
 from .errors import ConvscopeError, ConvscopeWarning, InputError
 from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
@@ -274,7 +274,7 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
         options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
-                   "cam_method": args.cam_method, "top": args.top} if args.command == "run" else {}
+                   "cam_method": args.cam_method, "top": args.top, "dataset": args.dataset} if args.command == "run" else {}
         report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
                          progress=bar.update, on_filter_layers=_total_of(bar),
                          command=shlex.join(["convscope", *args.argv]), **options)
@@ -311,8 +311,11 @@ def cmd_dataset(args: argparse.Namespace) -> int:
         folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
                              layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
                              workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
-                             engine=args.engine, ray_address=args.ray_address, progress=bar.update,
-                             on_total=_total_of(bar))
+                             engine=args.engine, ray_address=args.ray_address, examples=args.examples,
+                             examples_top=args.examples_top, progress=bar.update, on_total=_total_of(bar))
+    if args.examples is not None:
+        with _progress_bar(args.quiet, "filter pictures") as bar:
+            write_example_filters(model, args.out, progress=bar.update, on_total=_total_of(bar))
     index = write_dataset_report(args.out, model.labels)
     result = dataset.summary(dataset.load(folder))
     accuracy = "" if result["accuracy"] is None else \

@@ -149,6 +149,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
                    help=f"filter picture size (default {DEFAULT_SIZE}; raised where a layer needs more)")
     p.add_argument("--no-filters", action="store_true", help="skip the filters section (the slowest)")
+    p.add_argument("--dataset", metavar="DIR",
+                   help="a dataset run made with --examples: filter pictures link to their dataset examples there")
     p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
                    help=f"class activation map method (default {next(iter(CAM_METHODS))})")
     p.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes (default 3)")
@@ -229,6 +231,11 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="local (default: this process and its workers) or ray (the shards on Ray actors; "
                         "pip install 'convscope[ray]')")
     p.add_argument("--ray-address", metavar="ADDR", help="join the Ray cluster there (default: a local Ray)")
+    p.add_argument("--examples", nargs="?", const="default", metavar="LAYERS",
+                   help="for every channel of these layers (as --layers; default: the filter layers), the images "
+                        "that excite it most, with the crop its unit sees: DIR/examples/")
+    p.add_argument("--examples-top", type=int, default=9, metavar="K",
+                   help="examples per channel (default 9)")
     _precision_option(p, "fp32")
     p.set_defaults(handler=handlers["dataset"])
     return parser

@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import metrics as measure
 from .errors import ConvscopeError, InputError, check_at_least, check_choice
+from .dataset_examples import ChannelExamples, ShardExamples, channel_examples, check_top, examples_layers, partial_path, write_examples
 from .dataset_sources import file_labels, find_images, folder_labels
 from .drawing import overlay
 from .files import prepare_out_dir, save_image, save_json, write_bytes
@@ -44,6 +45,7 @@ from .images import load_image
 from .model import Model
 from .precision import check_precision
 from .techniques.cams import cam_layer, cam_method, compute_cam
+from .techniques.examples import DEFAULT_TOP
 from .writers import resized_map
 
 #: Images per Parquet shard: the unit of work, of writing and of resuming.
@@ -68,6 +70,8 @@ class Settings:
     steps: int
     precision: str
     shard_size: int = SHARD_SIZE
+    examples: list[str] = field(default_factory=list)
+    examples_top: int = 0
 
 
 @dataclass
@@ -80,8 +84,9 @@ class Manifest:
 
     def differences(self, other: dict) -> list[str]:
         """What changed from ``other`` (a manifest read from disk), in words."""
-        changed = [f"{key} ({other['settings'].get(key)!r} -> {value!r})"
-                   for key, value in asdict(self.settings).items() if other.get("settings", {}).get(key) != value]
+        before_settings = {**asdict(Settings("", "", "", "", [], 0, "")), **other.get("settings", {})}
+        changed = [f"{key} ({before_settings.get(key)!r} -> {value!r})"
+                   for key, value in asdict(self.settings).items() if before_settings.get(key) != value]
         before = {entry["path"]: entry for entry in other.get("images", [])}
         now = {entry["path"]: entry for entry in self.images}
         added, removed = sorted(set(now) - set(before)), sorted(set(before) - set(now))
@@ -147,14 +152,16 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
         labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
         metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int | None = None, workers: int = 0,
         limit: int | None = None, restart: bool = False, precision: str = "fp32", engine: str = "local",
-        ray_address: str | None = None, progress: Callable[[int], None] | None = None,
+        ray_address: str | None = None, examples: str | Sequence[str] | None = None,
+        examples_top: int = DEFAULT_TOP, progress: Callable[[int], None] | None = None,
         on_total: Callable[[int], None] | None = None) -> Path:
     """Run a dataset (see the module notes) and return ``out/dataset``. ``engine``: ``local`` (this
     process and its DataLoader workers) or ``ray`` (the shards on a pool of Ray actors, a local Ray
     unless ``ray_address`` names a cluster; see :mod:`convscope.dataset_ray`). ``progress`` is
     called with the number of images done (after each batch; with Ray, after each shard), after
     ``on_total`` was told how many images the run has. ``batch_size``: default by device,
-    :data:`DEFAULT_BATCH`."""
+    :data:`DEFAULT_BATCH`. ``examples``: layers (names, lists, globs, or ``default`` for the filter
+    layers) whose channels get their ``examples_top`` dataset examples (:mod:`convscope.dataset_examples`)."""
     check_choice("engine", engine, ENGINES)
     if engine == "ray":
         from .dataset_ray import check_ray
@@ -177,9 +184,13 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
         if name not in DATASET_METRICS:
             raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
                              parameter="metrics")
+    example_layers = examples_layers(model, examples) if examples is not None else []
+    if examples is not None:
+        check_top(examples_top, len(images))
     truth = file_labels(model, images, labels) if labels is not None else folder_labels(model, images, root)
     settings = Settings(model.name, model.weights, cam_method_name, cam_layer(model, layer), chosen_metrics, steps,
-                        check_precision(precision, model.device))
+                        check_precision(precision, model.device), examples=example_layers,
+                        examples_top=examples_top if example_layers else 0)
     manifest = Manifest(settings, [_image_entry(p) for p in images])
     folder = prepare_out_dir(out, "dataset") / "dataset"
     _check_resume(folder, manifest, restart)
@@ -201,6 +212,8 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
         from .dataset_ray import run_on_ray
 
         run_on_ray(model, jobs, settings, batch_size, ray_address, progress)
+    if example_layers:
+        write_examples(folder.parent, model, example_layers, examples_top, [os.fspath(p) for p in images])
     return folder
 
 
@@ -217,7 +230,10 @@ class ShardJob:
 def write_shard(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int = 0,
                 progress: Callable[[int], None] | None = None) -> Path:
     """Compute one shard's rows and write its Parquet file atomically."""
-    rows = _shard_rows(model, job, settings, batch_size, workers, progress)
+    examples = ShardExamples(settings.examples, settings.examples_top) if settings.examples else None
+    rows = _shard_rows(model, job, settings, batch_size, workers, progress, examples)
+    if examples is not None:  # before the shard: a complete shard always has its examples
+        examples.save(partial_path(job.target))
     buffer = io.BytesIO()
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
     return write_bytes(job.target, buffer.getvalue())
@@ -233,12 +249,13 @@ def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:
         raise InputError(f"out: a different run is in {folder} ({'; '.join(changed[:3])}); use restart "
                          "(--restart) to start it again", parameter="out")
     if changed or restart:  # the shards and the report's thumbnails (numbered by image) start again
-        for stale in [*folder.glob("shard-*.parquet"), *folder.glob("thumbs/*.jpg")]:
+        for stale in [*folder.glob("shard-*.parquet"), *folder.glob("shard-*.examples.npz"),
+                      *folder.glob("thumbs/*.jpg")]:
             stale.unlink()
 
 
 def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int,
-                progress: Callable[[int], None] | None) -> list[dict]:
+                progress: Callable[[int], None] | None, examples: ShardExamples | None = None) -> list[dict]:
     """The rows of one shard; each readable image's thumbnail with its map is written on the way
     (``thumbs/NNNNNN.jpg`` beside the shards, numbered by image, for the report)."""
     loader = DataLoader(_Images(job.paths, model), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
@@ -255,7 +272,11 @@ def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int
                     rows[index] = {"path": os.fspath(job.paths[index]), "error": error}
             if good:
                 x = torch.stack([item[1] for item in good]).to(model.device, model.dtype)
-                for item, row in zip(good, _batch_rows(model, x, [job.truth[i] for i, *_ in good], settings)):
+                batch_rows = _batch_rows(model, x, [job.truth[i] for i, *_ in good], settings,
+                                         examples.watchers() if examples is not None else None)
+                if examples is not None:
+                    examples.keep([job.first + item[0] for item in good])
+                for item, row in zip(good, batch_rows):
                     index, _, size, _, thumb = item
                     rows[index] = {"path": os.fspath(job.paths[index]), "error": None, "width": size[0],
                                    "height": size[1], **row}
@@ -290,8 +311,9 @@ def _one_thread(_worker: int) -> None:
     torch.set_num_threads(1)  # workers decode; the main process keeps the cores for the model
 
 
-def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], settings: Settings) -> list[dict]:
-    result = compute_cam(model, x, None, settings.cam_layer, settings.cam_method, settings.precision)
+def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], settings: Settings,
+                watch: dict[str, Callable[[torch.Tensor], None]] | None = None) -> list[dict]:
+    result = compute_cam(model, x, None, settings.cam_layer, settings.cam_method, settings.precision, watch=watch)
     probabilities = result.logits.softmax(dim=1)
     values, indices = probabilities.topk(min(TOP, probabilities.shape[1]), dim=1)
     others = [i for i, (cls, true) in enumerate(zip(result.classes, truth)) if true is not None and true != cls]
@@ -318,6 +340,12 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
             **{name: float(values_[i]) for name, values_ in measured.items()},
         })
     return rows
+
+
+def examples(out: str | os.PathLike, layer: str, channel: int) -> ChannelExamples:
+    """The dataset examples of one channel of a run made with ``examples=``: its images, best first
+    (path, maximum, position, box), displayed as crops in a notebook."""
+    return channel_examples(out, layer, channel)
 
 
 def load(out: str | os.PathLike) -> pa.Table:

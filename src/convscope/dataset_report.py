@@ -10,9 +10,10 @@ HTML with relative links: it works opened from disk.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +21,16 @@ import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from .dataset import load, summary, thumbnail, write_thumbnail
+from .dataset_examples import read_layer
 from .errors import ConvscopeError
-from .files import prepare_out_dir, write_bytes
+from .files import prepare_out_dir, safe_name, save_json, write_bytes
+from .filter_cache import FilterSettings, cached_filter_pictures, layer_folder, missing_steps
 from .images import load_image
+from .model import Model
 
 PAGE_SIZE = 200
+#: Channels on one page of a layer's dataset examples.
+CHANNELS_PER_PAGE = 64
 CONFUSIONS = 20
 
 
@@ -78,12 +84,83 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
         if chosen:
             galleries[key] = _write_gallery(environment, pages, key, title, [items[i] for i in chosen])
     facts = summary(table)
+    example_layers = _write_example_pages(environment, out, settings.get("examples") or [])
     index = environment.get_template("dataset_index.html.j2").render(
         model=settings.get("model", ""), images=facts["images"], errors=facts["errors"], accuracy=facts["accuracy"],
         labelled=facts["labelled"], cam_method=settings.get("cam_method", ""), cam_layer=settings.get("cam_layer", ""),
         per_class=_per_class(rows, labels, galleries), confusions=_confusions(rows, labels),
-        galleries=[g for key, g in galleries.items() if not key.startswith("true-")], page_size=PAGE_SIZE)
+        galleries=[g for key, g in galleries.items() if not key.startswith("true-")], page_size=PAGE_SIZE,
+        example_layers=example_layers, example_links=_example_links(example_layers))
     return write_bytes(out / "index.html", index.encode("utf-8"))
+
+
+# -- the dataset examples ------------------------------------------------------------------------------------
+def write_example_filters(model: Model, out: str | os.PathLike, progress: Callable[[int], None] | None = None,
+                          on_total: Callable[[int], None] | None = None) -> dict[str, str]:
+    """The filter picture of every channel with dataset examples, cached under ``out/filters``
+    (computed once; a rerun or a resumed run reuses them); writes and returns
+    ``out/examples/filters.json``: layer -> the folder of its pictures, relative to ``out``."""
+    out = Path(out)
+    layers = {}
+    for layer in _settings(out / "dataset").get("examples") or []:
+        layers[layer] = range(len(read_layer(out, layer)["channels"]))
+    if on_total is not None:
+        on_total(missing_steps(model, layers, out / "filters"))
+    folders = {}
+    for layer, channels in layers.items():
+        cached_filter_pictures(model, layer, list(channels), out / "filters", progress=progress)
+        folders[layer] = layer_folder(out / "filters", model, layer, FilterSettings()).relative_to(out).as_posix()
+    save_json(folders, out / "examples" / "filters.json")
+    return folders
+
+
+def _write_example_pages(environment: Environment, out: Path, layers: Sequence[str]) -> list[dict]:
+    """One set of pages per layer (:data:`CHANNELS_PER_PAGE` channels a page): each channel's filter
+    picture (where computed), its examples and the histogram of its maxima; returns the index's rows."""
+    filters_file = out / "examples" / "filters.json"
+    filter_folders = json.loads(filters_file.read_text(encoding="utf-8")) if filters_file.exists() else {}
+    rows = []
+    template = environment.get_template("dataset_examples.html.j2")
+    for layer in layers:
+        facts = read_layer(out, layer)
+        channels = facts["channels"]
+        prefix = f"examples-{safe_name(layer)}"
+        total = -(-len(channels) // CHANNELS_PER_PAGE)
+        names = [f"{prefix}-{number + 1:04d}.html" for number in range(total)]
+        for number, name in enumerate(names):
+            shown = []
+            for entry in channels[number * CHANNELS_PER_PAGE:(number + 1) * CHANNELS_PER_PAGE]:
+                channel = entry["channel"]
+                picture = f"{filter_folders[layer]}/{channel}.png" if layer in filter_folders else None
+                shown.append({**entry, "anchor": f"examples/{layer}/{channel}",
+                              "grid": f"../../{facts['folder']}/{channel}.png" if entry["examples"] else None,
+                              "filter": f"../../{picture}" if picture and (out / picture).exists() else None,
+                              "bars": _histogram_bars(entry["histogram"])})
+            html = template.render(layer=layer, facts=facts, channels=shown, page=number + 1, pages=total,
+                                   previous=names[number - 1] if number else None,
+                                   next=names[number + 1] if number + 1 < total else None,
+                                   links=_example_links([{"layer": layer, "prefix": prefix,
+                                                          "channels": len(channels)}], ""))
+            write_bytes(out / "dataset" / "pages" / name, html.encode("utf-8"))
+        rows.append({"layer": layer, "prefix": prefix, "channels": len(channels), "dead": facts["dead"],
+                     "rare": facts["rare"], "images": facts["images"], "first_page": f"dataset/pages/{names[0]}"})
+    return rows
+
+
+def _example_links(layers: Sequence[dict], base: str = "dataset/pages/") -> str:
+    """JSON for the pages' script that follows ``#examples/<layer>/<channel>`` to the channel's page."""
+    return json.dumps({"base": base, "per_page": CHANNELS_PER_PAGE,
+                       "layers": {row["layer"]: {"prefix": row["prefix"], "channels": row["channels"]}
+                                  for row in layers}}).replace("</", "<\\/")
+
+
+def _histogram_bars(histogram: dict) -> list[dict]:
+    """The histogram as bars of an 100 x 24 SVG: x, width and height of each."""
+    counts = histogram["counts"]
+    peak = max(counts) or 1
+    width = 100 / len(counts)
+    return [{"x": round(i * width, 2), "width": round(width - 0.4, 2), "height": round(24 * c / peak, 2)}
+            for i, c in enumerate(counts)]
 
 
 def _remake_thumbnail(row: dict, target: Path) -> None:
@@ -91,8 +168,6 @@ def _remake_thumbnail(row: dict, target: Path) -> None:
 
 
 def _settings(folder: Path) -> dict[str, Any]:
-    import json
-
     manifest = folder / "manifest.json"
     return json.loads(manifest.read_text(encoding="utf-8"))["settings"] if manifest.exists() else {}
 
@@ -149,4 +224,4 @@ def _confusions(rows: list[dict], labels: Sequence[str]) -> list[dict]:
     return [{"true": labels[t], "predicted": labels[p], "count": n} for (t, p), n in pairs.most_common(CONFUSIONS)]
 
 
-__all__ = ["write_dataset_report", "PAGE_SIZE"]
+__all__ = ["write_dataset_report", "write_example_filters", "PAGE_SIZE", "CHANNELS_PER_PAGE"]

@@ -169,6 +169,9 @@ class Report:
     seconds: float
     versions: dict[str, str]
     command: str | None
+    #: A dataset run with examples: ``{"index": its index.html relative to the report, "layers":
+    #: {layer: channels}}``; the filter viewer links each filter of those layers to its examples.
+    dataset_examples: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Plain data (the form embedded in the page)."""

@@ -6,6 +6,7 @@ single commands (:mod:`convscope.plans`)."""
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -54,7 +55,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
             cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None, trust: bool = True,
             trust_methods: str | Sequence[str] = "all",
             say: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
-            on_filter_layers: Callable[[int], None] | None = None, command: str | None = None) -> Path:
+            on_filter_layers: Callable[[int], None] | None = None, command: str | None = None,
+            dataset: str | Path | None = None) -> Path:
     """Run everything for ``photos`` and write ``out/index.html``; returns its path.
 
     ``layers``: the intermediate outputs shown (default: every conv and pooling layer);
@@ -63,12 +65,14 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     maps; ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
     image's top class; see :mod:`convscope.techniques.evaluate`). ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
     ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
-    in the report (None: called from Python). Everything is checked before the first section runs.
+    in the report (None: called from Python). ``dataset``: the folder of a dataset run made with
+    examples, whose examples the filter pictures link to. Everything is checked before the first section runs.
     """
     started = time.perf_counter()
     if model.preprocessing.channels == 1:  # a grayscale model: its photos (and overlays) in gray
         photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
+    dataset_examples = example_links(dataset, out) if dataset is not None else None
     activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
     filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,
                                 method=FILTER_METHOD) if filters else None
@@ -113,8 +117,24 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
 
     report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
                     CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top), trust_section,
-                    round(time.perf_counter() - started, 1), package_versions(), command)
+                    round(time.perf_counter() - started, 1), package_versions(), command, dataset_examples)
     return write_report(out, report)
+
+
+def example_links(dataset: str | Path, out: str | Path) -> dict[str, Any]:
+    """What the report needs to link filters to a dataset run's examples (see ``Report.dataset_examples``)."""
+    folder = Path(dataset)
+    found = sorted((folder / "examples").glob("*.json"))
+    layers = {}
+    for path in found:
+        facts = json.loads(path.read_text(encoding="utf-8"))
+        if "layer" in facts and "channels" in facts:
+            layers[facts["layer"]] = len(facts["channels"])
+    if not layers or not (folder / "index.html").exists():
+        raise InputError(f"dataset {folder}: holds no dataset examples with their report (make them with "
+                         "convscope dataset SOURCE --out DIR --examples)", parameter="dataset")
+    index = os.path.relpath(folder.resolve() / "index.html", Path(out).resolve())
+    return {"index": Path(index).as_posix(), "layers": layers}
 
 
 def html_report(model: Model, images: ImageSource | Sequence[ImageSource], out: str | Path = "convscope-out", *,

@@ -29,7 +29,7 @@ is filled, frozen models work, and an in-place op after the layer cannot change 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,17 +262,25 @@ def cam_layer(model: Model, layer: str | None = None) -> str:
 
 
 def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
-                gradients: bool) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+                gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
     """One forward pass with a hook on ``layer``: (A, dY_c/dA or None, logits, classes), all fp32.
 
     With ``gradients`` the hook makes the layer's output a leaf ``A`` that requires grad: gradient
     recording starts there, the rest of the network sees a clone of it (in-place ops downstream
     cannot touch ``A``), and backward stops at it. Without, ``A`` is a clone of the output.
+    ``watch``: more layers, each one's output handed (detached, before anything downstream can
+    change it) to its function.
     """
     held: dict[str, torch.Tensor] = {}
+    watch = watch or {}
 
-    def hook_for(_name: str) -> ForwardHook:
+    def hook_for(name: str) -> ForwardHook:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if name in watch:
+                watch[name](output.detach())
+            if name != layer:
+                return None
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
                 raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
             if not gradients:
@@ -284,7 +292,8 @@ def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, class
         return hook
 
     grads = None
-    with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.no_grad(), \
+    hooked_layers = {name: model.submodule(name) for name in (layer, *watch)}
+    with layer_hooks(hooked_layers, hook_for) as hooked, torch.no_grad(), \
             computing_in(model.device, precision):
         logits = model.scores(prepare_input(x))
         hooked.check_ran()
@@ -299,10 +308,12 @@ def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, class
 def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
                 classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
                 method: str = DEFAULT_METHOD, precision: str = "fp32",
-                scorecam_batch: int | None = None, progress: Callable[[int], None] | None = None) -> CamResult:
+                scorecam_batch: int | None = None, progress: Callable[[int], None] | None = None,
+                watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> CamResult:
     """Class activation maps with everything around them (see :class:`CamResult`). ``scorecam_batch``:
     masked inputs per forward pass of Score-CAM (default by device, :data:`SCORECAM_BATCH`);
-    ``progress`` is called with the number of masked inputs after each of its passes.
+    ``progress`` is called with the number of masked inputs after each of its passes; ``watch``
+    (layer name -> function) hands the functions those layers' outputs in the pass that makes the maps.
 
     Everything is resolved before any hook is registered (the layer, the class labels); a layer the
     input never reaches raises :class:`~convscope.errors.LayerError`, whatever the method.
@@ -326,7 +337,8 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
         precision, reason = choose_precision(
             precision, model.module, model.device, ("cam", layer, chosen_method.needs_gradients, tuple(x.shape)),
             lambda option: _layer_pass(model, x, layer, option, fixed, chosen_method.needs_gradients))
-        acts, grads, logits, chosen = _layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients)
+        acts, grads, logits, chosen = _layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients,
+                                                  watch)
         with torch.no_grad():
             raw = chosen_method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress))
     low_res = torch.relu(raw).float()
