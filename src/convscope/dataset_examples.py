@@ -258,21 +258,24 @@ def _crops(merged: Sequence[LayerExamples], fields: dict[str, ReceptiveField], p
 
 def _crop(seen: Image.Image | None, field: ReceptiveField, row: int, column: int) -> Image.Image:
     """The unit's receptive field cut from the picture the model saw (the photo at the input size),
-    shown at CROP x CROP -- every crop of a layer at one scale, centred on gray where the image edge
-    clipped it -- with the unit's own cell outlined."""
+    shown at CROP x CROP -- every crop of a layer at one scale, the unit always at the centre, gray
+    where the field runs past the image's edge -- with the unit's own cell outlined."""
     tile = Image.new("RGB", (CROP, CROP), BACKGROUND)
     if seen is None:
         return tile
     left, top, right, bottom = field.box(row, column)
+    whole_left, whole_top, _, _ = field.box(row, column, clip=False)
     zoom = CROP / max(field.size)
+    # the unclipped box fills the tile (centred when not square); the clipped part sits where it belongs
+    origin = ((CROP - field.size[1] * zoom) / 2 - whole_left * zoom, (CROP - field.size[0] * zoom) / 2 - whole_top * zoom)
+    at = (round(origin[0] + left * zoom), round(origin[1] + top * zoom))
     shown = (max(1, round((right - left) * zoom)), max(1, round((bottom - top) * zoom)))
     resample = Image.NEAREST if zoom >= 2 else Image.BILINEAR
-    at = ((CROP - shown[0]) // 2, (CROP - shown[1]) // 2)
     tile.paste(seen.crop((left, top, right, bottom)).resize(shown, resample, reducing_gap=2.0), at)
     cell = field.cell(row, column)
-    draw = ImageDraw.Draw(tile)
-    draw.rectangle((at[0] + (cell[0] - left) * zoom, at[1] + (cell[1] - top) * zoom,
-                    at[0] + (cell[2] - left) * zoom - 1, at[1] + (cell[3] - top) * zoom - 1), outline=MARK)
+    ImageDraw.Draw(tile).rectangle((round(origin[0] + cell[0] * zoom), round(origin[1] + cell[1] * zoom),
+                                    round(origin[0] + cell[2] * zoom) - 1, round(origin[1] + cell[3] * zoom) - 1),
+                                   outline=MARK)
     return tile
 
 

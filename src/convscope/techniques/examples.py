@@ -14,6 +14,7 @@ random inputs; other positions shift it by the layer's stride (input size / outp
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,14 +88,15 @@ class ReceptiveField:
     offset: tuple[float, float]
     input_size: tuple[int, int]
 
-    def box(self, row: int, column: int) -> tuple[int, int, int, int]:
+    def box(self, row: int, column: int, clip: bool = True) -> tuple[int, int, int, int]:
         """The box (left, top, right, bottom; right and bottom exclusive) of the unit at (row,
-        column), clipped to the input."""
+        column), clipped to the input unless ``clip`` is false."""
         edges = []
         for axis, position in ((1, column), (0, row)):
             centre = (position + 0.5) * self.stride[axis] - 0.5 + self.offset[axis]
-            low = int(round(centre - (self.size[axis] - 1) / 2))
-            edges.append((max(0, low), min(self.input_size[axis], low + self.size[axis])))
+            low = math.floor(centre - (self.size[axis] - 1) / 2 + 0.5)
+            high = low + self.size[axis]
+            edges.append((max(0, low), min(self.input_size[axis], high)) if clip else (low, high))
         (left, right), (top, bottom) = edges
         return left, top, right, bottom
 
@@ -104,8 +106,8 @@ class ReceptiveField:
         for axis, position in ((1, column), (0, row)):
             centre = (position + 0.5) * self.stride[axis] - 0.5 + self.offset[axis]
             half = max(self.stride[axis], 1.0) / 2
-            edges.append((max(0, int(round(centre - half + 0.5))),
-                          min(self.input_size[axis], int(round(centre + half + 0.5)))))
+            edges.append((max(0, math.floor(centre - half + 1)),
+                          min(self.input_size[axis], math.floor(centre + half + 1))))
         (left, right), (top, bottom) = edges
         return left, top, right, bottom
 
