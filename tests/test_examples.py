@@ -165,13 +165,17 @@ def test_default_model_examples_equal_brute_force_on_both_engines(default_model,
             assert (a["fired"], a["dead"]) == (b["fired"], b["dead"])
 
 
+def _random_photos(folder: Path, count: int, size: tuple[int, int], seed: int) -> Path:
+    folder.mkdir()
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"i{index:02d}.png")
+    return folder
+
+
 def test_a_resumed_run_gives_exactly_the_same_examples(tmp_path, monkeypatch):
     model = convscope.load_model(tiny_net(), input_size=16, labels=LABELS)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(3)
-    for index in range(11):
-        Image.fromarray(rng.integers(0, 255, (18, 20, 3), dtype=np.uint8)).save(photos / f"i{index:02d}.png")
+    photos = _random_photos(tmp_path / "photos", 11, (18, 20), seed=3)
     monkeypatch.setattr(dataset, "SHARD_SIZE", 4)
     out = tmp_path / "out"
     dataset.run(model, photos, out, examples="conv1,pool", examples_top=4, batch_size=3)
@@ -189,11 +193,7 @@ def test_a_resumed_run_gives_exactly_the_same_examples(tmp_path, monkeypatch):
 
 def test_the_report_shows_each_channel_with_its_filter_picture(tmp_path):
     model = convscope.load_model(tiny_net(), input_size=16, labels=LABELS)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(4)
-    for index in range(6):
-        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(photos / f"i{index}.png")
+    photos = _random_photos(tmp_path / "photos", 6, (16, 16), seed=4)
     out = tmp_path / "out"
     dataset.run(model, photos, out, examples="default", examples_top=2)
     folders = write_example_filters(model, out)
