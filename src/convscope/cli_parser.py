@@ -14,6 +14,7 @@ from .plans import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
 from .precision import PRECISIONS
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.evaluate import DEFAULT_METRICS, METRIC_NAMES
+from .techniques.examples import DEFAULT_TOP as EXAMPLES_TOP
 from .techniques.filter_recipes import RECIPES
 from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE
 
@@ -234,8 +235,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--examples", nargs="?", const="default", metavar="LAYERS",
                    help="for every channel of these layers (as --layers; default: the filter layers), the images "
                         "that excite it most, with the crop its unit sees: DIR/examples/")
-    p.add_argument("--examples-top", type=int, default=9, metavar="K",
-                   help="examples per channel (default 9)")
+    p.add_argument("--examples-top", type=int, default=EXAMPLES_TOP, metavar="K",
+                   help=f"examples per channel (default {EXAMPLES_TOP})")
     _precision_option(p, "fp32")
     p.set_defaults(handler=handlers["dataset"])
     return parser

@@ -37,7 +37,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import metrics as measure
 from .errors import ConvscopeError, InputError, check_at_least, check_choice
-from .dataset_examples import ChannelExamples, ShardExamples, channel_examples, check_top, examples_layers, partial_path, write_examples
+from .dataset_examples import (ChannelExamples, ShardExamples, channel_examples, check_examples_top, examples_layers,
+                               partial_path, write_examples)
 from .dataset_sources import file_labels, find_images, folder_labels
 from .drawing import overlay
 from .files import prepare_out_dir, save_image, save_json, write_bytes
@@ -186,7 +187,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
                              parameter="metrics")
     example_layers = examples_layers(model, examples) if examples is not None else []
     if examples is not None:
-        check_top(examples_top, len(images))
+        check_examples_top(examples_top, len(images))
     truth = file_labels(model, images, labels) if labels is not None else folder_labels(model, images, root)
     settings = Settings(model.name, model.weights, cam_method_name, cam_layer(model, layer), chosen_metrics, steps,
                         check_precision(precision, model.device), examples=example_layers,

@@ -65,7 +65,8 @@ def examples_layers(model: Model, spec: str | Sequence[str] | None) -> list[str]
     return names
 
 
-def check_top(top: int, images: int) -> int:
+def check_examples_top(top: int, images: int) -> int:
+    """``top`` examples per channel: at least 1, at most the number of images."""
     check_at_least("examples_top", top, 1)
     if top > images:
         raise InputError(f"examples_top must be at most the number of images ({images}), got {top}",
