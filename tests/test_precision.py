@@ -3,8 +3,6 @@ calls (the caller's settings restored), ``tf32`` only where it exists."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import torch
 
@@ -46,11 +44,13 @@ def test_tf32_only_on_gpus_that_have_it(tiny_model):
 ])
 def test_auto_measures_and_never_picks_a_slower_precision(monkeypatch, bf16_seconds, expected, reason):
     monkeypatch.setattr(precision_module, "candidates", lambda device: ["fp32", "bf16"])
+    now = [0.0]  # a clock of the test's own: work takes exactly its seconds, whatever the machine's load
+    monkeypatch.setattr(precision_module, "_clock", lambda: now[0])
     calls = []
 
     def work(option: str) -> None:
         calls.append(option)
-        time.sleep(0.02 if option == "fp32" else bf16_seconds)
+        now[0] += 0.02 if option == "fp32" else bf16_seconds
 
     module = torch.nn.Linear(1, 1)
     assert choose_precision("auto", module, torch.device("cpu"), "key", work) == (expected, reason)
