@@ -113,6 +113,8 @@ def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
-def save_json(data: Any, path: str | os.PathLike) -> Path:
-    """Write JSON (indented, UTF-8) atomically."""
-    return write_bytes(path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+def save_json(data: Any, path: str | os.PathLike, indent: int | None = 2) -> Path:
+    """Write JSON (UTF-8; indented unless ``indent=None``: compact, for large machine-read files) atomically."""
+    separators = None if indent else (",", ":")
+    text = json.dumps(data, indent=indent, separators=separators, ensure_ascii=False)
+    return write_bytes(path, (text + "\n").encode("utf-8"))
