@@ -261,7 +261,7 @@ def cam_layer(model: Model, layer: str | None = None) -> str:
     return layer
 
 
-def _layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
+def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
                 gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
     """One forward pass with a hook on ``layer``: (A, dY_c/dA or None, logits, classes), all fp32.
@@ -336,8 +336,8 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     with evaluating(model.module):
         precision, reason = choose_precision(
             precision, model.module, model.device, ("cam", layer, chosen_method.needs_gradients, tuple(x.shape)),
-            lambda option: _layer_pass(model, x, layer, option, fixed, chosen_method.needs_gradients))
-        acts, grads, logits, chosen = _layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients,
+            lambda option: layer_pass(model, x, layer, option, fixed, chosen_method.needs_gradients))
+        acts, grads, logits, chosen = layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients,
                                                   watch)
         with torch.no_grad():
             raw = chosen_method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress))

@@ -1,0 +1,150 @@
+"""Why this class: the channels of a layer that carried a class score.
+
+For an image, a class c and a layer L with output A (K x h x w) and g = dY_c/dA (Y_c the class
+score before softmax):
+
+* channel k's **contribution** is ``C_k = sum_ij g_kij * A_kij`` (gradient x activation: the
+  first-order share of Y_c carried by that channel);
+* its **map** is ``g_k * A_k`` element-wise (where it contributed), and its **peak** the position
+  of the map's largest term in the direction of ``C_k`` (the largest for a positive contribution,
+  the most negative for a negative one; the first such position, row-major);
+* the **total** ``sum_k C_k = sum(g * A)``; where global average pooling and a linear classifier
+  follow L, it is exactly ``Y_c - b_c`` (the class's bias), and then Grad-CAM's map is ``sum_k g_k * A_k``.
+
+Channels are ranked by contribution: the first ones support the class, the most negative ones
+argue against it. ``share`` is ``C_k / total`` (None when the total is 0).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError, check_at_least
+from ..hooks import evaluating
+from ..images import ImageSource
+from ..model import Model, as_input, as_model
+from ..precision import check_precision, choose_precision
+from .cams import cam_layer, layer_pass, resolve_classes
+
+#: Channels shown as supporting the class, by default, and the most negative ones shown beside them.
+DEFAULT_TOP = 6
+AGAINST = 2
+
+
+@dataclass(frozen=True)
+class ChannelContribution:
+    """One channel's part in a class score: its index, ``contribution`` (sum_ij g*A), ``share`` of
+    the total (None when the total is 0) and ``peak`` (row, column in the layer's output)."""
+
+    index: int
+    contribution: float
+    share: float | None
+    peak: tuple[int, int]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, "contribution": self.contribution, "share": self.share,
+                "peak": list(self.peak)}
+
+
+@dataclass
+class Explanation:
+    """The channels of ``layer`` behind the score of class ``class_index`` for image ``image`` of
+    the batch: ``contributions`` (K), ``maps`` (g * A, K x h x w), ``activations`` (A, K x h x w),
+    ``cam`` (Grad-CAM before upsampling: ReLU(sum_k mean_ij(g_k) A_k), h x w), ``score`` (Y_c),
+    ``probability`` (softmax), ``total`` (sum of the contributions); ``top`` supporting channels
+    and up to :data:`AGAINST` opposing ones are what pictures show."""
+
+    image: int
+    class_index: int
+    label: str
+    layer: str
+    score: float
+    probability: float
+    total: float
+    top: int
+    contributions: torch.Tensor = field(repr=False)
+    maps: torch.Tensor = field(repr=False)
+    activations: torch.Tensor = field(repr=False)
+    cam: torch.Tensor = field(repr=False)
+
+    def channel(self, index: int) -> ChannelContribution:
+        value = float(self.contributions[index])
+        direction = 1.0 if value >= 0 else -1.0
+        flat = (direction * self.maps[index]).flatten()
+        where = int(torch.argmax(flat))  # the first of equal maxima
+        width = self.maps.shape[2]
+        return ChannelContribution(index, value, value / self.total if self.total != 0 else None,
+                                   (where // width, where % width))
+
+    def ranked(self) -> list[ChannelContribution]:
+        """Every channel, largest contribution first (ties: the smaller index first)."""
+        order = sorted(range(len(self.contributions)), key=lambda k: (-float(self.contributions[k]), k))
+        return [self.channel(k) for k in order]
+
+    @property
+    def supporting(self) -> list[ChannelContribution]:
+        """The ``top`` channels with the largest contributions."""
+        return self.ranked()[:self.top]
+
+    @property
+    def opposing(self) -> list[ChannelContribution]:
+        """Up to :data:`AGAINST` channels with negative contributions, the most negative first,
+        among those not already supporting."""
+        ranked = self.ranked()[self.top:]
+        return [c for c in reversed(ranked) if c.contribution < 0][:AGAINST]
+
+    @property
+    def shown(self) -> list[ChannelContribution]:
+        return self.supporting + self.opposing
+
+    def as_json(self) -> dict[str, Any]:
+        """The documented JSON: the class, its score, the total, the channels shown, and every
+        channel's contribution (largest first)."""
+        return {"layer": self.layer, "class": self.class_index, "label": self.label, "score": self.score,
+                "probability": self.probability, "total_contribution": self.total,
+                "top": [c.index for c in self.supporting], "against": [c.index for c in self.opposing],
+                "channels": [c.as_json() for c in self.ranked()]}
+
+
+def check_explain_top(model: Model, layer: str, top: int) -> int:
+    """``top`` between 1 and the layer's channel count (InputError naming ``top``)."""
+    check_at_least("top", top, 1)
+    channels = model.layer(layer).shape[0]
+    if top > channels:
+        raise InputError(f"top {top}: layer {layer} has only {channels} channels", parameter="top")
+    return top
+
+
+def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+            classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
+            top: int = DEFAULT_TOP, precision: str = "fp32") -> list[Explanation]:
+    """One :class:`Explanation` per image and class: the channels of ``layer`` (default: the CAM
+    layer) ranked by their contribution to the class score (see the module notes). ``classes`` as
+    for :func:`~convscope.techniques.cams.cam`: None for each image's top-1, one class for every
+    image, one per image, or for a single image several classes (one explanation each)."""
+    model = as_model(model, x)
+    check_precision(precision, model.device)
+    layer = cam_layer(model, layer)
+    check_explain_top(model, layer, top)
+    x = as_input(model, x)
+    fixed = resolve_classes(model, classes, x.shape[0])
+    images = list(range(x.shape[0]))
+    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes
+        x, images = x.expand(len(fixed), *x.shape[1:]), [0] * len(fixed)
+    with evaluating(model.module):
+        precision, _ = choose_precision(precision, model.module, model.device, ("explain", layer, tuple(x.shape)),
+                                        lambda option: layer_pass(model, x, layer, option, fixed, gradients=True))
+        acts, grads, logits, chosen = layer_pass(model, x, layer, precision, fixed, gradients=True)
+    products = grads * acts
+    contributions = products.sum(dim=(2, 3))
+    cams = torch.relu((grads.mean(dim=(2, 3))[:, :, None, None] * acts).sum(dim=1))
+    probabilities = logits.softmax(dim=1)
+    return [Explanation(image, cls, model.labels[cls], layer, float(logits[row, cls]),
+                        float(probabilities[row, cls]), float(contributions[row].sum()), top,
+                        contributions[row].cpu(), products[row].cpu(), acts[row].cpu(), cams[row].cpu())
+            for row, (image, cls) in enumerate(zip(images, chosen))]

@@ -1,0 +1,107 @@
+"""Why this class: contributions equal hand-computed g * A sums; the figure, the files, the command,
+the notebook display and the errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import convscope
+from convscope.cli import main
+from convscope.errors import InputError
+from convscope.techniques.explain import explain
+
+from conftest import ModelState
+
+
+class SquareAndLinear(nn.Module):
+    """``feat`` is the identity (a 1x1 conv), so A = x; class 0 scores sum_kij w_k A_kij^2
+    (g = 2 w_k A: contribution 2 w_k sum_ij A_k^2, total 2 Y_0), class 1 scores sum_kij v_k A_kij
+    (g = v_k: contribution v_k sum_ij A_k, total Y_1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.feat = nn.Conv2d(3, 3, 1, bias=False)
+        with torch.no_grad():
+            self.feat.weight.copy_(torch.eye(3)[:, :, None, None])
+        self.register_buffer("w", torch.tensor([1.0, -2.0, 0.5]))
+        self.register_buffer("v", torch.tensor([0.5, 1.0, -1.0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.feat(x)
+        square = (self.w[None, :, None, None] * a ** 2).sum(dim=(1, 2, 3))
+        linear = (self.v[None, :, None, None] * a).sum(dim=(1, 2, 3))
+        return torch.stack([square, linear], dim=1)
+
+
+X = torch.tensor([[[1.0, 2.0, 0.0, -1.0], [0.5, 0.0, 0.0, 3.0], [0.0, 0.0, 1.0, 0.0], [2.0, 0.0, 0.0, 0.0]],
+                  [[0.0, 1.0, 1.0, 0.0], [0.0, -2.0, 0.0, 0.0], [1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 0.0, 0.5]],
+                  [[4.0, 0.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0]]])[None]
+
+
+@pytest.fixture
+def square_model() -> convscope.Model:
+    return convscope.load_model(SquareAndLinear(), input_size=4, labels=["square", "linear"])
+
+
+def test_contributions_are_the_hand_computed_gradient_times_activation_sums(square_model):
+    x = X.numpy()[0]
+    w, v = np.array([1.0, -2.0, 0.5]), np.array([0.5, 1.0, -1.0])
+    square, linear = explain(square_model, X, classes=["square", "linear"], layer="feat", top=1)
+    # class 0: 2 w_k sum A_k^2 = 2*1*(1+4+1+.25+9+1+4) = 40.5, 2*(-2)*(1+1+4+1+1+.25) = -33, 2*.5*(16+1+4) = 21
+    assert square.contributions.tolist() == pytest.approx([40.5, -33.0, 21.0])
+    assert square.contributions.numpy() == pytest.approx(2 * w * (x ** 2).sum(axis=(1, 2)))
+    assert square.total == pytest.approx(28.5) and square.score == pytest.approx(14.25)  # total = 2 Y_0 here
+    assert [c.index for c in square.ranked()] == [0, 2, 1]
+    assert [c.index for c in square.supporting] == [0] and [c.index for c in square.opposing] == [1]
+    first = square.channel(0)
+    assert first.share == pytest.approx(40.5 / 28.5) and first.peak == (1, 3)  # 2*1*3^2 = 18, the largest term
+    assert square.channel(1).peak == (1, 1)  # the most negative term: 2*(-2)*(-2)^2 = -16
+    assert square.maps[0].numpy() == pytest.approx(2 * w[0] * x[0] ** 2)
+    # class 1: v_k sum A_k = .5*8.5, 1*2.5, -1*5: linear, so the contributions sum to the score itself
+    assert linear.contributions.tolist() == pytest.approx([4.25, 2.5, -5.0])
+    assert linear.total == pytest.approx(linear.score) == pytest.approx(1.75)
+    assert linear.maps[2].numpy() == pytest.approx(-x[2])
+    assert linear.channel(2).peak == (0, 0)  # -4 is its most negative term
+
+
+def test_after_global_pooling_and_a_linear_layer_the_total_is_the_score_minus_the_bias(tiny_model, tiny):
+    x = torch.randn(2, 3, 16, 16, generator=torch.Generator().manual_seed(3))
+    state = ModelState.of(tiny)
+    found = explain(tiny_model, x, classes=[1, 4], layer="relu2", top=2)
+    state.assert_unchanged(tiny)
+    acts = convscope.activations(tiny_model, x, ["relu2"])["relu2"]
+    for row, (explanation, cls) in enumerate(zip(found, [1, 4])):
+        expected = tiny.fc.weight[cls].detach() * acts[row].mean(dim=(1, 2))  # w_ck * mean_ij A_kij
+        assert explanation.contributions.numpy() == pytest.approx(expected.numpy(), abs=1e-6)
+        assert explanation.total == pytest.approx(explanation.score - float(tiny.fc.bias[cls].detach()), abs=1e-5)
+        assert explanation.image == row and explanation.label == f"c{cls}"
+        gradcam = torch.relu((tiny.fc.weight[cls].detach()[:, None, None] / 64 * acts[row]).sum(dim=0))
+        assert explanation.cam.numpy() == pytest.approx(gradcam.numpy(), abs=1e-6)
+
+
+def test_the_json_names_every_channel_largest_first(square_model):
+    (found,) = explain(square_model, X, classes="linear", layer="feat", top=2)
+    data = found.as_json()
+    assert {k: data[k] for k in ("layer", "class", "label", "top", "against")} == {
+        "layer": "feat", "class": 1, "label": "linear", "top": [0, 1], "against": [2]}
+    assert data["total_contribution"] == pytest.approx(1.75) and data["score"] == pytest.approx(1.75)
+    assert [c["index"] for c in data["channels"]] == [0, 1, 2]
+    assert data["channels"][0] == {"index": 0, "contribution": pytest.approx(4.25),
+                                   "share": pytest.approx(4.25 / 1.75), "peak": [1, 3]}
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"top": 0}, "^top must be at least 1, got 0"),
+    ({"top": 7}, "^top 7: layer relu2 has only 6 channels"),
+    ({"classes": "nope"}, "^unknown class label 'nope'"),
+    ({"layer": "fc"}, "^layer fc: outputs"),
+    ({"layer": "missing"}, "^unknown layer 'missing'"),
+])
+def test_bad_input_is_refused_before_any_work(tiny_model, options, message):
+    with pytest.raises(InputError, match=message):
+        explain(tiny_model, torch.randn(1, 3, 16, 16), **{"layer": "relu2", **options})
