@@ -33,12 +33,12 @@ from .errors import ConvscopeError, ConvscopeWarning, InputError
 from .files import check_out_dir, prepare_out_dir, save_npy
 from .images import ImageSource, load_image
 from .model import Model
-from .plans import (check_top, plan_activations, plan_cam, plan_evaluate,
-                    plan_filters)
+from .plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
 from .run import run_all
 from .samples import DEMO_SAMPLES, SAMPLES, sample_array
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.evaluate import Evaluation
+from .techniques.explain import Explanation
 from .writers import image_stems
 
 SAMPLE_PREFIX = "sample:"
@@ -225,6 +225,35 @@ def _print_evaluation(evaluation: Evaluation) -> None:
         print(f"   note: {note}")
 
 
+def cmd_explain(args: argparse.Namespace) -> int:
+    photos, model = _photos_then_model(args)
+    plan = plan_explain(model, args.layer, args.classes or (), args.top, args.precision, args.filters_steps)
+    x = model.preprocess(photos, names=args.images)
+    explanations = plan.explain(model, x, model.predict(x, top=1))
+    out = prepare_out_dir(args.out, "explain", "filters")
+    with _progress_bar(args.quiet or args.json) as bar:
+        _total_of(bar)(plan.missing_steps(model, explanations, out / "filters"))
+        written = plan.write(model, explanations, photos, args.images, image_stems(args.images), out, bar.update)
+    if args.json:
+        print(json.dumps([json.loads(w.json.read_text(encoding="utf-8")) for w in written], indent=2))
+        return 0
+    for w in written:
+        _print_explanation(args.images[w.explanation.image], w.explanation)
+        print(f"   figure {w.figure}, table {w.json}")
+    return 0
+
+
+def _print_explanation(name: str, explanation: Explanation) -> None:
+    """The class and its score, then the top channels and those most against it, with their shares."""
+    print(f"{name}: class {explanation.class_index} {explanation.label}, score {explanation.score:.4g} "
+          f"(p {explanation.probability:.1%}); layer {explanation.layer}: contributions sum to {explanation.total:.4g}")
+    print(f"   {'':<8} {'channel':>7} {'contribution':>12} {'share':>8}  peak (row, column)")
+    for kind, channels in (("for", explanation.supporting), ("against", explanation.opposing)):
+        for c in channels:
+            share = "-" if c.share is None else f"{c.share:.1%}"
+            print(f"   {kind:<8} {c.index:>7} {c.contribution:>+12.4g} {share:>8}  {c.peak}")
+
+
 def _cell(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -328,7 +357,8 @@ def cmd_dataset(args: argparse.Namespace) -> int:
 
 
 HANDLERS = {"layers": cmd_layers, "predict": cmd_predict, "activations": cmd_activations, "filters": cmd_filters,
-            "run": cmd_run, "demo": cmd_demo, "cam": cmd_cam, "evaluate": cmd_evaluate, "dataset": cmd_dataset}
+            "run": cmd_run, "demo": cmd_demo, "cam": cmd_cam, "evaluate": cmd_evaluate, "explain": cmd_explain,
+            "dataset": cmd_dataset}
 
 
 def build_parser() -> argparse.ArgumentParser:

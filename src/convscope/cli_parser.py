@@ -15,6 +15,7 @@ from .precision import PRECISIONS
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.evaluate import DEFAULT_METRICS, METRIC_NAMES
 from .techniques.examples import DEFAULT_TOP as EXAMPLES_TOP
+from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from .techniques.filter_recipes import RECIPES
 from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE
 
@@ -207,6 +208,23 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _precision_option(p, "fp32")
     p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
     p.set_defaults(handler=handlers["evaluate"])
+
+    p = sub.add_parser("explain", parents=[*on_model, shared["out"], shared["quiet"], shared["images"]],
+                       help="why this class: the channels that carried the decision",
+                       description="Attribute a class score to the channels of a layer (gradient x activation, "
+                                   "summed over positions) and show the top channels, each with its filter picture "
+                                   "and where it fired. Writes DIR/explain/<stem>_<class>.png and .json; the filter "
+                                   "pictures are cached in DIR/filters/ (convscope run reuses them).")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("--class", dest="classes", action="append", metavar="C",
+                   help="class index or label; repeat for several (default: each image's top-1 prediction)")
+    p.add_argument("--layer", metavar="NAME", help="the layer whose channels are ranked (default: as for cam)")
+    p.add_argument("--top", type=_positive_int, default=EXPLAIN_TOP, metavar="K",
+                   help=f"channels shown for the class (default {EXPLAIN_TOP}; the 2 most against it are shown too)")
+    p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
+    _precision_option(p, "fp32")
+    p.add_argument("--json", action="store_true", help="print the objects of the JSON files on stdout")
+    p.set_defaults(handler=handlers["explain"])
 
     p = sub.add_parser("dataset", parents=[*on_model, shared["out"], shared["quiet"]],
                        help="a whole folder: predictions and class activation maps, as resumable Parquet shards",

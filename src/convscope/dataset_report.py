@@ -24,7 +24,7 @@ from .dataset import load, summary, thumbnail, write_thumbnail
 from .dataset_examples import read_layer
 from .errors import ConvscopeError
 from .files import prepare_out_dir, safe_name, save_json, write_bytes
-from .filter_cache import FilterSettings, cached_filter_pictures, layer_folder, missing_steps
+from .filter_cache import cached_filter_pictures, layer_folder, missing_steps
 from .images import load_image
 from .model import Model
 
@@ -109,7 +109,7 @@ def write_example_filters(model: Model, out: str | os.PathLike, progress: Callab
     folders = {}
     for layer, channels in layers.items():
         cached_filter_pictures(model, layer, list(channels), out / "filters", progress=progress)
-        folders[layer] = layer_folder(out / "filters", model, layer, FilterSettings()).relative_to(out).as_posix()
+        folders[layer] = layer_folder(out / "filters", model, layer).relative_to(out).as_posix()
     save_json(folders, out / "examples" / "filters.json")
     return folders
 

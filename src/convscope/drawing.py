@@ -218,3 +218,53 @@ def methods_png(photo: Image.Image, entries: Sequence[tuple[str, np.ndarray]], a
         ax.set_title(caption, fontsize=8)
         ax.axis("off")
     return _png_of(figure)
+
+
+def explanation_png(photo: Image.Image, cam: np.ndarray, title: str, summary: str,
+                    rows: Sequence[tuple[str, Image.Image | None, np.ndarray, float, tuple[float, float]]],
+                    alpha: float = 0.4) -> bytes:
+    """"Why this class" as one figure (PNG bytes): the photo and its Grad-CAM (``cam`` in [0, 1] at
+    the photo's size) with ``title`` and ``summary``, then one row per channel ``(caption, filter
+    picture or None, activation in [0, 1] at the photo's size, contribution, peak (x, y) in photo
+    pixels)``: the picture, the activation over the photo with its peak marked, and the
+    contribution as a bar (blue for, red against; every bar on one scale)."""
+    values = [row[3] for row in rows]
+    low, high = min([0.0, *values]), max([0.0, *values])
+    span = (high - low) or 1.0
+    aspect = photo.height / photo.width
+    row_height = max(1.25, 1.6 * aspect)
+    figure = Figure(figsize=(10, 2.8 + row_height * len(rows)), dpi=100, layout="constrained")
+    header, body = figure.subfigures(2, 1, height_ratios=[2.8, max(row_height * len(rows), 0.1)])
+    axes = header.subplots(1, 3, width_ratios=[1, 1, 1.2])
+    axes[0].imshow(np.asarray(photo.convert("RGB")))
+    axes[0].set_title("photo", fontsize=9)
+    axes[1].imshow(np.asarray(overlay(photo, cam, alpha)))
+    axes[1].set_title("Grad-CAM", fontsize=9)
+    axes[2].text(0, 0.95, f"{title}\n\n{summary}", va="top", ha="left", fontsize=9, wrap=True, parse_math=False)
+    for ax in axes:
+        ax.axis("off")
+    if rows:
+        grid = np.atleast_2d(body.subplots(len(rows), 3, width_ratios=[1, 1.4, 2.4]))
+        for (caption, picture, heat, value, peak), (picture_ax, heat_ax, bar_ax) in zip(rows, grid):
+            if picture is not None:
+                picture_ax.imshow(np.asarray(picture.convert("RGB")))
+            bar_ax.set_title(caption, fontsize=9, loc="left", parse_math=False)
+            heat_ax.imshow(np.asarray(overlay(photo, heat, 0.55)))
+            heat_ax.plot(*peak, marker="o", markersize=7, markerfacecolor="none", markeredgecolor="white",
+                         markeredgewidth=1.5)
+            for ax in (picture_ax, heat_ax):
+                ax.axis("off")
+            if picture_ax is grid[0][0]:
+                picture_ax.set_title("filter picture", fontsize=8)
+                heat_ax.set_title("activation (o: its peak)", fontsize=8)
+            bar_ax.barh([0], [value], color="tab:blue" if value >= 0 else "tab:red", height=0.5)
+            bar_ax.set_xlim(low - 0.05 * span, high + 0.35 * span)
+            bar_ax.set_ylim(-0.6, 0.6)
+            bar_ax.axvline(0, color="0.3", linewidth=0.8)
+            bar_ax.text(max(value, 0) + 0.02 * span, 0, f"{value:+.3g}", va="center", fontsize=8)
+            bar_ax.set_yticks([])
+            bar_ax.tick_params(labelsize=7, labelbottom=bar_ax is grid[-1][2])
+            for side in ("top", "right", "left"):
+                bar_ax.spines[side].set_visible(False)
+        grid[-1][2].set_xlabel("contribution to the class score (sum of gradient x activation)", fontsize=8)
+    return _png_of(figure)

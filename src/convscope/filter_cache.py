@@ -1,10 +1,13 @@
 """Filter pictures cached on disk, one PNG per channel, computed only where missing.
 
-``FOLDER/<key>/<layer>/<channel>.png`` with ``FOLDER/<key>/<layer>.json`` (each channel's score and
-its starting picture's score); ``key`` is a short hash of everything that decides a picture: the
-model (name, weights, input size), the recipe, steps, picture size and seed -- so pictures made
-with other settings are never mixed up, and a second run, a resumed run or another command with
-the same settings reuses them. Each filter's picture is independent of the others in its batch
+``FOLDER/<key>/<layer>/<channel>.png`` with ``FOLDER/<key>/<layer>.json`` (each channel's score,
+its starting picture's score and the precision it was computed in); ``key`` is a short hash of
+everything that decides a picture: the model (name, weights, input size), the recipe, steps,
+picture size and seed -- so pictures made with other settings are never mixed up, and a second
+run, a resumed run or another command with the same settings reuses them (``convscope run``'s
+filter section, ``explain``, the dataset examples' pages). A layer that is not a convolution
+(an activation, a norm, a pooling layer) shows the channels of the conv under it
+(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is independent of the others in its batch
 (its random start is seeded by its own index), so computing the missing ones alone gives the
 same pictures as computing them all.
 """
@@ -22,8 +25,12 @@ import numpy as np
 from PIL import Image
 
 from .files import safe_name, save_image, save_json
+import torch
+
+from .layers import producing_conv
 from .model import Model
-from .techniques.filters import DEFAULT_METHOD, DEFAULT_SIZE, check_filter_settings, optimize_filters, total_steps
+from .techniques.filters import (DEFAULT_METHOD, DEFAULT_SIZE, FilterResult, check_filter_settings, optimize_filters,
+                                 picture_size_for, total_steps)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,20 @@ class FilterSettings:
     seed: int = 0
 
 
+def filter_settings(model: Model, layer: str, method: str = DEFAULT_METHOD, steps: int | None = None,
+                    size: int = DEFAULT_SIZE, seed: int = 0) -> FilterSettings:
+    """One layer's settings, checked: ``steps`` resolved (the recipe's default for None) and ``size``
+    raised to what reaches the layer (:func:`~convscope.techniques.filters.picture_size_for`), so
+    every command asking for the same pictures names them with the same key."""
+    steps = check_filter_settings(method, steps, size)
+    return FilterSettings(method, steps, picture_size_for(model, filter_layer(model, layer), size), seed)
+
+
+def filter_layer(model: Model, layer: str) -> str:
+    """The conv whose pictures stand for ``layer``'s channels (``layer`` itself for a conv)."""
+    return producing_conv(model.all_layers(), layer)
+
+
 def cache_key(model: Model, settings: FilterSettings) -> str:
     """12 hex digits naming the model (name, weights -- a file's size and time too --, input size)
     and the settings."""
@@ -48,21 +69,24 @@ def cache_key(model: Model, settings: FilterSettings) -> str:
     return hashlib.sha256(described.encode("utf-8")).hexdigest()[:12]
 
 
-def layer_folder(folder: str | os.PathLike, model: Model, layer: str, settings: FilterSettings) -> Path:
-    return Path(folder) / cache_key(model, settings) / safe_name(layer)
+def layer_folder(folder: str | os.PathLike, model: Model, layer: str, settings: FilterSettings | None = None) -> Path:
+    """Where the pictures of ``layer``'s channels are cached (default settings: :func:`filter_settings`)."""
+    settings = settings or filter_settings(model, layer)
+    return Path(folder) / cache_key(model, settings) / safe_name(filter_layer(model, layer))
 
 
 def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
-                           settings: FilterSettings = FilterSettings(), precision: str = "auto",
+                           settings: FilterSettings | None = None, precision: str = "auto",
                            progress: Callable[[int], None] | None = None) -> dict[int, Path]:
     """The picture of each of ``channels`` of ``layer``, computing (in one batched ascent) only
     those not in the cache under ``folder``; returns channel -> PNG path."""
+    settings = settings or filter_settings(model, layer)
     target = layer_folder(folder, model, layer, settings)
-    missing = [c for c in channels if not (target / f"{c}.png").exists()]
+    missing = [c for c in dict.fromkeys(channels) if not (target / f"{c}.png").exists()]
     if missing:
-        result = optimize_filters(model, layer, missing, steps=settings.steps, size=settings.size,
-                                  method=settings.method, seed=settings.seed, precision=precision,
-                                  progress=progress)
+        result = optimize_filters(model, filter_layer(model, layer), missing, steps=settings.steps,
+                                  size=settings.size, method=settings.method, seed=settings.seed,
+                                  precision=precision, progress=progress)
         target.mkdir(parents=True, exist_ok=True)
         pixels = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
         for channel, picture in zip(result.filters, pixels):
@@ -70,12 +94,31 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
                        target / f"{channel}.png")
         scores = read_scores(target)
         for channel, score, initial in zip(result.filters, result.scores.tolist(), result.initial_scores.tolist()):
-            scores[str(channel)] = {"score": score, "initial_score": initial}
-        save_json({"layer": layer, "scores": scores}, target.with_suffix(".json"))
+            scores[str(channel)] = {"score": score, "initial_score": initial, "precision": result.precision}
+        save_json({"layer": filter_layer(model, layer), "scores": scores}, target.with_suffix(".json"))
         if not (target.parent / "settings.json").exists():  # what the key stands for, for people
             save_json({"model": model.name, "weights": model.weights, "input_size": list(model.input_size),
                        **asdict(settings)}, target.parent / "settings.json")
     return {c: target / f"{c}.png" for c in channels}
+
+
+def cached_filter_result(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
+                         settings: FilterSettings | None = None, precision: str = "auto",
+                         progress: Callable[[int], None] | None = None) -> FilterResult:
+    """:func:`cached_filter_pictures` as a :class:`~convscope.techniques.filters.FilterResult`
+    (pictures read back from the PNGs, scores from the cache; no step history)."""
+    settings = settings or filter_settings(model, layer)
+    paths = cached_filter_pictures(model, layer, channels, folder, settings, precision, progress)
+    scores = read_scores(next(iter(paths.values())).parent) if paths else {}
+    images = torch.stack([torch.from_numpy(np.asarray(Image.open(paths[c]).convert("RGB"), np.float32) / 255.0)
+                          .permute(2, 0, 1) for c in channels]) if channels else torch.zeros(0, 3, settings.size,
+                                                                                               settings.size)
+    facts = [scores.get(str(c), {}) for c in channels]
+    used = "/".join(dict.fromkeys(f.get("precision", "fp32") for f in facts)) or "fp32"
+    return FilterResult(images, torch.tensor([f.get("score", float("nan")) for f in facts]), list(channels),
+                        filter_layer(model, layer), settings.method, settings.steps, settings.size, settings.seed,
+                        used, torch.tensor([f.get("initial_score", float("nan")) for f in facts]),
+                        torch.zeros(0, len(channels)), "from the cache" if facts else "as asked")
 
 
 def read_scores(target: Path) -> dict[str, dict]:
@@ -85,13 +128,17 @@ def read_scores(target: Path) -> dict[str, dict]:
 
 
 def missing_steps(model: Model, layers: dict[str, Sequence[int]], folder: str | os.PathLike,
-                  settings: FilterSettings = FilterSettings()) -> int:
+                  settings: dict[str, FilterSettings] | None = None) -> int:
     """The ascent steps :func:`cached_filter_pictures` would run for these layers and channels (the
-    unit of its ``progress``)."""
-    steps = check_filter_settings(settings.method, settings.steps, settings.size)
-    counts = [sum(not (layer_folder(folder, model, layer, settings) / f"{c}.png").exists() for c in channels)
-              for layer, channels in layers.items()]
-    return total_steps([count for count in counts if count], steps)
+    unit of its ``progress``); ``settings`` per layer (default: :func:`filter_settings`)."""
+    total = 0
+    for layer, channels in layers.items():
+        chosen = (settings or {}).get(layer) or filter_settings(model, layer)
+        target = layer_folder(folder, model, layer, chosen)
+        count = sum(not (target / f"{c}.png").exists() for c in dict.fromkeys(channels))
+        total += total_steps([count], chosen.steps) if count else 0
+    return total
 
 
-__all__ = ["FilterSettings", "cache_key", "cached_filter_pictures", "layer_folder", "read_scores", "missing_steps"]
+__all__ = ["FilterSettings", "cache_key", "cached_filter_pictures", "cached_filter_result", "filter_layer",
+           "filter_settings", "layer_folder", "read_scores", "missing_steps"]

@@ -245,3 +245,23 @@ def preactivation(layers: Sequence[LayerInfo], name: str) -> LayerInfo:
                 and following.shape[0] == conv.shape[0]:
             return following
     return conv
+
+
+def producing_conv(layers: Sequence[LayerInfo], name: str) -> str:
+    """The convolution whose channels layer ``name`` shows: ``name`` itself for a conv; otherwise
+    the last conv before it in the forward pass with as many channels (the conv under a norm, an
+    activation or a pooling layer: EfficientNet's ``_act1`` -> ``_conv_head``). Its alias where it
+    has one. InputError naming ``layer`` where there is none."""
+    by_name = {layer.name: layer for layer in layers}
+    target = by_name[name]
+    if target.kind == "conv":
+        return name
+    modules = [layer for layer in layers if not layer.is_alias]
+    position = next(i for i, layer in enumerate(modules) if layer.module == target.module)
+    channels = target.shape[0] if target.shape else None
+    for layer in reversed(modules[:position]):
+        if layer.kind == "conv" and layer.shape is not None and layer.shape[0] == channels:
+            aliases = [alias.name for alias in layers if alias.is_alias and alias.source == layer.module]
+            return aliases[0] if aliases else layer.name
+    raise InputError(f"layer {name}: no convolution before it has its {channels} channels, so its channels "
+                     "have no filter pictures", parameter="layer")

@@ -31,8 +31,11 @@ from .techniques.filters import (DEFAULT_METHOD as DEFAULT_FILTER_METHOD, DEFAUL
                                  check_filter_settings, optimize_filters, parse_filter_spec, picture_size_for,
                                  preactivation_path, total_steps)
 from .techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluate
-from .writers import (WrittenCam, WrittenEvaluation, WrittenGrid, write_activation_grids, write_cam_files,
-                      write_evaluations, write_filter_grids)
+from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
+from .techniques.explain import Explanation, check_explain_top, explain
+from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, filter_settings, missing_steps
+from .writers import (WrittenCam, WrittenEvaluation, WrittenExplanation, WrittenGrid, write_activation_grids,
+                      write_cam_files, write_evaluations, write_explanations, write_filter_grids)
 
 #: Tiles per row of an activation grid, and its default normalization and colormap.
 PER_ROW = 16
@@ -272,3 +275,71 @@ def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequenc
     fixed = tuple(model.class_index(value) for value in classes)
     return EvaluatePlan(cam_layer(model, layer), chosen_methods, chosen_metrics, steps,
                         check_precision(precision, model.device), fixed, boxes_file, cascade)
+
+
+# -- why this class ----------------------------------------------------------------------------------------
+#: The filter pictures of ``explain`` and of the run's "Why this class": the run's filter section's recipe.
+EXPLAIN_FILTER_METHOD = "lucid"
+
+
+@dataclass(frozen=True)
+class ExplainPlan:
+    """Which layer, how many channels, which classes (given, or each image's top-1); the conv whose
+    filter pictures show the layer's channels (None: no pictures) and their settings."""
+
+    layer: str
+    top: int = EXPLAIN_TOP
+    classes: tuple[int, ...] = ()
+    precision: str = "fp32"
+    filter_layer: str | None = None
+    filters: FilterSettings | None = None
+
+    def explain(self, model: Model, x: torch.Tensor, ranked: Sequence[Sequence[Prediction]]) -> list[Explanation]:
+        """Every image's explanations: one per given class, or of its top-1 prediction."""
+        found = []
+        for index, predictions in enumerate(ranked):
+            classes = list(self.classes) or [predictions[0].index]
+            for explanation in explain(model, x[index:index + 1], classes, self.layer, self.top, self.precision):
+                explanation.image = index
+                found.append(explanation)
+        return found
+
+    def missing_steps(self, model: Model, explanations: Sequence[Explanation], folder: Path) -> int:
+        """Ascent steps still to run for the filter pictures of the channels shown (cache in ``folder``)."""
+        if self.filters is None:
+            return 0
+        return missing_steps(model, {self.layer: self.channels(explanations)}, folder, {self.layer: self.filters})
+
+    @staticmethod
+    def channels(explanations: Sequence[Explanation]) -> list[int]:
+        return sorted({c.index for explanation in explanations for c in explanation.shown})
+
+    def pictures(self, model: Model, explanations: Sequence[Explanation], folder: Path,
+                 progress: Callable[[int], None] | None = None) -> dict[int, Path]:
+        """The filter pictures of the channels shown, from the cache in ``folder`` (computed where missing)."""
+        if self.filters is None:
+            return {}
+        return cached_filter_pictures(model, self.layer, self.channels(explanations), folder, self.filters,
+                                      progress=progress)
+
+    def write(self, model: Model, explanations: Sequence[Explanation], photos: Sequence[Image.Image],
+              names: Sequence[str], stems: Sequence[str], out: Path,
+              progress: Callable[[int], None] | None = None) -> list[WrittenExplanation]:
+        """The pictures (cached in ``out/filters``), then ``out/explain/<stem>_<class>.png`` and ``.json``."""
+        pictures = self.pictures(model, explanations, out / "filters", progress)
+        return write_explanations(explanations, photos, names, stems, pictures, out / "explain", self.filter_layer)
+
+
+def plan_explain(model: Model, layer: str | None = None, classes: Sequence[int | str] = (), top: int = EXPLAIN_TOP,
+                 precision: str = "fp32", filter_steps: int | None = None) -> ExplainPlan:
+    """The layer (default: the CAM layer), ``top``, the classes and the filter pictures' settings, checked."""
+    layer = cam_layer(model, layer)
+    check_explain_top(model, layer, top)
+    fixed = tuple(model.class_index(value) for value in classes)
+    precision = check_precision(precision, model.device)
+    try:
+        conv = filter_layer(model, layer)
+    except InputError:  # no conv under this layer: the figure goes without filter pictures
+        return ExplainPlan(layer, top, fixed, precision)
+    return ExplainPlan(layer, top, fixed, precision, conv,
+                       filter_settings(model, layer, EXPLAIN_FILTER_METHOD, filter_steps))

@@ -13,11 +13,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .drawing import (PICTURE_COLUMNS, colorize, curves_png, heatmap_png, methods_png, overlay, picture_grid,
-                      render_grid)
+from .drawing import (PICTURE_COLUMNS, colorize, curves_png, explanation_png, heatmap_png, methods_png, overlay,
+                      picture_grid, render_grid)
 from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
 from .techniques.cams import METHODS, CamResult, minmax, upsample
 from .techniques.evaluate import Evaluation
+from .techniques.explain import Explanation
 from .techniques.filters import FilterResult
 
 
@@ -172,3 +173,54 @@ def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.
         written.append(WrittenEvaluation(evaluation, curves, methods))
     rows = [row for evaluation in evaluations for row in evaluation.as_json()]
     return save_json(rows, folder / "metrics.json"), written
+
+
+@dataclass(frozen=True)
+class WrittenExplanation:
+    """One image-and-class explanation as written: the figure and the JSON."""
+
+    explanation: Explanation
+    figure: Path
+    json: Path
+
+
+def explanation_figure(explanation: Explanation, photo: Image.Image, pictures: Mapping[int, Image.Image | None],
+                       filter_layer: str | None = None) -> bytes:
+    """The figure of :func:`~convscope.drawing.explanation_png` for ``explanation`` over ``photo``,
+    with the filter pictures of its channels (``pictures``: channel -> picture)."""
+    height, width = photo.height, photo.width
+    _, map_height, map_width = explanation.maps.shape
+    rows = []
+    for kind, channels in (("for", explanation.supporting), ("against", explanation.opposing)):
+        for c in channels:
+            share = "" if c.share is None else f", {c.share:.1%} of the total"
+            peak = ((c.peak[1] + 0.5) * width / map_width, (c.peak[0] + 0.5) * height / map_height)
+            rows.append((f"{kind}: channel {c.index}{share}", pictures.get(c.index),
+                         resized_map(explanation.activations[c.index], height, width), c.contribution, peak))
+    supported = sum(c.contribution for c in explanation.supporting)
+    summary = [f"layer {explanation.layer}", f"contributions sum to {explanation.total:.4g}",
+               f"the top {len(explanation.supporting)} channels carry {supported:.4g}"]
+    if filter_layer is not None and filter_layer != explanation.layer:
+        summary.append(f"pictures: the channels of {filter_layer}")
+    title = (f"{explanation.label} (class {explanation.class_index})\nscore {explanation.score:.4g}, "
+             f"probability {explanation.probability:.1%}")
+    return explanation_png(photo, resized_map(explanation.cam, height, width), title, "\n".join(summary), rows)
+
+
+def write_explanations(explanations: Sequence[Explanation], photos: Sequence[Image.Image], names: Sequence[str],
+                       stems: Sequence[str], pictures: Mapping[int, Path], folder: str | os.PathLike,
+                       filter_layer: str | None = None) -> list[WrittenExplanation]:
+    """Per image and class, ``<stem>_<class>.png`` (the figure) and ``<stem>_<class>.json``
+    (:meth:`Explanation.as_json` with the image's name and the layer of the filter pictures) in
+    ``folder``; ``pictures``: channel -> its filter picture's PNG."""
+    folder = Path(folder)
+    written = []
+    for explanation in explanations:
+        base = folder / f"{stems[explanation.image]}_{explanation.class_index}"
+        shown = {c.index: Image.open(pictures[c.index]).convert("RGB") if c.index in pictures else None
+                 for c in explanation.shown}
+        figure = write_bytes(f"{base}.png", explanation_figure(explanation, photos[explanation.image], shown,
+                                                                filter_layer))
+        data = {"image": names[explanation.image], **explanation.as_json(), "filter_layer": filter_layer}
+        written.append(WrittenExplanation(explanation, figure, save_json(data, f"{base}.json")))
+    return written
