@@ -105,3 +105,108 @@ def test_the_json_names_every_channel_largest_first(square_model):
 def test_bad_input_is_refused_before_any_work(tiny_model, options, message):
     with pytest.raises(InputError, match=message):
         explain(tiny_model, torch.randn(1, 3, 16, 16), **{"layer": "relu2", **options})
+
+
+# -- the command, the files, the cache ---------------------------------------------------------------------
+def _run(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_command_writes_the_figure_and_the_json_and_reuses_the_filter_pictures(capsys, tmp_path, monkeypatch,
+                                                                                    default_model):
+    out = tmp_path / "out"
+    code, text, err = _run(capsys, "explain", "sample:chelsea", "--top", "3", "--filters-steps", "2", "--out", str(out))
+    assert code == 0, err
+    lines = text.splitlines()
+    assert lines[0].startswith("sample:chelsea: class 285 Egyptian cat, score ") and "layer _act1" in lines[0]
+    assert [line.split()[0] for line in lines[2:7]] == ["for", "for", "for", "against", "against"]
+    data = json.loads((out / "explain" / "chelsea_285.json").read_text())
+    assert {"layer", "class", "score", "total_contribution", "channels", "top", "against"} <= set(data)
+    assert data["layer"] == "_act1" and data["class"] == 285 and data["filter_layer"] == "_conv_head"
+    assert len(data["channels"]) == 1280 and set(data["channels"][0]) == {"index", "contribution", "share", "peak"}
+    contributions = [c["contribution"] for c in data["channels"]]
+    assert contributions == sorted(contributions, reverse=True)
+    assert sum(contributions) == pytest.approx(data["total_contribution"], rel=1e-4)
+    # EfficientNet: _act1 -> global average pooling -> dropout -> linear, so the total is the score less the bias
+    bias = float(default_model.module._fc.bias[285].detach())
+    assert data["total_contribution"] == pytest.approx(data["score"] - bias, abs=1e-3)
+    from PIL import Image
+
+    figure = Image.open(out / "explain" / "chelsea_285.png")
+    assert figure.width == 1000 and figure.height > 900  # the header and five rows
+    pictures = list((out / "filters").glob("*/_conv_head/*.png"))
+    assert sorted(int(p.stem) for p in pictures) == sorted(data["top"] + data["against"])
+
+    from convscope import filter_cache
+
+    monkeypatch.setattr(filter_cache, "optimize_filters", lambda *a, **k: pytest.fail("recomputed"))
+    code, text, err = _run(capsys, "explain", "sample:chelsea", "--top", "3", "--filters-steps", "2", "--out",
+                           str(out), "--json")
+    assert code == 0, err
+    (again,) = json.loads(text)
+    assert again["channels"] == data["channels"] and again["image"] == "sample:chelsea"
+
+
+@pytest.mark.parametrize("argv, fragments", [
+    (["--top", "0"], ["--top", "at least 1"]),
+    (["--top", "1281"], ["--top 1281: layer _act1 has only 1280 channels"]),
+    (["--class", "nope"], ["unknown class label 'nope'"]),
+    (["--layer", "nope"], ["unknown layer 'nope'"]),
+    (["--layer", "_fc"], ["--layer _fc: outputs [1000], not a C x H x W feature map"]),
+])
+def test_bad_input_is_one_line_exit_2_before_any_work(capsys, tmp_path, argv, fragments):
+    out = tmp_path / "out"
+    code, text, err = _run(capsys, "explain", "sample:coffee", "--out", str(out), *argv)
+    assert code == 2 and not out.exists()
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert all(fragment in lines[0] for fragment in fragments), lines[0]
+
+
+def test_in_a_notebook_the_figure_and_the_table(tiny_model):
+    from PIL import Image
+
+    found = convscope.explain(tiny_model, torch.rand(1, 3, 16, 16), classes=[0, 3], layer="relu2", top=2,
+                              filters_steps=1)
+    assert isinstance(found, convscope.Explanations) and [e.class_index for e in found] == [0, 3]
+    assert found[0].table[0]["rank"] == 1 and len(found[0].table) == 6
+    assert set(found.pictures()) == {c.index for e in found for c in e.shown}
+    assert all(isinstance(p, Image.Image) for p in found.pictures().values())
+    html = found._repr_html_()
+    assert html.count("<img") == 2 and html.count("<table>") == 2 and "relu2" in html
+
+
+# -- it must be true: zeroing the top channels --------------------------------------------------------------
+def zeroed_score(model, x, layer: str, channels, cls: int) -> float:
+    """The class score with ``channels`` of ``layer`` set to zero by a forward hook."""
+    def hook(_module, _inputs, output):
+        output = output.clone()
+        output[:, list(channels)] = 0
+        return output
+
+    handle = model.submodule(layer).register_forward_hook(hook)
+    try:
+        with torch.no_grad():
+            return float(model.scores(x)[0, cls])
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("sample", ["chelsea", "coffee", "grace_hopper"])
+def test_zeroing_the_top_channels_lowers_the_score_most(default_model, sample):
+    from convscope.samples import sample_array
+
+    x = default_model.preprocess([convscope.load_image(sample_array(sample))])
+    (found,) = explain(default_model, x, top=10)
+    cls, layer = found.class_index, found.layer
+    ranked = [c.index for c in found.ranked()]
+    smallest = sorted(ranked, key=lambda k: abs(float(found.contributions[k])))[:10]
+    drop_top = found.score - zeroed_score(default_model, x, layer, ranked[:10], cls)
+    drop_smallest = found.score - zeroed_score(default_model, x, layer, smallest, cls)
+    generator = np.random.default_rng(0)
+    drops = [found.score - zeroed_score(default_model, x, layer, generator.choice(len(ranked), 10, replace=False), cls)
+             for _ in range(20)]
+    assert drop_top > drop_smallest and drop_top > float(np.median(drops))
+    assert drop_top == pytest.approx(sum(float(found.contributions[k]) for k in ranked[:10]), rel=0.05)

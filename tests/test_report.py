@@ -61,6 +61,35 @@ def test_report_files_and_no_external_references(tiny_report):
         assert not src.startswith(("/", "file:")) and (out / src).exists(), src
 
 
+def test_why_this_class_under_each_top_map_and_the_filter_cache_reused(tiny_report, tmp_path, monkeypatch):
+    import json
+    import re
+
+    out = tiny_report.parent
+    html = tiny_report.read_text()
+    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
+    for image in data["images"]:
+        why = image["why"]
+        assert why["class"] == image["cams"][0]["class"] and why["layer"] == "relu2" and why["filter_layer"] == "conv2"
+        saved = json.loads((out / why["json"]).read_text())
+        assert [c["index"] for c in why["channels"]] == saved["top"] + saved["against"]
+        assert all((out / c["picture"]).exists() and c["tile"] for c in why["channels"])
+        assert (out / why["figure"]).exists() and f'id="why/{image["stem"]}"' in html
+    # a second run into the same folder draws every filter picture from the cache
+    from convscope import filter_cache
+
+    model = convscope.load_model(tiny_net(), input_size=32, labels=[EVIL_LABEL, "b", "c", "d", "e"])
+    monkeypatch.setattr(filter_cache, "optimize_filters", lambda *a, **k: pytest.fail("a filter picture recomputed"))
+    lines = []
+    import shutil
+
+    shutil.copytree(out / "filters", tmp_path / "again" / "filters")  # the first run's cache, in a new folder
+    run_all(model, [photo(1), photo(2)], [EVIL_NAME, "second.jpg"], tmp_path / "again", filters_steps=3,
+            say=lines.append, trust=False)
+    assert any("from the cache" in line for line in lines)
+    assert (tmp_path / "again" / "filters" / "conv1.png").read_bytes() == (out / "filters" / "conv1.png").read_bytes()
+
+
 def test_run_and_demo_commands_exist(capsys):
     assert main(["run", "--help"]) == 0 and "--filters-steps" in capsys.readouterr().out
     assert main(["demo", "--help"]) == 0 and "--out" in capsys.readouterr().out
@@ -165,6 +194,15 @@ def test_tiny_report_in_a_browser(tiny_report):
             page.fill("#opacity", "80")
             page.dispatch_event("#opacity", "input")
             assert page.evaluate("getComputedStyle(document.querySelector('img.heat')).opacity") == "0.8"
+            # "Why this class": a channel of the second image opens its tile among that image's outputs
+            why = page.locator("section.why").nth(1)
+            row = why.locator("tbody tr").first
+            channel = int(row.locator("th").inner_text().split(": ")[1])
+            assert row.locator("img").get_attribute("src").endswith(f"/conv2/{channel}.png")  # relu2 shows conv2's
+            row.locator("a", has_text="its activation").click()
+            page.wait_for_function(f"location.hash === '#activations/relu2/{channel}'")
+            assert page.inner_text("#viewer-title") == f"relu2, channel {channel} (second.jpg)"
+            page.keyboard.press("Escape")
             _axe(page)
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "report-tiny.png"), full_page=True)

@@ -13,6 +13,7 @@ Python API::
     images, scores = convscope.filters(model, "_conv_stem", filters=16)  # what 16 filters respond to
     convscope.html_report(model, ["cat.jpg"], "out")         # everything, as a browsable out/index.html
     convscope.evaluate(model, x)                            # every CAM method measured and ranked
+    convscope.explain(model, x, top=6)                      # the channels that carried the class score
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .layers import LayerInfo
 from .model import Model, Prediction
 from .models import load_model
 from . import dataset, metrics
-from .notebook import Activations, CamMaps, Evaluations, FilterPictures, activations, cam, evaluate, filters
+from .notebook import (Activations, CamMaps, Evaluations, Explanations, FilterPictures, activations, cam, evaluate,
+                       explain, filters)
 from .run import html_report
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.cams import CamResult, compute_cam
@@ -44,4 +46,5 @@ __all__ = [
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "picture_grid", "overlay", "colorize", "html_report",
     "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "dataset", "__version__",
+    "Explanations", "explain",
 ]

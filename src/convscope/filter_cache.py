@@ -108,8 +108,10 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
     """:func:`cached_filter_pictures` as a :class:`~convscope.techniques.filters.FilterResult`
     (pictures read back from the PNGs, scores from the cache; no step history)."""
     settings = settings or filter_settings(model, layer)
+    target = layer_folder(folder, model, layer, settings)
+    computed = sum(not (target / f"{c}.png").exists() for c in dict.fromkeys(channels))
     paths = cached_filter_pictures(model, layer, channels, folder, settings, precision, progress)
-    scores = read_scores(next(iter(paths.values())).parent) if paths else {}
+    scores = read_scores(target)
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(paths[c]).convert("RGB"), np.float32) / 255.0)
                           .permute(2, 0, 1) for c in channels]) if channels else torch.zeros(0, 3, settings.size,
                                                                                                settings.size)
@@ -118,7 +120,25 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
     return FilterResult(images, torch.tensor([f.get("score", float("nan")) for f in facts]), list(channels),
                         filter_layer(model, layer), settings.method, settings.steps, settings.size, settings.seed,
                         used, torch.tensor([f.get("initial_score", float("nan")) for f in facts]),
-                        torch.zeros(0, len(channels)), "from the cache" if facts else "as asked")
+                        torch.zeros(0, len(channels)),
+                        f"{computed} computed, {len(channels) - computed} from the cache" if computed else "from the cache")
+
+
+def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,
+                          folder: str | os.PathLike | None = None, precision: str = "auto") -> dict[int, Image.Image]:
+    """channel -> its filter picture as a PIL image: from (and into) the cache under ``folder``, or
+    computed in memory without one."""
+    settings = settings or filter_settings(model, layer)
+    if folder is not None:
+        paths = cached_filter_pictures(model, layer, channels, folder, settings, precision)
+        return {c: Image.open(path).convert("RGB") for c, path in paths.items()}
+    wanted = list(dict.fromkeys(channels))
+    if not wanted:
+        return {}
+    result = optimize_filters(model, filter_layer(model, layer), wanted, steps=settings.steps, size=settings.size,
+                              method=settings.method, seed=settings.seed, precision=precision)
+    pixels = (result.images.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255)
+    return {c: Image.fromarray(p.astype(np.uint8)) for c, p in zip(result.filters, pixels)}
 
 
 def read_scores(target: Path) -> dict[str, dict]:
@@ -141,4 +161,5 @@ def missing_steps(model: Model, layers: dict[str, Sequence[int]], folder: str | 
 
 
 __all__ = ["FilterSettings", "cache_key", "cached_filter_pictures", "cached_filter_result", "filter_layer",
+           "filter_picture_images",
            "filter_settings", "layer_folder", "read_scores", "missing_steps"]

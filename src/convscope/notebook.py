@@ -19,12 +19,16 @@ from PIL import Image
 from torch import nn
 
 from .drawing import overlay, picture_grid, render_grid
+from .filter_cache import filter_picture_images, filter_settings
+from .errors import ConvscopeError
 from .images import ImageSource
 from .model import Model, as_input, as_model
 from .techniques import activations as activations_technique
 from .techniques import cams as cams_technique
 from .techniques import evaluate as evaluate_technique
+from .techniques import explain as explain_technique
 from .techniques import filters as filters_technique
+from .writers import explanation_figure
 
 #: Largest width of a picture shown in a notebook, and how many layers / images are shown at most.
 NOTEBOOK_WIDTH = 480
@@ -142,6 +146,50 @@ class Evaluations(list):
         return "".join(parts)
 
 
+class Explanations(list):
+    """The :class:`~convscope.techniques.explain.Explanation` of each image and class, as
+    :func:`convscope.explain` returns them (each with its ``table``); in a notebook, each one's
+    figure -- the filter pictures of its channels computed at the first display, or read from the
+    ``filters_cache`` folder -- and its channels in a table."""
+
+    rgb: torch.Tensor | None = None
+    model: Model | None = None
+    filters_steps: int | None = None
+    filters_cache: str | None = None
+    _pictures: dict[int, Image.Image] | None = None
+
+    def pictures(self) -> dict[int, Image.Image]:
+        """The filter pictures of every channel shown (computed once)."""
+        if self._pictures is None:
+            self._pictures = {}
+            if self.model is not None and self:
+                layer = self[0].layer
+                try:
+                    settings = filter_settings(self.model, layer, "lucid", self.filters_steps)
+                except ConvscopeError:  # no conv under the layer: no pictures
+                    return self._pictures
+                channels = sorted({c.index for e in self[:NOTEBOOK_IMAGES] for c in e.shown})
+                self._pictures = filter_picture_images(self.model, layer, channels, settings, self.filters_cache)
+        return self._pictures
+
+    def _repr_html_(self) -> str:
+        parts = []
+        pictures = self.pictures()
+        for e in self[:NOTEBOOK_IMAGES]:
+            figure = ""
+            if self.rgb is not None:
+                data = base64.b64encode(explanation_figure(e, _photo(self.rgb[e.image]), pictures)).decode("ascii")
+                figure = f'<img src="data:image/png;base64,{data}" width="{NOTEBOOK_WIDTH * 2 // 1.25:.0f}" ' \
+                         f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
+            rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"
+                           f"<td>{'-' if c.share is None else f'{c.share:.1%}'}</td><td>{c.peak}</td></tr>"
+                           for kind, channels in (("for", e.supporting), ("against", e.opposing)) for c in channels)
+            parts.append(f"<h4>{html.escape(e.label)} ({e.class_index}): score {e.score:.4g}, contributions of "
+                         f"<code>{html.escape(e.layer)}</code> sum to {e.total:.4g}</h4>{figure}<table><tr><th></th>"
+                         f"<th>channel</th><th>contribution</th><th>share</th><th>peak</th></tr>{rows}</table>")
+        return "".join(parts)
+
+
 def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
                 layers: str | Sequence[str] | None = None,
                 max_bytes: int = activations_technique.DEFAULT_MAX_BYTES) -> Activations:
@@ -177,6 +225,24 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     return result
 
 
+def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+            classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
+            top: int = explain_technique.DEFAULT_TOP, precision: str = "fp32", filters_steps: int | None = None,
+            filters_cache: str | None = None) -> Explanations:
+    model = as_model(model, x)
+    inputs = as_input(model, x)
+    result = Explanations(explain_technique.explain(model, inputs, classes, layer, top, precision))
+    result.rgb = model.preprocessing.denormalize(inputs.detach().float()).cpu()
+    result.model, result.filters_steps, result.filters_cache = model, filters_steps, filters_cache
+    return result
+
+
+explain.__doc__ = (explain_technique.explain.__doc__ or "") + """
+
+    ``filters_steps`` and ``filters_cache`` (a folder, as ``convscope explain``'s ``DIR/filters``)
+    are for the filter pictures the notebook display draws."""
+
 for _public, _technique in ((activations, activations_technique.activations), (filters, filters_technique.filters),
-                            (cam, cams_technique.cam), (evaluate, evaluate_technique.evaluate)):
+                            (cam, cams_technique.cam), (evaluate, evaluate_technique.evaluate),
+                            (explain, explain)):
     _public.__doc__ = (_technique.__doc__ or "") + "\n\n    The result displays itself in a notebook."

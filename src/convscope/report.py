@@ -45,8 +45,42 @@ class CamEntry:
 
 
 @dataclass
+class WhyChannel:
+    """One channel of "Why this class": ``kind`` (``for`` or ``against``), index, contribution, share
+    of the total, peak (row, column), its bar's length in % of the largest shown, its filter
+    picture (a path, or None), whether the intermediate outputs show its tile, and the link to its
+    dataset examples (or None)."""
+
+    kind: str
+    index: int
+    contribution: float
+    share: float | None
+    peak: list[int]
+    bar: float
+    picture: str | None
+    tile: bool
+    examples: str | None
+
+
+@dataclass
+class WhyThisClass:
+    """The channels of ``layer`` behind an image's top class: score, total contribution, the conv
+    whose filter pictures show them, the figure and the JSON (paths), and the channels."""
+
+    class_index: int = field(metadata={"json": "class"})
+    label: str = ""
+    layer: str = ""
+    score: float = 0.0
+    total: float = 0.0
+    filter_layer: str | None = None
+    figure: str = ""
+    json: str = ""
+    channels: list[WhyChannel] = field(default_factory=list)
+
+
+@dataclass
 class ReportImage:
-    """One input photo: its name, file stem, the photo at report size, predictions and maps."""
+    """One input photo: its name, file stem, the photo at report size, predictions, maps and "Why this class"."""
 
     name: str
     stem: str
@@ -55,6 +89,7 @@ class ReportImage:
     height: int
     predictions: list[Prediction]
     cams: list[CamEntry] = field(default_factory=list)
+    why: WhyThisClass | None = None
 
 
 @dataclass

@@ -6,6 +6,7 @@ single commands (:mod:`convscope.plans`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
@@ -18,19 +19,24 @@ from typing import Any
 from PIL import Image
 
 from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
-from .files import prepare_out_dir, save_image
 from .errors import InputError
+from .filter_cache import FilterSettings, cached_filter_result, filter_settings, missing_steps
+from .files import prepare_out_dir, save_image
 from .images import ImageSource, as_list, load_image
+from .layers import default_activation_layers
 from .model import Model, as_model
 from .metrics import SANITY_THRESHOLD
-from .plans import (ActivationsPlan, CamPlan, EvaluatePlan, FiltersPlan, plan_activations, plan_cam, plan_evaluate,
-                    plan_filters)
+from .plans import (ActivationsPlan, CamPlan, EvaluatePlan, ExplainPlan, FiltersPlan, plan_activations, plan_cam,
+                    plan_evaluate, plan_explain, plan_filters)
 from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
-                     FiltersSection, Report, ReportImage, TrustImage, TrustRow, TrustSection, write_report)
+                     FiltersSection, Report, ReportImage, TrustImage, TrustRow, TrustSection, WhyChannel, WhyThisClass,
+                     write_report)
 from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from .techniques.cams import METHODS as CAM_METHODS
 from .techniques.filters import DEFAULT_SIZE
-from .writers import image_stems, report_size
+from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
+from .techniques.explain import Explanation
+from .writers import image_stems, report_size, write_explanations, write_filter_grids
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
@@ -73,17 +79,23 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
     dataset_examples = example_links(dataset, out) if dataset is not None else None
+    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=cam_method)
+    if layers is None:  # the default layers, and the CAM layer whose channels "Why this class" links to
+        layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))
     activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
     filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,
                                 method=FILTER_METHOD) if filters else None
-    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=cam_method)
+    explain_plan = plan_explain(model, cam_plan.layer, top=min(EXPLAIN_TOP, model.layer(cam_plan.layer).shape[0]),
+                                filter_steps=filters_steps)
+    if not filters:  # the pictures are the slow part: --no-filters skips them here too
+        explain_plan = dataclasses.replace(explain_plan, filter_layer=None, filters=None)
     # Only the sanity check's classifier step (its verdict): the whole cascade doubles `make demo`'s
     # time (measured: 63 s -> 137 s on 2 cores); `convscope evaluate` runs all of it.
     trust_plan = plan_evaluate(model, cam_plan.layer, trust_methods, TRUST_METRICS, cascade=False) if trust else None
-    out = prepare_out_dir(out, "activations", "filters", "cam", "images", *(["evaluate"] if trust else []))
+    out = prepare_out_dir(out, "activations", "filters", "cam", "explain", "images", *(["evaluate"] if trust else []))
     stems = image_stems(names)
 
-    say("[1/5] predictions")
+    say("[1/6] predictions")
     ranked = model.predict(x, top=min(5, len(model.labels)))
     images = []
     for stem, name, photo, predictions in zip(stems, names, photos, ranked):
@@ -91,28 +103,37 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         path = save_image(shown, out / "images" / f"{stem}.jpg", quality=90)
         images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
 
-    say(f"[2/5] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
+    say(f"[2/6] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
     activations = _activations_section(model, activations_plan, x, names, stems, out)
 
+    explanations = explain_plan.explain(model, x, [predictions[:1] for predictions in ranked])
     if filters_plan is None:
-        say("[3/5] filters: skipped")
+        say("[3/6] filters: skipped")
         filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [])
     else:
-        say(f"[3/5] filters: {len(filters_plan.layers)} layers, "
-            f"{sum(len(c) for _, c in filters_plan.layers)} filters")
+        settings = {name: filter_settings(model, name, filters_plan.method, filters_plan.steps, filters_plan.size,
+                                          filters_plan.seed) for name, _ in filters_plan.layers}
+        to_compute = missing_steps(model, dict(filters_plan.layers), out / "filters", settings)
+        say(f"[3/6] filters: {len(filters_plan.layers)} layers, "
+            f"{sum(len(c) for _, c in filters_plan.layers)} filters"
+            f"{'' if to_compute == filters_plan.total_steps else ' (some from the cache in filters/)'}")
         for note in filters_plan.notes:
             say(f"      note: {note}")
         if on_filter_layers is not None:
-            on_filter_layers(filters_plan.total_steps)
-        filters_section = _filters_section(model, filters_plan, out, progress, say)
+            on_filter_layers(to_compute + explain_plan.missing_steps(model, explanations, out / "filters"))
+        filters_section = _filters_section(model, filters_plan, settings, out, progress, say)
 
     title = CAM_METHODS[cam_plan.method].title
-    say(f"[4/5] class activation maps ({title}, layer {cam_plan.layer})")
+    say(f"[4/6] class activation maps ({title}, layer {cam_plan.layer})")
     _add_cams(model, cam_plan, x, photos, stems, ranked, images, out)
+
+    say(f"[5/6] why this class: the top {explain_plan.top} channels of {explain_plan.layer} for each image's top class")
+    _add_why(model, explain_plan, explanations, photos, names, stems, images, activations, dataset_examples, out,
+             progress)
 
     trust_section = None
     if trust_plan is not None:
-        say(f"[5/5] which map to trust: {len(trust_plan.methods)} methods for each image's top class")
+        say(f"[6/6] which map to trust: {len(trust_plan.methods)} methods for each image's top class")
         trust_section = _trust_section(model, trust_plan, x, photos, names, stems, ranked, out)
 
     report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
@@ -177,9 +198,14 @@ def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence
     return ActivationsSection(list(names), plan.normalize, plan.per_row, list(layers.values()))
 
 
-def _filters_section(model: Model, plan: FiltersPlan, out: Path, progress: Callable[[int], None] | None,
-                     say: Callable[[str], None]) -> FiltersSection:
-    written = list(plan.write(model, out / "filters", progress))
+def _filters_section(model: Model, plan: FiltersPlan, settings: dict[str, FilterSettings], out: Path,
+                     progress: Callable[[int], None] | None, say: Callable[[str], None]) -> FiltersSection:
+    """Each layer's pictures from the filter cache in ``out/filters`` (computed where missing, so a
+    second run, or pictures ``explain`` made, are reused), drawn as the grid ``convscope filters`` writes."""
+    written = []
+    for name, chosen in plan.layers:
+        result = cached_filter_result(model, name, chosen, out / "filters", settings[name], plan.precision, progress)
+        written.append((result, write_filter_grids(result, out / "filters")))
     results = [result for result, _ in written]
     for result in results:
         say(f"      {result.layer}: {result.precision} ({result.precision_reason})")
@@ -198,6 +224,30 @@ def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], ste
         images[cam.image].cams.append(CamEntry(
             cam.class_index, model.labels[cam.class_index], probabilities[(cam.image, cam.class_index)],
             _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out)))
+
+
+def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation], photos: Sequence[Image.Image],
+             names: Sequence[str], stems: Sequence[str], images: list[ReportImage], activations: ActivationsSection,
+             dataset_examples: dict[str, Any] | None, out: Path, progress: Callable[[int], None] | None) -> None:
+    """"Why this class" under each image's top-1 map: ``out/explain/<stem>_<class>.png`` and ``.json``,
+    and the channels with their filter picture, their tile among the intermediate outputs and their
+    dataset examples, where those exist."""
+    pictures = plan.pictures(model, explanations, out / "filters", progress)
+    written = write_explanations(explanations, photos, names, stems, pictures, out / "explain", plan.filter_layer)
+    tiles = {layer.name for layer in activations.layers}
+    examples = (dataset_examples or {}).get("layers", {})
+    for w in written:
+        e = w.explanation
+        largest = max((abs(c.contribution) for c in e.shown), default=0.0) or 1.0
+        channels = [WhyChannel(kind, c.index, round(c.contribution, 4), None if c.share is None else round(c.share, 4),
+                               list(c.peak), round(100 * abs(c.contribution) / largest, 1),
+                               _rel(pictures[c.index], out) if c.index in pictures else None,
+                               e.layer in tiles,
+                               f"{dataset_examples['index']}#examples/{e.layer}/{c.index}"
+                               if c.index < examples.get(e.layer, 0) else None)
+                    for kind, group in (("for", e.supporting), ("against", e.opposing)) for c in group]
+        images[e.image].why = WhyThisClass(e.class_index, e.label, e.layer, round(e.score, 4), round(e.total, 4),
+                                           plan.filter_layer, _rel(w.figure, out), _rel(w.json, out), channels)
 
 
 def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.Image], names: Sequence[str],

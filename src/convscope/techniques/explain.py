@@ -100,7 +100,13 @@ class Explanation:
 
     @property
     def shown(self) -> list[ChannelContribution]:
+        """The channels pictures show: the supporting ones, then the opposing ones."""
         return self.supporting + self.opposing
+
+    @property
+    def table(self) -> list[dict[str, Any]]:
+        """Every channel as a row (rank, index, contribution, share, peak), largest contribution first."""
+        return [{"rank": rank, **c.as_json()} for rank, c in enumerate(self.ranked(), 1)]
 
     def as_json(self) -> dict[str, Any]:
         """The documented JSON: the class, its score, the total, the channels shown, and every
