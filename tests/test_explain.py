@@ -210,3 +210,18 @@ def test_zeroing_the_top_channels_lowers_the_score_most(default_model, sample):
              for _ in range(20)]
     assert drop_top > drop_smallest and drop_top > float(np.median(drops))
     assert drop_top == pytest.approx(sum(float(found.contributions[k]) for k in ranked[:10]), rel=0.05)
+
+
+def test_no_share_of_a_total_that_is_not_positive(square_model):
+    x = -X.abs()  # every activation negative: class 1's contributions v_k sum A_k sum to a negative total
+    (found,) = explain(square_model, x, classes="linear", layer="feat", top=1)
+    assert found.total < 0 and all(c.share is None for c in found.ranked())
+
+
+def test_the_pictures_of_a_layer_that_is_not_a_conv_are_the_conv_under_it(default_model, vgg19_random):
+    from convscope.filter_cache import filter_layer
+
+    assert filter_layer(default_model, "_act1") == "_conv_head"
+    assert filter_layer(default_model, "_blocks.10") == "_blocks.10._project_conv"
+    assert filter_layer(vgg19_random, "block5_pool") == "block5_conv4"  # its Keras name
+    assert filter_layer(vgg19_random, "block4_conv1") == "block4_conv1"

@@ -12,7 +12,8 @@ score before softmax):
   follow L, it is exactly ``Y_c - b_c`` (the class's bias), and then Grad-CAM's map is ``sum_k g_k * A_k``.
 
 Channels are ranked by contribution: the first ones support the class, the most negative ones
-argue against it. ``share`` is ``C_k / total`` (None when the total is 0).
+argue against it. ``share`` is ``C_k / total``, where the total is positive; None otherwise (in a
+layer far from the output the first-order total can be negative, and a share of it would flip signs).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ AGAINST = 2
 @dataclass(frozen=True)
 class ChannelContribution:
     """One channel's part in a class score: its index, ``contribution`` (sum_ij g*A), ``share`` of
-    the total (None when the total is 0) and ``peak`` (row, column in the layer's output)."""
+    the total (None unless the total is positive) and ``peak`` (row, column in the layer's output)."""
 
     index: int
     contribution: float
@@ -78,7 +79,7 @@ class Explanation:
         flat = (direction * self.maps[index]).flatten()
         where = int(torch.argmax(flat))  # the first of equal maxima
         width = self.maps.shape[2]
-        return ChannelContribution(index, value, value / self.total if self.total != 0 else None,
+        return ChannelContribution(index, value, value / self.total if self.total > 0 else None,
                                    (where // width, where % width))
 
     def ranked(self) -> list[ChannelContribution]:
