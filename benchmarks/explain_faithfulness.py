@@ -26,21 +26,7 @@ import torch
 
 import convscope
 from convscope.samples import SAMPLES, sample_array
-from convscope.techniques.explain import explain
-
-
-def zeroed_score(model: convscope.Model, x: torch.Tensor, layer: str, channels, cls: int) -> float:
-    def hook(_module, _inputs, output):
-        output = output.clone()
-        output[:, list(channels)] = 0
-        return output
-
-    handle = model.submodule(layer).register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            return float(model.scores(x)[0, cls])
-    finally:
-        handle.remove()
+from convscope.techniques.explain import explain, score_without
 
 
 def main() -> int:
@@ -59,10 +45,10 @@ def main() -> int:
         ranked = [c.index for c in found.ranked()]
         contributions = found.contributions.numpy()
         smallest = sorted(ranked, key=lambda k: abs(contributions[k]))[:args.top]
-        top = found.score - zeroed_score(model, x, found.layer, ranked[:args.top], found.class_index)
-        low = found.score - zeroed_score(model, x, found.layer, smallest, found.class_index)
+        top = found.score - score_without(model, x, found.layer, ranked[:args.top], found.class_index)
+        low = found.score - score_without(model, x, found.layer, smallest, found.class_index)
         rng = np.random.default_rng(0)
-        randoms = [found.score - zeroed_score(model, x, found.layer, rng.choice(len(ranked), args.top, replace=False),
+        randoms = [found.score - score_without(model, x, found.layer, rng.choice(len(ranked), args.top, replace=False),
                                               found.class_index) for _ in range(20)]
         median = float(np.median(randoms))
         first = float(contributions[ranked[:args.top]].sum())

@@ -13,7 +13,7 @@ from torch import nn
 import convscope
 from convscope.cli import main
 from convscope.errors import InputError
-from convscope.techniques.explain import explain
+from convscope.techniques.explain import explain, score_without
 
 from conftest import ModelState
 
@@ -179,19 +179,12 @@ def test_in_a_notebook_the_figure_and_the_table(tiny_model):
 
 
 # -- it must be true: zeroing the top channels --------------------------------------------------------------
-def zeroed_score(model, x, layer: str, channels, cls: int) -> float:
-    """The class score with ``channels`` of ``layer`` set to zero by a forward hook."""
-    def hook(_module, _inputs, output):
-        output = output.clone()
-        output[:, list(channels)] = 0
-        return output
-
-    handle = model.submodule(layer).register_forward_hook(hook)
-    try:
-        with torch.no_grad():
-            return float(model.scores(x)[0, cls])
-    finally:
-        handle.remove()
+def test_score_without_zeroes_the_channels_by_hand(square_model):
+    state = ModelState.of(square_model.module)
+    # class 1 is linear: zeroing channel 0 removes its contribution 4.25 from the score 1.75
+    assert score_without(square_model, X, "feat", [0], 1) == pytest.approx(1.75 - 4.25)
+    assert score_without(square_model, X, "feat", [0, 2], 0) == pytest.approx(14.25 - 20.25 - 10.5)
+    state.assert_unchanged(square_model.module)
 
 
 @pytest.mark.parametrize("sample", ["chelsea", "coffee", "grace_hopper"])
@@ -203,11 +196,11 @@ def test_zeroing_the_top_channels_lowers_the_score_most(default_model, sample):
     cls, layer = found.class_index, found.layer
     ranked = [c.index for c in found.ranked()]
     smallest = sorted(ranked, key=lambda k: abs(float(found.contributions[k])))[:10]
-    drop_top = found.score - zeroed_score(default_model, x, layer, ranked[:10], cls)
-    drop_smallest = found.score - zeroed_score(default_model, x, layer, smallest, cls)
+    drop_top = found.score - score_without(default_model, x, layer, ranked[:10], cls)
+    drop_smallest = found.score - score_without(default_model, x, layer, smallest, cls)
     generator = np.random.default_rng(0)
-    drops = [found.score - zeroed_score(default_model, x, layer, generator.choice(len(ranked), 10, replace=False), cls)
-             for _ in range(20)]
+    drops = [found.score - score_without(default_model, x, layer, generator.choice(len(ranked), 10, replace=False),
+                                         cls) for _ in range(20)]
     assert drop_top > drop_smallest and drop_top > float(np.median(drops))
     assert drop_top == pytest.approx(sum(float(found.contributions[k]) for k in ranked[:10]), rel=0.05)
 

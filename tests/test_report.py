@@ -311,7 +311,7 @@ def test_dataset_report_in_a_browser(tmp_path):
         folder = tmp_path / "photos" / labels[index % 3]
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(rng.integers(0, 255, (30 + index, 40, 3), dtype=np.uint8)).save(folder / f"p{index}.png")
-    dataset.run(model, tmp_path / "photos", tmp_path / "out", examples="default", examples_top=3)
+    dataset.run(model, tmp_path / "photos", tmp_path / "out", examples="conv1,conv2,relu2", examples_top=3)
     write_example_filters(model, tmp_path / "out")
     index = write_dataset_report(tmp_path / "out", labels)
     single = run_all(model, [Image.open(tmp_path / "photos" / "cat" / "p0.png")], ["p0.png"], tmp_path / "single",
@@ -350,6 +350,13 @@ def test_dataset_report_in_a_browser(tmp_path):
             assert page.inner_text("#viewer-title") == "conv2, filter 0" and page.is_visible("#viewer-examples")
             page.click("#viewer-examples")
             page.wait_for_url("**/examples-conv2-0001.html#examples/conv2/0")
+            # "Why this class" links each channel of the CAM layer (relu2: its pictures are conv2's) to its examples
+            page.goto(single.as_uri())
+            link = page.locator("section.why a", has_text="dataset examples").first
+            channel = link.get_attribute("href").rsplit("/", 1)[1]
+            link.click()
+            page.wait_for_url(f"**/examples-relu2-0001.html#examples/relu2/{channel}")
+            assert page.is_visible(f"[id='examples/relu2/{channel}']")
             assert errors == []
         finally:
             browser.close()

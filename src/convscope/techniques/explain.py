@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import InputError, check_at_least
-from ..hooks import evaluating
+from ..hooks import evaluating, layer_hooks
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision
@@ -155,3 +155,19 @@ def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[I
                         float(probabilities[row, cls]), float(contributions[row].sum()), top,
                         contributions[row].cpu(), products[row].cpu(), acts[row].cpu(), cams[row].cpu())
             for row, (image, cls) in enumerate(zip(images, chosen))]
+
+
+def score_without(model: Model, x: torch.Tensor, layer: str, channels: Sequence[int], class_index: int) -> float:
+    """The score (before softmax) of ``class_index`` for the one image ``x`` when ``channels`` of
+    ``layer`` are set to zero (a forward hook replaces the output): the check that the channels
+    ranked first carry the score -- zeroing them must lower it more than zeroing others."""
+    def zero(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        output = output.clone()
+        output[:, list(channels)] = 0
+        return output
+
+    with evaluating(model.module), layer_hooks({layer: model.submodule(layer)}, lambda name: zero) as hooked, \
+            torch.no_grad():
+        scores = model.scores(x)
+        hooked.check_ran()
+    return float(scores[0, class_index])
