@@ -141,7 +141,7 @@ def test_the_command_writes_the_figure_and_the_json_and_reuses_the_filter_pictur
 
     from convscope import filter_cache
 
-    monkeypatch.setattr(filter_cache, "optimize_filters", lambda *a, **k: pytest.fail("recomputed"))
+    monkeypatch.setattr(filter_cache, "draw_filters", lambda *a, **k: pytest.fail("recomputed"))
     code, text, err = _run(capsys, "explain", "sample:chelsea", "--top", "3", "--filters-steps", "2", "--out",
                            str(out), "--json")
     assert code == 0, err

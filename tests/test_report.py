@@ -79,7 +79,7 @@ def test_why_this_class_under_each_top_map_and_the_filter_cache_reused(tiny_repo
     from convscope import filter_cache
 
     model = convscope.load_model(tiny_net(), input_size=32, labels=[EVIL_LABEL, "b", "c", "d", "e"])
-    monkeypatch.setattr(filter_cache, "optimize_filters", lambda *a, **k: pytest.fail("a filter picture recomputed"))
+    monkeypatch.setattr(filter_cache, "draw_filters", lambda *a, **k: pytest.fail("a filter picture recomputed"))
     lines = []
     import shutil
 

@@ -281,7 +281,7 @@ def cmd_filters(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     model = _load(args)
     plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
-                        seed=args.seed, precision=args.precision, save_raw=args.save_raw)
+                        seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective)
     for note in plan.notes:
         print(f"convscope: note: {note}", file=sys.stderr)
     out = prepare_out_dir(args.out, "filters")
@@ -291,8 +291,13 @@ def cmd_filters(args: argparse.Namespace) -> int:
         for result, written in plan.write(model, out / "filters", progress=bar.update):
             used.append((result.precision, result.precision_reason))
             if not args.quiet:
+                marked = [result.status(p) for p in range(len(result.filters))]
+                redrawn = sum(bool(m) and m != "not reached" for m in marked)
+                failed = marked.count("not reached")
+                notes = "".join([f"  {redrawn} redrawn with neuron" if redrawn else "",
+                                 f"  {failed} not reached" if failed else ""])
                 bar.write(f"{result.layer:<28} {len(result.filters):>3} filters  mean score "
-                          f"{result.scores.mean():8.3f}  {result.precision}  {written}")
+                          f"{result.scores.mean():8.3f}  {result.precision}  {written}{notes}")
     if not args.quiet:
         print(f"{len(plan.layers)} filter grids in {out / 'filters'} ({plan.method}, {plan.steps} steps, "
               f"{plan.size} px, {_precisions(used)})")
@@ -303,7 +308,8 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
         options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
-                   "cam_method": args.cam_method, "top": args.top, "dataset": args.dataset} if args.command == "run" else {}
+                   "cam_method": args.cam_method, "top": args.top, "dataset": args.dataset,
+                   "objective": args.objective} if args.command == "run" else {}
         report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
                          progress=bar.update, on_filter_layers=_total_of(bar),
                          command=shlex.join(["convscope", *args.argv]), **options)

@@ -17,7 +17,7 @@ from .techniques.evaluate import DEFAULT_METRICS, METRIC_NAMES
 from .techniques.examples import DEFAULT_TOP as EXAMPLES_TOP
 from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from .techniques.filter_recipes import RECIPES
-from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE
+from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE, OBJECTIVES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,6 +69,13 @@ def _precision_option(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--precision", choices=PRECISIONS, default=default,
                         help=", ".join(f"{name} ({'default; ' if name == default else ''}{meaning})"
                                        for name, meaning in meanings.items()))
+
+
+def _objective_option(parser: argparse.ArgumentParser) -> None:
+    """``--objective`` of the filter pictures, the same for ``filters`` and ``run``."""
+    parser.add_argument("--objective", choices=OBJECTIVES, default=OBJECTIVES[0],
+                        help="what a filter picture maximizes: mean (default; the filter's mean pre-activation, "
+                             "flat or unreached pictures drawn again with neuron) or neuron (its centre unit)")
 
 
 def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
@@ -132,6 +139,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
                         "(pixel-space RMS-normalized ascent)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    _objective_option(p)
     _precision_option(p, "auto")
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
@@ -151,6 +159,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
                    help=f"filter picture size (default {DEFAULT_SIZE}; raised where a layer needs more)")
     p.add_argument("--no-filters", action="store_true", help="skip the filters section (the slowest)")
+    _objective_option(p)
     p.add_argument("--dataset", metavar="DIR",
                    help="a dataset run made with --examples: filter pictures link to their dataset examples there")
     p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),

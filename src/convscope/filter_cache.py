@@ -29,7 +29,7 @@ import torch
 
 from .layers import producing_conv
 from .model import Model
-from .techniques.filters import (DEFAULT_METHOD, DEFAULT_SIZE, FilterResult, check_filter_settings, optimize_filters,
+from .techniques.filters import (DEFAULT_METHOD, DEFAULT_SIZE, FilterResult, check_filter_settings, draw_filters,
                                  picture_size_for, total_steps)
 
 
@@ -42,15 +42,16 @@ class FilterSettings:
     steps: int | None = None
     size: int = DEFAULT_SIZE
     seed: int = 0
+    objective: str = "mean"
 
 
 def filter_settings(model: Model, layer: str, method: str = DEFAULT_METHOD, steps: int | None = None,
-                    size: int = DEFAULT_SIZE, seed: int = 0) -> FilterSettings:
+                    size: int = DEFAULT_SIZE, seed: int = 0, objective: str = "mean") -> FilterSettings:
     """One layer's settings, checked: ``steps`` resolved (the recipe's default for None) and ``size``
     raised to what reaches the layer (:func:`~convscope.techniques.filters.picture_size_for`), so
     every command asking for the same pictures names them with the same key."""
-    steps = check_filter_settings(method, steps, size)
-    return FilterSettings(method, steps, picture_size_for(model, filter_layer(model, layer), size), seed)
+    steps = check_filter_settings(method, steps, size, objective)
+    return FilterSettings(method, steps, picture_size_for(model, filter_layer(model, layer), size), seed, objective)
 
 
 def filter_layer(model: Model, layer: str) -> str:
@@ -84,17 +85,20 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
     target = layer_folder(folder, model, layer, settings)
     missing = [c for c in dict.fromkeys(channels) if not (target / f"{c}.png").exists()]
     if missing:
-        result = optimize_filters(model, filter_layer(model, layer), missing, steps=settings.steps,
-                                  size=settings.size, method=settings.method, seed=settings.seed,
-                                  precision=precision, progress=progress)
+        result = draw_filters(model, filter_layer(model, layer), missing, steps=settings.steps, size=settings.size,
+                              method=settings.method, seed=settings.seed, precision=precision, progress=progress,
+                              objective=settings.objective)
         target.mkdir(parents=True, exist_ok=True)
         pixels = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
         for channel, picture in zip(result.filters, pixels):
             save_image(Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture),
                        target / f"{channel}.png")
         scores = read_scores(target)
-        for channel, score, initial in zip(result.filters, result.scores.tolist(), result.initial_scores.tolist()):
-            scores[str(channel)] = {"score": score, "initial_score": initial, "precision": result.precision}
+        for position, (channel, score, initial) in enumerate(zip(result.filters, result.scores.tolist(),
+                                                                 result.initial_scores.tolist())):
+            scores[str(channel)] = {"score": score, "initial_score": initial, "precision": result.precision,
+                                    "objective": result.objectives[position], "reached": result.reached[position],
+                                    "flat": result.flat[position]}
         save_json({"layer": filter_layer(model, layer), "scores": scores}, target.with_suffix(".json"))
         if not (target.parent / "settings.json").exists():  # what the key stands for, for people
             save_json({"model": model.name, "weights": model.weights, "input_size": list(model.input_size),
@@ -121,7 +125,9 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
                         filter_layer(model, layer), settings.method, settings.steps, settings.size, settings.seed,
                         used, torch.tensor([f.get("initial_score", float("nan")) for f in facts]),
                         torch.zeros(0, len(channels)),
-                        f"{computed} computed, {len(channels) - computed} from the cache" if computed else "from the cache")
+                        f"{computed} computed, {len(channels) - computed} from the cache" if computed else "from the cache",
+                        settings.objective, [f.get("objective", settings.objective) for f in facts],
+                        [bool(f.get("reached", True)) for f in facts], [bool(f.get("flat", False)) for f in facts])
 
 
 def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,
@@ -135,8 +141,8 @@ def filter_picture_images(model: Model, layer: str, channels: Sequence[int], set
     wanted = list(dict.fromkeys(channels))
     if not wanted:
         return {}
-    result = optimize_filters(model, filter_layer(model, layer), wanted, steps=settings.steps, size=settings.size,
-                              method=settings.method, seed=settings.seed, precision=precision)
+    result = draw_filters(model, filter_layer(model, layer), wanted, steps=settings.steps, size=settings.size,
+                          method=settings.method, seed=settings.seed, precision=precision, objective=settings.objective)
     pixels = (result.images.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255)
     return {c: Image.fromarray(p.astype(np.uint8)) for c, p in zip(result.filters, pixels)}
 

@@ -28,7 +28,7 @@ from .techniques.activations import activation_layers, capture, check_memory
 from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from .techniques.cams import cam_layer, cam_method, compute_cam
 from .techniques.filters import (DEFAULT_METHOD as DEFAULT_FILTER_METHOD, DEFAULT_SIZE, FilterResult,
-                                 check_filter_settings, optimize_filters, parse_filter_spec, picture_size_for,
+                                 check_filter_settings, draw_filters, parse_filter_spec, picture_size_for,
                                  preactivation_path, total_steps)
 from .techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluate
 from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
@@ -101,6 +101,7 @@ class FiltersPlan:
     precision: str = "auto"
     save_raw: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
+    objective: str = "mean"
 
     @property
     def notes(self) -> list[str]:
@@ -115,19 +116,21 @@ class FiltersPlan:
 
     def write(self, model: Model, folder: Path,
               progress: Callable[[int], None] | None = None) -> Iterator[tuple[FilterResult, Path]]:
-        """Optimize each layer's filters and write its grid into ``folder``, one layer at a time."""
+        """Draw each layer's filters (flat or unreached ``mean`` pictures again with ``neuron``, see
+        :func:`~convscope.techniques.filters.draw_filters`) and write its grid into ``folder``, one
+        layer at a time."""
         for name, chosen in self.layers:
-            result = optimize_filters(model, name, chosen, steps=self.steps, size=self.sizes.get(name, self.size),
-                                      method=self.method, seed=self.seed, precision=self.precision,
-                                      progress=progress)
+            result = draw_filters(model, name, chosen, steps=self.steps, size=self.sizes.get(name, self.size),
+                                  method=self.method, seed=self.seed, precision=self.precision, progress=progress,
+                                  objective=self.objective)
             yield result, write_filter_grids(result, folder, save_raw=self.save_raw)
 
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
-                 seed: int = 0, precision: str = "auto", save_raw: bool = False) -> FiltersPlan:
+                 seed: int = 0, precision: str = "auto", save_raw: bool = False, objective: str = "mean") -> FiltersPlan:
     """The conv layers (default: the first of each block) with their filter indices, checked."""
-    steps = check_filter_settings(method, steps, size)
+    steps = check_filter_settings(method, steps, size, objective)
     model.check_convolutional()
     names = default_filter_layers(model.all_layers()) if layers is None else model.select_layers(layers, "conv")
     if not names:
@@ -135,7 +138,8 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
     chosen = [(name, parse_filter_spec(filters, model.layer(preactivation_path(model, name)).shape[0]))
               for name in names]
     sizes = {name: needed for name in names if (needed := picture_size_for(model, name, size)) != size}
-    return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw, sizes)
+    return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw, sizes,
+                       objective)
 
 
 # -- class activation maps ----------------------------------------------------------------------------

@@ -117,20 +117,28 @@ class ActivationsSection:
 
 @dataclass
 class FilterScore:
+    """One filter: its index, score, the objective its picture maximizes, and why it is marked ("" if not)."""
+
     index: int
     score: float
+    objective: str = "mean"
+    status: str = ""
 
 
 @dataclass
 class FilterLayer:
-    """One layer's filter grid: picture size, margin, columns, and each filter's index and score."""
+    """One layer's filter grid: picture size, margin, columns, rows, each filter's index and score,
+    and how many pictures were redrawn with the centre-unit objective or not reached."""
 
     name: str
     file: str
     size: int
     margin: int
     columns: int
+    rows: int
     filters: list[FilterScore]
+    redrawn: int = 0
+    not_reached: int = 0
 
 
 @dataclass
@@ -140,6 +148,7 @@ class FiltersSection:
     size: int
     precision: str
     layers: list[FilterLayer]
+    objective: str = "mean"
 
 
 @dataclass

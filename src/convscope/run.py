@@ -57,7 +57,7 @@ def package_versions() -> dict[str, str]:
 
 def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path, *,
             layers: str | Sequence[str] | None = None, filters: bool = True, filters_steps: int | None = None,
-            filters_size: int = DEFAULT_SIZE, filters_count: str | int | None = None,
+            filters_size: int = DEFAULT_SIZE, filters_count: str | int | None = None, objective: str = "mean",
             cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None, trust: bool = True,
             trust_methods: str | Sequence[str] = "all",
             say: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
@@ -66,8 +66,9 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     """Run everything for ``photos`` and write ``out/index.html``; returns its path.
 
     ``layers``: the intermediate outputs shown (default: every conv and pooling layer);
-    ``filters``: whether to draw filters at all, with ``filters_steps``, ``filters_size`` and
-    ``filters_count`` per layer; ``cam_method`` and ``top`` (default 3) classes per image for the
+    ``filters``: whether to draw filters at all, with ``filters_steps``, ``filters_size``,
+    ``filters_count`` per layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean``
+    pictures are drawn again with ``neuron``); ``cam_method`` and ``top`` (default 3) classes per image for the
     maps; ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
     image's top class; see :mod:`convscope.techniques.evaluate`). ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
     ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
@@ -84,7 +85,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))
     activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
     filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,
-                                method=FILTER_METHOD) if filters else None
+                                method=FILTER_METHOD, objective=objective) if filters else None
     explain_plan = plan_explain(model, cam_plan.layer, top=min(EXPLAIN_TOP, model.layer(cam_plan.layer).shape[0]),
                                 filter_steps=filters_steps)
     if not filters:  # the pictures are the slow part: --no-filters skips them here too
@@ -109,10 +110,10 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     explanations = explain_plan.explain(model, x, [predictions[:1] for predictions in ranked])
     if filters_plan is None:
         say("[3/6] filters: skipped")
-        filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [])
+        filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [], objective)
     else:
         settings = {name: filter_settings(model, name, filters_plan.method, filters_plan.steps, filters_plan.size,
-                                          filters_plan.seed) for name, _ in filters_plan.layers}
+                                          filters_plan.seed, objective) for name, _ in filters_plan.layers}
         to_compute = missing_steps(model, dict(filters_plan.layers), out / "filters", settings)
         say(f"[3/6] filters: {len(filters_plan.layers)} layers, "
             f"{sum(len(c) for _, c in filters_plan.layers)} filters"
@@ -210,11 +211,14 @@ def _filters_section(model: Model, plan: FiltersPlan, settings: dict[str, Filter
     for result in results:
         say(f"      {result.layer}: {result.precision} ({result.precision_reason})")
     layers = [FilterLayer(result.layer, _rel(png, out), result.size, PICTURE_MARGIN,
-                          grid_layout(len(result.filters), PICTURE_COLUMNS)[1],
-                          [FilterScore(i, round(float(s), 4)) for i, s in zip(result.filters, result.scores.tolist())])
+                          *grid_layout(len(result.filters), PICTURE_COLUMNS)[::-1],
+                          [FilterScore(i, round(float(s), 4), result.objectives[p], result.status(p))
+                           for p, (i, s) in enumerate(zip(result.filters, result.scores.tolist()))],
+                          sum(bool(result.status(p)) and result.reached[p] for p in range(len(result.filters))),
+                          sum(not reached for reached in result.reached))
               for result, png in written]
     used = "/".join(dict.fromkeys(result.precision for result in results))
-    return FiltersSection(plan.method, plan.steps, plan.size, used or plan.precision, layers)
+    return FiltersSection(plan.method, plan.steps, plan.size, used or plan.precision, layers, plan.objective)
 
 
 def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], stems: Sequence[str], ranked,

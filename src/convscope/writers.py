@@ -118,20 +118,26 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
 
 def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_raw: bool = False,
                        columns: int = PICTURE_COLUMNS) -> Path:
-    """Write ``folder/<layer>.png`` (the pictures in filter order, ``columns`` per row) and, with
-    ``save_raw``, ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]) and ``<layer>.json``
-    (each filter's index and score, and the settings)."""
+    """Write ``folder/<layer>.png`` (the pictures in filter order, ``columns`` per row),
+    ``<layer>.json`` (the settings, and each filter's index, score, the ``objective`` its picture
+    maximizes, whether it was ``reached`` and, where marked, its ``status`` in words) and, with
+    ``save_raw``, ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1])."""
     folder = Path(folder)
     stem = safe_name(result.layer)
     png = save_image(picture_grid(result.images, columns=columns), folder / f"{stem}.png")
     if save_raw:
         save_npy(result.images.numpy().astype(np.float32), folder / f"{stem}.npy")
-        save_json({
-            "layer": result.layer, "method": result.method, "steps": result.steps, "size": result.size,
-            "seed": result.seed, "precision": result.precision,
-            "filters": [{"index": index, "score": float(score)}
-                        for index, score in zip(result.filters, result.scores.tolist())],
-        }, folder / f"{stem}.json")
+    filters = []
+    for position, (index, score) in enumerate(zip(result.filters, result.scores.tolist())):
+        entry = {"index": index, "score": float(score), "objective": result.objectives[position],
+                 "reached": bool(result.reached[position])}
+        if result.status(position):
+            entry["status"] = result.status(position)
+        filters.append(entry)
+    save_json({"layer": result.layer, "method": result.method, "steps": result.steps, "size": result.size,
+               "seed": result.seed, "precision": result.precision, "objective": result.objective,
+               "flat": sum(result.flat), "not_reached": sum(not r for r in result.reached), "filters": filters},
+              folder / f"{stem}.json")
     return png
 
 

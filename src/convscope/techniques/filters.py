@@ -2,8 +2,18 @@
 
 Each requested filter of a conv layer gets its own picture, all optimized together in one batch
 (item i maximizes filter i) with the forward pass stopped at the target layer. The objective and
-the *score* of a filter are the spatial mean of its **pre-activation** (the conv's output, or the
-BatchNorm right after it, before the nonlinearity), so no filter starts stuck at a dead ReLU.
+the *score* of a filter are taken on its **pre-activation** (the conv's output, or the BatchNorm
+right after it, before the nonlinearity), so no filter starts stuck at a dead ReLU: ``mean``
+(default) its spatial mean, ``neuron`` its value at the centre position (Lucid's neuron objective:
+row h // 2, column w // 2).
+
+A picture can fail in two ways, and :func:`draw_filters` (what the commands use) says which:
+*flat* -- its pixels barely vary (every colour channel's standard deviation below
+:data:`FLAT_STD`); for a filter whose weights sum negative (common in depthwise layers) a uniform
+picture is the true optimum of the ``mean`` objective, so the ascent is right and the picture
+useless -- and *not reached* -- the objective on the final picture is not above its value on the
+starting picture. Every picture that failed with ``mean`` is drawn again with ``neuron``; one that
+fails that too is marked not reached.
 
 How a picture is parameterized, transformed and updated is a recipe (``lucid`` or ``classic``,
 see :mod:`convscope.techniques.filter_recipes`).
@@ -112,10 +122,20 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
         yield run
 
 
-def _channel_means(acts: torch.Tensor, filters: Sequence[int]) -> torch.Tensor:
-    """Item i's mean of channel filters[i], in fp32."""
+#: The objectives a picture can maximize (see the module notes).
+OBJECTIVES = ("mean", "neuron")
+#: A picture whose every colour channel has a pixel standard deviation below this (RGB in [0, 1]) is flat.
+FLAT_STD = 0.01
+
+
+def _channel_means(acts: torch.Tensor, filters: Sequence[int], objective: str = "mean") -> torch.Tensor:
+    """Item i's objective on channel filters[i], in fp32: its spatial mean, or (``neuron``) its
+    value at the centre position."""
     index = torch.tensor(list(filters), device=acts.device)
-    return acts.float()[torch.arange(len(filters), device=acts.device), index].mean(dim=(1, 2))
+    maps = acts.float()[torch.arange(len(filters), device=acts.device), index]
+    if objective == "neuron":
+        return maps[:, maps.shape[1] // 2, maps.shape[2] // 2]
+    return maps.mean(dim=(1, 2))
 
 
 def score_images(model: Model | nn.Module, layer: str, images: torch.Tensor, filters: Sequence[int],
@@ -149,6 +169,37 @@ class FilterResult:
     initial_scores: torch.Tensor
     history: torch.Tensor = field(repr=False)
     precision_reason: str = "as asked"
+    #: The objective asked for; per filter, the one its picture maximizes (``neuron`` where a
+    #: ``mean`` picture failed and was drawn again), whether it was reached (the final picture scores
+    #: above the starting one and is not flat), and whether its ``mean`` picture was flat.
+    objective: str = "mean"
+    objectives: list[str] = field(default_factory=list)
+    reached: list[bool] = field(default_factory=list)
+    flat: list[bool] = field(default_factory=list)
+
+    def status(self, position: int) -> str:
+        """The picture at ``position`` in words: ``""`` when fine, else why it is marked."""
+        if not self.reached[position]:
+            return NOT_REACHED
+        if self.objectives[position] != self.objective:
+            return FLAT_REDRAWN if self.flat[position] else MEAN_NOT_REACHED
+        return ""
+
+
+#: How a marked picture is described (the report and ``<layer>.json`` use these words).
+NOT_REACHED = "not reached"
+FLAT_REDRAWN = "flat: the mean objective is maximized by a uniform picture; shown with the centre-unit objective"
+MEAN_NOT_REACHED = "not reached by the mean objective; shown with the centre-unit objective"
+
+
+def flat_pictures(images: torch.Tensor) -> torch.Tensor:
+    """Per picture (N x C x S x S), True when every colour channel's pixel std is below :data:`FLAT_STD`."""
+    return images.flatten(2).std(dim=2).amax(dim=1) < FLAT_STD
+
+
+def reached_scores(scores: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
+    """Per picture, True when the final score rose above the starting picture's (beyond float noise)."""
+    return scores > initial + 1e-4 * initial.abs().clamp(min=1.0)
 
 
 def total_steps(filter_counts: Sequence[int], steps: int, batch_size: int = FILTER_BATCH) -> int:
@@ -184,9 +235,11 @@ def picture_size_for(model: Model | nn.Module, layer: str, size: int) -> int:
     return enough
 
 
-def check_filter_settings(method: str, steps: int | None, size: int) -> int:
-    """Check the method, steps and size before any work; returns the steps (the recipe's default for None)."""
+def check_filter_settings(method: str, steps: int | None, size: int, objective: str = "mean") -> int:
+    """Check the method, steps, size and objective before any work; returns the steps (the recipe's
+    default for None)."""
     check_choice("method", method, RECIPES)
+    check_choice("objective", objective, OBJECTIVES)
     steps = RECIPES[method].default_steps if steps is None else steps
     check_at_least("steps", steps, 1)
     check_between("size", size, MIN_SIZE, MAX_SIZE, " pixels")
@@ -197,15 +250,16 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
                      steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD,
                      seed: int = 0, precision: str = "auto", lr: float | None = None,
                      batch_size: int = FILTER_BATCH,
-                     progress: Callable[[int], None] | None = None) -> FilterResult:
-    """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) and score them.
+                     progress: Callable[[int], None] | None = None, objective: str = "mean") -> FilterResult:
+    """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) for
+    ``objective`` (``mean`` or ``neuron``, see the module notes) and score them with it.
 
     ``steps`` and ``lr`` default to the recipe's: 64 steps and Adam lr 0.05 (lucid), 40 steps and a
     per-step RMS-normalized pixel change of 0.01 (classic). ``progress`` is called with the number
     of steps done after each step of each batch.
     """
     model = as_model(model)
-    steps = check_filter_settings(method, steps, size)
+    steps = check_filter_settings(method, steps, size, objective)
     check_at_least("batch_size", batch_size, 1)
     recipe = RECIPES[method]
     check_precision(precision, model.device)
@@ -221,53 +275,84 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
             gens = generators(seed, first_batch, model.device)
             picture = recipe.picture(gens, size, model.device, model.preprocessing.channels)
             with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
-                _objective_and_gradient(run, picture, gens, recipe, first_batch, option)
+                _objective_and_gradient(run, picture, gens, recipe, first_batch, option, objective)
 
         precision, reason = choose_precision(precision, model.module, model.device,
                                              ("filters", layer, method, size, len(first_batch)), one_step)
         for start in range(0, len(chosen), batch_size):
             batch = chosen[start:start + batch_size]
             pictures, first, steps_history = _optimize(run, model, batch, steps, size, recipe, seed, precision,
-                                                       lr, progress)
+                                                       lr, progress, objective)
             with torch.no_grad():
-                scores.append(_channel_means(run(pictures, "fp32"), batch))
+                scores.append(_channel_means(run(pictures, "fp32"), batch, objective))
             images.append(pictures)
             initial.append(first)
             history.append(steps_history)
-    return FilterResult(torch.cat(images).cpu(), torch.cat(scores).cpu(), chosen, layer, method, steps, size, seed,
-                        precision, torch.cat(initial).cpu(), torch.cat(history, dim=1).cpu(), reason)
+    images_, scores_, initial_ = torch.cat(images).cpu(), torch.cat(scores).cpu(), torch.cat(initial).cpu()
+    flat = flat_pictures(images_)
+    reached = reached_scores(scores_, initial_) & ~flat
+    return FilterResult(images_, scores_, chosen, layer, method, steps, size, seed, precision, initial_,
+                        torch.cat(history, dim=1).cpu(), reason, objective, [objective] * len(chosen), reached.tolist(),
+                        flat.tolist() if objective == "mean" else [False] * len(chosen))
+
+
+def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
+                 steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
+                 precision: str = "auto", progress: Callable[[int], None] | None = None,
+                 objective: str = "mean") -> FilterResult:
+    """:func:`optimize_filters`, then (for ``mean``) every picture that came out flat or not reached
+    drawn again with ``neuron``, in one more batch; the redrawn picture replaces the first where
+    it is reached (the first stays, marked not reached, where neither is). ``objectives``,
+    ``reached`` and ``flat`` of the result say which (see :meth:`FilterResult.status`)."""
+    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision, progress=progress,
+                              objective=objective)
+    failed = [i for i, ok in enumerate(result.reached) if not ok]
+    if objective != "mean" or not failed:
+        return result
+    again = optimize_filters(model, layer, [result.filters[i] for i in failed], steps, size, method, seed,
+                             result.precision, progress=progress, objective="neuron")
+    for position, i in enumerate(failed):
+        if not again.reached[position]:
+            continue
+        result.images[i] = again.images[position]
+        result.scores[i] = again.scores[position]
+        result.initial_scores[i] = again.initial_scores[position]
+        result.objectives[i] = "neuron"
+        result.reached[i] = again.reached[position]
+    return result
 
 
 def _objective_and_gradient(run: Callable[[torch.Tensor, str], torch.Tensor], picture: nn.Module,
                             gens: Sequence[torch.Generator], recipe: FilterRecipe, filters: list[int],
-                            precision: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step's objective (each filter's mean pre-activation on its transformed picture) and its
-    gradient with respect to the picture's parameters."""
+                            precision: str, objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+    """One step's objective (each filter's on its transformed picture) and its gradient with
+    respect to the picture's parameters."""
     rgb = picture()
     if recipe.transform is not None:
         rgb = recipe.transform(rgb, gens)
-    objective = _channel_means(run(rgb, precision), filters)
-    (grad,) = torch.autograd.grad(objective.sum(), list(picture.parameters()))
-    return objective, grad
+    value = _channel_means(run(rgb, precision), filters, objective)
+    (grad,) = torch.autograd.grad(value.sum(), list(picture.parameters()))
+    return value, grad
 
 
 def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, filters: list[int], steps: int,
               size: int, recipe: FilterRecipe, seed: int, precision: str, lr: float,
-              progress: Callable[[int], None] | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+              progress: Callable[[int], None] | None,
+              objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One batch: (final pictures, scores of the starting pictures, objective at every step)."""
     gens = generators(seed, filters, model.device)
     picture = recipe.picture(gens, size, model.device, model.preprocessing.channels)
     parameters = list(picture.parameters())
     update = recipe.update(parameters, lr)
     with torch.no_grad():
-        first = _channel_means(run(picture().float(), "fp32"), filters)
+        first = _channel_means(run(picture().float(), "fp32"), filters, objective)
     history = []
     with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
         for _ in range(steps):
-            objective, grad = _objective_and_gradient(run, picture, gens, recipe, filters, precision)
+            value, grad = _objective_and_gradient(run, picture, gens, recipe, filters, precision, objective)
             with torch.no_grad():
                 update(grad)
-            history.append(objective.detach())
+            history.append(value.detach())
             if progress is not None:
                 progress(1)
     with torch.no_grad():
@@ -277,10 +362,11 @@ def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, fi
 
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
-            precision: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+            precision: str = "auto", objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Pictures of what each filter of ``layer`` responds to: ``(images, scores)``, images
-    N x 3 x S x S RGB in [0, 1] (before the model's own normalization), scores the fp32 mean of each
-    filter's pre-activation on its picture. ``filters``: a count, indices/ranges (``"0-15,32"``) or
-    a list (default: the first 64). Deterministic for a seed on a given device."""
-    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision)
+    N x 3 x S x S RGB in [0, 1] (before the model's own normalization), scores the fp32 objective of
+    each filter's pre-activation on its picture (``mean``: its spatial mean; ``neuron``: its centre
+    value). ``filters``: a count, indices/ranges (``"0-15,32"``) or a list (default: the first 64).
+    Deterministic for a seed on a given device."""
+    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision, objective=objective)
     return result.images, result.scores
