@@ -31,6 +31,28 @@ class TinyNet(nn.Module):
         return self.fc(torch.flatten(self.gap(x), 1))
 
 
+class MarkedNet(nn.Module):
+    """Filters built to fail: conv filter 1 is a zero-sum edge kernel with circular padding, so its
+    spatial mean is its bias whatever the picture (the ``mean`` objective has no gradient: its
+    picture stays flat, while its centre unit can be raised); filter 2 is all zeros (nothing can
+    raise it). Filter 0 is an ordinary random filter."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, padding_mode="circular")
+        with torch.no_grad():
+            self.conv.weight[1] = torch.tensor([[-1.0, -1, -1], [-1, 8, -1], [-1, -1, -1]])
+            self.conv.weight[2] = 0.0
+            self.conv.bias[2] = 0.0
+        self.relu = nn.ReLU()
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.gap(self.relu(self.conv(x))).flatten(1))
+
+
 def tiny_net(seed: int = 0) -> TinyNet:
     torch.manual_seed(seed)
     return TinyNet()

@@ -185,3 +185,33 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
         (["--size", "8"], "--size must be between"),
         (["--steps", "0"], "at least 1"),
     ])
+
+
+def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked(tmp_path):
+    from conftest import MarkedNet
+
+    from convscope.techniques.filters import FLAT_REDRAWN, NOT_REACHED, draw_filters, flat_pictures
+    from convscope.writers import write_filter_grids
+
+    model = convscope.load_model(MarkedNet(), input_size=32, labels=["a", "b"])
+    first = optimize_filters(model, "conv", 3, steps=8, size=32, precision="fp32")
+    assert first.flat == [False, True, True] and first.reached == [True, False, False]
+    assert first.scores[1] == pytest.approx(first.initial_scores[1])  # the mean is the bias, whatever the picture
+    result = draw_filters(model, "conv", 3, steps=8, size=32, precision="fp32")
+    assert result.objectives == ["mean", "neuron", "mean"] and result.reached == [True, True, False]
+    assert [result.status(i) for i in range(3)] == ["", FLAT_REDRAWN, NOT_REACHED]
+    assert torch.equal(result.images[0], first.images[0]) and torch.equal(result.images[2], first.images[2])
+    assert not flat_pictures(result.images[1:2]).item()  # the centre unit gave it a picture
+    assert result.scores[1] > result.initial_scores[1]  # scored with the objective it maximized
+    write_filter_grids(result, tmp_path)
+    saved = json.loads((tmp_path / "conv.json").read_text())
+    assert (saved["objective"], saved["flat"], saved["not_reached"]) == ("mean", 2, 1)
+    assert [(f["objective"], f["reached"], f.get("status")) for f in saved["filters"]] == [
+        ("mean", True, None), ("neuron", True, FLAT_REDRAWN), ("mean", False, NOT_REACHED)]
+    asked = draw_filters(model, "conv", 3, steps=8, size=32, precision="fp32", objective="neuron")
+    assert asked.objectives == ["neuron"] * 3 and asked.status(1) == "" and asked.status(2) == NOT_REACHED
+
+
+def test_objective_is_checked(tiny_model):
+    with pytest.raises(InputError, match="objective"):
+        optimize_filters(tiny_model, "conv1", 2, steps=1, size=16, objective="max")

@@ -4,6 +4,7 @@ stable links, escaping and accessibility (axe)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -151,13 +152,10 @@ def test_tiny_report_in_a_browser(tiny_report):
             assert EVIL_LABEL in page.inner_text("#cam")  # shown as text, not markup
             # click the third tile of conv2 (tiles 8x8 enlarged to 32 px, 1 px separators)
             page.click("a[data-layer='conv2']")
-            shown_grid = "section.layer[data-layer='conv2']:not([hidden]) img.grid:not([hidden])"
-            page.wait_for_selector(shown_grid)  # the link's hashchange is handled asynchronously
-            grid = page.locator(shown_grid)
-            box = grid.bounding_box()
-            natural = page.evaluate(f"document.querySelector({shown_grid!r}).naturalWidth")
-            scale = box["width"] / natural
-            grid.click(position={"x": (2 * 33 + 10) * scale, "y": 10 * scale})
+            tiles = "section.layer[data-layer='conv2']:not([hidden]) canvas.tiles"
+            page.wait_for_function(f"document.querySelector({tiles!r})?.dataset.size")  # drawn after the hashchange
+            size = int(page.get_attribute(tiles, "data-size"))
+            page.locator(tiles).click(position={"x": 2 * (size + 2) + size // 2, "y": size // 2})
             assert page.is_visible("#viewer")
             assert page.inner_text("#viewer-title") == f"conv2, channel 2 ({EVIL_NAME})"
             first_stats = page.inner_text("#viewer-stats")
@@ -169,8 +167,6 @@ def test_tiny_report_in_a_browser(tiny_report):
             assert not page.is_visible("#viewer")
             # the second image's intermediate outputs
             page.select_option("#act-image", "1")
-            shown = page.locator("section.layer:not([hidden]) img.grid:not([hidden])")
-            assert shown.get_attribute("src") == "activations/second/conv2.png"
             page.fill("section.layer:not([hidden]) input[name=index]", "2")
             page.press("section.layer:not([hidden]) input[name=index]", "Enter")
             assert page.inner_text("#viewer-title") == "conv2, channel 2 (second.jpg)"
@@ -254,10 +250,69 @@ def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
                 assert in_view, link
             assert errors == []
             _axe(page)
+            # the tiles use the panel's width: at least 48 px for a 512-channel layer, at 1400 px and on a phone
+            measured = {}
+            for width in (1400, 390):
+                page.set_viewport_size({"width": width, "height": 900})
+                page.goto("about:blank")
+                page.goto(index.as_uri() + "#activations/block5_conv1")
+                canvas = "canvas.tiles[data-layer='block5_conv1']"
+                page.wait_for_function(f"document.querySelector({canvas!r}).dataset.size")
+                measured[width] = page.evaluate(
+                    "(selector) => { const c = document.querySelector(selector), r = c.getBoundingClientRect();"
+                    " const columns = Number(c.dataset.columns);"
+                    " return {tile: (r.width - 2 * (columns - 1)) / columns, columns, width: r.width, right: r.right,"
+                    " panel: c.parentElement.clientWidth, pixelated: getComputedStyle(c).imageRendering,"
+                    " page: document.documentElement.scrollWidth}; }", canvas)
+            for width, m in measured.items():
+                assert m["tile"] >= 48 and m["right"] <= width and m["page"] <= width, (width, m)
+                assert m["width"] >= 0.9 * m["panel"] and m["pixelated"] == "pixelated", (width, m)
+            assert measured[1400]["columns"] > 16 > measured[390]["columns"]  # the number per row follows the width
+            page.locator(canvas).click(position={"x": 3, "y": measured[390]["tile"] + 2 + 3})  # the second row
+            assert page.inner_text("#viewer-title") == f"block5_conv1, channel {measured[390]['columns']}"
+            page.keyboard.press("Escape")
+            _axe(page)
             page.set_viewport_size({"width": 1280, "height": 800})
             page.goto(index.as_uri())
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "report-vgg19.png"))
+        finally:
+            browser.close()
+
+
+def test_flat_and_unreached_filters_marked_in_a_browser(tmp_path, monkeypatch):
+    from conftest import MarkedNet
+
+    import convscope.precision
+    from convscope.techniques.filters import FLAT_REDRAWN
+
+    # in fp32 the mean of filter 1 is exactly its bias (in bf16, rounding gives Adam a gradient to follow)
+    monkeypatch.setattr(convscope.precision, "candidates", lambda device: ["fp32"])
+    model = convscope.load_model(MarkedNet(), input_size=32, labels=["a", "b"])
+    index = run_all(model, [photo(7)], ["p.jpg"], tmp_path / "out", filters_steps=8, filters_size=32, trust=False,
+                    say=lambda line: None)
+    saved = json.loads((tmp_path / "out" / "filters" / "conv.json").read_text())
+    assert [(f["objective"], f["reached"]) for f in saved["filters"]] == [("mean", True), ("neuron", True),
+                                                                          ("mean", False)]
+    with _browser() as playwright:
+        browser, page, errors = _open(playwright, index.as_uri())
+        try:
+            section = page.locator("section.filter-layer[id='filters/conv']")
+            assert section.locator(".badge").all_inner_texts() == ["flat", "not reached"]
+            assert section.locator(".badge[data-filter='2']").get_attribute("class") == "badge failed"
+            marks = section.locator(".marks").inner_text()
+            assert "1 picture flat or not reached with the mean objective, shown with the centre-unit objective " \
+                   "(filter 1)" in marks and "1 not reached by either objective (filter 2)" in marks
+            badge, grid = section.locator(".badge[data-filter='1']").bounding_box(), section.locator("img").bounding_box()
+            scale = grid["width"] / (3 * (32 + 4) + 4)  # the badge sits on its picture, the second of the row
+            assert abs(badge["x"] - grid["x"] - (4 + 36) * scale - 2) < 2 and abs(badge["y"] - grid["y"] - 4 * scale - 2) < 2
+            section.locator("img").click(position={"x": (4 + 36 + 8) * scale, "y": 12 * scale})
+            assert page.inner_text("#viewer-title") == "conv, filter 1"
+            assert page.inner_text("#viewer-stats").startswith("score (centre-unit pre-activation)")
+            assert FLAT_REDRAWN in page.inner_text("#viewer-stats")
+            page.keyboard.press("Escape")
+            assert errors == []
+            _axe(page)
         finally:
             browser.close()
 
