@@ -14,30 +14,34 @@ Python API::
     convscope.html_report(model, ["cat.jpg"], "out")         # everything, as a browsable out/index.html
     convscope.evaluate(model, x)                            # every CAM method measured and ranked
     convscope.explain(model, x, top=6)                      # the channels that carried the class score
+
+The names are loaded on first use (PEP 562), so ``import convscope`` -- and the command line's
+``--help`` -- does not import torch until something needs it.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+import importlib
+from typing import Any
 
-from .drawing import colorize, overlay, picture_grid, render_grid
-from .errors import ConvscopeError, ImageError, InputError, LayerError, WeightsError
-from .images import Preprocessing, load_image
-from .layers import LayerInfo
-from .model import Model, Prediction
-from .models import load_model
-from . import dataset, metrics
-from .notebook import (Activations, CamMaps, Evaluations, Explanations, FilterPictures, activations, cam, evaluate,
-                       explain, filters)
-from .run import html_report
-from .techniques.cams import METHODS as CAM_METHODS
-from .techniques.cams import CamResult, compute_cam
-from .techniques.filters import FilterResult, optimize_filters
-
-try:
-    __version__ = version("convscope")
-except PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
+#: Public name -> the module that defines it (attribute of the same name).
+_PUBLIC = {
+    "colorize": "drawing", "overlay": "drawing", "picture_grid": "drawing", "render_grid": "drawing",
+    "ConvscopeError": "errors", "ImageError": "errors", "InputError": "errors", "LayerError": "errors",
+    "WeightsError": "errors",
+    "Preprocessing": "images", "load_image": "images",
+    "LayerInfo": "layers",
+    "Model": "model", "Prediction": "model",
+    "load_model": "models",
+    "Activations": "notebook", "CamMaps": "notebook", "Evaluations": "notebook", "Explanations": "notebook",
+    "FilterPictures": "notebook", "activations": "notebook", "cam": "notebook", "evaluate": "notebook",
+    "explain": "notebook", "filters": "notebook",
+    "html_report": "run",
+    "CamResult": "techniques.cams", "compute_cam": "techniques.cams",
+    "FilterResult": "techniques.filters", "optimize_filters": "techniques.filters",
+}
+#: Submodules reachable as attributes (``convscope.dataset.run``, ``convscope.metrics.deletion``).
+_SUBMODULES = ("dataset", "metrics")
 
 __all__ = [
     "CAM_METHODS", "CamResult", "cam", "compute_cam",
@@ -48,3 +52,27 @@ __all__ = [
     "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "dataset", "__version__",
     "Explanations", "explain",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _PUBLIC:
+        value = getattr(importlib.import_module(f".{_PUBLIC[name]}", __name__), name)
+    elif name == "CAM_METHODS":
+        value = importlib.import_module(".techniques.cams", __name__).METHODS
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    elif name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            value = version("convscope")
+        except PackageNotFoundError:  # running from a source tree
+            value = "0.0.0"
+    else:
+        raise AttributeError(f"module 'convscope' has no attribute {name!r}")
+    globals()[name] = value  # found once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

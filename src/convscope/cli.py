@@ -5,48 +5,33 @@ Errors convscope raises on purpose print one line on stderr and exit with 2 (bad
 1 (failure while running); ``--debug`` shows the traceback. An error about a Python parameter is
 worded with the command's flag (``alpha`` -> ``--alpha``). Images may be files or ``sample:NAME``
 for the photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``,
-``sample:grace_hopper``). Choices and defaults come from the library's own constants.
+``sample:grace_hopper``). Choices and defaults come from :mod:`convscope.catalog`.
 
-Each command is a short function over :mod:`convscope.plans` (eight of them, with the printing of
-their results, make this module about 350 lines); the parser is in :mod:`convscope.cli_parser`.
+This module imports neither torch nor the library's compute: ``--help``, ``--version`` and usage
+errors answer at once (see ``benchmarks/cli_startup.py``); a command's function, in
+:mod:`convscope.commands`, is imported when the command runs. Warnings from other libraries are
+hidden unless ``--debug``; convscope's own are one line. The parser is in :mod:`convscope.cli_parser`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import shlex
+import importlib
 import sys
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-import torch
-from PIL import Image
-from tqdm import tqdm
+from . import cli_parser
+from .errors import ConvscopeError, ConvscopeWarning
 
-from . import cli_parser, dataset, models
-from .dataset_report import write_dataset_report, write_example_filters
-from .errors import ConvscopeError, ConvscopeWarning, InputError
-from .files import check_out_dir, prepare_out_dir, save_npy
-from .images import ImageSource, load_image
-from .model import Model
-from .plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
-from .run import run_all
-from .samples import DEMO_SAMPLES, SAMPLES, sample_array
-from .techniques.cams import METHODS as CAM_METHODS
-from .techniques.evaluate import Evaluation
-from .techniques.explain import Explanation
-from .writers import image_stems
-
-SAMPLE_PREFIX = "sample:"
 #: Python parameters whose flag is not ``--`` + the name with dashes.
 FLAG_NAMES = {"classes": "--class", "filters_steps": "--filters-steps", "source": "SOURCE"}
 #: Per command, parameters whose flag differs there.
 COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "cam_method_name": "--cam-method"},
                       "run": {"size": "--size", "steps": "--filters-steps"}}
+#: Every command, each run by ``convscope.commands.cmd_<name>``.
+COMMANDS = ("layers", "predict", "activations", "filters", "run", "demo", "cam", "evaluate", "explain", "dataset")
 
 
 def flag_for(parameter: str, command: str | None = None) -> str:
@@ -55,321 +40,16 @@ def flag_for(parameter: str, command: str | None = None) -> str:
     return special.get(parameter) or FLAG_NAMES.get(parameter, "--" + parameter.replace("_", "-"))
 
 
-def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: int) -> None:
-    for name, preds in zip(names, ranked):
-        print(name)
-        for rank, p in enumerate(preds[:top], 1):
-            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
-
-
-def _resolve_device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"device: unknown device {name!r} (cpu, cuda, cuda:N, mps or auto)",
-                         parameter="device") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {name}: CUDA is not available on this machine", parameter="device")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise InputError(f"device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)",
-                         parameter="device")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise InputError(f"device {name}: MPS (Apple GPUs) is not available on this machine", parameter="device")
-    return name
-
-
-def _load(args: argparse.Namespace) -> Model:
-    return models.load_model(args.model, args.weights, device=_resolve_device(args.device))
-
-
-def image_source(arg: str) -> ImageSource:
-    """A command-line image: a file path, or ``sample:NAME`` for a bundled sample photo."""
-    if arg.startswith(SAMPLE_PREFIX) and not os.path.exists(arg):
-        name = arg[len(SAMPLE_PREFIX):]
-        if name not in SAMPLES:
-            raise InputError(f"{arg}: unknown sample; choose from "
-                             f"{', '.join(SAMPLE_PREFIX + s for s in SAMPLES)}")
-        return sample_array(name)
-    return arg
-
-
-def _photos_then_model(args: argparse.Namespace) -> tuple[list[Image.Image], Model]:
-    """The command's images (bad ones fail first), the output folder checked, then the model; with
-    ``--crop`` each photo is cut to its centred box of the model's aspect ratio (pictures of the
-    photo, such as overlays, then show what the model saw)."""
-    photos = [load_image(image_source(arg)) for arg in args.images]
-    check_out_dir(args.out)
-    model = _load(args)
-    if args.crop:
-        photos = [model.preprocessing.centre_crop(photo) for photo in photos]
-    return photos, model
-
-
-def _save_input(x: torch.Tensor, out: Path) -> None:
-    """``DIR/input.npy``: the model input of all images (``--save-raw``)."""
-    save_npy(x.float().cpu().numpy(), out / "input.npy")
-
-
-# -- commands ----------------------------------------------------------------------------------
-def cmd_layers(args: argparse.Namespace) -> int:
-    model = _load(args)
-    layers = model.layers()
-    if args.json:
-        print("[\n" + ",\n".join("  " + json.dumps(layer.as_json()) for layer in layers) + "\n]")
-        return 0
-    rows = [(layer.name, layer.type, "x".join(map(str, layer.shape)) if layer.shape else "-") for layer in layers]
-    widths = [max(len(r[i]) for r in rows + [("layer", "type", "output")]) for i in range(3)]
-    try:
-        model.check_convolutional()
-        layout = "C x H x W"
-    except InputError:  # a transformer: tokens or channels-last maps, shown as the module returns them
-        layout = "per item, as the module returns it"
-    print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output ({layout})")
-    for name, kind, shape in rows:
-        print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape}")
-    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, input {model.input_size[0]}x{model.input_size[1]}")
-    return 0
-
-
-def cmd_predict(args: argparse.Namespace) -> int:
-    images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
-    model = _load(args)
-    check_top(model, args.top)
-    x = model.preprocess(images, crop=args.crop, names=args.images)
-    results = model.predict(x, top=args.top)
-    if args.json:
-        print(json.dumps([{"image": image, "predictions": [p.as_json() for p in preds]}
-                          for image, preds in zip(args.images, results)], indent=2))
-        return 0
-    _print_predictions(args.images, results, args.top)
-    return 0
-
-
-def cmd_activations(args: argparse.Namespace) -> int:
-    image = load_image(image_source(args.image))
-    check_out_dir(args.out)
-    model = _load(args)
-    x = model.preprocess(image, crop=args.crop, names=[args.image])
-    plan = plan_activations(model, x.shape, args.layers, per_row=args.per_row, normalize=args.normalize,
-                            cmap=args.cmap, save_raw=args.save_raw)
-    out = prepare_out_dir(args.out, "activations")
-    if args.save_raw:
-        _save_input(x, out)
-    _, written = plan.write(model, x, out / "activations")
-    for grid in written:
-        print(f"{grid.layer:<28} {'x'.join(map(str, grid.shape)):>14}  {grid.png}")
-    print(f"{len(written)} layer grids in {out / 'activations'}")
-    return 0
-
-
-def cmd_cam(args: argparse.Namespace) -> int:
-    photos, model = _photos_then_model(args)
-    plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
-                    alpha=args.alpha, save_raw=args.save_raw)
-    if CAM_METHODS[plan.method].class_independent and (args.classes or args.top):
-        print(f"convscope: note: {CAM_METHODS[plan.method].title} does not depend on the class: its map is the "
-              "same for every class", file=sys.stderr)
-    out = prepare_out_dir(args.out, "cam")
-    x = model.preprocess(photos, names=args.images)
-    ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
-    _print_predictions(args.images, ranked, 5)
-    if args.save_raw:
-        _save_input(x, out)
-    with _progress_bar(False, "masked inputs") as bar:  # Score-CAM: one forward pass per channel
-        written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / "cam",
-                             progress=bar.update)
-    print(f"{CAM_METHODS[plan.method].title} on layer {plan.layer}: {len(written)} maps in {out / 'cam'} "
-          f"({_precisions([(w.precision, w.precision_reason) for w in written])})")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    photos, model = _photos_then_model(args)
-    plan = plan_evaluate(model, args.layer, args.methods, args.metrics, args.classes or (), args.steps, args.boxes,
-                         args.precision)
-    x = model.preprocess(photos, names=args.images)
-    ranked = model.predict(x, top=1)
-    plan.boxes(model, args.images, photos, plan.classes_for(ranked))  # a bad boxes file fails before any work
-    out = prepare_out_dir(args.out, "evaluate")
-    say = (lambda line: None) if args.json else (lambda line: print(f"  ... {line}", file=sys.stderr, flush=True))
-    metrics_json, written = plan.write(model, x, photos, args.images, image_stems(args.images), ranked,
-                                       out / "evaluate", progress=say)
-    if args.json:
-        print(json.dumps([row for w in written for row in w.evaluation.as_json()], indent=2))
-        return 0
-    for w in written:
-        _print_evaluation(w.evaluation)
-    print(f"metrics of {len(written)} image-class pairs in {metrics_json}")
-    return 0
-
-
-def _print_evaluation(evaluation: Evaluation) -> None:
-    """The methods best first, identical maps on one line, every metric and the sanity verdict."""
-    print(f"{evaluation.name}: class {evaluation.class_index} {evaluation.label} (layer {evaluation.layer})")
-    print(f"   {'method':<36} {'deletion':>8} {'insertion':>9} {'score':>7} {'drop %':>7} {'incr %':>7}  sanity")
-    for rank, group in enumerate(evaluation.groups(), 1):
-        best = group[0]
-        cells = [_cell(best.deletion), _cell(best.insertion), _cell(best.score), _cell(best.average_drop, 1),
-                 _cell(best.increase, 0)]
-        sanity = "-" if best.sanity is None else (
-            f"{'passed' if best.sanity.passed else 'FAILED'} (Spearman {best.sanity.spearman[0]:.2f} after the "
-            "classifier is randomized)" if best.sanity.spearman else "-")
-        pointing = "" if best.pointing is None else f"  pointing {'hit' if best.pointing[0] else 'miss'} " \
-                                                     f"{best.pointing[1]:.2f}"
-        name = " = ".join(m.title for m in group) + (" (empty)" if best.empty else "")
-        print(f"{rank:>2}. {name:<36} {cells[0]:>8} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7} {cells[4]:>7}  "
-              f"{sanity}{pointing}")
-    for note in evaluation.notes:
-        print(f"   note: {note}")
-
-
-def cmd_explain(args: argparse.Namespace) -> int:
-    photos, model = _photos_then_model(args)
-    plan = plan_explain(model, args.layer, args.classes or (), args.top, args.precision, args.filters_steps)
-    x = model.preprocess(photos, names=args.images)
-    explanations = plan.explain(model, x, model.predict(x, top=1))
-    out = prepare_out_dir(args.out, "explain", "filters")
-    with _progress_bar(args.quiet or args.json) as bar:
-        _total_of(bar)(plan.missing_steps(model, explanations, out / "filters"))
-        written = plan.write(model, explanations, photos, args.images, image_stems(args.images), out, bar.update)
-    if args.json:
-        print(json.dumps([json.loads(w.json.read_text(encoding="utf-8")) for w in written], indent=2))
-        return 0
-    for w in written:
-        _print_explanation(args.images[w.explanation.image], w.explanation)
-        print(f"   figure {w.figure}, table {w.json}")
-    return 0
-
-
-def _print_explanation(name: str, explanation: Explanation) -> None:
-    """The class and its score, then the top channels and those most against it, with their shares."""
-    print(f"{name}: class {explanation.class_index} {explanation.label}, score {explanation.score:.4g} "
-          f"(p {explanation.probability:.1%}); layer {explanation.layer}: contributions sum to {explanation.total:.4g}")
-    print(f"   {'':<8} {'channel':>7} {'contribution':>12} {'share':>8}  peak (row, column)")
-    for kind, channels in (("for", explanation.supporting), ("against", explanation.opposing)):
-        for c in channels:
-            share = "-" if c.share is None else f"{c.share:.1%}"
-            print(f"   {kind:<8} {c.index:>7} {c.contribution:>+12.4g} {share:>8}  {c.peak}")
-
-
-def _cell(value: float | None, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _precisions(used: Sequence[tuple[str, str]]) -> str:
-    """The precisions used and why, once each: ``bf16: auto: bf16 measured 1.8x faster than fp32 here``."""
-    return "; ".join(f"{precision}: {reason}" if reason != "as asked" else precision
-                     for precision, reason in dict.fromkeys(used))
-
-
-def _total_of(bar: tqdm) -> Callable[[int], None]:
-    """A callback that sets the progress bar's total once the work is known."""
-    def set_total(total: int) -> None:
-        bar.total = total
-        bar.refresh()
-    return set_total
-
-
-def _progress_bar(quiet: bool, unit: str = "steps") -> tqdm:
-    """A progress bar on stderr when it is a terminal and not ``--quiet``."""
-    return tqdm(total=None, disable=quiet or not sys.stderr.isatty(), unit=f" {unit}", leave=False)
-
-
-def cmd_filters(args: argparse.Namespace) -> int:
-    check_out_dir(args.out)
-    model = _load(args)
-    plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
-                        seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective)
-    for note in plan.notes:
-        print(f"convscope: note: {note}", file=sys.stderr)
-    out = prepare_out_dir(args.out, "filters")
-    used = []
-    with _progress_bar(args.quiet) as bar:
-        _total_of(bar)(plan.total_steps)
-        for result, written in plan.write(model, out / "filters", progress=bar.update):
-            used.append((result.precision, result.precision_reason))
-            if not args.quiet:
-                marked = [result.status(p) for p in range(len(result.filters))]
-                redrawn = sum(bool(m) and m != "not reached" for m in marked)
-                failed = marked.count("not reached")
-                notes = "".join([f"  {redrawn} redrawn with neuron" if redrawn else "",
-                                 f"  {failed} not reached" if failed else ""])
-                bar.write(f"{result.layer:<28} {len(result.filters):>3} filters  mean score "
-                          f"{result.scores.mean():8.3f}  {result.precision}  {written}{notes}")
-    if not args.quiet:
-        print(f"{len(plan.layers)} filter grids in {out / 'filters'} ({plan.method}, {plan.steps} steps, "
-              f"{plan.size} px, {_precisions(used)})")
-    return 0
-
-
-def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image], names: Sequence[str]) -> int:
-    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    with _progress_bar(args.quiet) as bar:
-        options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
-                   "cam_method": args.cam_method, "top": args.top, "dataset": args.dataset,
-                   "objective": args.objective} if args.command == "run" else {}
-        report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
-                         progress=bar.update, on_filter_layers=_total_of(bar),
-                         command=shlex.join(["convscope", *args.argv]), **options)
-    print(f"Report: {report.resolve()}")
-    return 0
-
-
-#: More images than this make a report too large to open: ``convscope dataset`` is for them.
-MAX_REPORT_IMAGES = 16
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    if len(args.images) > MAX_REPORT_IMAGES:
-        raise InputError(f"{len(args.images)} images make a report too large to open ({MAX_REPORT_IMAGES} at most); "
-                         "for a folder of images use `convscope dataset FOLDER`")
-    photos, model = _photos_then_model(args)
-    return _run_report(args, model, photos, args.images)
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    names = [SAMPLE_PREFIX + name for name in DEMO_SAMPLES]
-    photos = [load_image(sample_array(name)) for name in DEMO_SAMPLES]
-    check_out_dir(args.out)
-    if not args.quiet:
-        print(f"convscope demo: {models.DEFAULT_MODEL} (ImageNet weights, offline) on {', '.join(names)}",
-              file=sys.stderr)
-    model = models.load_model(models.DEFAULT_MODEL, models.DEFAULT_WEIGHTS, device=_resolve_device(args.device))
-    return _run_report(args, model, photos, names)
-
-
-def cmd_dataset(args: argparse.Namespace) -> int:
-    model = _load(args)
-    with _progress_bar(args.quiet, "images") as bar:
-        folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
-                             layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
-                             workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
-                             engine=args.engine, ray_address=args.ray_address, examples=args.examples,
-                             examples_top=args.examples_top, progress=bar.update, on_total=_total_of(bar))
-    if args.examples is not None:
-        with _progress_bar(args.quiet, "filter pictures") as bar:
-            write_example_filters(model, args.out, progress=bar.update, on_total=_total_of(bar))
-    index = write_dataset_report(args.out, model.labels)
-    result = dataset.summary(dataset.load(folder))
-    accuracy = "" if result["accuracy"] is None else \
-        f"; top-1 accuracy {result['accuracy']:.1%} on {result['labelled']} labelled images"
-    print(f"{result['images']} images in {folder}{accuracy}; {len(result['errors'])} unreadable")
-    for path, error in result["errors"][:20]:
-        print(f"  unreadable: {error}")
-    print(f"Report: {index.resolve()}")
-    return 0
-
-
-HANDLERS = {"layers": cmd_layers, "predict": cmd_predict, "activations": cmd_activations, "filters": cmd_filters,
-            "run": cmd_run, "demo": cmd_demo, "cam": cmd_cam, "evaluate": cmd_evaluate, "explain": cmd_explain,
-            "dataset": cmd_dataset}
+def _command(name: str) -> Callable[[argparse.Namespace], int]:
+    """The function of command ``name``, imported (with torch) only when the command runs."""
+    def run(args: argparse.Namespace) -> int:
+        return getattr(importlib.import_module(".commands", __package__), f"cmd_{name}")(args)
+    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``convscope`` parser (see :mod:`convscope.cli_parser`)."""
-    return cli_parser.build_parser(HANDLERS)
+    return cli_parser.build_parser({name: _command(name) for name in COMMANDS})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,17 +7,11 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import NoReturn
 
-from . import __version__, models
-from .drawing import NORMALIZATIONS
-from .metrics import STEPS
-from .plans import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
-from .precision import PRECISIONS
-from .techniques.cams import METHODS as CAM_METHODS
-from .techniques.evaluate import DEFAULT_METRICS, METRIC_NAMES
-from .techniques.examples import DEFAULT_TOP as EXAMPLES_TOP
-from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
-from .techniques.filter_recipes import RECIPES
-from .techniques.filters import DEFAULT_FILTERS, DEFAULT_SIZE, OBJECTIVES
+from .catalog import (CAM_ALPHA, CAM_METHOD_NAMES, CMAP, DEFAULT_FILTERS, DEFAULT_METRICS, DEFAULT_MODEL,
+                      DEFAULT_SIZE, DEFAULT_WEIGHTS, EXAMPLES_TOP, EXPLAIN_TOP, METRIC_NAMES, NORMALIZATIONS, NORMALIZE,
+                      OBJECTIVES, PER_ROW, PRECISIONS, RECIPE_STEPS, STEPS)
+
+CAM_METHODS = CAM_METHOD_NAMES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,6 +19,23 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("convscope")
+        except PackageNotFoundError:  # running from a source tree
+            found = "0.0.0"
+        print(f"convscope {found}")
+        parser.exit(0)
 
 
 def _positive_int(text: str) -> int:
@@ -45,10 +56,10 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     model = argparse.ArgumentParser(add_help=False)
     group = model.add_argument_group("model")
-    group.add_argument("--model", default=models.DEFAULT_MODEL, metavar="NAME",
-                       help=f"{models.DEFAULT_MODEL} (default, offline ImageNet weights), vgg16, vgg19, "
+    group.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
+                       help=f"{DEFAULT_MODEL} (default, offline ImageNet weights), vgg16, vgg19, "
                             "torchvision:<name> or timm:<name>")
-    group.add_argument("--weights", default=models.DEFAULT_WEIGHTS, metavar="SPEC",
+    group.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="SPEC",
                        help="imagenet (default), random (untrained, seeded) or a path to a state dict "
                             "(.pth/.pt/.safetensors)")
     out = argparse.ArgumentParser(add_help=False)
@@ -82,7 +93,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     """The parser of every command; ``handlers``: command name -> the function that runs it."""
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
                                                    "filters and class activation maps.")
-    parser.add_argument("--version", action="version", version=f"convscope {__version__}")
+    parser.add_argument("--version", action=_Version, help="show the version and exit")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     shared = _shared_options()
@@ -120,7 +131,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="also write DIR/input.npy and DIR/activations/<layer>.npy (float32)")
     p.set_defaults(handler=handlers["activations"])
 
-    default_recipe = next(iter(RECIPES.values()))
+    default_recipe, default_steps = next(iter(RECIPE_STEPS.items()))
     p = sub.add_parser("filters", parents=[*on_model, shared["out"], shared["quiet"]],
                        help="what each filter responds to (gradient ascent)",
                        description="Draw what each filter of a conv layer responds to: start from a gray "
@@ -130,12 +141,12 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="conv layer names, comma lists or globs (default: the first conv of each block)")
     p.add_argument("--filters", metavar="SPEC",
                    help=f"a count (the first N) or indices and ranges such as 0-15,32 (default {DEFAULT_FILTERS})")
-    steps = ", ".join(f"{r.default_steps} for {r.name}" for r in RECIPES.values())
+    steps = ", ".join(f"{count} for {name}" for name, count in RECIPE_STEPS.items())
     p.add_argument("--steps", type=_positive_int, metavar="N",
                    help=f"optimization steps (default {steps}; more gives better pictures)")
     p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
                    help=f"picture size (default {DEFAULT_SIZE})")
-    p.add_argument("--method", choices=tuple(RECIPES), default=default_recipe.name,
+    p.add_argument("--method", choices=tuple(RECIPE_STEPS), default=default_recipe,
                    help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
                         "(pixel-space RMS-normalized ascent)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
@@ -145,7 +156,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
     p.set_defaults(handler=handlers["filters"])
 
-    report_steps = f"optimization steps for the filters (default {default_recipe.default_steps})"
+    report_steps = f"optimization steps for the filters (default {default_steps})"
     p = sub.add_parser("run", parents=[*on_model, shared["out"], shared["quiet"], shared["images"]],
                        help="everything for some images, as a browsable HTML report",
                        description="Run predictions, intermediate outputs, filters and class activation maps, "

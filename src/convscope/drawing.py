@@ -19,9 +19,9 @@ from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image
 
+from .catalog import NORMALIZATIONS
 from .errors import InputError, check_at_least, check_between, check_choice
 
-NORMALIZATIONS = ("channel", "layer")
 #: Standard deviations are scaled by this and centred at 128 (the Keras tutorial's mapping).
 Z_SCALE = 64.0
 #: Tiles of small feature maps are enlarged by a whole factor to be at least this many pixels.

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
+from .catalog import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
 from .drawing import NORMALIZATIONS, colormap_lut
 from .errors import InputError, check_at_least, check_between, check_choice
 from .metrics import STEPS, check_box
@@ -37,12 +38,6 @@ from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, 
 from .writers import (WrittenCam, WrittenEvaluation, WrittenExplanation, WrittenGrid, write_activation_grids,
                       write_cam_files, write_evaluations, write_explanations, write_filter_grids)
 
-#: Tiles per row of an activation grid, and its default normalization and colormap.
-PER_ROW = 16
-NORMALIZE = "channel"
-CMAP = "viridis"
-#: Weight of the heatmap in a CAM overlay.
-CAM_ALPHA = 0.4
 #: Image-and-class pairs whose maps are computed in one call.
 CAM_BATCH = 8
 

@@ -22,9 +22,9 @@ from functools import lru_cache
 import torch
 from torch import nn
 
+from .catalog import PRECISIONS
 from .errors import InputError, check_choice
 
-PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 #: A measured precision must be this much faster than fp32 to be chosen by ``auto``.
 AUTO_MARGIN = 1.1
 

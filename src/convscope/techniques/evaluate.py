@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..catalog import DEFAULT_METRICS, METRIC_NAMES
 from .. import metrics as measure
 from ..errors import InputError, check_at_least
 from ..images import ImageSource
@@ -21,9 +22,6 @@ from ..layers import split_spec
 from ..model import Model, as_input, as_model
 from .cams import METHODS, cam_layer, compute_cam
 
-#: What ``evaluate`` measures unless told otherwise, and every metric it knows.
-DEFAULT_METRICS = ("deletion", "insertion", "drop", "sanity")
-METRIC_NAMES = ("deletion", "insertion", "drop", "sanity", "pointing")
 #: Maps closer than this everywhere are the same map.
 SAME_MAP = 1e-6
 CONSTANT_GRADIENT = ("the gradient is the same at every position of this layer (it feeds global average pooling "

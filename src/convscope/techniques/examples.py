@@ -20,11 +20,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..catalog import EXAMPLES_TOP
 from ..hooks import StopForward, evaluating, layer_hooks
 from ..model import Model
 
 #: Default number of examples per channel.
-DEFAULT_TOP = 9
+DEFAULT_TOP = EXAMPLES_TOP
 _NO_IMAGE = np.iinfo(np.int64).max
 
 

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..catalog import EXPLAIN_TOP
 from ..errors import InputError, check_at_least
 from ..hooks import evaluating, layer_hooks
 from ..images import ImageSource
@@ -33,7 +34,7 @@ from ..precision import check_precision, choose_precision
 from .cams import cam_layer, layer_pass, resolve_classes
 
 #: Channels shown as supporting the class, by default, and the most negative ones shown beside them.
-DEFAULT_TOP = 6
+DEFAULT_TOP = EXPLAIN_TOP
 AGAINST = 2
 
 

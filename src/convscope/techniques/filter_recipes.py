@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..catalog import RECIPE_STEPS
 from ..hooks import registered
 
 Generators = Sequence[torch.Generator]
@@ -225,6 +226,6 @@ def register_recipe(recipe: FilterRecipe) -> FilterRecipe:
 
 # Defaults sized so that ``convscope filters`` on the default model (5 layers, 288 filters) takes
 # about a minute on a 2-core CPU; use more steps and a larger size for better pictures.
-register_recipe(FilterRecipe("lucid", FourierImage, random_transform, adam_ascent, default_steps=64,
+register_recipe(FilterRecipe("lucid", FourierImage, random_transform, adam_ascent, default_steps=RECIPE_STEPS["lucid"],
                              default_lr=0.05, redirect_relus=True))
-register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=40, default_lr=0.01))
+register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=RECIPE_STEPS["classic"], default_lr=0.01))

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..hooks import ForwardHook, StopForward, evaluating, layer_hooks, run_until_stopped
 from ..layers import preactivation
@@ -37,11 +38,9 @@ from ..model import Model, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
 from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
 
-DEFAULT_FILTERS = 64
 #: Filters optimized (and scored) together in one batch.
 FILTER_BATCH = 64
 DEFAULT_METHOD = next(iter(RECIPES))
-DEFAULT_SIZE = 64
 MIN_SIZE, MAX_SIZE = 16, 1024
 
 
@@ -122,8 +121,6 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
         yield run
 
 
-#: The objectives a picture can maximize (see the module notes).
-OBJECTIVES = ("mean", "neuron")
 #: A picture whose every colour channel has a pixel standard deviation below this (RGB in [0, 1]) is flat.
 FLAT_STD = 0.01
 

@@ -1,0 +1,44 @@
+"""The names and defaults the command line offers, importable without torch.
+
+``convscope --help`` and a usage error answer before torch is imported (0.1 s instead of several
+seconds), so the parser takes its choices and defaults from here. The modules that own these
+values import them from here (one definition each); the two registries -- the CAM methods of
+:mod:`convscope.techniques.cams` and the filter recipes of :mod:`convscope.techniques.filter_recipes`
+-- are the truth for Python, and a test checks that the built-in names listed here agree with them.
+"""
+
+from __future__ import annotations
+
+#: The embedded default model and its weights.
+DEFAULT_MODEL = "efficientnet_lite0"
+DEFAULT_WEIGHTS = "imagenet"
+
+#: Intermediate outputs: tiles per row, normalization, colormap.
+PER_ROW = 16
+NORMALIZATIONS = ("channel", "layer")
+NORMALIZE = "channel"
+CMAP = "viridis"
+
+#: Filters: how many, picture size, what a picture maximizes, and each built-in recipe's default steps
+#: (the first is the default recipe).
+DEFAULT_FILTERS = 64
+DEFAULT_SIZE = 64
+OBJECTIVES = ("mean", "neuron")
+RECIPE_STEPS = {"lucid": 64, "classic": 40}
+
+#: Class activation maps: the built-in methods in the order they are offered (the first is the
+#: default), and the heatmap's weight in an overlay.
+CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam")
+CAM_ALPHA = 0.4
+
+#: Which map to trust: deletion / insertion steps, the default metrics and every metric.
+STEPS = 20
+DEFAULT_METRICS = ("deletion", "insertion", "drop", "sanity")
+METRIC_NAMES = ("deletion", "insertion", "drop", "sanity", "pointing")
+
+#: Precisions a call can compute in.
+PRECISIONS = ("auto", "fp32", "bf16", "tf32")
+
+#: Dataset examples per channel; channels shown by ``explain``.
+EXAMPLES_TOP = 9
+EXPLAIN_TOP = 6
