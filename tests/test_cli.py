@@ -135,6 +135,56 @@ def test_help(capsys, command):
     assert code == 0 and "usage: convscope" in out
 
 
+def test_help_and_usage_errors_answer_without_importing_torch():
+    from convscope.cli import COMMANDS
+
+    script = ("import sys, io, contextlib\n"
+              "from convscope.cli import main, COMMANDS\n"
+              "codes = []\n"
+              "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+              "    codes.append(main(['--help']))\n"
+              "    codes.append(main(['--version']))\n"
+              "    codes += [main([command, '--help']) for command in COMMANDS]\n"
+              "    codes.append(main(['predict']))\n"
+              "    codes.append(main(['cam', 'x.jpg', '--top', '0']))\n"
+              "print(codes, sorted(name for name in sys.modules if name.split('.')[0] in ('torch', 'torchvision', "
+              "'numpy', 'PIL', 'matplotlib')))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == f"{[0, 0] + [0] * len(COMMANDS) + [2, 2]} []", done.stderr
+
+
+def test_every_image_argument_says_a_file_or_a_sample(capsys):
+    from convscope.cli import COMMANDS
+
+    for command in COMMANDS:
+        code, out, _ = run(capsys, command, "--help")
+        if "IMAGE" not in out.split("\n")[0]:
+            continue
+        line = " ".join(out.split("positional arguments:")[1].split("options:")[0].split())
+        assert line.startswith("IMAGE") and "file" in line and "sample:NAME" in line, (command, line)
+
+
+def test_the_catalog_agrees_with_the_registries():
+    from convscope import catalog
+    from convscope.techniques.cams import METHODS
+    from convscope.techniques.filter_recipes import RECIPES
+
+    assert tuple(METHODS) == catalog.CAM_METHOD_NAMES
+    assert {name: recipe.default_steps for name, recipe in RECIPES.items()} == catalog.RECIPE_STEPS
+
+
+@pytest.mark.parametrize("debug", [True, False])
+def test_third_party_warnings_only_with_debug(capsys, debug):
+    code, _, err = run(capsys, "layers", "--model", "torchvision:inception_v3", "--weights", "random",
+                       *(["--debug"] if debug else []))
+    assert code == 0
+    if debug:  # torchvision's FutureWarning about inception_v3's initialization, as one line
+        assert err.strip().startswith("convscope: warning: The default weight initialization of inception_v3")
+        assert len(err.strip().splitlines()) == 1
+    else:
+        assert err == ""
+
+
 def test_console_script_is_installed(tmp_path):
     weights = tmp_path / "tiny.pt"
     torch.save(tiny_net().state_dict(), weights)

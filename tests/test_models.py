@@ -237,8 +237,14 @@ def test_timm_weights_offline_fail_at_once(monkeypatch):
     assert seen == ["1"] and "HF_HUB_OFFLINE" not in os.environ  # offline while loading, restored after
 
 
-def test_labels_must_match_the_outputs():
-    model = convscope.load_model(tiny_net(), input_size=16, labels=["only", "three", "labels"])
+def test_labels_must_match_the_outputs_when_the_model_is_loaded(tiny, capsys):
+    with pytest.raises(InputError, match="^labels has 3 entries but the module outputs 5 class scores per image"):
+        convscope.load_model(tiny, input_size=16, labels=["only", "three", "labels"])
+    with pytest.raises(InputError, match="^labels has 1001 entries but the module outputs 1000"):
+        convscope.load_model("vgg16", "random", labels=[str(i) for i in range(1001)])
+    model = convscope.load_model(tiny, input_size=16, labels=["only", "three", "labels"] + ["x", "y"])
+    assert len(model.predict(model.dummy_input(), top=5)[0]) == 5
+    model.labels = ["only", "three", "labels"]  # set later: still caught where it matters, with both numbers
     with pytest.raises(InputError, match="outputs \\(5,\\) per image but has 3 class labels"):
         model.predict(model.dummy_input(), top=1)
 

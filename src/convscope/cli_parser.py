@@ -12,6 +12,9 @@ from .catalog import (CAM_ALPHA, CAM_METHOD_NAMES, CMAP, DEFAULT_FILTERS, DEFAUL
                       OBJECTIVES, PER_ROW, PRECISIONS, RECIPE_STEPS, STEPS)
 
 CAM_METHODS = CAM_METHOD_NAMES
+#: The IMAGE argument's help, the same in every command.
+IMAGE_HELP = "an image file, or sample:NAME for a bundled photo (sample:chelsea, sample:coffee, sample:grace_hopper)"
+IMAGES_HELP = "image files, or sample:NAME for a bundled photo (sample:chelsea, sample:coffee, sample:grace_hopper)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,7 +112,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p = sub.add_parser("predict", parents=[*on_model, shared["images"]], help="top-K classes for images",
                        description="Print the K most probable classes of each image. IMAGE is a file "
                                    "or sample:chelsea, sample:coffee, sample:grace_hopper.")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="how many classes (default 5)")
     p.add_argument("--json", action="store_true",
                    help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
@@ -119,7 +122,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                        help="every channel of conv and pool layers as image grids",
                        description="Draw the output of each convolution and pooling layer for one image: "
                                    "every channel a tile, one PNG grid per layer in DIR/activations/.")
-    p.add_argument("image", metavar="IMAGE", help="an image file or sample:NAME")
+    p.add_argument("image", metavar="IMAGE", help=IMAGE_HELP)
     p.add_argument("--layers", metavar="SPEC",
                    help="layer names, comma lists, globs (block3_*) or 'all' (default: every conv and pool layer)")
     p.add_argument("--per-row", type=_positive_int, default=PER_ROW, metavar="N",
@@ -162,7 +165,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                        description="Run predictions, intermediate outputs, filters and class activation maps, "
                                    "and write DIR/index.html beside the images it links "
                                    "to (DIR/activations/, DIR/filters/, DIR/cam/).")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--layers", metavar="SPEC",
                    help="the intermediate outputs shown: names, comma lists, globs or 'all' (default: every "
                         "conv and pool layer)")
@@ -188,7 +191,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]], help="class activation maps (Grad-CAM and family)",
                        description="Show which parts of each image made the network choose a class: a "
                                    "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--layer", metavar="NAME",
                    help="the feature maps to explain (default: the last spatial layer before global pooling)")
     which = p.add_mutually_exclusive_group()
@@ -211,7 +214,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "sanity check, the pointing game with --boxes) and rank them by insertion - "
                                    "deletion. Writes DIR/evaluate/metrics.json and, per image and class, "
                                    "<stem>_<class>_curves.png and <stem>_<class>_methods.png.")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--methods", default="all", metavar="LIST",
                    help=f"all (default) or a comma list of {', '.join(CAM_METHODS)}")
     p.add_argument("--class", dest="classes", action="append", metavar="C",
@@ -235,7 +238,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "summed over positions) and show the top channels, each with its filter picture "
                                    "and where it fired. Writes DIR/explain/<stem>_<class>.png and .json; the filter "
                                    "pictures are cached in DIR/filters/ (convscope run reuses them).")
-    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or sample:NAME")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--class", dest="classes", action="append", metavar="C",
                    help="class index or label; repeat for several (default: each image's top-1 prediction)")
     p.add_argument("--layer", metavar="NAME", help="the layer whose channels are ranked (default: as for cam)")

@@ -235,6 +235,8 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     if isinstance(name, nn.Module):
         model = _wrap_module(name, weights, device, labels, input_size, mean, std)
         model.output = output
+        if labels is not None:
+            _check_labels(model, labels)
         return model
     spec = _check_weights_spec(DEFAULT_WEIGHTS if weights is None else weights)
     key = str(name).strip()
@@ -254,7 +256,17 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
         model.output = output
     model.module.eval()
     model.module.to("cpu" if device is None else device)
+    if labels is not None:
+        _check_labels(model, labels)
     return model
+
+
+def _check_labels(model: Model, labels: Sequence[str]) -> None:
+    """One label per class score, checked when the model is loaded (one forward pass)."""
+    outputs = model.num_outputs
+    if len(labels) != outputs:
+        raise InputError(f"labels has {len(labels)} entries but the module outputs {outputs} class scores per image: "
+                         "give one label per output", parameter="labels")
 
 
 def _wrap_module(module: nn.Module, weights: str | Path | None, device: str | torch.device | None,
