@@ -215,3 +215,12 @@ def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked
 def test_objective_is_checked(tiny_model):
     with pytest.raises(InputError, match="objective"):
         optimize_filters(tiny_model, "conv1", 2, steps=1, size=16, objective="max")
+
+
+def test_objective_from_the_command_line(tmp_path, capsys):
+    code = main(["filters", "--model", "vgg16", "--weights", "random", "--layers", "block1_conv1", "--filters", "2",
+                 "--steps", "1", "--size", "16", "--objective", "neuron", "--out", str(tmp_path)])
+    assert code == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "filters" / "block1_conv1.json").read_text())
+    assert saved["objective"] == "neuron" and [f["objective"] for f in saved["filters"]] == ["neuron", "neuron"]
+    assert_usage_errors(capsys, ["filters", "--objective"], [(["max"], "invalid choice: 'max'")])

@@ -329,9 +329,13 @@ def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["run", "sample:coffee", "--model", "torchvision:squeezenet1_1", "--weights", "random", "--quiet",
                  "--layers", "features.0", "--size", "32", "--filters-steps", "1", "--cam-method", "gradcam++",
-                 "--top", "2", "--out", str(out)])
+                 "--top", "2", "--objective", "neuron", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     assert [p.name for p in (out / "activations").glob("*.png")] == ["features.0.png"]
+    saved = [json.loads(p.read_text()) for p in (out / "filters").glob("*.json")]
+    assert saved and all(s["objective"] == "neuron" and {f["objective"] for f in s["filters"]} == {"neuron"}
+                         for s in saved)
+    assert "the filter's pre-activation at the centre position" in (out / "index.html").read_text()
     assert len(list((out / "cam").glob("*_cam.jpg"))) == 2
     assert all(Image.open(p).size[0] == 8 * (32 + 4) + 4 for p in (out / "filters").glob("*.png"))
     assert "Grad-CAM++" in (out / "index.html").read_text()
