@@ -199,8 +199,9 @@ def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = filters_technique.DEFAULT_SIZE,
             method: str = filters_technique.DEFAULT_METHOD, seed: int = 0,
-            precision: str = "auto") -> FilterPictures:
-    return FilterPictures(filters_technique.filters(model, layer, filters, steps, size, method, seed, precision))
+            precision: str = "auto", objective: str = "mean") -> FilterPictures:
+    return FilterPictures(filters_technique.filters(model, layer, filters, steps, size, method, seed, precision,
+                                                    objective))
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
