@@ -194,10 +194,12 @@ def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked
     from convscope.writers import write_filter_grids
 
     model = convscope.load_model(MarkedNet(), input_size=32, labels=["a", "b"])
-    first = optimize_filters(model, "conv", 3, steps=8, size=32, precision="fp32")
+    # 3 steps: filter 1's flat picture drifts only by Adam following float rounding (pixel std 0.0045
+    # against the 0.01 threshold; 0.0086 after 8 steps), and the others are well clear of it
+    first = optimize_filters(model, "conv", 3, steps=3, size=32, precision="fp32")
     assert first.flat == [False, True, True] and first.reached == [True, False, False]
     assert first.scores[1] == pytest.approx(first.initial_scores[1])  # the mean is the bias, whatever the picture
-    result = draw_filters(model, "conv", 3, steps=8, size=32, precision="fp32")
+    result = draw_filters(model, "conv", 3, steps=3, size=32, precision="fp32")
     assert result.objectives == ["mean", "neuron", "mean"] and result.reached == [True, True, False]
     assert [result.status(i) for i in range(3)] == ["", FLAT_REDRAWN, NOT_REACHED]
     assert torch.equal(result.images[0], first.images[0]) and torch.equal(result.images[2], first.images[2])
@@ -208,7 +210,7 @@ def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked
     assert (saved["objective"], saved["flat"], saved["not_reached"]) == ("mean", 2, 1)
     assert [(f["objective"], f["reached"], f.get("status")) for f in saved["filters"]] == [
         ("mean", True, None), ("neuron", True, FLAT_REDRAWN), ("mean", False, NOT_REACHED)]
-    asked = draw_filters(model, "conv", 3, steps=8, size=32, precision="fp32", objective="neuron")
+    asked = draw_filters(model, "conv", 3, steps=3, size=32, precision="fp32", objective="neuron")
     assert asked.objectives == ["neuron"] * 3 and asked.status(1) == "" and asked.status(2) == NOT_REACHED
 
 

@@ -289,7 +289,7 @@ def test_flat_and_unreached_filters_marked_in_a_browser(tmp_path, monkeypatch):
     # in fp32 the mean of filter 1 is exactly its bias (in bf16, rounding gives Adam a gradient to follow)
     monkeypatch.setattr(convscope.precision, "candidates", lambda device: ["fp32"])
     model = convscope.load_model(MarkedNet(), input_size=32, labels=["a", "b"])
-    index = run_all(model, [photo(7)], ["p.jpg"], tmp_path / "out", filters_steps=8, filters_size=32, trust=False,
+    index = run_all(model, [photo(7)], ["p.jpg"], tmp_path / "out", filters_steps=3, filters_size=32, trust=False,
                     say=lambda line: None)
     saved = json.loads((tmp_path / "out" / "filters" / "conv.json").read_text())
     assert [(f["objective"], f["reached"]) for f in saved["filters"]] == [("mean", True), ("neuron", True),
