@@ -226,10 +226,9 @@ def _print_explanation(name: str, explanation: Explanation) -> None:
     print(f"{name}: class {explanation.class_index} {explanation.label}, score {explanation.score:.4g} "
           f"(p {explanation.probability:.1%}); layer {explanation.layer}: contributions sum to {explanation.total:.4g}")
     print(f"   {'':<8} {'channel':>7} {'contribution':>12} {'share':>8}  peak (row, column)")
-    for kind, channels in (("for", explanation.supporting), ("against", explanation.opposing)):
-        for c in channels:
-            share = "-" if c.share is None else f"{c.share:.1%}"
-            print(f"   {kind:<8} {c.index:>7} {c.contribution:>+12.4g} {share:>8}  {c.peak}")
+    for kind, c in explanation.sides():
+        share = "-" if c.share is None else f"{c.share:.1%}"
+        print(f"   {kind:<8} {c.index:>7} {c.contribution:>+12.4g} {share:>8}  {c.peak}")
 
 
 def _cell(value: float | None, digits: int = 3) -> str:

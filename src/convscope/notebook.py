@@ -183,7 +183,7 @@ class Explanations(list):
                          f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"
                            f"<td>{'-' if c.share is None else f'{c.share:.1%}'}</td><td>{c.peak}</td></tr>"
-                           for kind, channels in (("for", e.supporting), ("against", e.opposing)) for c in channels)
+                           for kind, c in e.sides())
             parts.append(f"<h4>{html.escape(e.label)} ({e.class_index}): score {e.score:.4g}, contributions of "
                          f"<code>{html.escape(e.layer)}</code> sum to {e.total:.4g}</h4>{figure}<table><tr><th></th>"
                          f"<th>channel</th><th>contribution</th><th>share</th><th>peak</th></tr>{rows}</table>")

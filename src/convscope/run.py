@@ -249,7 +249,7 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
                                e.layer in tiles,
                                f"{dataset_examples['index']}#examples/{e.layer}/{c.index}"
                                if c.index < examples.get(e.layer, 0) else None)
-                    for kind, group in (("for", e.supporting), ("against", e.opposing)) for c in group]
+                    for kind, c in e.sides()]
         images[e.image].why = WhyThisClass(e.class_index, e.label, e.layer, round(e.score, 4), round(e.total, 4),
                                            plan.filter_layer, _rel(w.figure, out), _rel(w.json, out), channels)
 

@@ -197,12 +197,11 @@ def explanation_figure(explanation: Explanation, photo: Image.Image, pictures: M
     height, width = photo.height, photo.width
     _, map_height, map_width = explanation.maps.shape
     rows = []
-    for kind, channels in (("for", explanation.supporting), ("against", explanation.opposing)):
-        for c in channels:
-            share = "" if c.share is None else f", {c.share:.1%} of the total"
-            peak = ((c.peak[1] + 0.5) * width / map_width, (c.peak[0] + 0.5) * height / map_height)
-            rows.append((f"{kind}: channel {c.index}{share}", pictures.get(c.index),
-                         resized_map(explanation.activations[c.index], height, width), c.contribution, peak))
+    for kind, c in explanation.sides():
+        share = "" if c.share is None else f", {c.share:.1%} of the total"
+        peak = ((c.peak[1] + 0.5) * width / map_width, (c.peak[0] + 0.5) * height / map_height)
+        rows.append((f"{kind}: channel {c.index}{share}", pictures.get(c.index),
+                     resized_map(explanation.activations[c.index], height, width), c.contribution, peak))
     supported = sum(c.contribution for c in explanation.supporting)
     summary = [f"layer {explanation.layer}", f"contributions sum to {explanation.total:.4g}",
                f"the top {len(explanation.supporting)} channels carry {supported:.4g}"]

@@ -124,14 +124,15 @@ def cam_method(name: str) -> CamMethod:
 
 
 # -- the methods (each returns the map before its final ReLU: B x h x w) ------------------------------
-def _weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """sum_k w_k A_k per image: weights B x K, acts B x K x h x w -> B x h x w."""
     return (weights[:, :, None, None] * acts).sum(dim=1)
 
 
 @register_cam_method("gradcam", "Grad-CAM")
 def gradcam(i: CamInputs) -> torch.Tensor:
     """w_k = mean_ij g_kij; map = ReLU(sum_k w_k A_k)."""
-    return _weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
+    return weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
 
 
 @register_cam_method("gradcam++", "Grad-CAM++")
@@ -140,7 +141,7 @@ def gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
     g2, g3 = i.grads.pow(2), i.grads.pow(3)
     denominator = 2 * g2 + i.acts.sum(dim=(2, 3), keepdim=True) * g3
     alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
-    return _weighted_sum((alpha * torch.relu(i.grads)).sum(dim=(2, 3)), i.acts)
+    return weighted_sum((alpha * torch.relu(i.grads)).sum(dim=(2, 3)), i.acts)
 
 
 @register_cam_method("xgradcam", "XGrad-CAM")
@@ -148,7 +149,7 @@ def xgradcam(i: CamInputs) -> torch.Tensor:
     """w_k = sum_ij (A_kij / sum_ij A_kij) g_kij (0 for a channel summing to 0)."""
     total = i.acts.sum(dim=(2, 3), keepdim=True)
     share = torch.where(total != 0, i.acts / torch.where(total != 0, total, 1.0), 0.0)
-    return _weighted_sum((share * i.grads).sum(dim=(2, 3)), i.acts)
+    return weighted_sum((share * i.grads).sum(dim=(2, 3)), i.acts)
 
 
 @register_cam_method("layercam", "Layer-CAM")
@@ -183,7 +184,7 @@ def scorecam(i: CamInputs) -> torch.Tensor:
             weights[channels] = i.forward(masked).softmax(dim=1)[:, cls]
             if i.progress is not None:
                 i.progress(len(channels))
-        maps.append(_weighted_sum(weights[None], image_acts[None])[0])
+        maps.append(weighted_sum(weights[None], image_acts[None])[0])
     return torch.stack(maps)
 
 
@@ -245,6 +246,17 @@ def resolve_classes(model: Model, classes: int | str | Sequence[int | str] | Non
     return [model.class_index(value) for value in values]
 
 
+def batch_for_classes(model: Model, x: torch.Tensor, classes: int | str | Sequence[int | str] | None,
+                      ) -> tuple[torch.Tensor, list[int] | None, list[int]]:
+    """``(x, classes, images)`` of a call: the classes resolved (None: each image's top-1, see
+    :func:`resolve_classes`) and the image of each row -- one image with several classes is
+    repeated, one row per class."""
+    fixed = resolve_classes(model, classes, x.shape[0])
+    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes: a row for each
+        return x.expand(len(fixed), *x.shape[1:]), fixed, [0] * len(fixed)
+    return x, fixed, list(range(x.shape[0]))
+
+
 def cam_layer(model: Model, layer: str | None = None) -> str:
     """The layer to explain: ``layer`` checked to output a feature map, or the default layer."""
     model.check_convolutional()
@@ -263,8 +275,8 @@ def cam_layer(model: Model, layer: str | None = None) -> str:
 
 
 def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
-                gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+               gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
+               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
     """One forward pass with a hook on ``layer``: (A, dY_c/dA or None, logits, classes), all fp32.
 
     With ``gradients`` the hook makes the layer's output a leaf ``A`` that requires grad: gradient
@@ -325,10 +337,7 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     scorecam_batch = default_scorecam_batch(model.device) if scorecam_batch is None else scorecam_batch
     check_at_least("scorecam_batch", scorecam_batch, 1)
     layer = cam_layer(model, layer)
-    x = as_input(model, x)
-    fixed = resolve_classes(model, classes, x.shape[0])
-    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes: a map for each
-        x = x.expand(len(fixed), *x.shape[1:])
+    x, fixed, _ = batch_for_classes(model, as_input(model, x), classes)
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         with computing_in(model.device, precision):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import torch
@@ -31,7 +32,7 @@ from ..hooks import evaluating, layer_hooks
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision
-from .cams import cam_layer, layer_pass, resolve_classes
+from .cams import batch_for_classes, cam_layer, layer_pass, weighted_sum
 
 #: Channels shown as supporting the class, by default, and the most negative ones shown beside them.
 DEFAULT_TOP = EXPLAIN_TOP
@@ -85,30 +86,38 @@ class Explanation:
 
     def ranked(self) -> list[ChannelContribution]:
         """Every channel, largest contribution first (ties: the smaller index first)."""
-        order = sorted(range(len(self.contributions)), key=lambda k: (-float(self.contributions[k]), k))
-        return [self.channel(k) for k in order]
+        return list(self._ranking)
+
+    @cached_property
+    def _ranking(self) -> tuple[ChannelContribution, ...]:
+        """The ranking, found once (every channel's peak is an argmax over its map)."""
+        values = self.contributions.tolist()
+        return tuple(self.channel(k) for k in sorted(range(len(values)), key=lambda k: (-values[k], k)))
 
     @property
     def supporting(self) -> list[ChannelContribution]:
         """The ``top`` channels with the largest contributions."""
-        return self.ranked()[:self.top]
+        return list(self._ranking[:self.top])
 
     @property
     def opposing(self) -> list[ChannelContribution]:
         """Up to :data:`AGAINST` channels with negative contributions, the most negative first,
         among those not already supporting."""
-        ranked = self.ranked()[self.top:]
-        return [c for c in reversed(ranked) if c.contribution < 0][:AGAINST]
+        return [c for c in reversed(self._ranking[self.top:]) if c.contribution < 0][:AGAINST]
 
     @property
     def shown(self) -> list[ChannelContribution]:
         """The channels pictures show: the supporting ones, then the opposing ones."""
         return self.supporting + self.opposing
 
+    def sides(self) -> list[tuple[str, ChannelContribution]]:
+        """:attr:`shown` with the side each channel takes: ``("for", c)``, then ``("against", c)``."""
+        return [("for", c) for c in self.supporting] + [("against", c) for c in self.opposing]
+
     @property
     def table(self) -> list[dict[str, Any]]:
         """Every channel as a row (rank, index, contribution, share, peak), largest contribution first."""
-        return [{"rank": rank, **c.as_json()} for rank, c in enumerate(self.ranked(), 1)]
+        return [{"rank": rank, **c.as_json()} for rank, c in enumerate(self._ranking, 1)]
 
     def as_json(self) -> dict[str, Any]:
         """The documented JSON: the class, its score, the total, the channels shown, and every
@@ -116,7 +125,7 @@ class Explanation:
         return {"layer": self.layer, "class": self.class_index, "label": self.label, "score": self.score,
                 "probability": self.probability, "total_contribution": self.total,
                 "top": [c.index for c in self.supporting], "against": [c.index for c in self.opposing],
-                "channels": [c.as_json() for c in self.ranked()]}
+                "channels": [c.as_json() for c in self._ranking]}
 
 
 def check_explain_top(model: Model, layer: str, top: int) -> int:
@@ -139,18 +148,14 @@ def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[I
     check_precision(precision, model.device)
     layer = cam_layer(model, layer)
     check_explain_top(model, layer, top)
-    x = as_input(model, x)
-    fixed = resolve_classes(model, classes, x.shape[0])
-    images = list(range(x.shape[0]))
-    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes
-        x, images = x.expand(len(fixed), *x.shape[1:]), [0] * len(fixed)
+    x, fixed, images = batch_for_classes(model, as_input(model, x), classes)
     with evaluating(model.module):
         precision, _ = choose_precision(precision, model.module, model.device, ("explain", layer, tuple(x.shape)),
                                         lambda option: layer_pass(model, x, layer, option, fixed, gradients=True))
         acts, grads, logits, chosen = layer_pass(model, x, layer, precision, fixed, gradients=True)
     products = grads * acts
     contributions = products.sum(dim=(2, 3))
-    cams = torch.relu((grads.mean(dim=(2, 3))[:, :, None, None] * acts).sum(dim=1))
+    cams = torch.relu(weighted_sum(grads.mean(dim=(2, 3)), acts))  # Grad-CAM's map
     probabilities = logits.softmax(dim=1)
     return [Explanation(image, cls, model.labels[cls], layer, float(logits[row, cls]),
                         float(probabilities[row, cls]), float(contributions[row].sum()), top,
