@@ -268,11 +268,8 @@ def cmd_filters(args: argparse.Namespace) -> int:
         for result, written in plan.write(model, out / "filters", progress=bar.update):
             used.append((result.precision, result.precision_reason))
             if not args.quiet:
-                marked = [result.status(p) for p in range(len(result.filters))]
-                redrawn = sum(bool(m) and m != "not reached" for m in marked)
-                failed = marked.count("not reached")
-                notes = "".join([f"  {redrawn} redrawn with neuron" if redrawn else "",
-                                 f"  {failed} not reached" if failed else ""])
+                notes = "".join([f"  {result.redrawn} redrawn with neuron" if result.redrawn else "",
+                                 f"  {result.not_reached} not reached" if result.not_reached else ""])
                 bar.write(f"{result.layer:<28} {len(result.filters):>3} filters  mean score "
                           f"{result.scores.mean():8.3f}  {result.precision}  {written}{notes}")
     if not args.quiet:

@@ -24,7 +24,7 @@ from .dataset import load, summary, thumbnail, write_thumbnail
 from .dataset_examples import read_layer
 from .errors import ConvscopeError
 from .files import prepare_out_dir, safe_name, save_json, write_bytes
-from .filter_cache import cached_filter_pictures, layer_folder, missing_steps
+from .filter_cache import cached_filter_pictures, filter_settings, layer_folder, missing_steps
 from .images import load_image
 from .model import Model
 
@@ -104,12 +104,13 @@ def write_example_filters(model: Model, out: str | os.PathLike, progress: Callab
     layers = {}
     for layer in _settings(out / "dataset").get("examples") or []:
         layers[layer] = range(len(read_layer(out, layer)["channels"]))
+    settings = {layer: filter_settings(model, layer) for layer in layers}  # each a forward pass: found once
     if on_total is not None:
-        on_total(missing_steps(model, layers, out / "filters"))
+        on_total(missing_steps(model, layers, out / "filters", settings))
     folders = {}
     for layer, channels in layers.items():
-        cached_filter_pictures(model, layer, list(channels), out / "filters", progress=progress)
-        folders[layer] = layer_folder(out / "filters", model, layer).relative_to(out).as_posix()
+        cached_filter_pictures(model, layer, list(channels), out / "filters", settings[layer], progress=progress)
+        folders[layer] = layer_folder(out / "filters", model, layer, settings[layer]).relative_to(out).as_posix()
     save_json(folders, out / "examples" / "filters.json")
     return folders
 

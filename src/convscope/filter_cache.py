@@ -76,6 +76,17 @@ def layer_folder(folder: str | os.PathLike, model: Model, layer: str, settings: 
     return Path(folder) / cache_key(model, settings) / safe_name(filter_layer(model, layer))
 
 
+def missing_channels(target: Path, channels: Sequence[int]) -> list[int]:
+    """The channels (each once, in order) with no picture in the cache folder ``target``."""
+    return [c for c in dict.fromkeys(channels) if not (target / f"{c}.png").exists()]
+
+
+def _pictures(result: FilterResult) -> list[Image.Image]:
+    """Each picture of ``result`` as a PIL image (8 bits; gray for a one-channel model)."""
+    pixels = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return [Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture) for picture in pixels]
+
+
 def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
                            settings: FilterSettings | None = None, precision: str = "auto",
                            progress: Callable[[int], None] | None = None) -> dict[int, Path]:
@@ -83,16 +94,14 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
     those not in the cache under ``folder``; returns channel -> PNG path."""
     settings = settings or filter_settings(model, layer)
     target = layer_folder(folder, model, layer, settings)
-    missing = [c for c in dict.fromkeys(channels) if not (target / f"{c}.png").exists()]
+    missing = missing_channels(target, channels)
     if missing:
         result = draw_filters(model, filter_layer(model, layer), missing, steps=settings.steps, size=settings.size,
                               method=settings.method, seed=settings.seed, precision=precision, progress=progress,
                               objective=settings.objective)
         target.mkdir(parents=True, exist_ok=True)
-        pixels = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-        for channel, picture in zip(result.filters, pixels):
-            save_image(Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture),
-                       target / f"{channel}.png")
+        for channel, picture in zip(result.filters, _pictures(result)):
+            save_image(picture, target / f"{channel}.png")
         scores = read_scores(target)
         for position, (channel, score, initial) in enumerate(zip(result.filters, result.scores.tolist(),
                                                                  result.initial_scores.tolist())):
@@ -113,7 +122,7 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
     (pictures read back from the PNGs, scores from the cache; no step history)."""
     settings = settings or filter_settings(model, layer)
     target = layer_folder(folder, model, layer, settings)
-    computed = sum(not (target / f"{c}.png").exists() for c in dict.fromkeys(channels))
+    computed = len(missing_channels(target, channels))
     paths = cached_filter_pictures(model, layer, channels, folder, settings, precision, progress)
     scores = read_scores(target)
     images = torch.stack([torch.from_numpy(np.asarray(Image.open(paths[c]).convert("RGB"), np.float32) / 255.0)
@@ -143,8 +152,7 @@ def filter_picture_images(model: Model, layer: str, channels: Sequence[int], set
         return {}
     result = draw_filters(model, filter_layer(model, layer), wanted, steps=settings.steps, size=settings.size,
                           method=settings.method, seed=settings.seed, precision=precision, objective=settings.objective)
-    pixels = (result.images.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255)
-    return {c: Image.fromarray(p.astype(np.uint8)) for c, p in zip(result.filters, pixels)}
+    return {c: picture.convert("RGB") for c, picture in zip(result.filters, _pictures(result))}
 
 
 def read_scores(target: Path) -> dict[str, dict]:
@@ -160,12 +168,11 @@ def missing_steps(model: Model, layers: dict[str, Sequence[int]], folder: str | 
     total = 0
     for layer, channels in layers.items():
         chosen = (settings or {}).get(layer) or filter_settings(model, layer)
-        target = layer_folder(folder, model, layer, chosen)
-        count = sum(not (target / f"{c}.png").exists() for c in dict.fromkeys(channels))
+        count = len(missing_channels(layer_folder(folder, model, layer, chosen), channels))
         total += total_steps([count], chosen.steps) if count else 0
     return total
 
 
 __all__ = ["FilterSettings", "cache_key", "cached_filter_pictures", "cached_filter_result", "filter_layer",
-           "filter_picture_images",
-           "filter_settings", "layer_folder", "read_scores", "missing_steps"]
+           "filter_picture_images", "filter_settings", "layer_folder", "missing_channels", "missing_steps",
+           "read_scores"]

@@ -19,10 +19,11 @@ from PIL import Image
 from torch import nn
 
 from .drawing import overlay, picture_grid, render_grid
-from .filter_cache import filter_picture_images, filter_settings
 from .errors import ConvscopeError
+from .filter_cache import filter_picture_images
 from .images import ImageSource
 from .model import Model, as_input, as_model
+from .plans import plan_explain
 from .techniques import activations as activations_technique
 from .techniques import cams as cams_technique
 from .techniques import evaluate as evaluate_technique
@@ -159,17 +160,18 @@ class Explanations(list):
     _pictures: dict[int, Image.Image] | None = None
 
     def pictures(self) -> dict[int, Image.Image]:
-        """The filter pictures of every channel shown (computed once)."""
+        """The filter pictures of every channel shown (computed once; ``explain``'s recipe and settings)."""
         if self._pictures is None:
             self._pictures = {}
             if self.model is not None and self:
-                layer = self[0].layer
                 try:
-                    settings = filter_settings(self.model, layer, "lucid", self.filters_steps)
-                except ConvscopeError:  # no conv under the layer: no pictures
+                    plan = plan_explain(self.model, self[0].layer, top=self[0].top, filter_steps=self.filters_steps)
+                except ConvscopeError:  # pictures that cannot be drawn: the figure goes without them
                     return self._pictures
-                channels = sorted({c.index for e in self[:NOTEBOOK_IMAGES] for c in e.shown})
-                self._pictures = filter_picture_images(self.model, layer, channels, settings, self.filters_cache)
+                if plan.filters is not None:  # None: no conv under the layer
+                    channels = plan.channels(self[:NOTEBOOK_IMAGES])
+                    self._pictures = filter_picture_images(self.model, plan.layer, channels, plan.filters,
+                                                           self.filters_cache)
         return self._pictures
 
     def _repr_html_(self) -> str:

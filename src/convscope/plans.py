@@ -104,6 +104,10 @@ class FiltersPlan:
         return [f"{name}: pictures of {self.size} px do not reach this layer; drawn at {needed} px"
                 for name, needed in self.sizes.items()]
 
+    def settings_for(self, name: str) -> FilterSettings:
+        """The filter cache's settings of layer ``name`` (a conv of this plan, drawn at its size)."""
+        return FilterSettings(self.method, self.steps, self.sizes.get(name, self.size), self.seed, self.objective)
+
     @property
     def total_steps(self) -> int:
         """Optimization steps in all (what a progress bar counts)."""
@@ -277,7 +281,7 @@ def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequenc
 
 
 # -- why this class ----------------------------------------------------------------------------------------
-#: The filter pictures of ``explain`` and of the run's "Why this class": the run's filter section's recipe.
+#: The recipe of the report's filter pictures and of ``explain``'s: one recipe, so they share the filter cache.
 EXPLAIN_FILTER_METHOD = "lucid"
 
 

@@ -20,14 +20,14 @@ from PIL import Image
 
 from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
 from .errors import InputError
-from .filter_cache import FilterSettings, cached_filter_result, filter_settings, missing_steps
+from .filter_cache import FilterSettings, cached_filter_result, missing_steps
 from .files import prepare_out_dir, save_image
 from .images import ImageSource, as_list, load_image
 from .layers import default_activation_layers
 from .model import Model, as_model
 from .metrics import SANITY_THRESHOLD
-from .plans import (ActivationsPlan, CamPlan, EvaluatePlan, ExplainPlan, FiltersPlan, plan_activations, plan_cam,
-                    plan_evaluate, plan_explain, plan_filters)
+from .plans import (EXPLAIN_FILTER_METHOD, ActivationsPlan, CamPlan, EvaluatePlan, ExplainPlan, FiltersPlan,
+                    plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters)
 from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
                      FiltersSection, Report, ReportImage, TrustImage, TrustRow, TrustSection, WhyChannel, WhyThisClass,
                      write_report)
@@ -42,7 +42,7 @@ PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
 #: What "Which map to trust" measures.
 TRUST_METRICS = ("deletion", "insertion", "drop", "sanity")
-FILTER_METHOD = "lucid"
+FILTER_METHOD = EXPLAIN_FILTER_METHOD  # the report's filter pictures and "Why this class" share the cache
 
 
 def package_versions() -> dict[str, str]:
@@ -112,8 +112,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         say("[3/6] filters: skipped")
         filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [], objective)
     else:
-        settings = {name: filter_settings(model, name, filters_plan.method, filters_plan.steps, filters_plan.size,
-                                          filters_plan.seed, objective) for name, _ in filters_plan.layers}
+        settings = {name: filters_plan.settings_for(name) for name, _ in filters_plan.layers}
         to_compute = missing_steps(model, dict(filters_plan.layers), out / "filters", settings)
         say(f"[3/6] filters: {len(filters_plan.layers)} layers, "
             f"{sum(len(c) for _, c in filters_plan.layers)} filters"
@@ -214,8 +213,7 @@ def _filters_section(model: Model, plan: FiltersPlan, settings: dict[str, Filter
                           *grid_layout(len(result.filters), PICTURE_COLUMNS)[::-1],
                           [FilterScore(i, round(float(s), 4), result.objectives[p], result.status(p))
                            for p, (i, s) in enumerate(zip(result.filters, result.scores.tolist()))],
-                          sum(bool(result.status(p)) and result.reached[p] for p in range(len(result.filters))),
-                          sum(not reached for reached in result.reached))
+                          result.redrawn, result.not_reached)
               for result, png in written]
     used = "/".join(dict.fromkeys(result.precision for result in results))
     return FiltersSection(plan.method, plan.steps, plan.size, used or plan.precision, layers, plan.objective)

@@ -136,7 +136,7 @@ def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_
         filters.append(entry)
     save_json({"layer": result.layer, "method": result.method, "steps": result.steps, "size": result.size,
                "seed": result.seed, "precision": result.precision, "objective": result.objective,
-               "flat": sum(result.flat), "not_reached": sum(not r for r in result.reached), "filters": filters},
+               "flat": sum(result.flat), "not_reached": result.not_reached, "filters": filters},
               folder / f"{stem}.json")
     return png
 

@@ -174,6 +174,16 @@ class FilterResult:
     reached: list[bool] = field(default_factory=list)
     flat: list[bool] = field(default_factory=list)
 
+    @property
+    def redrawn(self) -> int:
+        """Pictures shown with another objective than the one asked for (they were flat or not reached)."""
+        return sum(objective != self.objective for objective in self.objectives)
+
+    @property
+    def not_reached(self) -> int:
+        """Pictures not reached by any objective tried."""
+        return sum(not reached for reached in self.reached)
+
     def status(self, position: int) -> str:
         """The picture at ``position`` in words: ``""`` when fine, else why it is marked."""
         if not self.reached[position]:
