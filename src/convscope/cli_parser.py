@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .catalog import (CAM_ALPHA, CAM_METHOD_NAMES, CMAP, DEFAULT_FILTERS, DEFAULT_METRICS, DEFAULT_MODEL,
                       DEFAULT_SIZE, DEFAULT_WEIGHTS, EXAMPLES_TOP, EXPLAIN_TOP, METRIC_NAMES, NORMALIZATIONS, NORMALIZE,
@@ -74,6 +74,13 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
                         help="resize the short side and cut the centre, as torchvision's weights expect "
                              "(default: the whole image, resized)")
     return {"run": run, "model": model, "out": out, "quiet": quiet, "images": images}
+
+
+def _classes_option(parser: Any, default: str) -> None:
+    """``--class C``, repeatable, the same in every command that takes classes but for its default
+    (``parser``: a parser or a group of exclusive options)."""
+    parser.add_argument("--class", dest="classes", action="append", metavar="C",
+                        help=f"class index or label; repeat for several (default: {default})")
 
 
 def _precision_option(parser: argparse.ArgumentParser, default: str) -> None:
@@ -195,8 +202,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--layer", metavar="NAME",
                    help="the feature maps to explain (default: the last spatial layer before global pooling)")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--class", dest="classes", action="append", metavar="C",
-                       help="class index or label; repeat for several (default: the top-1 prediction)")
+    _classes_option(which, "the top-1 prediction")
     which.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes")
     p.add_argument("--method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
                    help=f"default {next(iter(CAM_METHODS))}")
@@ -217,8 +223,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--methods", default="all", metavar="LIST",
                    help=f"all (default) or a comma list of {', '.join(CAM_METHODS)}")
-    p.add_argument("--class", dest="classes", action="append", metavar="C",
-                   help="class index or label; repeat for several (default: each image's top-1 prediction)")
+    _classes_option(p, "each image's top-1 prediction")
     p.add_argument("--layer", metavar="NAME", help="the feature maps to explain (default: as for cam)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
                    help=f"comma list of {', '.join(METRIC_NAMES)} (default {','.join(DEFAULT_METRICS)}; "
@@ -239,8 +244,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "and where it fired. Writes DIR/explain/<stem>_<class>.png and .json; the filter "
                                    "pictures are cached in DIR/filters/ (convscope run reuses them).")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
-    p.add_argument("--class", dest="classes", action="append", metavar="C",
-                   help="class index or label; repeat for several (default: each image's top-1 prediction)")
+    _classes_option(p, "each image's top-1 prediction")
     p.add_argument("--layer", metavar="NAME", help="the layer whose channels are ranked (default: as for cam)")
     p.add_argument("--top", type=_positive_int, default=EXPLAIN_TOP, metavar="K",
                    help=f"channels shown for the class (default {EXPLAIN_TOP}; the 2 most against it are shown too)")
