@@ -39,6 +39,9 @@ METRIC_NAMES = ("deletion", "insertion", "drop", "sanity", "pointing")
 #: Precisions a call can compute in.
 PRECISIONS = ("auto", "fp32", "bf16", "tf32")
 
+#: The bundled sample photos (``sample:NAME`` on the command line).
+SAMPLES = ("chelsea", "coffee", "grace_hopper")
+
 #: Dataset examples per channel; channels shown by ``explain``.
 EXAMPLES_TOP = 9
 EXPLAIN_TOP = 6

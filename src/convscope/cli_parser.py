@@ -9,12 +9,12 @@ from typing import Any, NoReturn
 
 from .catalog import (CAM_ALPHA, CAM_METHOD_NAMES, CMAP, DEFAULT_FILTERS, DEFAULT_METRICS, DEFAULT_MODEL,
                       DEFAULT_SIZE, DEFAULT_WEIGHTS, EXAMPLES_TOP, EXPLAIN_TOP, METRIC_NAMES, NORMALIZATIONS, NORMALIZE,
-                      OBJECTIVES, PER_ROW, PRECISIONS, RECIPE_STEPS, STEPS)
+                      OBJECTIVES, PER_ROW, PRECISIONS, RECIPE_STEPS, SAMPLES, STEPS)
 
-CAM_METHODS = CAM_METHOD_NAMES
+SAMPLE_NAMES = ", ".join(f"sample:{name}" for name in SAMPLES)
 #: The IMAGE argument's help, the same in every command.
-IMAGE_HELP = "an image file, or sample:NAME for a bundled photo (sample:chelsea, sample:coffee, sample:grace_hopper)"
-IMAGES_HELP = "image files, or sample:NAME for a bundled photo (sample:chelsea, sample:coffee, sample:grace_hopper)"
+IMAGE_HELP = f"an image file, or sample:NAME for a bundled photo ({SAMPLE_NAMES})"
+IMAGES_HELP = f"image files, or sample:NAME for a bundled photo ({SAMPLE_NAMES})"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -118,7 +118,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
 
     p = sub.add_parser("predict", parents=[*on_model, shared["images"]], help="top-K classes for images",
                        description="Print the K most probable classes of each image. IMAGE is a file "
-                                   "or sample:chelsea, sample:coffee, sample:grace_hopper.")
+                                   f"or {SAMPLE_NAMES}.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="how many classes (default 5)")
     p.add_argument("--json", action="store_true",
@@ -183,8 +183,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _objective_option(p)
     p.add_argument("--dataset", metavar="DIR",
                    help="a dataset run made with --examples: filter pictures link to their dataset examples there")
-    p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
-                   help=f"class activation map method (default {next(iter(CAM_METHODS))})")
+    p.add_argument("--cam-method", choices=CAM_METHOD_NAMES, default=CAM_METHOD_NAMES[0],
+                   help=f"class activation map method (default {CAM_METHOD_NAMES[0]})")
     p.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes (default 3)")
     p.set_defaults(handler=handlers["run"])
 
@@ -204,8 +204,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     which = p.add_mutually_exclusive_group()
     _classes_option(which, "the top-1 prediction")
     which.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes")
-    p.add_argument("--method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
-                   help=f"default {next(iter(CAM_METHODS))}")
+    p.add_argument("--method", choices=CAM_METHOD_NAMES, default=CAM_METHOD_NAMES[0],
+                   help=f"default {CAM_METHOD_NAMES[0]}")
     p.add_argument("--alpha", type=float, default=CAM_ALPHA, metavar="A",
                    help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
     _precision_option(p, "fp32")
@@ -222,7 +222,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "<stem>_<class>_curves.png and <stem>_<class>_methods.png.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--methods", default="all", metavar="LIST",
-                   help=f"all (default) or a comma list of {', '.join(CAM_METHODS)}")
+                   help=f"all (default) or a comma list of {', '.join(CAM_METHOD_NAMES)}")
     _classes_option(p, "each image's top-1 prediction")
     p.add_argument("--layer", metavar="NAME", help="the feature maps to explain (default: as for cam)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",
@@ -263,8 +263,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("source", metavar="SOURCE", help="a folder, a glob in quotes or a text file listing paths")
     p.add_argument("--labels", metavar="FILE",
                    help="true classes: CSV or JSON, image path -> class index or label (default: class sub-folders)")
-    p.add_argument("--cam-method", choices=tuple(CAM_METHODS), default=next(iter(CAM_METHODS)),
-                   help=f"default {next(iter(CAM_METHODS))}")
+    p.add_argument("--cam-method", choices=CAM_METHOD_NAMES, default=CAM_METHOD_NAMES[0],
+                   help=f"default {CAM_METHOD_NAMES[0]}")
     p.add_argument("--cam-layer", metavar="NAME", help="the CAM layer (default: as for cam)")
     p.add_argument("--metrics", default="none", metavar="LIST", help="none (default), drop, deletion, insertion")
     p.add_argument("--batch-size", type=_positive_int, metavar="B",

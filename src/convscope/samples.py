@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .catalog import SAMPLES
 from .errors import InputError
 
-SAMPLES = ("chelsea", "coffee", "grace_hopper")
 #: The samples the demo uses.
 DEMO_SAMPLES = ("chelsea", "coffee")
 
