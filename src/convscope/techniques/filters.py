@@ -125,7 +125,7 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
 FLAT_STD = 0.01
 
 
-def _channel_means(acts: torch.Tensor, filters: Sequence[int], objective: str = "mean") -> torch.Tensor:
+def _channel_objective(acts: torch.Tensor, filters: Sequence[int], objective: str = "mean") -> torch.Tensor:
     """Item i's objective on channel filters[i], in fp32: its spatial mean, or (``neuron``) its
     value at the centre position."""
     index = torch.tensor(list(filters), device=acts.device)
@@ -144,7 +144,7 @@ def score_images(model: Model | nn.Module, layer: str, images: torch.Tensor, fil
     with evaluating(model.module), torch.no_grad(), truncated_at(model, layer) as run:
         for start in range(0, len(filters), batch_size):
             batch = images[start:start + batch_size].to(model.device, torch.float32)
-            scores.append(_channel_means(run(batch, "fp32"), filters[start:start + batch_size]))
+            scores.append(_channel_objective(run(batch, "fp32"), filters[start:start + batch_size]))
     return torch.cat(scores)
 
 
@@ -291,7 +291,7 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
             pictures, first, steps_history = _optimize(run, model, batch, steps, size, recipe, seed, precision,
                                                        lr, progress, objective)
             with torch.no_grad():
-                scores.append(_channel_means(run(pictures, "fp32"), batch, objective))
+                scores.append(_channel_objective(run(pictures, "fp32"), batch, objective))
             images.append(pictures)
             initial.append(first)
             history.append(steps_history)
@@ -337,7 +337,7 @@ def _objective_and_gradient(run: Callable[[torch.Tensor, str], torch.Tensor], pi
     rgb = picture()
     if recipe.transform is not None:
         rgb = recipe.transform(rgb, gens)
-    value = _channel_means(run(rgb, precision), filters, objective)
+    value = _channel_objective(run(rgb, precision), filters, objective)
     (grad,) = torch.autograd.grad(value.sum(), list(picture.parameters()))
     return value, grad
 
@@ -352,7 +352,7 @@ def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, fi
     parameters = list(picture.parameters())
     update = recipe.update(parameters, lr)
     with torch.no_grad():
-        first = _channel_means(run(picture().float(), "fp32"), filters, objective)
+        first = _channel_objective(run(picture().float(), "fp32"), filters, objective)
     history = []
     with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
         for _ in range(steps):
