@@ -197,6 +197,9 @@ def test_tiny_report_in_a_browser(tiny_report):
             assert row.locator("img").get_attribute("src").endswith(f"/conv2/{channel}.png")  # relu2 shows conv2's
             row.locator("a", has_text="its activation").click()
             page.wait_for_function(f"location.hash === '#activations/relu2/{channel}'")
+            # the hash changes before the page's hashchange handler opens the viewer: wait for the viewer
+            page.wait_for_function("document.getElementById('viewer').open && "
+                                   "document.getElementById('viewer-title').textContent.startsWith('relu2')")
             assert page.inner_text("#viewer-title") == f"relu2, channel {channel} (second.jpg)"
             page.keyboard.press("Escape")
             _axe(page)
