@@ -26,7 +26,7 @@ from PIL import Image
 
 import convscope
 from convscope.layers import default_activation_layers
-from convscope.writers import write_activation_grids
+from convscope.presentation.writers import write_activation_grids
 from convscope.samples import sample_array
 
 WORKERS = min(4, os.cpu_count() or 1)

@@ -23,9 +23,9 @@ import time
 import torch
 
 import convscope
-from convscope.techniques.cams import cam_layer, compute_cam
 from convscope.precision import computing_in, cpu_has_amx, prepare_input
 from convscope.samples import sample_array
+from convscope.techniques.cams import cam_layer, compute_cam
 
 
 def _sync() -> None:

@@ -23,7 +23,8 @@ import pyarrow.parquet as pq
 
 import convscope
 from convscope import dataset
-from convscope.dataset_report import PAGE_SIZE, write_dataset_report
+from convscope.dataset import shards
+from convscope.dataset.report import PAGE_SIZE, write_dataset_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataset_speed import make_photos  # noqa: E402
@@ -32,7 +33,7 @@ from dataset_speed import make_photos  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=50_000)
-    parser.add_argument("--photos", type=int, default=dataset.SHARD_SIZE)
+    parser.add_argument("--photos", type=int, default=shards.SHARD_SIZE)
     args = parser.parse_args()
     model = convscope.load_model()
     with tempfile.TemporaryDirectory() as tmp:

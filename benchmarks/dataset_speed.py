@@ -28,12 +28,13 @@ from PIL import Image
 
 import convscope
 from convscope import dataset
-from convscope.dataset_report import write_dataset_report
+from convscope.dataset import shards
+from convscope.dataset.report import write_dataset_report
 from convscope.images import load_image
 from convscope.samples import sample_array
 from convscope.techniques.cams import cam_layer, compute_cam
 
-BATCH = dataset.DEFAULT_BATCH["cpu"]
+BATCH = shards.DEFAULT_BATCH["cpu"]
 
 
 def make_photos(folder: Path, count: int) -> list[Path]:

@@ -3,10 +3,10 @@
 floor    = the forward passes of the same perturbed inputs alone (built beforehand), at the same batch
            size (32) and precision (fp32), no gradients
 ours     = ``convscope.evaluate(..., metrics="deletion,insertion")`` on the default model, the six
-           methods without Score-CAM, 20 steps (maps included), and ``convscope.metrics`` deletion +
+           methods without Score-CAM, 20 steps (maps included), and ``convscope.techniques.metrics`` deletion +
            insertion of one Grad-CAM map (map included), per image and map
 torchcam = ``DeletionInsertionMetric`` (torchcam 0.5.0) with its own Grad-CAM, 20 steps, batch 32
-quantus  = ``PixelFlipping`` (Quantus 0.6.0; deletion only) against ``convscope.metrics.deletion`` on the
+quantus  = ``PixelFlipping`` (Quantus 0.6.0; deletion only) against ``convscope.techniques.metrics.deletion`` on the
            same given Grad-CAM map, 16 steps (Quantus needs steps that split 224 x 224 pixels evenly)
 Targets: ours <= 1.2x the floor; faster than torchcam and Quantus per image and map.
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 import convscope
-import convscope.dataset_examples
+import convscope.dataset.channel_examples
 from convscope import dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -51,8 +51,8 @@ def main() -> int:
             start = time.perf_counter()
             dataset.run(model, folder, Path(tmp) / f"examples{trial}", examples="default")
             trials.append((base, time.perf_counter() - start))
-        channels = sum(len(convscope.dataset_examples.read_layer(Path(tmp) / "examples0", layer)["channels"])
-                       for layer in convscope.dataset_examples.examples_layers(model, None))
+        channels = sum(len(convscope.dataset.channel_examples.read_layer(Path(tmp) / "examples0", layer)["channels"])
+                       for layer in convscope.dataset.channel_examples.examples_layers(model, None))
     ratios = sorted((with_examples / base, base, with_examples) for base, with_examples in trials)
     ratio, base, with_examples = ratios[len(ratios) // 2]
     print(f"{args.images} JPEGs of 500x375, {model.name}, torch threads {torch.get_num_threads()}; "

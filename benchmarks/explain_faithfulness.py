@@ -22,7 +22,6 @@ import sys
 import time
 
 import numpy as np
-import torch
 
 import convscope
 from convscope.samples import SAMPLES, sample_array

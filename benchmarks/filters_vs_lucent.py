@@ -21,7 +21,7 @@ import warnings
 import torch
 
 import convscope
-from convscope.techniques.filters import preactivation_path, optimize_filters, score_images
+from convscope.techniques.filters import optimize_filters, preactivation_path, score_images
 
 warnings.filterwarnings("ignore")
 

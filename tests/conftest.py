@@ -121,7 +121,7 @@ def model_state():
 
 def assert_usage_errors(capsys, command: list[str], cases: list[tuple[list[str], str]]) -> None:
     """Each ``command + argv`` exits with 2 and says one line on stderr containing ``fragment``."""
-    from convscope.cli import main
+    from convscope.cli.main import main
 
     capsys.readouterr()
     for argv, fragment in cases:

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 import convscope
-from convscope.cli import main
+from conftest import assert_usage_errors
+from convscope.cli.main import main
 from convscope.errors import InputError
 from convscope.layers import default_activation_layers
-from convscope.writers import unique_file_names
-from convscope.files import safe_name
-from convscope.drawing import colormap_lut, normalize_to_uint8, render_grid, tile_box
-
-from conftest import assert_usage_errors
+from convscope.presentation.drawing import colormap_lut, normalize_to_uint8, render_grid, tile_box
+from convscope.presentation.files import safe_name
+from convscope.presentation.writers import unique_file_names
 from test_layers import VGG19_KERAS
 
 

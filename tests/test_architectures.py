@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 import convscope
-from convscope.cli import main
-from convscope.drawing import colormap_lut, render_grid
+from convscope.cli.main import main
 from convscope.errors import ConvscopeWarning, InputError, LayerError
 from convscope.layers import default_filter_layers
-from convscope.plans import plan_filters
+from convscope.presentation.drawing import colormap_lut, render_grid
+from convscope.presentation.plans import plan_filters
 from convscope.techniques.cams import cam_layer
 
 # architecture -> (default CAM layer, its shape); either a container or its last child is right

@@ -6,18 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 import convscope
-from convscope.techniques.cams import METHODS, cam_layer, compute_cam, minmax, upsample
-from convscope.cli import main
-from convscope.errors import InputError
-from convscope.drawing import colorize, overlay
-from convscope.samples import sample_array
-
 from conftest import assert_usage_errors
+from convscope.cli.main import main
+from convscope.errors import InputError
+from convscope.presentation.drawing import colorize, overlay
+from convscope.samples import sample_array
+from convscope.techniques.cams import METHODS, cam_layer, compute_cam, minmax, upsample
 
 # A: the two feature maps (pre-ReLU, so some values are negative), W and b: the linear head.
 A = np.array([[[1.0, -2.0], [3.0, 0.5]],

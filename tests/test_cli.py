@@ -10,9 +10,8 @@ import sys
 import pytest
 import torch
 
-from convscope.cli import main
-
 from conftest import tiny_net
+from convscope.cli.main import main
 
 
 def run(capsys, *argv):
@@ -136,10 +135,10 @@ def test_help(capsys, command):
 
 
 def test_help_and_usage_errors_answer_without_importing_torch():
-    from convscope.cli import COMMANDS
+    from convscope.cli.main import COMMANDS
 
     script = ("import sys, io, contextlib\n"
-              "from convscope.cli import main, COMMANDS\n"
+              "from convscope.cli.main import main, COMMANDS\n"
               "codes = []\n"
               "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
               "    codes.append(main(['--help']))\n"
@@ -154,7 +153,7 @@ def test_help_and_usage_errors_answer_without_importing_torch():
 
 
 def test_every_image_argument_says_a_file_or_a_sample(capsys):
-    from convscope.cli import COMMANDS
+    from convscope.cli.main import COMMANDS
 
     for command in COMMANDS:
         code, out, _ = run(capsys, command, "--help")
@@ -199,7 +198,7 @@ def test_console_script_is_installed(tmp_path):
 
 
 def test_library_errors_are_worded_with_flags():
-    from convscope.cli import flag_for
+    from convscope.cli.main import flag_for
     from convscope.errors import InputError
 
     error = InputError("per_row must be at least 1, got 0; or try classes=3", parameter="per_row", mentions=["classes"])

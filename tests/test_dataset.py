@@ -12,11 +12,11 @@ import torch
 from PIL import Image
 
 import convscope
-from convscope import dataset
-from convscope.cli import main
-from convscope.errors import InputError
-
 from conftest import tiny_net
+from convscope import dataset
+from convscope.cli.main import main
+from convscope.dataset import pipeline
+from convscope.errors import InputError
 
 LABELS = ["cat", "dog", "cup", "car", "tree"]
 
@@ -62,7 +62,7 @@ def test_a_folder_into_parquet_rows(model, folder, tmp_path):
 
 
 def test_resuming_gives_the_same_results(model, folder, tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset, "SHARD_SIZE", 2)
+    monkeypatch.setattr(pipeline, "SHARD_SIZE", 2)
     out = tmp_path / "out"
     dataset.run(model, folder, out, metrics="drop")
     first = dataset.load(out)
@@ -122,7 +122,7 @@ def test_run_with_many_images_points_to_dataset(capsys):
 
 def test_the_ray_engine_gives_the_same_results(model, folder, tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    monkeypatch.setattr(dataset, "SHARD_SIZE", 2)
+    monkeypatch.setattr(pipeline, "SHARD_SIZE", 2)
     local = dataset.load(dataset.run(model, folder, tmp_path / "local", metrics="drop")).to_pylist()
     on_ray = dataset.load(dataset.run(model, folder, tmp_path / "ray", metrics="drop", engine="ray")).to_pylist()
     assert [r["path"] for r in on_ray] == [r["path"] for r in local]
@@ -171,7 +171,7 @@ class DiesOnce(torch.nn.Module):
 
 def test_a_shard_whose_actor_dies_is_retried(folder, tmp_path, monkeypatch):
     pytest.importorskip("ray")
-    monkeypatch.setattr(dataset, "SHARD_SIZE", 3)
+    monkeypatch.setattr(pipeline, "SHARD_SIZE", 3)
     model = convscope.load_model(DiesOnce(str(tmp_path / "died")), input_size=16, labels=LABELS)
     model.all_layers(), model.num_outputs
     rows = dataset.load(dataset.run(model, folder, tmp_path / "out", engine="ray")).to_pylist()
@@ -191,13 +191,15 @@ import sys, time
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 import convscope
 from convscope import dataset
+from convscope.dataset import pipeline
+from convscope.dataset import pipeline, shards
 from conftest import tiny_net
-dataset.SHARD_SIZE = 1
-slow = dataset._batch_rows
+pipeline.SHARD_SIZE = 1
+slow = shards._batch_rows
 def batch_rows(*args):
     time.sleep(0.3)  # time for the test to kill it between shards
     return slow(*args)
-dataset._batch_rows = batch_rows
+shards._batch_rows = batch_rows
 model = convscope.load_model(tiny_net(), input_size=16, labels={LABELS!r})
 dataset.run(model, {str(folder)!r}, {str(out)!r}, metrics="drop")
 """
@@ -211,7 +213,7 @@ dataset.run(model, {str(folder)!r}, {str(out)!r}, metrics="drop")
     written = len(list(shards.glob("shard-*.parquet")))
     assert 2 <= written < 6  # killed part-way: some shards done, none half-written
     dataset.load(out)  # what is there reads (a shard in progress is a hidden temporary file, never a shard)
-    import convscope.dataset as ds
+    import convscope.dataset.pipeline as ds
 
     original = ds.SHARD_SIZE
     ds.SHARD_SIZE = 1
@@ -226,7 +228,7 @@ dataset.run(model, {str(folder)!r}, {str(out)!r}, metrics="drop")
 def test_the_dataset_report(model, folder, tmp_path, monkeypatch):
     import re
 
-    from convscope import dataset_report
+    from convscope.dataset import report as dataset_report
 
     monkeypatch.setattr(dataset_report, "PAGE_SIZE", 2)
     out = tmp_path / "out"

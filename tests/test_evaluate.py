@@ -12,10 +12,9 @@ from PIL import Image
 from torch import nn
 
 import convscope
-from convscope import metrics
-from convscope.cli import main
-
 from conftest import assert_usage_errors
+from convscope import metrics
+from convscope.cli.main import main
 
 
 def test_every_method_measured_and_ranked(tiny_model):
@@ -111,9 +110,9 @@ def test_the_command_line(tmp_path, capsys):
 
 
 def test_the_report_recommends_the_best_map_that_passed_the_sanity_check():
-    from convscope.metrics import SanityResult
-    from convscope.run import recommendation, sanity_verdict
+    from convscope.presentation.run import recommendation, sanity_verdict
     from convscope.techniques.evaluate import MethodEvaluation
+    from convscope.techniques.metrics import SanityResult
 
     def method(name, title, score, spearman):
         m = MethodEvaluation(name, title, torch.ones(2, 2), deletion=0.0, insertion=score)
@@ -130,7 +129,7 @@ def test_the_report_recommends_the_best_map_that_passed_the_sanity_check():
 
 
 def test_the_report_has_a_which_map_to_trust_section(tmp_path):
-    from convscope.run import run_all
+    from convscope.presentation.run import run_all
 
     torch.manual_seed(0)
     net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))

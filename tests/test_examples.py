@@ -15,13 +15,13 @@ from PIL import Image
 from torch import nn
 
 import convscope
+from conftest import tiny_net
 from convscope import dataset
-from convscope.cli import main
-from convscope.dataset_report import write_dataset_report, write_example_filters
+from convscope.cli.main import main
+from convscope.dataset import pipeline
+from convscope.dataset.report import write_dataset_report, write_example_filters
 from convscope.errors import InputError, LayerError
 from convscope.techniques.examples import TopK, channel_maxima, receptive_field
-
-from conftest import tiny_net
 
 LABELS = ["cat", "dog", "cup", "car", "tree"]
 
@@ -147,7 +147,7 @@ def test_default_model_examples_equal_brute_force_on_both_engines(default_model,
         Image.fromarray(np.ascontiguousarray(source[top:top + 240, left:left + 300])).save(photos / f"p{index:02d}.jpg")
     paths = sorted(str(p) for p in photos.glob("*.jpg"))
     layers = ["_conv_stem", "_blocks.5._depthwise_conv"]
-    monkeypatch.setattr(dataset, "SHARD_SIZE", 16)
+    monkeypatch.setattr(pipeline, "SHARD_SIZE", 16)
     dataset.run(default_model, photos, tmp_path / "local", examples=",".join(layers), examples_top=5)
     brute = _brute_force(default_model, paths, layers, 5)
     local = {layer: json.loads((tmp_path / "local" / "examples" / f"{layer}.json").read_text()) for layer in layers}
@@ -176,7 +176,7 @@ def _random_photos(folder: Path, count: int, size: tuple[int, int], seed: int) -
 def test_a_resumed_run_gives_exactly_the_same_examples(tmp_path, monkeypatch):
     model = convscope.load_model(tiny_net(), input_size=16, labels=LABELS)
     photos = _random_photos(tmp_path / "photos", 11, (18, 20), seed=3)
-    monkeypatch.setattr(dataset, "SHARD_SIZE", 4)
+    monkeypatch.setattr(pipeline, "SHARD_SIZE", 4)
     out = tmp_path / "out"
     dataset.run(model, photos, out, examples="conv1,pool", examples_top=4, batch_size=3)
     whole = {name: (out / "examples" / f"{name}.json").read_text() for name in ("conv1", "pool")}

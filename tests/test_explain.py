@@ -11,11 +11,10 @@ import torch
 from torch import nn
 
 import convscope
-from convscope.cli import main
+from conftest import ModelState
+from convscope.cli.main import main
 from convscope.errors import InputError
 from convscope.techniques.explain import explain, score_without
-
-from conftest import ModelState
 
 
 class SquareAndLinear(nn.Module):
@@ -139,7 +138,7 @@ def test_the_command_writes_the_figure_and_the_json_and_reuses_the_filter_pictur
     pictures = list((out / "filters").glob("*/_conv_head/*.png"))
     assert sorted(int(p.stem) for p in pictures) == sorted(data["top"] + data["against"])
 
-    from convscope import filter_cache
+    from convscope.presentation import filter_cache
 
     monkeypatch.setattr(filter_cache, "draw_filters", lambda *a, **k: pytest.fail("recomputed"))
     code, text, err = _run(capsys, "explain", "sample:chelsea", "--top", "3", "--filters-steps", "2", "--out",
@@ -214,7 +213,7 @@ def test_no_share_of_a_total_that_is_not_positive(square_model):
 
 
 def test_the_pictures_of_a_layer_that_is_not_a_conv_are_the_conv_under_it(default_model, vgg19_random):
-    from convscope.filter_cache import filter_layer
+    from convscope.presentation.filter_cache import filter_layer
 
     assert filter_layer(default_model, "_act1") == "_conv_head"
     assert filter_layer(default_model, "_blocks.10") == "_blocks.10._project_conv"

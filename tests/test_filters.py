@@ -10,13 +10,12 @@ import pytest
 import torch
 
 import convscope
-from convscope.cli import main
+from conftest import assert_usage_errors
+from convscope.cli.main import main
 from convscope.errors import InputError
 from convscope.layers import default_filter_layers
 from convscope.techniques.filter_recipes import _RedirectedClamp
 from convscope.techniques.filters import optimize_filters, parse_filter_spec, preactivation_path, score_images
-
-from conftest import assert_usage_errors
 from reference_ascent import plain_batched_ascent
 
 
@@ -189,9 +188,8 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
 
 def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked(tmp_path):
     from conftest import MarkedNet
-
+    from convscope.presentation.writers import write_filter_grids
     from convscope.techniques.filters import FLAT_REDRAWN, NOT_REACHED, draw_filters, flat_pictures
-    from convscope.writers import write_filter_grids
 
     model = convscope.load_model(MarkedNet(), input_size=32, labels=["a", "b"])
     # 3 steps: filter 1's flat picture drifts only by Adam following float rounding (pixel std 0.0045

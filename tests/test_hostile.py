@@ -20,12 +20,11 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import convscope
-from convscope.cli import main
+from conftest import tiny_net
+from convscope.cli.main import main
 from convscope.errors import ConvscopeError, ImageError
 from convscope.images import load_image
-from convscope.files import write_bytes
-
-from conftest import tiny_net
+from convscope.presentation.files import write_bytes
 
 
 # -- the corpus, generated here ------------------------------------------------------------------
@@ -275,7 +274,7 @@ def test_200_cam_calls_do_not_grow_memory(model_state):
 
 
 def test_image_stems_cannot_leave_the_output_folder():
-    from convscope.writers import image_stems
+    from convscope.presentation.writers import image_stems
 
     assert image_stems(["../../etc/passwd.png", "a/b/c.jpg", "C.png", "sample:coffee", "..", "we ird?.png"]) == [
         "passwd", "c", "C-2", "coffee", "image", "we_ird_"]

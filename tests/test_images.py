@@ -210,7 +210,7 @@ def test_squashed_images_get_a_warning_unless_cropped(tiny_model):
 
 
 def test_crop_on_the_command_line(tmp_path, capsys):
-    from convscope.cli import main
+    from convscope.cli.main import main
 
     path = save(Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 300, 3), dtype=np.uint8)),
                 tmp_path / "wide.png")

@@ -14,12 +14,11 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import convscope
-from convscope.cli import main
+from conftest import tiny_net
+from convscope.cli.main import main
 from convscope.errors import InputError, WeightsError
 from convscope.models.efficientnet_lite import Conv2dSame
 from convscope.samples import sample_array
-
-from conftest import tiny_net
 
 
 # -- the embedded default model ----------------------------------------------------------------

@@ -14,14 +14,13 @@ from PIL import Image
 from torch import nn
 
 import convscope
+from conftest import tiny_net
 from convscope.errors import InputError, LayerError
 from convscope.hooks import record_call_order
-from convscope.run import run_all
+from convscope.presentation.run import run_all
 from convscope.techniques.cams import CamResult
 from convscope.techniques.filter_recipes import random_transform
 from convscope.techniques.filters import optimize_filters
-
-from conftest import tiny_net
 
 
 class CifarNet(nn.Module):
@@ -186,7 +185,7 @@ def test_layer_error_is_not_a_key_error(tiny_model):
 
 # -- one scale for every picture of a map --------------------------------------------------------------------
 def test_heatmap_is_min_max_scaled_like_the_overlay(tmp_path, monkeypatch):
-    import convscope.writers as writers
+    import convscope.presentation.writers as writers
 
     drawn = []
     monkeypatch.setattr(writers, "heatmap_png", lambda values, title: drawn.append(values) or b"png")

@@ -14,10 +14,9 @@ import pytest
 from PIL import Image
 
 import convscope
-from convscope.cli import main
-from convscope.run import run_all
-
 from conftest import tiny_net
+from convscope.cli.main import main
+from convscope.presentation.run import run_all
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(os.environ.get("CONVSCOPE_ARTIFACTS", Path(__file__).resolve().parent.parent / "test-artifacts"))
@@ -77,7 +76,7 @@ def test_why_this_class_under_each_top_map_and_the_filter_cache_reused(tiny_repo
         assert all((out / c["picture"]).exists() and c["tile"] for c in why["channels"])
         assert (out / why["figure"]).exists() and f'id="why/{image["stem"]}"' in html
     # a second run into the same folder draws every filter picture from the cache
-    from convscope import filter_cache
+    from convscope.presentation import filter_cache
 
     model = convscope.load_model(tiny_net(), input_size=32, labels=[EVIL_LABEL, "b", "c", "d", "e"])
     monkeypatch.setattr(filter_cache, "draw_filters", lambda *a, **k: pytest.fail("a filter picture recomputed"))
@@ -284,9 +283,8 @@ def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
 
 
 def test_flat_and_unreached_filters_marked_in_a_browser(tmp_path, monkeypatch):
-    from conftest import MarkedNet
-
     import convscope.precision
+    from conftest import MarkedNet
     from convscope.techniques.filters import FLAT_REDRAWN
 
     # in fp32 the mean of filter 1 is exactly its bias (in bf16, rounding gives Adam a gradient to follow)
@@ -361,10 +359,9 @@ def test_dataset_report_in_a_browser(tmp_path):
     """The dataset report's summary, a gallery page and an image page: no errors, every thumbnail
     loads (lazily, once scrolled to), the links lead where they say, and axe finds nothing serious."""
 
-    from convscope import dataset
-    from convscope.dataset_report import write_dataset_report, write_example_filters
-
     from conftest import tiny_net
+    from convscope import dataset
+    from convscope.dataset.report import write_dataset_report, write_example_filters
 
     labels = ["cat", "dog", "cup", "car", "tree"]
     model = convscope.load_model(tiny_net(), input_size=16, labels=labels)

@@ -26,22 +26,22 @@ from typing import Any
 
 #: Public name -> the module that defines it (attribute of the same name).
 _PUBLIC = {
-    "colorize": "drawing", "overlay": "drawing", "picture_grid": "drawing", "render_grid": "drawing",
+    "colorize": "presentation.drawing", "overlay": "presentation.drawing", "picture_grid": "presentation.drawing",
+    "render_grid": "presentation.drawing",
     "ConvscopeError": "errors", "ImageError": "errors", "InputError": "errors", "LayerError": "errors",
     "WeightsError": "errors",
     "Preprocessing": "images", "load_image": "images",
     "LayerInfo": "layers",
     "Model": "model", "Prediction": "model",
     "load_model": "models",
-    "Activations": "notebook", "CamMaps": "notebook", "Evaluations": "notebook", "Explanations": "notebook",
-    "FilterPictures": "notebook", "activations": "notebook", "cam": "notebook", "evaluate": "notebook",
-    "explain": "notebook", "filters": "notebook",
-    "html_report": "run",
+    **dict.fromkeys(("Activations", "CamMaps", "Evaluations", "Explanations", "FilterPictures", "activations", "cam",
+                     "evaluate", "explain", "filters"), "presentation.notebook"),
+    "html_report": "presentation.run",
     "CamResult": "techniques.cams", "compute_cam": "techniques.cams",
     "FilterResult": "techniques.filters", "optimize_filters": "techniques.filters",
 }
 #: Submodules reachable as attributes (``convscope.dataset.run``, ``convscope.metrics.deletion``).
-_SUBMODULES = ("dataset", "metrics")
+_SUBMODULES = {"dataset": "dataset", "metrics": "techniques.metrics"}
 
 __all__ = [
     "CAM_METHODS", "CamResult", "cam", "compute_cam",
@@ -60,7 +60,7 @@ def __getattr__(name: str) -> Any:
     elif name == "CAM_METHODS":
         value = importlib.import_module(".techniques.cams", __name__).METHODS
     elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = importlib.import_module(f".{_SUBMODULES[name]}", __name__)
     elif name == "__version__":
         from importlib.metadata import PackageNotFoundError, version
 

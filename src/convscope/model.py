@@ -20,8 +20,8 @@ from .errors import ConvscopeWarning, InputError, check_between
 from .hooks import evaluating
 from .images import ImageSource, Preprocessing, as_list, describe, load_image
 from .labels import imagenet_labels, numbered_labels
-from .precision import computing_in
 from .layers import LayerAlias, LayerInfo, discover_layers, select_layers, unknown_layer
+from .precision import computing_in
 
 #: Aspect-ratio distortion above which resizing the whole image gets a warning (4:1 for a square input).
 MAX_SQUASH = 4.0

@@ -15,11 +15,11 @@ import torch
 from torch import nn
 
 from ..catalog import DEFAULT_METRICS, METRIC_NAMES
-from .. import metrics as measure
 from ..errors import InputError, check_at_least
 from ..images import ImageSource
 from ..layers import split_spec
 from ..model import Model, as_input, as_model
+from . import metrics as measure
 from .cams import METHODS, cam_layer, compute_cam
 
 #: Maps closer than this everywhere are the same map.

@@ -18,25 +18,42 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .catalog import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
+from ..catalog import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
+from ..errors import InputError, check_at_least, check_between, check_choice
+from ..layers import default_filter_layers
+from ..model import Model, Prediction
+from ..precision import check_precision
+from ..techniques.activations import activation_layers, capture, check_memory
+from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
+from ..techniques.cams import cam_layer, cam_method, compute_cam
+from ..techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluate
+from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
+from ..techniques.explain import Explanation, check_explain_top, explain
+from ..techniques.filters import DEFAULT_METHOD as DEFAULT_FILTER_METHOD
+from ..techniques.filters import (
+    DEFAULT_SIZE,
+    FilterResult,
+    check_filter_settings,
+    draw_filters,
+    parse_filter_spec,
+    picture_size_for,
+    preactivation_path,
+    total_steps,
+)
+from ..techniques.metrics import STEPS, check_box
 from .drawing import NORMALIZATIONS, colormap_lut
-from .errors import InputError, check_at_least, check_between, check_choice
-from .metrics import STEPS, check_box
-from .layers import default_filter_layers
-from .model import Model, Prediction
-from .precision import check_precision
-from .techniques.activations import activation_layers, capture, check_memory
-from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
-from .techniques.cams import cam_layer, cam_method, compute_cam
-from .techniques.filters import (DEFAULT_METHOD as DEFAULT_FILTER_METHOD, DEFAULT_SIZE, FilterResult,
-                                 check_filter_settings, draw_filters, parse_filter_spec, picture_size_for,
-                                 preactivation_path, total_steps)
-from .techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluate
-from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
-from .techniques.explain import Explanation, check_explain_top, explain
 from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, filter_settings, missing_steps
-from .writers import (WrittenCam, WrittenEvaluation, WrittenExplanation, WrittenGrid, write_activation_grids,
-                      write_cam_files, write_evaluations, write_explanations, write_filter_grids)
+from .writers import (
+    WrittenCam,
+    WrittenEvaluation,
+    WrittenExplanation,
+    WrittenGrid,
+    write_activation_grids,
+    write_cam_files,
+    write_evaluations,
+    write_explanations,
+    write_filter_grids,
+)
 
 #: Image-and-class pairs whose maps are computed in one call.
 CAM_BATCH = 8

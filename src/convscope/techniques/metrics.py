@@ -33,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .catalog import STEPS
-from .errors import InputError, check_at_least, check_choice
-from .hooks import evaluating
-from .model import Model, as_input, as_model
-from .precision import computing_in, prepare_input
+from ..catalog import STEPS
+from ..errors import InputError, check_at_least, check_choice
+from ..hooks import evaluating
+from ..model import Model, as_input, as_model
+from ..precision import computing_in, prepare_input
 
 BLUR_SIZE, BLUR_SIGMA = 11, 5.0
 #: Perturbed inputs per forward pass.

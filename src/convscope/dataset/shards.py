@@ -1,26 +1,19 @@
-"""Dataset runs: a whole folder of images through predictions and class activation maps, streamed,
-written as Parquet shards, resumable.
+"""The shards of a dataset run, shared by the local and the Ray engine.
 
-* The source is a folder (searched recursively), a glob or a text file listing paths; true labels
-  come from class sub-folders (an ImageFolder layout) or a labels file (CSV or JSON).
-* ``DIR/dataset/manifest.json`` fixes the image list (sorted paths, sizes, modification times), the
-  model and every setting; ``DIR/dataset/shard-NNNNN.parquet`` hold :data:`SHARD_SIZE` images each,
-  one row per image, each written atomically when complete. Running again skips complete shards,
-  so an interrupted run loses at most the shards in progress and the resumed results equal an
-  uninterrupted run's; a changed folder or changed settings are an error unless ``restart``.
-* Per image: the top-5 predictions, the true class and whether the top-1 is right (when known), the
-  CAM of the predicted class -- and of the true class when it differs -- at the layer's resolution,
-  and the requested metrics (``drop``: one forward pass; ``deletion``/``insertion``: S each). An
-  unreadable image is a row with its error; it never stops the run.
-* Decoding and preprocessing run in ``workers`` DataLoader processes while the model runs in batches.
-
-:func:`run` is the Python entry, :func:`load` reads the results back as a ``pyarrow.Table``.
+* :class:`Settings` is everything that decides the results (a resumed run must have the same);
+  :class:`Manifest` fixes them with the image list (sorted paths, sizes, modification times) in
+  ``DIR/dataset/manifest.json``.
+* A :class:`ShardJob` is :data:`SHARD_SIZE` images; :func:`write_shard` computes their rows (the
+  top-5 predictions, the true class and whether the top-1 is right when known, the CAM of the
+  predicted class -- and of the true class where it differs -- at the layer's resolution, the
+  chosen metrics; an unreadable image is a row with its error) and writes
+  ``shard-NNNNN.parquet`` atomically, with each image's thumbnail in ``thumbs/`` on the way.
+* :func:`load` reads the shards back as one table, :func:`summary` counts it.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -35,26 +28,22 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from . import metrics as measure
-from .errors import ConvscopeError, InputError, check_at_least, check_choice
-from .dataset_examples import (ChannelExamples, ShardExamples, channel_examples, check_examples_top, examples_layers,
-                               partial_path, write_examples)
-from .dataset_sources import file_labels, find_images, folder_labels
-from .drawing import overlay
-from .files import prepare_out_dir, save_image, save_json, write_bytes
-from .images import load_image
-from .model import Model
-from .precision import check_precision
-from .techniques.cams import cam_layer, cam_method, compute_cam
-from .techniques.examples import DEFAULT_TOP
-from .writers import resized_map
+from ..errors import ConvscopeError, InputError
+from ..images import load_image
+from ..model import Model
+from ..presentation.drawing import map_over, thumbnail
+from ..presentation.files import save_image, write_bytes
+from ..techniques import metrics as measure
+from ..techniques.cams import compute_cam
+from .channel_examples import (
+    ShardExamples,
+    partial_path,
+)
 
 #: Images per Parquet shard: the unit of work, of writing and of resuming.
 SHARD_SIZE = 256
-#: The longer side of the report's thumbnails, made while the images are decoded anyway.
-THUMB = 128
 DATASET_METRICS = ("drop", "deletion", "insertion")
-ENGINES = ("local", "ray")
+
 TOP = 5
 
 
@@ -133,7 +122,8 @@ def _collate(items: list) -> list:
     return items
 
 
-# -- the run ---------------------------------------------------------------------------------------------------
+
+# -- the shards ---------------------------------------------------------------------------------------------------
 #: Images per model pass by device. A CPU runs small batches fastest: larger ones leave its caches
 #: (measured here, forward + backward to the CAM layer: the default model 6.5 ms an image at 4
 #: against 20 ms at 32, ResNet-50 25 against 35 ms; VGG19 alone prefers 16, 105 against 121 ms).
@@ -148,74 +138,6 @@ SCHEMA = pa.schema([
     ("drop", pa.float32()), ("deletion", pa.float32()), ("insertion", pa.float32()),
 ])
 
-
-def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convscope-out", *,
-        labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
-        metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int | None = None, workers: int = 0,
-        limit: int | None = None, restart: bool = False, precision: str = "fp32", engine: str = "local",
-        ray_address: str | None = None, examples: str | Sequence[str] | None = None,
-        examples_top: int = DEFAULT_TOP, progress: Callable[[int], None] | None = None,
-        on_total: Callable[[int], None] | None = None) -> Path:
-    """Run a dataset (see the module notes) and return ``out/dataset``. ``engine``: ``local`` (this
-    process and its DataLoader workers) or ``ray`` (the shards on a pool of Ray actors, a local Ray
-    unless ``ray_address`` names a cluster; see :mod:`convscope.dataset_ray`). ``progress`` is
-    called with the number of images done (after each batch; with Ray, after each shard), after
-    ``on_total`` was told how many images the run has. ``batch_size``: default by device,
-    :data:`DEFAULT_BATCH`. ``examples``: layers (names, lists, globs, or ``default`` for the filter
-    layers) whose channels get their ``examples_top`` dataset examples (:mod:`convscope.dataset_examples`)."""
-    check_choice("engine", engine, ENGINES)
-    if engine == "ray":
-        from .dataset_ray import check_ray
-
-        check_ray()
-    images, root = find_images(source)
-    if limit is not None:
-        check_at_least("limit", limit, 1)
-        images = images[:limit]
-    if on_total is not None:
-        on_total(len(images))
-    batch_size = DEFAULT_BATCH.get(model.device.type, DEFAULT_BATCH["cuda"]) if batch_size is None else batch_size
-    check_at_least("batch_size", batch_size, 1)
-    check_at_least("workers", workers, 0)
-    check_at_least("steps", steps, 1)
-    cam_method(cam_method_name)
-    chosen_metrics = [] if metrics in ("none", ["none"]) else \
-        [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    for name in chosen_metrics:
-        if name not in DATASET_METRICS:
-            raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
-                             parameter="metrics")
-    example_layers = examples_layers(model, examples) if examples is not None else []
-    if examples is not None:
-        check_examples_top(examples_top, len(images))
-    truth = file_labels(model, images, labels) if labels is not None else folder_labels(model, images, root)
-    settings = Settings(model.name, model.weights, cam_method_name, cam_layer(model, layer), chosen_metrics, steps,
-                        check_precision(precision, model.device), examples=example_layers,
-                        examples_top=examples_top if example_layers else 0)
-    manifest = Manifest(settings, [_image_entry(p) for p in images])
-    folder = prepare_out_dir(out, "dataset") / "dataset"
-    _check_resume(folder, manifest, restart)
-    save_json(manifest.as_json(), folder / "manifest.json")
-    truth = truth or [None] * len(images)
-    jobs = []
-    for number, start in enumerate(range(0, len(images), SHARD_SIZE)):
-        job = ShardJob(folder / f"shard-{number:05d}.parquet", images[start:start + SHARD_SIZE],
-                       truth[start:start + SHARD_SIZE], start)
-        if job.target.exists():  # complete from an earlier run
-            if progress is not None:
-                progress(len(job.paths))
-        else:
-            jobs.append(job)
-    if engine == "local":
-        for job in jobs:
-            write_shard(model, job, settings, batch_size, workers, progress)
-    else:
-        from .dataset_ray import run_on_ray
-
-        run_on_ray(model, jobs, settings, batch_size, ray_address, progress)
-    if example_layers:
-        write_examples(folder.parent, model, example_layers, examples_top, [os.fspath(p) for p in images])
-    return folder
 
 
 @dataclass(frozen=True)
@@ -239,20 +161,6 @@ def write_shard(model: Model, job: ShardJob, settings: Settings, batch_size: int
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), buffer)
     return write_bytes(job.target, buffer.getvalue())
 
-
-def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:
-    existing = folder / "manifest.json"
-    if not existing.exists():
-        return
-    before = json.loads(existing.read_text(encoding="utf-8"))
-    changed = manifest.differences(before)
-    if changed and not restart:
-        raise InputError(f"out: a different run is in {folder} ({'; '.join(changed[:3])}); use restart "
-                         "(--restart) to start it again", parameter="out")
-    if changed or restart:  # the shards and the report's thumbnails (numbered by image) start again
-        for stale in [*folder.glob("shard-*.parquet"), *folder.glob("shard-*.examples.npz"),
-                      *folder.glob("thumbs/*.jpg")]:
-            stale.unlink()
 
 
 def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int,
@@ -290,22 +198,11 @@ def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int
     return rows
 
 
-def thumbnail(photo: Image.Image, size: tuple[int, int] | None = None) -> Image.Image:
-    """The photo within THUMB x THUMB pixels with the aspect ratio of ``size`` (width, height;
-    default its own): a box reduction, then bilinear. The run passes the model-sized picture it
-    made anyway with the photo's size, a third of the work of shrinking the photo itself."""
-    width, height = size or photo.size
-    scale = THUMB / max(width, height)
-    if scale >= 1 and size is None:
-        return photo
-    target = (max(1, round(width * min(scale, 1))), max(1, round(height * min(scale, 1))))
-    return photo.resize(target, Image.BILINEAR, reducing_gap=2.0)
-
 
 def write_thumbnail(thumb: np.ndarray, cam: Sequence[float], shape: Sequence[int], target: Path) -> Path:
-    """The photo at thumbnail size with the map (low-resolution, upsampled and min-max scaled) laid over."""
-    heat = resized_map(torch.tensor(cam, dtype=torch.float32).view(*shape), *thumb.shape[:2])
-    return save_image(overlay(Image.fromarray(thumb), heat), target, quality=80)
+    """``target``: the photo at thumbnail size with its low-resolution map laid over."""
+    return save_image(map_over(Image.fromarray(thumb), torch.tensor(cam, dtype=torch.float32).view(*shape)), target,
+                      quality=80)
 
 
 def _one_thread(_worker: int) -> None:
@@ -341,12 +238,6 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
             **{name: float(values_[i]) for name, values_ in measured.items()},
         })
     return rows
-
-
-def examples(out: str | os.PathLike, layer: str, channel: int) -> ChannelExamples:
-    """The dataset examples of one channel of a run made with ``examples=``: its images, best first
-    (path, maximum, position, box), displayed as crops in a notebook."""
-    return channel_examples(out, layer, channel)
 
 
 def load(out: str | os.PathLike) -> pa.Table:

@@ -7,9 +7,27 @@ import argparse
 from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
-from .catalog import (CAM_ALPHA, CAM_METHOD_NAMES, CMAP, DEFAULT_FILTERS, DEFAULT_METRICS, DEFAULT_MODEL,
-                      DEFAULT_SIZE, DEFAULT_WEIGHTS, EXAMPLES_TOP, EXPLAIN_TOP, METRIC_NAMES, NORMALIZATIONS, NORMALIZE,
-                      OBJECTIVES, PER_ROW, PRECISIONS, RECIPE_STEPS, SAMPLES, STEPS)
+from ..catalog import (
+    CAM_ALPHA,
+    CAM_METHOD_NAMES,
+    CMAP,
+    DEFAULT_FILTERS,
+    DEFAULT_METRICS,
+    DEFAULT_MODEL,
+    DEFAULT_SIZE,
+    DEFAULT_WEIGHTS,
+    EXAMPLES_TOP,
+    EXPLAIN_TOP,
+    METRIC_NAMES,
+    NORMALIZATIONS,
+    NORMALIZE,
+    OBJECTIVES,
+    PER_ROW,
+    PRECISIONS,
+    RECIPE_STEPS,
+    SAMPLES,
+    STEPS,
+)
 
 SAMPLE_NAMES = ", ".join(f"sample:{name}" for name in SAMPLES)
 #: The IMAGE argument's help, the same in every command.

@@ -22,15 +22,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+from ..layers import producing_conv
+from ..model import Model
+from ..techniques.filters import (
+    DEFAULT_METHOD,
+    DEFAULT_SIZE,
+    FilterResult,
+    check_filter_settings,
+    draw_filters,
+    picture_size_for,
+    total_steps,
+)
+from .drawing import filter_pictures
 from .files import safe_name, save_image, save_json
-import torch
-
-from .layers import producing_conv
-from .model import Model
-from .techniques.filters import (DEFAULT_METHOD, DEFAULT_SIZE, FilterResult, check_filter_settings, draw_filters,
-                                 picture_size_for, total_steps)
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,6 @@ def missing_channels(target: Path, channels: Sequence[int]) -> list[int]:
     return [c for c in dict.fromkeys(channels) if not (target / f"{c}.png").exists()]
 
 
-def _pictures(result: FilterResult) -> list[Image.Image]:
-    """Each picture of ``result`` as a PIL image (8 bits; gray for a one-channel model)."""
-    pixels = (result.images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
-    return [Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture) for picture in pixels]
-
-
 def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
                            settings: FilterSettings | None = None, precision: str = "auto",
                            progress: Callable[[int], None] | None = None) -> dict[int, Path]:
@@ -100,7 +101,7 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
                               method=settings.method, seed=settings.seed, precision=precision, progress=progress,
                               objective=settings.objective)
         target.mkdir(parents=True, exist_ok=True)
-        for channel, picture in zip(result.filters, _pictures(result)):
+        for channel, picture in zip(result.filters, filter_pictures(result.images)):
             save_image(picture, target / f"{channel}.png")
         scores = read_scores(target)
         for position, (channel, score, initial) in enumerate(zip(result.filters, result.scores.tolist(),
@@ -152,7 +153,7 @@ def filter_picture_images(model: Model, layer: str, channels: Sequence[int], set
         return {}
     result = draw_filters(model, filter_layer(model, layer), wanted, steps=settings.steps, size=settings.size,
                           method=settings.method, seed=settings.seed, precision=precision, objective=settings.objective)
-    return {c: picture.convert("RGB") for c, picture in zip(result.filters, _pictures(result))}
+    return {c: picture.convert("RGB") for c, picture in zip(result.filters, filter_pictures(result.images))}
 
 
 def read_scores(target: Path) -> dict[str, dict]:

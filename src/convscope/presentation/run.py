@@ -18,24 +18,49 @@ from typing import Any
 
 from PIL import Image
 
+from ..errors import InputError
+from ..images import ImageSource, as_list, load_image
+from ..layers import default_activation_layers
+from ..model import Model, as_model
+from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
+from ..techniques.cams import METHODS as CAM_METHODS
+from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
+from ..techniques.explain import Explanation
+from ..techniques.filters import DEFAULT_SIZE
+from ..techniques.metrics import SANITY_THRESHOLD
 from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
-from .errors import InputError
-from .filter_cache import FilterSettings, cached_filter_result, missing_steps
 from .files import prepare_out_dir, save_image
-from .images import ImageSource, as_list, load_image
-from .layers import default_activation_layers
-from .model import Model, as_model
-from .metrics import SANITY_THRESHOLD
-from .plans import (EXPLAIN_FILTER_METHOD, ActivationsPlan, CamPlan, EvaluatePlan, ExplainPlan, FiltersPlan,
-                    plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters)
-from .report import (ActivationLayer, ActivationsSection, CamEntry, CamSection, FilterLayer, FilterScore,
-                     FiltersSection, Report, ReportImage, TrustImage, TrustRow, TrustSection, WhyChannel, WhyThisClass,
-                     write_report)
-from .techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
-from .techniques.cams import METHODS as CAM_METHODS
-from .techniques.filters import DEFAULT_SIZE
-from .techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
-from .techniques.explain import Explanation
+from .filter_cache import FilterSettings, cached_filter_result, missing_steps
+from .plans import (
+    EXPLAIN_FILTER_METHOD,
+    ActivationsPlan,
+    CamPlan,
+    EvaluatePlan,
+    ExplainPlan,
+    FiltersPlan,
+    plan_activations,
+    plan_cam,
+    plan_evaluate,
+    plan_explain,
+    plan_filters,
+)
+from .report import (
+    ActivationLayer,
+    ActivationsSection,
+    CamEntry,
+    CamSection,
+    FilterLayer,
+    FilterScore,
+    FiltersSection,
+    Report,
+    ReportImage,
+    TrustImage,
+    TrustRow,
+    TrustSection,
+    WhyChannel,
+    WhyThisClass,
+    write_report,
+)
 from .writers import image_stems, report_size, write_explanations, write_filter_grids
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from .dataset import load, summary, thumbnail, write_thumbnail
-from .dataset_examples import read_layer
-from .errors import ConvscopeError
-from .files import prepare_out_dir, safe_name, save_json, write_bytes
-from .filter_cache import cached_filter_pictures, filter_settings, layer_folder, missing_steps
-from .images import load_image
-from .model import Model
+from ..errors import ConvscopeError
+from ..images import load_image
+from ..model import Model
+from ..presentation.drawing import thumbnail
+from ..presentation.files import prepare_out_dir, safe_name, save_json, write_bytes
+from ..presentation.filter_cache import cached_filter_pictures, filter_settings, layer_folder, missing_steps
+from .channel_examples import read_layer
+from .shards import load, summary, write_thumbnail
 
 PAGE_SIZE = 200
 #: Channels on one page of a layer's dataset examples.
@@ -51,7 +52,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     rows = table.select([name for name in SHOWN if name in table.column_names]).to_pylist()
     thumbs, pages = prepare_out_dir(folder, "thumbs", "pages") / "thumbs", folder / "pages"
     made = {entry.name for entry in os.scandir(thumbs)}
-    environment = Environment(loader=PackageLoader("convscope", "templates"), autoescape=True,
+    environment = Environment(loader=PackageLoader("convscope.presentation", "templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     image_page = environment.get_template("dataset_image.html.j2")
     items: dict[int, dict[str, Any]] = {}

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,26 +28,22 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from .errors import ConvscopeError, InputError, LayerError, check_at_least
-from .files import safe_name, save_image, save_json, write_bytes
-from .images import load_image
-from .layers import default_filter_layers, select_layers
-from .model import Model
-from .techniques.examples import ReceptiveField, TopK, channel_maxima, receptive_field
+from ..errors import ConvscopeError, InputError, LayerError, check_at_least
+from ..images import load_image
+from ..layers import default_filter_layers, select_layers
+from ..model import Model
+from ..presentation.drawing import crop_grid, receptive_field_crop
+from ..presentation.files import safe_name, save_image, save_json, write_bytes
+from ..techniques.examples import ReceptiveField, TopK, channel_maxima, receptive_field
 
-#: Side of one crop in the grids, in pixels.
-CROP = 64
 #: Bins of each channel's histogram of maxima.
 BINS = 20
 #: A channel firing on fewer than this share of the images is flagged rare.
 RARE = 0.001
-CROP_GAP = 2
-MARK = (255, 214, 0)
 #: Threads decoding photos and encoding grids at the end of a run (the model is done by then).
 THREADS = min(4, os.cpu_count() or 1)
-BACKGROUND = (128, 128, 128)
 
 
 def examples_layers(model: Model, spec: str | Sequence[str] | None) -> list[str]:
@@ -202,7 +197,7 @@ def write_examples(out: str | os.PathLike, model: Model, layers: Sequence[str], 
                 filled = examples.top.filled(channel)
                 tiles = [crops.pop((number, channel, rank)) for rank in range(filled)]
                 if tiles:
-                    saving.append(pool.submit(save_image, _grid(tiles), layer_folder / f"{channel}.png"))
+                    saving.append(pool.submit(save_image, crop_grid(tiles), layer_folder / f"{channel}.png"))
                 channels.append(_channel_json(examples, channel, filled, field, paths))
             fired = examples.fired
             rare = (fired > 0) & (fired < RARE * examples.images)
@@ -250,45 +245,11 @@ def _crops(merged: Sequence[LayerExamples], fields: dict[str, ReceptiveField], p
             seen = model.preprocessing.resized(load_image(paths[image])).convert("RGB")
         except ConvscopeError:  # changed or gone since the run: blank tiles keep the grid's order
             seen = None
-        return [((number, channel, rank), _crop(seen, fields[merged[number].layer], row, column))
+        return [((number, channel, rank), receptive_field_crop(seen, fields[merged[number].layer], row, column))
                 for number, channel, rank, row, column in wanted[image]]
 
     with ThreadPoolExecutor(max_workers=THREADS) as pool:
         return dict(pair for pairs in pool.map(crops_of, sorted(wanted)) for pair in pairs)
-
-
-def _crop(seen: Image.Image | None, field: ReceptiveField, row: int, column: int) -> Image.Image:
-    """The unit's receptive field cut from the picture the model saw (the photo at the input size),
-    shown at CROP x CROP -- every crop of a layer at one scale, the unit always at the centre, gray
-    where the field runs past the image's edge -- with the unit's own cell outlined."""
-    tile = Image.new("RGB", (CROP, CROP), BACKGROUND)
-    if seen is None:
-        return tile
-    left, top, right, bottom = field.box(row, column)
-    whole_left, whole_top, _, _ = field.box(row, column, clip=False)
-    zoom = CROP / max(field.size)
-    # the unclipped box fills the tile (centred when not square); the clipped part sits where it belongs
-    origin = ((CROP - field.size[1] * zoom) / 2 - whole_left * zoom, (CROP - field.size[0] * zoom) / 2 - whole_top * zoom)
-    at = (round(origin[0] + left * zoom), round(origin[1] + top * zoom))
-    shown = (max(1, round((right - left) * zoom)), max(1, round((bottom - top) * zoom)))
-    resample = Image.NEAREST if zoom >= 2 else Image.BILINEAR
-    tile.paste(seen.crop((left, top, right, bottom)).resize(shown, resample, reducing_gap=2.0), at)
-    cell = field.cell(row, column)
-    ImageDraw.Draw(tile).rectangle((round(origin[0] + cell[0] * zoom), round(origin[1] + cell[1] * zoom),
-                                    round(origin[0] + cell[2] * zoom) - 1, round(origin[1] + cell[3] * zoom) - 1),
-                                   outline=MARK)
-    return tile
-
-
-def _grid(tiles: Sequence[Image.Image]) -> Image.Image:
-    """Tiles in a near-square grid, row by row, best first."""
-    columns = math.ceil(math.sqrt(len(tiles)))
-    rows = math.ceil(len(tiles) / columns)
-    grid = Image.new("RGB", (columns * CROP + (columns - 1) * CROP_GAP, rows * CROP + (rows - 1) * CROP_GAP),
-                     (255, 255, 255))
-    for index, tile in enumerate(tiles):
-        grid.paste(tile, ((index % columns) * (CROP + CROP_GAP), (index // columns) * (CROP + CROP_GAP)))
-    return grid
 
 
 class ChannelExamples(list):
@@ -344,5 +305,5 @@ def read_layer(out: str | os.PathLike, layer: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-__all__ = ["CROP", "BINS", "RARE", "ChannelExamples", "channel_examples", "ShardExamples", "LayerExamples", "examples_layers", "merge_partials",
+__all__ = ["BINS", "RARE", "ChannelExamples", "channel_examples", "ShardExamples", "LayerExamples", "examples_layers", "merge_partials",
            "write_examples", "read_layer", "partial_path"]

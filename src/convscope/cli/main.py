@@ -22,8 +22,8 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
-from . import cli_parser
-from .errors import ConvscopeError, ConvscopeWarning
+from ..errors import ConvscopeError, ConvscopeWarning
+from . import parser as cli_parser
 
 #: Python parameters whose flag is not ``--`` + the name with dashes.
 FLAG_NAMES = {"classes": "--class", "filters_steps": "--filters-steps", "source": "SOURCE"}

@@ -16,19 +16,19 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from . import dataset, models
-from .dataset_report import write_dataset_report, write_example_filters
-from .errors import InputError
-from .files import check_out_dir, prepare_out_dir, save_npy
-from .images import ImageSource, load_image
-from .model import Model
-from .plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
-from .run import run_all
-from .samples import DEMO_SAMPLES, SAMPLES, sample_array
-from .techniques.cams import METHODS as CAM_METHODS
-from .techniques.evaluate import Evaluation
-from .techniques.explain import Explanation
-from .writers import image_stems
+from .. import dataset, models
+from ..dataset.report import write_dataset_report, write_example_filters
+from ..errors import InputError
+from ..images import ImageSource, load_image
+from ..model import Model
+from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
+from ..presentation.plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
+from ..presentation.run import run_all
+from ..presentation.writers import image_stems
+from ..samples import DEMO_SAMPLES, SAMPLES, sample_array
+from ..techniques.cams import METHODS as CAM_METHODS
+from ..techniques.evaluate import Evaluation
+from ..techniques.explain import Explanation
 
 SAMPLE_PREFIX = "sample:"
 

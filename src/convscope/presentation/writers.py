@@ -13,13 +13,23 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .drawing import (PICTURE_COLUMNS, colorize, curves_png, explanation_png, heatmap_png, methods_png, overlay,
-                      picture_grid, render_grid)
+from ..techniques.cams import METHODS, CamResult, minmax
+from ..techniques.evaluate import Evaluation
+from ..techniques.explain import Explanation
+from ..techniques.filters import FilterResult
+from .drawing import (
+    PICTURE_COLUMNS,
+    colorize,
+    curves_png,
+    explanation_png,
+    heatmap_png,
+    methods_png,
+    overlay,
+    picture_grid,
+    render_grid,
+    resized_map,
+)
 from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
-from .techniques.cams import METHODS, CamResult, minmax, upsample
-from .techniques.evaluate import Evaluation
-from .techniques.explain import Explanation
-from .techniques.filters import FilterResult
 
 
 def unique_file_names(names: Sequence[str]) -> dict[str, str]:
@@ -82,11 +92,6 @@ def report_size(width: int, height: int, limit: tuple[int, int]) -> tuple[int, i
     """(width, height) scaled down (never up) to fit ``limit``, keeping the aspect ratio."""
     scale = min(1.0, limit[0] / width, limit[1] / height)
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def resized_map(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """A map upsampled bilinearly to height x width and min-max normalized (:func:`upsample`), as NumPy."""
-    return upsample(low_res[None], (height, width))[0].cpu().numpy()
 
 
 def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[Image.Image], stems: Sequence[str],

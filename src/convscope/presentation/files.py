@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .errors import InputError
+from ..errors import InputError
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 

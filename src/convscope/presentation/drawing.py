@@ -10,6 +10,7 @@ compared. A channel with zero spread (constant) is drawn flat at the bottom of t
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from functools import lru_cache
 
@@ -17,10 +18,12 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from .catalog import NORMALIZATIONS
-from .errors import InputError, check_at_least, check_between, check_choice
+from ..catalog import NORMALIZATIONS
+from ..errors import InputError, check_at_least, check_between, check_choice
+from ..techniques.cams import upsample
+from ..techniques.examples import ReceptiveField
 
 #: Standard deviations are scaled by this and centred at 128 (the Keras tutorial's mapping).
 Z_SCALE = 64.0
@@ -30,6 +33,14 @@ BACKGROUND = (255, 255, 255)
 #: Layout of filter pictures: columns per row and the margin around each picture, in pixels.
 PICTURE_COLUMNS = 8
 PICTURE_MARGIN = 4
+#: The longer side of a dataset report's thumbnails.
+THUMB = 128
+#: A dataset example's crop: its side, the gap between crops in a grid, the outline of the unit's
+#: own cell, and the gray where a receptive field runs past the image's edge.
+CROP = 64
+CROP_GAP = 2
+CROP_MARK = (255, 214, 0)
+CROP_BACKGROUND = (128, 128, 128)
 
 
 @lru_cache(maxsize=32)
@@ -268,3 +279,91 @@ def explanation_png(photo: Image.Image, cam: np.ndarray, title: str, summary: st
                 bar_ax.spines[side].set_visible(False)
         grid[-1][2].set_xlabel("contribution to the class score (sum of gradient x activation)", fontsize=8)
     return _png_of(figure)
+
+
+def map_over(photo: Image.Image, low_res: torch.Tensor, alpha: float = 0.4) -> Image.Image:
+    """A low-resolution map upsampled to the photo (bilinear, min-max normalized) and laid over it."""
+    return overlay(photo, resized_map(low_res, photo.height, photo.width), alpha)
+
+
+def resized_map(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """A map upsampled bilinearly to height x width and min-max normalized (:func:`upsample`), as NumPy."""
+    return upsample(low_res[None], (height, width))[0].cpu().numpy()
+
+
+def thumbnail(photo: Image.Image, size: tuple[int, int] | None = None, longest: int = THUMB) -> Image.Image:
+    """The photo within ``longest`` x ``longest`` pixels with the aspect ratio of ``size`` (width,
+    height; default its own): a box reduction, then bilinear. A dataset run passes the model-sized
+    picture it made anyway with the photo's size, a third of the work of shrinking the photo itself."""
+    width, height = size or photo.size
+    scale = longest / max(width, height)
+    if scale >= 1 and size is None:
+        return photo
+    target = (max(1, round(width * min(scale, 1))), max(1, round(height * min(scale, 1))))
+    return photo.resize(target, Image.BILINEAR, reducing_gap=2.0)
+
+
+def receptive_field_crop(seen: Image.Image | None, field: ReceptiveField, row: int, column: int) -> Image.Image:
+    """The unit's receptive field cut from the picture the model saw (the photo at the input size),
+    shown at CROP x CROP -- every crop of a layer at one scale, the unit always at the centre, gray
+    where the field runs past the image's edge -- with the unit's own cell outlined."""
+    tile = Image.new("RGB", (CROP, CROP), CROP_BACKGROUND)
+    if seen is None:
+        return tile
+    left, top, right, bottom = field.box(row, column)
+    whole_left, whole_top, _, _ = field.box(row, column, clip=False)
+    zoom = CROP / max(field.size)
+    # the unclipped box fills the tile (centred when not square); the clipped part sits where it belongs
+    origin = ((CROP - field.size[1] * zoom) / 2 - whole_left * zoom, (CROP - field.size[0] * zoom) / 2 - whole_top * zoom)
+    at = (round(origin[0] + left * zoom), round(origin[1] + top * zoom))
+    shown = (max(1, round((right - left) * zoom)), max(1, round((bottom - top) * zoom)))
+    resample = Image.NEAREST if zoom >= 2 else Image.BILINEAR
+    tile.paste(seen.crop((left, top, right, bottom)).resize(shown, resample, reducing_gap=2.0), at)
+    cell = field.cell(row, column)
+    ImageDraw.Draw(tile).rectangle((round(origin[0] + cell[0] * zoom), round(origin[1] + cell[1] * zoom),
+                                    round(origin[0] + cell[2] * zoom) - 1, round(origin[1] + cell[3] * zoom) - 1),
+                                   outline=CROP_MARK)
+    return tile
+
+
+def crop_grid(tiles: Sequence[Image.Image]) -> Image.Image:
+    """Tiles in a near-square grid, row by row, best first."""
+    columns = math.ceil(math.sqrt(len(tiles)))
+    rows = math.ceil(len(tiles) / columns)
+    grid = Image.new("RGB", (columns * CROP + (columns - 1) * CROP_GAP, rows * CROP + (rows - 1) * CROP_GAP),
+                     (255, 255, 255))
+    for index, tile in enumerate(tiles):
+        grid.paste(tile, ((index % columns) * (CROP + CROP_GAP), (index // columns) * (CROP + CROP_GAP)))
+    return grid
+
+
+def png_bytes(image: Image.Image, width: int) -> bytes:
+    """PNG bytes of ``image``, scaled down (nearest neighbour, so tiles stay crisp) to ``width``."""
+    if image.width > width:
+        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.NEAREST)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG", compress_level=6)
+    return buffer.getvalue()
+
+
+def photo_of_input(pixels: torch.Tensor) -> Image.Image:
+    """Model input turned back into pixels (C x H x W in [0, 1]; one channel drawn gray) as a PIL photo."""
+    rgb = pixels.expand(3, *pixels.shape[1:]).clamp(0, 1).permute(1, 2, 0).numpy()
+    return Image.fromarray((rgb * 255).round().astype(np.uint8))
+
+
+def side_by_side(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
+    """Pictures side by side on white."""
+    width = sum(image.width for image in images) + gap * (len(images) - 1)
+    canvas = Image.new("RGB", (width, max(image.height for image in images)), (255, 255, 255))
+    left = 0
+    for image in images:
+        canvas.paste(image, (left, 0))
+        left += image.width + gap
+    return canvas
+
+
+def filter_pictures(images: torch.Tensor) -> list[Image.Image]:
+    """Each of N x C x S x S pictures in [0, 1] as a PIL image (8 bits; gray for one channel)."""
+    pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
+    return [Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture) for picture in pixels]

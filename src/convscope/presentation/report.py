@@ -17,8 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ..model import Prediction
 from .files import write_bytes
-from .model import Prediction
 
 
 def _json(value: Any) -> Any:
@@ -224,7 +224,7 @@ class Report:
 
 def report_html(report: Report) -> str:
     """Fill the page template with ``report``."""
-    environment = Environment(loader=PackageLoader("convscope", "templates"), autoescape=True,
+    environment = Environment(loader=PackageLoader("convscope.presentation", "templates"), autoescape=True,
                               undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     data = report.as_json()
     return environment.get_template("report.html.j2").render(data=data, **data)

@@ -10,57 +10,29 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
-from .drawing import overlay, picture_grid, render_grid
-from .errors import ConvscopeError
+from ..errors import ConvscopeError
+from ..images import ImageSource
+from ..model import Model, as_input, as_model
+from ..techniques import activations as activations_technique
+from ..techniques import cams as cams_technique
+from ..techniques import evaluate as evaluate_technique
+from ..techniques import explain as explain_technique
+from ..techniques import filters as filters_technique
+from .drawing import overlay, photo_of_input, picture_grid, png_bytes, render_grid, side_by_side
 from .filter_cache import filter_picture_images
-from .images import ImageSource
-from .model import Model, as_input, as_model
 from .plans import plan_explain
-from .techniques import activations as activations_technique
-from .techniques import cams as cams_technique
-from .techniques import evaluate as evaluate_technique
-from .techniques import explain as explain_technique
-from .techniques import filters as filters_technique
 from .writers import explanation_figure
 
 #: Largest width of a picture shown in a notebook, and how many layers / images are shown at most.
 NOTEBOOK_WIDTH = 480
 NOTEBOOK_LAYERS = 12
 NOTEBOOK_IMAGES = 8
-
-
-def _png(image: Image.Image, width: int = NOTEBOOK_WIDTH) -> bytes:
-    """PNG bytes of ``image``, scaled down (nearest neighbour, so tiles stay crisp) to ``width``."""
-    if image.width > width:
-        image = image.resize((width, max(1, round(image.height * width / image.width))), Image.NEAREST)
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=6)
-    return buffer.getvalue()
-
-
-def _photo(pixels: torch.Tensor) -> Image.Image:
-    """Model input turned back into pixels (C x H x W in [0, 1]; one channel drawn gray) as a PIL photo."""
-    rgb = pixels.expand(3, *pixels.shape[1:]).clamp(0, 1).permute(1, 2, 0).numpy()
-    return Image.fromarray((rgb * 255).round().astype(np.uint8))
-
-
-def _row(images: Sequence[Image.Image], gap: int = 4) -> Image.Image:
-    """Pictures side by side on white."""
-    width = sum(image.width for image in images) + gap * (len(images) - 1)
-    canvas = Image.new("RGB", (width, max(image.height for image in images)), (255, 255, 255))
-    left = 0
-    for image in images:
-        canvas.paste(image, (left, 0))
-        left += image.width + gap
-    return canvas
 
 
 class Activations(dict):
@@ -72,7 +44,7 @@ class Activations(dict):
         for name, value in list(self.items())[:NOTEBOOK_LAYERS]:
             shape = "x".join(map(str, value.shape[1:]))
             if value.dim() == 4:
-                data = base64.b64encode(_png(render_grid(value[0]))).decode("ascii")
+                data = base64.b64encode(png_bytes(render_grid(value[0]), NOTEBOOK_WIDTH)).decode("ascii")
                 picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
             else:
                 picture = "(not a feature map)"
@@ -95,7 +67,7 @@ class FilterPictures(tuple):
         return self[1]
 
     def _repr_png_(self) -> bytes:
-        return _png(picture_grid(self.images))
+        return png_bytes(picture_grid(self.images), NOTEBOOK_WIDTH)
 
 
 class CamMaps(torch.Tensor):
@@ -112,8 +84,8 @@ class CamMaps(torch.Tensor):
         rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
-            pictures.append(overlay(_photo(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
-        return _png(_row(pictures), width=NOTEBOOK_WIDTH * 2)
+            pictures.append(overlay(photo_of_input(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
+        return png_bytes(side_by_side(pictures), width=NOTEBOOK_WIDTH * 2)
 
 
 class Evaluations(list):
@@ -132,7 +104,7 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    data = base64.b64encode(_png(overlay(_photo(image), best.map.numpy()), 160)).decode("ascii")
+                    data = base64.b64encode(png_bytes(overlay(photo_of_input(image), best.map.numpy()), 160)).decode("ascii")
                     picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
@@ -180,7 +152,7 @@ class Explanations(list):
         for e in self[:NOTEBOOK_IMAGES]:
             figure = ""
             if self.rgb is not None:
-                data = base64.b64encode(explanation_figure(e, _photo(self.rgb[e.image]), pictures)).decode("ascii")
+                data = base64.b64encode(explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures)).decode("ascii")
                 figure = f'<img src="data:image/png;base64,{data}" width="{NOTEBOOK_WIDTH * 2 // 1.25:.0f}" ' \
                          f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .dataset import Settings, ShardJob, write_shard
-from .errors import InputError
-from .model import Model
+from ..errors import InputError
+from ..model import Model
+from .shards import Settings, ShardJob, write_shard
 
 
 def check_ray() -> None:

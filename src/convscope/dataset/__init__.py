@@ -1,0 +1,17 @@
+"""Whole datasets: a folder of images streamed through the model into resumable Parquet shards.
+
+:mod:`.sources` finds the images and their true classes, :mod:`.shards` holds the manifest, the
+settings and the shard writing both engines share, :mod:`.pipeline` runs a dataset on the local
+engine (this process and its DataLoader workers) and :mod:`.ray_engine` on Ray actors,
+:mod:`.examples` keeps each channel's top images and writes their crops, :mod:`.report` writes
+the dataset's static pages. Maps come from :mod:`convscope.techniques`, pictures from
+:mod:`convscope.presentation`; the command line is not imported here.
+
+From Python: ``convscope.dataset.run(model, source, out)``, ``convscope.dataset.load(out)`` and
+``convscope.dataset.channel_examples(out, layer, channel)``.
+"""
+
+from .pipeline import examples, run
+from .shards import load, summary
+
+__all__ = ["examples", "load", "run", "summary"]
