@@ -45,3 +45,18 @@ SAMPLES = ("chelsea", "coffee", "grace_hopper")
 #: Dataset examples per channel; channels shown by ``explain``.
 EXAMPLES_TOP = 9
 EXPLAIN_TOP = 6
+
+#: Each technique's default precision: filters measure the fastest (``auto``); the maps and their
+#: evaluations (``cam``, ``evaluate``, ``explain``, ``dataset``) are exact by default.
+FILTERS_PRECISION = "auto"
+MAPS_PRECISION = "fp32"
+
+#: The sub-folders of an output folder, one per kind of file.
+ACTIVATIONS_DIR = "activations"
+FILTERS_DIR = "filters"
+CAM_DIR = "cam"
+EXPLAIN_DIR = "explain"
+EVALUATE_DIR = "evaluate"
+IMAGES_DIR = "images"
+DATASET_DIR = "dataset"
+EXAMPLES_DIR = "examples"
