@@ -25,7 +25,8 @@ import torch
 import convscope
 from convscope.precision import computing_in, cpu_has_amx, prepare_input
 from convscope.samples import sample_array
-from convscope.techniques.cams import cam_layer, compute_cam
+from convscope.techniques.cams import compute_cam
+from convscope.techniques.capture import cam_layer
 
 
 def _sync() -> None:

@@ -58,7 +58,7 @@ def main() -> int:
         except ImportError:
             print("pytorch-grad-cam not installed (see the docstring): the loop is skipped")
         else:
-            target = model.submodule(convscope.techniques.cams.cam_layer(model))
+            target = model.submodule(convscope.techniques.capture.cam_layer(model))
             loop_paths = paths[:args.loop]
             with GradCAM(model=model.module.eval(), target_layers=[target]) as explain:
                 for warm in (True, False):  # a warm-up pass over a few images first, as for convscope

@@ -32,7 +32,8 @@ from convscope.dataset import shards
 from convscope.dataset.report import write_dataset_report
 from convscope.images import load_image
 from convscope.samples import sample_array
-from convscope.techniques.cams import cam_layer, compute_cam
+from convscope.techniques.cams import compute_cam
+from convscope.techniques.capture import cam_layer
 
 BATCH = shards.DEFAULT_BATCH["cpu"]
 

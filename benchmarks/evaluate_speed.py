@@ -31,7 +31,8 @@ import convscope
 from convscope import metrics
 from convscope.precision import prepare_input
 from convscope.samples import sample_array
-from convscope.techniques.cams import METHODS, cam_layer, compute_cam
+from convscope.techniques.cams import METHODS, compute_cam
+from convscope.techniques.capture import cam_layer
 
 STEPS, BATCH = 20, 32
 

@@ -19,7 +19,8 @@ import torch.nn.functional as F
 import convscope
 from convscope.precision import prepare_input
 from convscope.samples import sample_array
-from convscope.techniques.cams import cam_layer, compute_cam, default_scorecam_batch, minmax
+from convscope.techniques.cams import compute_cam, default_scorecam_batch, minmax
+from convscope.techniques.capture import cam_layer
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ from convscope.errors import ConvscopeWarning, InputError, LayerError
 from convscope.layers import default_filter_layers
 from convscope.presentation.drawing import colormap_lut, render_grid
 from convscope.presentation.plans import plan_filters
-from convscope.techniques.cams import cam_layer
+from convscope.techniques.capture import cam_layer
 
 # architecture -> (default CAM layer, its shape); either a container or its last child is right
 # where both output the same tensor, so the expected name is the one convscope prints.
@@ -117,6 +117,20 @@ def test_the_cli_prints_the_warning_as_one_line(capsys, tmp_path):
     assert code == 0
     assert err.strip() == ("convscope: warning: layer 'layer1.0.relu' runs 2 times in one forward pass; "
                            "convscope shows its first call")
+
+
+@pytest.mark.parametrize("command", [
+    ["cam", "sample:coffee", "--layer", "layer1.0.relu", "--top", "2"],
+    ["evaluate", "sample:coffee", "--layer", "layer1.0.relu", "--methods", "gradcam,layercam", "--metrics", "drop"],
+    ["explain", "sample:coffee", "--layer", "layer1.0.relu", "--top", "2", "--filters-steps", "1"],
+])
+def test_the_shared_layer_warning_is_printed_once(capsys, tmp_path, command):
+    """The layer is checked once, where it enters: the plan; the maps made from the plan (several
+    classes, several methods) do not check it again."""
+    code = main([*command, "--model", "torchvision:resnet18", "--weights", "random", "--out", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 0
+    assert err.count("runs 2 times in one forward pass") == 1, err
 
 
 # -- choosing filter layers and counts -----------------------------------------------------------------------

@@ -16,7 +16,8 @@ from convscope.cli.main import main
 from convscope.errors import InputError
 from convscope.presentation.drawing import colorize, overlay
 from convscope.samples import sample_array
-from convscope.techniques.cams import METHODS, cam_layer, compute_cam, minmax, upsample
+from convscope.techniques.cams import METHODS, compute_cam, minmax, upsample
+from convscope.techniques.capture import cam_layer
 
 # A: the two feature maps (pre-ReLU, so some values are negative), W and b: the linear head.
 A = np.array([[[1.0, -2.0], [3.0, 0.5]],

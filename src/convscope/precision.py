@@ -80,8 +80,7 @@ def choose_precision(precision: str, module: nn.Module, device: torch.device, ke
     """``(precision, reason)``: an explicit precision as it is; ``auto`` by timing ``work(p)`` (the
     call's own kind of work, e.g. one optimization step) for each candidate -- one warm-up, then the
     best of two -- choosing the fastest only if it beats fp32 by :data:`AUTO_MARGIN`. Remembered per
-    ``module``, ``device`` and ``key``."""
-    check_precision(precision, device)
+    ``module``, ``device`` and ``key``. ``precision`` was checked where it entered (:func:`check_precision`)."""
     if precision != "auto":
         return precision, "as asked"
     options = candidates(device)

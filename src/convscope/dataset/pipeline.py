@@ -29,7 +29,8 @@ from ..model import Model
 from ..precision import check_precision
 from ..presentation.files import prepare_out_dir, save_json
 from ..techniques import metrics as measure
-from ..techniques.cams import cam_layer, cam_method
+from ..techniques.cams import cam_method
+from ..techniques.capture import cam_layer
 from ..techniques.examples import DEFAULT_TOP
 from .channel_examples import (
     ChannelExamples,

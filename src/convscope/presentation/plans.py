@@ -25,10 +25,11 @@ from ..model import Model, Prediction
 from ..precision import check_precision
 from ..techniques.activations import activation_layers, capture, check_memory
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
-from ..techniques.cams import cam_layer, cam_method, compute_cam
-from ..techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluate
+from ..techniques.cams import METHODS, CamSettings, cam_maps, cam_settings
+from ..techniques.capture import cam_layer
+from ..techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluations
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
-from ..techniques.explain import Explanation, check_explain_top, explain
+from ..techniques.explain import Explanation, check_explain_top, explanations
 from ..techniques.filters import DEFAULT_METHOD as DEFAULT_FILTER_METHOD
 from ..techniques.filters import (
     DEFAULT_SIZE,
@@ -171,6 +172,11 @@ class CamPlan:
     top: int = 1
     save_raw: bool = False
 
+    @property
+    def settings(self) -> CamSettings:
+        """The map settings, as :func:`plan_cam` checked them."""
+        return CamSettings(self.layer, METHODS[self.method], self.precision)
+
     def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
         """(image index, class) for each map: the given classes for every image, else its top ones."""
         return [(i, cls) for i, predictions in enumerate(ranked)
@@ -185,8 +191,7 @@ class CamPlan:
         for start in range(0, len(pairs), CAM_BATCH):
             chunk = pairs[start:start + CAM_BATCH]
             images = [i for i, _ in chunk]
-            result = compute_cam(model, x[images], [c for _, c in chunk], self.layer, self.method, self.precision,
-                                 progress=progress)
+            result = cam_maps(model, x[images], self.settings, [c for _, c in chunk], progress=progress)
             written += write_cam_files(result, images, photos, stems, model.labels, folder, alpha=self.alpha,
                                        save_raw=self.save_raw, map_size=map_size)
         return written
@@ -198,11 +203,10 @@ def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str
     """The layer (default: the last feature map before global pooling), classes, method and overlay
     settings, checked."""
     check_between("alpha", alpha, 0, 1)
-    cam_method(method)
-    precision = check_precision(precision, model.device)
-    layer = cam_layer(model, layer)
+    settings = cam_settings(model, layer, method, precision)
     fixed = tuple(model.class_index(value) for value in classes)
-    return CamPlan(layer, method, precision, alpha, fixed, 1 if top is None else check_top(model, top), save_raw)
+    return CamPlan(settings.layer, method, settings.precision, alpha, fixed, 1 if top is None else check_top(model, top),
+                   save_raw)
 
 
 # -- which map to trust ------------------------------------------------------------------------------------
@@ -257,15 +261,16 @@ class EvaluatePlan:
         """Evaluate every image's classes and write ``folder/metrics.json`` and the pictures."""
         classes = self.classes_for(ranked)
         boxes = self.boxes(model, names, photos, classes)
-        evaluations: list[Evaluation] = []
+        found: list[Evaluation] = []
         for index in range(len(x)):
-            found = evaluate(model, x[index:index + 1], classes[index], self.layer, self.methods, self.metrics,
-                             self.steps, {(0, c): b for (i, c), b in boxes.items() if i == index},
-                             [photos[index].size], [names[index]], self.precision, self.cascade, progress)
-            for evaluation in found:
+            for evaluation in evaluations(model, x[index:index + 1], classes=classes[index], layer=self.layer,
+                                          methods=self.methods, metrics=self.metrics, steps=self.steps,
+                                          boxes={(0, c): b for (i, c), b in boxes.items() if i == index},
+                                          photo_sizes=[photos[index].size], names=[names[index]],
+                                          precision=self.precision, cascade=self.cascade, progress=progress):
                 evaluation.image = index
-            evaluations += found
-        return write_evaluations(evaluations, photos, stems, folder)
+                found.append(evaluation)
+        return write_evaluations(found, photos, stems, folder)
 
 
 def read_boxes_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -319,7 +324,8 @@ class ExplainPlan:
         found = []
         for index, predictions in enumerate(ranked):
             classes = list(self.classes) or [predictions[0].index]
-            for explanation in explain(model, x[index:index + 1], classes, self.layer, self.top, self.precision):
+            for explanation in explanations(model, x[index:index + 1], classes, self.layer, self.top,
+                                            self.precision):
                 explanation.image = index
                 found.append(explanation)
         return found

@@ -9,41 +9,37 @@ All methods work on one layer's feature maps ``A`` (B x K x h x w) and, for the 
 * ``xgradcam``  (Fu et al. 2020): ``w_k = sum_ij (A_kij / sum_ij A_kij) g_kij``; map = ReLU(sum_k w_k A_k)
 * ``layercam``  (Jiang et al. 2021): map = ReLU(sum_k ReLU(g_k) * A_k)  (element-wise)
 * ``hirescam``  (Draelos & Carin 2020): map = ReLU(sum_k g_k * A_k)     (element-wise)
-* ``scorecam``  (Wang et al. 2020): each channel, upsampled to the input and min-max normalized to
-  [0, 1], masks the input; ``w_k = Y_c(x * M_k) - Y_c(x * 0)`` (softmax-free, relative to the
-  all-zero baseline);                                                     map = ReLU(sum_k w_k A_k)
+* ``scorecam``  (Wang et al. 2020, as the authors' code computes it): each non-constant channel,
+  upsampled to the input and min-max normalized to [0, 1], masks the input; ``w_k`` = the softmax
+  probability of class c for ``x * M_k`` (0 for a constant channel);       map = ReLU(sum_k w_k up(A_k)),
+  the ReLU taken after upsampling
 * ``eigencam``  (Muhammad & Yeasin 2020): the projection of the centred activations (hw x K) on
   their first principal component, signed to correlate positively with sum_k A_k; then ReLU.
 
 Every map is then upsampled bilinearly (align_corners=False) to the input size and min-max
 normalized per image (an all-zero map stays zero; a constant positive map becomes all ones).
 
-(Seven short methods side by side make this module about 350 lines.) Each method is one
-function registered with :func:`register_cam_method` in :data:`METHODS`; a new
-method is one more registered function (and its hand-computed test).
-
-Gradients come from ``torch.autograd.grad`` on the target layer's output, which the forward hook
-detaches and hands on as a clone: the backward pass stops at the layer, no parameter's ``.grad``
-is filled, frozen models work, and an in-place op after the layer cannot change ``A``.
+Each method is one function registered with :func:`register_cam_method` in :data:`METHODS`; a
+new method is one more registered function (and its hand-computed test). ``A`` and ``g`` come
+from the shared capture path, :func:`convscope.techniques.capture.layer_pass`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import CAM_METHOD_NAMES
-from ..errors import InputError, check_at_least, check_choice
-from ..hooks import ForwardHook, evaluating, layer_hooks
+from ..catalog import CAM_METHOD_NAMES, MAPS_PRECISION
+from ..errors import check_at_least, check_choice
+from ..hooks import evaluating
 from ..images import ImageSource
-from ..layers import default_cam_layer, warn_if_called_again
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
+from .capture import batch_for_classes, cam_layer, layer_pass
 
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
 #: (measured on the default model: 4 per pass 2.7x faster than 32), larger ones on GPUs.
@@ -53,6 +49,8 @@ SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
 def default_scorecam_batch(device: torch.device) -> int:
     """Masked inputs per Score-CAM forward pass on ``device``."""
     return SCORECAM_BATCH.get(device.type, 8)
+
+
 DEFAULT_METHOD = CAM_METHOD_NAMES[0]
 
 
@@ -67,7 +65,7 @@ class CamResult:
     layer: str
     method: str
     logits: torch.Tensor
-    precision: str = "fp32"
+    precision: str = MAPS_PRECISION
     precision_reason: str = "as asked"
 
 
@@ -229,98 +227,26 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], relu_after: bool = False
 
 
 # -- running the model -----------------------------------------------------------------------------
-def resolve_classes(model: Model, classes: int | str | Sequence[int | str] | None, batch: int) -> list[int] | None:
-    """Class indices from indices or labels (None: each image's top-1, decided later): one class for
-    every image, one per image, or for a single image any number of classes (one map each)."""
-    if classes is None:
-        return None
-    if isinstance(classes, torch.Tensor):
-        classes = classes.tolist()
-    values = [classes] * batch if isinstance(classes, (int, str)) else list(classes)
-    if len(values) != batch and batch != 1:
-        raise InputError(f"classes has {len(values)} entries for a batch of {batch} images: give one class "
-                         "per image, or one class for all", parameter="classes")
-    if not values:
-        raise InputError("classes is empty: give one class per image, or None for each image's top-1",
-                         parameter="classes")
-    return [model.class_index(value) for value in values]
+@dataclass(frozen=True)
+class CamSettings:
+    """A map's settings, checked by :func:`cam_settings`: the layer, the method and the precision."""
+
+    layer: str
+    method: CamMethod
+    precision: str = MAPS_PRECISION
 
 
-def batch_for_classes(model: Model, x: torch.Tensor, classes: int | str | Sequence[int | str] | None,
-                      ) -> tuple[torch.Tensor, list[int] | None, list[int]]:
-    """``(x, classes, images)`` of a call: the classes resolved (None: each image's top-1, see
-    :func:`resolve_classes`) and the image of each row -- one image with several classes is
-    repeated, one row per class."""
-    fixed = resolve_classes(model, classes, x.shape[0])
-    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes: a row for each
-        return x.expand(len(fixed), *x.shape[1:]), fixed, [0] * len(fixed)
-    return x, fixed, list(range(x.shape[0]))
-
-
-def cam_layer(model: Model, layer: str | None = None) -> str:
-    """The layer to explain: ``layer`` checked to output a feature map, or the default layer."""
-    model.check_convolutional()
-    if layer is None:
-        return default_cam_layer(model.all_layers(), model.num_outputs)
-    info = model.layer(layer)
-    if not info.is_spatial:
-        raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map",
-                         parameter="layer")
-    if not info.is_map_larger_than_1x1:
-        raise InputError(f"layer {layer}: outputs {info.shape[0]}x1x1, one value per channel, so its map would "
-                         "be flat; choose a feature map larger than 1x1 (the default is the last one)",
-                         parameter="layer")
-    warn_if_called_again(info)
-    return layer
-
-
-def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
-               gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
-               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
-    """One forward pass with a hook on ``layer``: (A, dY_c/dA or None, logits, classes), all fp32.
-
-    With ``gradients`` the hook makes the layer's output a leaf ``A`` that requires grad: gradient
-    recording starts there, the rest of the network sees a clone of it (in-place ops downstream
-    cannot touch ``A``), and backward stops at it. Without, ``A`` is a clone of the output.
-    ``watch``: more layers, each one's output handed (detached, before anything downstream can
-    change it) to its function.
-    """
-    held: dict[str, torch.Tensor] = {}
-    watch = watch or {}
-
-    def hook_for(name: str) -> ForwardHook:
-        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
-            if name in watch:
-                watch[name](output.detach())
-            if name != layer:
-                return None
-            if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
-            if not gradients:
-                held["acts"] = output.detach().clone()
-                return None
-            held["acts"] = output.detach().requires_grad_(True)
-            torch.set_grad_enabled(True)
-            return held["acts"].clone()
-        return hook
-
-    grads = None
-    hooked_layers = {name: model.submodule(name) for name in (layer, *watch)}
-    with layer_hooks(hooked_layers, hook_for) as hooked, torch.no_grad(), \
-            computing_in(model.device, precision):
-        logits = model.scores(prepare_input(x))
-        hooked.check_ran()
-        chosen = logits.argmax(dim=1).tolist() if classes is None else classes
-        if gradients:
-            index = torch.tensor(chosen, device=logits.device)[:, None]
-            (grads,) = torch.autograd.grad(logits.float().gather(1, index).sum(), held["acts"])
-            grads = grads.float()
-    return held["acts"].detach().float(), grads, logits.detach().float(), chosen
+def cam_settings(model: Model, layer: str | None = None, method: str = DEFAULT_METHOD,
+                 precision: str = MAPS_PRECISION) -> CamSettings:
+    """The layer (default: the last feature map before global pooling), method and precision, each
+    checked here, once, where the user's values enter."""
+    chosen = cam_method(method)
+    return CamSettings(cam_layer(model, layer), chosen, check_precision(precision, model.device))
 
 
 def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
                 classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-                method: str = DEFAULT_METHOD, precision: str = "fp32",
+                method: str = DEFAULT_METHOD, precision: str = MAPS_PRECISION,
                 scorecam_batch: int | None = None, progress: Callable[[int], None] | None = None,
                 watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> CamResult:
     """Class activation maps with everything around them (see :class:`CamResult`). ``scorecam_batch``:
@@ -332,12 +258,20 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     input never reaches raises :class:`~convscope.errors.LayerError`, whatever the method.
     """
     model = as_model(model, x)
-    chosen_method = cam_method(method)
-    check_precision(precision, model.device)
+    return cam_maps(model, as_input(model, x), cam_settings(model, layer, method, precision), classes,
+                    scorecam_batch, progress, watch)
+
+
+def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
+             classes: int | str | Sequence[int | str] | None = None, scorecam_batch: int | None = None,
+             progress: Callable[[int], None] | None = None,
+             watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> CamResult:
+    """:func:`compute_cam` with settings already checked by :func:`cam_settings` (the plans, the
+    evaluation and dataset runs check once, then make many maps)."""
+    method = settings.method
     scorecam_batch = default_scorecam_batch(model.device) if scorecam_batch is None else scorecam_batch
     check_at_least("scorecam_batch", scorecam_batch, 1)
-    layer = cam_layer(model, layer)
-    x, fixed, _ = batch_for_classes(model, as_input(model, x), classes)
+    x, fixed, _ = batch_for_classes(model, x, classes)
 
     def forward(inputs: torch.Tensor) -> torch.Tensor:
         with computing_in(model.device, precision):
@@ -345,21 +279,22 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 
     with evaluating(model.module):
         precision, reason = choose_precision(
-            precision, model.module, model.device, ("cam", layer, chosen_method.needs_gradients, tuple(x.shape)),
-            lambda option: layer_pass(model, x, layer, option, fixed, chosen_method.needs_gradients))
-        acts, grads, logits, chosen = layer_pass(model, x, layer, precision, fixed, chosen_method.needs_gradients,
-                                                  watch)
+            settings.precision, model.module, model.device, ("cam", settings.layer, method.needs_gradients,
+                                                             tuple(x.shape)),
+            lambda option: layer_pass(model, x, settings.layer, option, fixed, method.needs_gradients))
+        acts, grads, logits, chosen = layer_pass(model, x, settings.layer, precision, fixed, method.needs_gradients,
+                                                 watch)
         with torch.no_grad():
-            raw = chosen_method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress))
+            raw = method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress))
     low_res = torch.relu(raw).float()
-    maps = upsample(raw if chosen_method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
-                    relu_after=chosen_method.relu_after_upsampling)
-    return CamResult(maps, low_res, chosen, layer, method, logits, precision, reason)
+    maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
+                    relu_after=method.relu_after_upsampling)
+    return CamResult(maps, low_res, chosen, settings.layer, method.name, logits, precision, reason)
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
         classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-        method: str = DEFAULT_METHOD, precision: str = "fp32") -> torch.Tensor:
+        method: str = DEFAULT_METHOD, precision: str = MAPS_PRECISION) -> torch.Tensor:
     """Class activation maps, B x H x W in [0, 1] at the input size.
 
     ``classes``: one class (index or label) for every image, a list with one per image, for a

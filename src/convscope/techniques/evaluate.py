@@ -19,8 +19,10 @@ from ..errors import InputError, check_at_least
 from ..images import ImageSource
 from ..layers import split_spec
 from ..model import Model, as_input, as_model
+from ..precision import check_precision
 from . import metrics as measure
-from .cams import METHODS, cam_layer, compute_cam
+from .cams import METHODS, CamSettings, cam_maps
+from .capture import cam_layer
 
 #: Maps closer than this everywhere are the same map.
 SAME_MAP = 1e-6
@@ -143,13 +145,24 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     ``progress`` is told what is being done.
     """
     model = as_model(model, x)
-    chosen_methods = check_methods(methods)
-    chosen_metrics = check_metrics(metrics, boxes is not None)  # images without boxes: no pointing game
     check_at_least("steps", steps, 1)
-    layer = cam_layer(model, layer)
-    x = as_input(model, x)
+    check_precision(precision, model.device)
+    return evaluations(model, as_input(model, x), classes=classes, layer=cam_layer(model, layer),
+                       methods=check_methods(methods),
+                       metrics=check_metrics(metrics, boxes is not None),  # images without boxes: no pointing game
+                       steps=steps, boxes=boxes, photo_sizes=photo_sizes, names=names, precision=precision,
+                       cascade=cascade, progress=progress)
+
+
+def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[int | str] | None, layer: str,
+                methods: list[str], metrics: list[str], steps: int,
+                boxes: Mapping[tuple[int, int], Sequence[Sequence[float]]] | None,
+                photo_sizes: Sequence[tuple[int, int]] | None, names: Sequence[str] | None, precision: str,
+                cascade: bool, progress: Callable[[str], None] | None) -> list[Evaluation]:
+    """:func:`evaluate` with every setting already checked (by :func:`evaluate` or the plan)."""
+    chosen_methods, chosen_metrics = methods, metrics
     names = list(names) if names is not None else [f"image{i + 1}" for i in range(len(x))]
-    first = compute_cam(model, x, classes, layer, chosen_methods[0], precision)
+    first = cam_maps(model, x, CamSettings(layer, METHODS[chosen_methods[0]], precision), classes)
     evaluations = []
     for row, cls in enumerate(first.classes):
         image = row if len(first.classes) == len(x) else 0
@@ -158,7 +171,7 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
         one = x[image:image + 1]
         results = [first if method == chosen_methods[0] else None for method in chosen_methods]
         maps = torch.stack([(result.maps[row] if result is not None else
-                             compute_cam(model, one, [cls], layer, method, precision).maps[0])
+                             cam_maps(model, one, CamSettings(layer, METHODS[method], precision), [cls]).maps[0])
                             for result, method in zip(results, chosen_methods)])
         evaluation = Evaluation(image, names[image], cls, model.labels[cls], layer,
                                 [MethodEvaluation(method, METHODS[method].title, heat.cpu())
@@ -191,7 +204,7 @@ def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, eval
         say(f"{evaluation.name}, class {cls}: sanity check")
         for method, heat in zip(evaluation.methods, maps):
             def draw(m: Model, inputs: torch.Tensor, classes: Sequence[int], name: str = method.method) -> torch.Tensor:
-                return compute_cam(m, inputs, classes, evaluation.layer, name, precision).maps
+                return cam_maps(m, inputs, CamSettings(evaluation.layer, METHODS[name], precision), classes).maps
             method.sanity = measure.sanity(model, one, [cls], draw, evaluation.layer, heat[None], cascade=cascade)[0]
     if "pointing" in chosen and boxes:
         hits, energies = measure.pointing(maps, [boxes] * count, [photo_size] * count if photo_size else None)

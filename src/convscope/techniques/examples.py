@@ -21,8 +21,9 @@ import numpy as np
 import torch
 
 from ..catalog import EXAMPLES_TOP
-from ..hooks import StopForward, evaluating, layer_hooks
+from ..hooks import evaluating
 from ..model import Model
+from .capture import stopping_at
 
 #: Default number of examples per channel.
 DEFAULT_TOP = EXAMPLES_TOP
@@ -124,21 +125,9 @@ def receptive_field(model: Model, layer: str, samples: int = 4, seed: int = 0) -
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, model.preprocessing.channels, height, width, generator=generator)
     x = x.to(model.device, model.dtype).requires_grad_(True)
-    held: dict[str, torch.Tensor] = {}
-
-    def hook_for(_name: str):
-        def hook(_module, _inputs, output):
-            held["output"] = output
-            raise StopForward
-        return hook
-
     with evaluating(model.module), torch.enable_grad(), \
-            layer_hooks({layer: model.submodule(layer)}, hook_for):
-        try:
-            model.module(x)
-        except StopForward:
-            pass
-        output = held["output"]
+            stopping_at(model.module, layer, model.submodule(layer)) as stopped:
+        output = stopped.run(x)
         rows, columns = output.shape[2], output.shape[3]
         centre = output[:, :, rows // 2, columns // 2]
         (gradient,) = torch.autograd.grad(centre.float().sum(), x)

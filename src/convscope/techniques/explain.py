@@ -32,7 +32,8 @@ from ..hooks import evaluating, layer_hooks
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision
-from .cams import batch_for_classes, cam_layer, layer_pass, weighted_sum
+from .cams import weighted_sum
+from .capture import batch_for_classes, cam_layer, layer_pass
 
 #: Channels shown as supporting the class, by default, and the most negative ones shown beside them.
 DEFAULT_TOP = EXPLAIN_TOP
@@ -148,7 +149,13 @@ def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[I
     check_precision(precision, model.device)
     layer = cam_layer(model, layer)
     check_explain_top(model, layer, top)
-    x, fixed, images = batch_for_classes(model, as_input(model, x), classes)
+    return explanations(model, as_input(model, x), classes, layer, top, precision)
+
+
+def explanations(model: Model, x: torch.Tensor, classes: int | str | Sequence[int | str] | None, layer: str,
+                 top: int, precision: str) -> list[Explanation]:
+    """:func:`explain` with the layer, ``top`` and precision already checked (by the plan)."""
+    x, fixed, images = batch_for_classes(model, x, classes)
     with evaluating(model.module):
         precision, _ = choose_precision(precision, model.module, model.device, ("explain", layer, tuple(x.shape)),
                                         lambda option: layer_pass(model, x, layer, option, fixed, gradients=True))

@@ -25,17 +25,17 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
 
 from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
-from ..hooks import ForwardHook, StopForward, evaluating, layer_hooks, run_until_stopped
+from ..hooks import evaluating
 from ..layers import preactivation
 from ..model import Model, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
+from .capture import stopping_at
 from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
 
 #: Filters optimized (and scored) together in one batch.
@@ -103,21 +103,10 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
     """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
     pre-activation of ``layer`` and returns it (B x C x h x w); one hook for all the passes."""
     path = preactivation_path(model, layer)
-    held: dict[str, torch.Tensor] = {}
-
-    def hook_for(_name: str) -> ForwardHook:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            held["out"] = output
-            raise StopForward
-        return hook
-
-    with layer_hooks({layer: model.module.get_submodule(path)}, hook_for) as hooked:
+    with stopping_at(model.module, layer, model.module.get_submodule(path)) as stopped:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
-            hooked.start_pass()
             with computing_in(model.device, precision):
-                run_until_stopped(model.module, prepare_input(model.preprocessing.normalize(rgb)))
-            hooked.check_ran()
-            return held.pop("out")
+                return stopped.run(prepare_input(model.preprocessing.normalize(rgb)))
         yield run
 
 

@@ -1,0 +1,157 @@
+"""The one capture path every technique shares: which layer, which classes, one hooked forward
+pass and the backward pass to the layer.
+
+* :func:`cam_layer` resolves the layer to explain (default: the last feature map before global
+  pooling) and checks it once, where the user's value enters -- warning once about a module that
+  runs several times in one pass.
+* :func:`resolve_classes` and :func:`batch_for_classes` turn indices or labels into each row's
+  class (None: each image's top-1, decided by the pass); one image with several classes becomes a
+  row per class.
+* :func:`layer_pass` runs the model once with a hook on the layer and returns its activations
+  ``A``, ``dT/dA`` for a registered target ``T`` (:mod:`convscope.techniques.targets`; the class
+  score by default), and the logits. The hook makes the output a leaf: gradient recording starts
+  there, backward stops there, no parameter's ``.grad`` is filled and an in-place op downstream
+  cannot change ``A``.
+* :func:`stopping_at` holds a layer's output (graph kept) and stops the forward pass there: filter
+  ascent and receptive fields need nothing after the layer.
+
+Hooks are registered through :mod:`convscope.hooks`, so they are removed even when a pass fails.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InputError
+from ..hooks import ForwardHook, LayerHooks, StopForward, layer_hooks, run_until_stopped
+from ..layers import default_cam_layer, warn_if_called_again
+from ..model import Model
+from ..precision import computing_in, prepare_input
+from .targets import DEFAULT_TARGET, target_named
+
+
+def cam_layer(model: Model, layer: str | None = None) -> str:
+    """The layer to explain: ``layer`` checked to output a feature map larger than 1x1 (a warning
+    when its module runs more than once in a pass), or the default layer."""
+    model.check_convolutional()
+    if layer is None:
+        return default_cam_layer(model.all_layers(), model.num_outputs)
+    info = model.layer(layer)
+    if not info.is_spatial:
+        raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map",
+                         parameter="layer")
+    if not info.is_map_larger_than_1x1:
+        raise InputError(f"layer {layer}: outputs {info.shape[0]}x1x1, one value per channel, so its map would "
+                         "be flat; choose a feature map larger than 1x1 (the default is the last one)",
+                         parameter="layer")
+    warn_if_called_again(info)
+    return layer
+
+
+def resolve_classes(model: Model, classes: int | str | Sequence[int | str] | None, batch: int) -> list[int] | None:
+    """Class indices from indices or labels (None: each image's top-1, decided later): one class for
+    every image, one per image, or for a single image any number of classes (one map each)."""
+    if classes is None:
+        return None
+    if isinstance(classes, torch.Tensor):
+        classes = classes.tolist()
+    values = [classes] * batch if isinstance(classes, (int, str)) else list(classes)
+    if len(values) != batch and batch != 1:
+        raise InputError(f"classes has {len(values)} entries for a batch of {batch} images: give one class "
+                         "per image, or one class for all", parameter="classes")
+    if not values:
+        raise InputError("classes is empty: give one class per image, or None for each image's top-1",
+                         parameter="classes")
+    return [model.class_index(value) for value in values]
+
+
+def batch_for_classes(model: Model, x: torch.Tensor, classes: int | str | Sequence[int | str] | None,
+                      ) -> tuple[torch.Tensor, list[int] | None, list[int]]:
+    """``(x, classes, images)`` of a call: the classes resolved (None: each image's top-1, see
+    :func:`resolve_classes`) and the image of each row -- one image with several classes is
+    repeated, one row per class."""
+    fixed = resolve_classes(model, classes, x.shape[0])
+    if fixed is not None and len(fixed) != x.shape[0]:  # one image, several classes: a row for each
+        return x.expand(len(fixed), *x.shape[1:]), fixed, [0] * len(fixed)
+    return x, fixed, list(range(x.shape[0]))
+
+
+def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
+               gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
+               target: str = DEFAULT_TARGET) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
+    """One forward pass with a hook on ``layer``: (A, dT/dA or None, logits, classes), all fp32,
+    where T is ``target``'s score of each row's class (None: its top-1).
+
+    With ``gradients`` the hook makes the layer's output a leaf ``A`` that requires grad: gradient
+    recording starts there, the rest of the network sees a clone of it (in-place ops downstream
+    cannot touch ``A``), and backward stops at it. Without, ``A`` is a clone of the output.
+    ``watch``: more layers, each one's output handed (detached, before anything downstream can
+    change it) to its function.
+    """
+    score = target_named(target)
+    held: dict[str, torch.Tensor] = {}
+    watch = watch or {}
+
+    def hook_for(name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
+            if name in watch:
+                watch[name](output.detach())
+            if name != layer:
+                return None
+            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+                raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
+            if not gradients:
+                held["acts"] = output.detach().clone()
+                return None
+            held["acts"] = output.detach().requires_grad_(True)
+            torch.set_grad_enabled(True)
+            return held["acts"].clone()
+        return hook
+
+    grads = None
+    hooked_layers = {name: model.submodule(name) for name in (layer, *watch)}
+    with layer_hooks(hooked_layers, hook_for) as hooked, torch.no_grad(), \
+            computing_in(model.device, precision):
+        logits = model.scores(prepare_input(x))
+        hooked.check_ran()
+        chosen = logits.argmax(dim=1).tolist() if classes is None else classes
+        if gradients:
+            (grads,) = torch.autograd.grad(score(logits, chosen).sum(), held["acts"])
+            grads = grads.float()
+    return held["acts"].detach().float(), grads, logits.detach().float(), chosen
+
+
+class Stopped:
+    """What :func:`stopping_at` yields: ``run(x)`` runs the module until the layer and returns its
+    output (the graph kept, for gradients); ``hooks`` tells which layers ran."""
+
+    def __init__(self, module: nn.Module, hooks: LayerHooks, held: dict[str, torch.Tensor]) -> None:
+        self._module, self.hooks, self._held = module, hooks, held
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        self.hooks.start_pass()
+        run_until_stopped(self._module, x)
+        self.hooks.check_ran()
+        return self._held.pop("output")
+
+
+@contextmanager
+def stopping_at(module: nn.Module, name: str, layer_module: nn.Module) -> Iterator[Stopped]:
+    """Inside the block, :meth:`Stopped.run` runs ``module`` until ``layer_module`` (named ``name``)
+    and returns that layer's output as it is, skipping the rest of the network; one hook for every
+    pass, removed on exit."""
+    held: dict[str, torch.Tensor] = {}
+
+    def hook_for(_name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            held["output"] = output
+            raise StopForward
+        return hook
+
+    with layer_hooks({name: layer_module}, hook_for) as hooks:
+        yield Stopped(module, hooks, held)
