@@ -211,7 +211,7 @@ def test_timm_models_when_timm_is_installed(monkeypatch):
 def test_timm_weights_offline_fail_at_once(monkeypatch):
     import os
 
-    import convscope.models as models
+    from convscope.models import timm_source
 
     seen = []
 
@@ -229,7 +229,7 @@ def test_timm_weights_offline_fail_at_once(monkeypatch):
                                                               "std": (0.5,) * 3}
     monkeypatch.setitem(sys.modules, "timm", fake)
     monkeypatch.setitem(sys.modules, "timm.data", fake.data)
-    monkeypatch.setattr(models, "_reachable", lambda address, timeout=2.0: False)
+    monkeypatch.setattr(timm_source, "reachable", lambda host, port, timeout=2.0: False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     with pytest.raises(WeightsError, match="^timm:tiny: pretrained weights cannot be loaded .*weights=random"):
         convscope.load_model("timm:tiny", "imagenet")

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import InputError
 from ..model import Model
+from ..network import reachable
 from .shards import Settings, ShardJob, write_shard
 
 
@@ -60,16 +61,10 @@ def _ship_user_code(model: Model) -> None:
 def _reachable(address: str, timeout: float = 3.0) -> bool:
     """Whether a TCP connection to ``host:port`` (or ``ray://host:port``) opens within ``timeout``
     seconds; other forms (``auto``) are left to Ray."""
-    import socket
-
     host, _, port = address.removeprefix("ray://").rpartition(":")
     if not host or not port.isdigit():
         return True
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return reachable(host, int(port), timeout)
 
 
 def run_on_ray(model: Model, jobs: Sequence[ShardJob], settings: Settings, batch_size: int,
