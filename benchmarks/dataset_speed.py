@@ -5,7 +5,8 @@ photos = ``--images`` JPEGs of 500 x 375 (crops of the sample photos, shifted an
 floor  = measured in the same run: decoding and preprocessing the same images in one process, plus
          the model's forward and backward to the CAM layer on the already decoded tensors, at the same
          batch size (``--batch``, default the run's on a CPU) and precision (fp32)
-ours   = what ``convscope dataset`` does, after one small warm-up run (imports): ``convscope.dataset.run`` (local engine, ``--workers`` decoding
+ours   = what ``convscope dataset`` does, after one small warm-up run (imports): ``convscope.dataset.run``
+         (local engine, ``--workers`` decoding
          processes; Parquet and the thumbnails included) and the report
 ray    = the same run with ``--engine ray`` on this machine (Ray's start-up reported separately)
 Targets: ours <= 1.1x the floor (with decoding overlapped in workers it may beat it; on 2 cores it

@@ -64,7 +64,8 @@ def main() -> int:
     ratio = statistics.mean(o / f for o, f in zip(ours, floors))
     count = len(methods) * 2 * (STEPS + 1)
     print(f"evaluate, {len(methods)} methods x deletion + insertion x {STEPS + 1} inputs = {count} per image: "
-          f"{statistics.mean(ours):.2f} s per image, floor {statistics.mean(floors):.2f} s ({ratio:.2f}x; target <= 1.2x)")
+          f"{statistics.mean(ours):.2f} s per image, "
+          f"floor {statistics.mean(floors):.2f} s ({ratio:.2f}x; target <= 1.2x)")
     ok = ratio <= 1.2
 
     def one_map(x):
@@ -83,7 +84,8 @@ def main() -> int:
         def torchcam_one(x):
             extractor = GradCAM(model.module, layer)
             try:
-                metric = DeletionInsertionMetric(extractor, partial(torch.softmax, dim=-1), steps=STEPS, batch_size=BATCH)
+                metric = DeletionInsertionMetric(extractor, partial(torch.softmax, dim=-1), steps=STEPS,
+                                                 batch_size=BATCH)
                 metric.update(x)
                 metric.summary()
             finally:

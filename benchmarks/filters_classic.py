@@ -27,7 +27,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="efficientnet_lite0")
     parser.add_argument("--weights", default="imagenet")
-    parser.add_argument("--layers", default="_blocks.3._depthwise_conv,_blocks.5._depthwise_conv,_blocks.11._depthwise_conv")
+    parser.add_argument("--layers",
+                        default="_blocks.3._depthwise_conv,_blocks.5._depthwise_conv,_blocks.11._depthwise_conv")
     parser.add_argument("--filters", type=int, default=32)
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--size", type=int, default=96)

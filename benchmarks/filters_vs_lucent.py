@@ -68,7 +68,8 @@ def main() -> int:
     theirs_seconds = time.perf_counter() - start
     theirs_scores = score_images(model, args.layer, theirs, filters)
 
-    print(f"{args.model} ({args.weights}) {args.layer} (Lucent: {lucent_layer}), {args.filters} filters x {args.steps} steps at {args.size} px, "
+    print(f"{args.model} ({args.weights}) {args.layer} (Lucent: {lucent_layer}), "
+          f"{args.filters} filters x {args.steps} steps at {args.size} px, "
           f"torch threads {torch.get_num_threads()}, convscope precision {ours.precision}")
     print(f"convscope lucid: {ours_seconds:6.1f} s   mean activation {ours.scores.mean():.3f}   "
           f"(better than Lucent on {int((ours.scores > theirs_scores).sum())} of {args.filters} filters)")

@@ -46,7 +46,8 @@ def main() -> int:
     ours = time.perf_counter() - start
     print(f"Score-CAM, {model.name} {layer}: {len(varying)} masked inputs; floor by batch: " +
           ", ".join(f"{b}: {s:.1f} s" for b, s in floors.items()))
-    print(f"convscope (batch {default_scorecam_batch(model.device)}): {ours:.1f} s = {ours / floors[best]:.2f}x the best "
+    print(f"convscope (batch {default_scorecam_batch(model.device)}): {ours:.1f} s = "
+          f"{ours / floors[best]:.2f}x the best "
           f"floor (batch {best}); target <= 1.15x")
     ok = ours <= 1.15 * floors[best]
     print("PASS" if ok else "FAIL")

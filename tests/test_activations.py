@@ -111,7 +111,7 @@ def test_safe_and_unique_file_names():
 
 # -- capture -------------------------------------------------------------------------------------
 def test_default_layers_are_conv_and_pool(tiny_model):
-    assert default_activation_layers(tiny_model.all_layers()) == ["conv1", "pool", "conv2"]  # global pool (1x1) left out
+    assert default_activation_layers(tiny_model.all_layers()) == ["conv1", "pool", "conv2"]  # global pool left out
 
 
 def test_activations_values_and_in_place_relu(tiny, tiny_model, model_state):

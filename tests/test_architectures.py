@@ -103,7 +103,8 @@ def test_a_module_run_twice_is_its_first_call_with_a_warning(capsys):
     model = convscope.load_model(SharedRelu(), input_size=8)
     assert model.layer("relu").calls == 2 and model.layer("conv1").calls == 1
     x = torch.randn(1, 3, 8, 8)
-    with pytest.warns(ConvscopeWarning, match="^layer 'relu' runs 2 times in one forward pass; convscope shows its first call$"):
+    warning = "^layer 'relu' runs 2 times in one forward pass; convscope shows its first call$"
+    with pytest.warns(ConvscopeWarning, match=warning):
         outputs = convscope.activations(model, x, "relu")
     torch.testing.assert_close(outputs["relu"], torch.relu(model.module.conv1(x)).detach())
     with pytest.warns(ConvscopeWarning, match="runs 2 times"):

@@ -32,7 +32,8 @@ def folder(tmp_path):
     rng = np.random.default_rng(0)
     for index, label in enumerate(["cat", "Dog", "3", "cat", "cup"]):  # labels, case-insensitive, or indices
         (root / label).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (20 + index, 24, 3), dtype=np.uint8)).save(root / label / f"img{index}.png")
+        pixels = rng.integers(0, 255, (20 + index, 24, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / label / f"img{index}.png")
     (root / "cat" / "broken.jpg").write_text("not a picture")
     return root
 

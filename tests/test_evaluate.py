@@ -132,7 +132,8 @@ def test_the_report_has_a_which_map_to_trust_section(tmp_path):
     from convscope.presentation.run import run_all
 
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                        nn.Linear(4, 3))
     model = convscope.load_model(net, input_size=16)
     photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (20, 20, 3), dtype=np.uint8))
     html = run_all(model, [photo], ["p.png"], tmp_path, filters=False, say=lambda line: None).read_text()

@@ -49,7 +49,7 @@ def square_model() -> convscope.Model:
 
 def test_contributions_are_the_hand_computed_gradient_times_activation_sums(square_model):
     x = X.numpy()[0]
-    w, v = np.array([1.0, -2.0, 0.5]), np.array([0.5, 1.0, -1.0])
+    w = np.array([1.0, -2.0, 0.5])
     square, linear = explain(square_model, X, classes=["square", "linear"], layer="feat", top=1)
     # class 0: 2 w_k sum A_k^2 = 2*1*(1+4+1+.25+9+1+4) = 40.5, 2*(-2)*(1+1+4+1+1+.25) = -33, 2*.5*(16+1+4) = 21
     assert square.contributions.tolist() == pytest.approx([40.5, -33.0, 21.0])

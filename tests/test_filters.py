@@ -122,7 +122,8 @@ def test_redirected_relu_gradient():
     # row 1 has a live unit: the ordinary ReLU gradient
     assert torch.equal(g, torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
     x6 = torch.tensor([[7.0, 8.0]], requires_grad=True)
-    (g6,) = torch.autograd.grad((_RedirectedClamp.apply(x6, x6.clamp(0, 6).detach(), 6.0) * torch.tensor([[-1.0, 1.0]])).sum(), x6)
+    redirected = _RedirectedClamp.apply(x6, x6.clamp(0, 6).detach(), 6.0)
+    (g6,) = torch.autograd.grad((redirected * torch.tensor([[-1.0, 1.0]])).sum(), x6)
     assert torch.equal(g6, torch.tensor([[-1.0, 0.0]]))  # saturated ReLU6: only "go lower" passes
 
 

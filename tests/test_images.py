@@ -215,7 +215,8 @@ def test_crop_on_the_command_line(tmp_path, capsys):
     path = save(Image.fromarray(np.random.default_rng(1).integers(0, 255, (60, 300, 3), dtype=np.uint8)),
                 tmp_path / "wide.png")
     out = tmp_path / "out"
-    assert main(["cam", str(path), "--model", "torchvision:squeezenet1_1", "--weights", "random", "--out", str(out)]) == 0
+    assert main(["cam", str(path), "--model", "torchvision:squeezenet1_1", "--weights", "random",
+                 "--out", str(out)]) == 0
     err = capsys.readouterr().err.strip()
     assert err == f"convscope: warning: {path}: 300x60 is squashed to 224x224 (the whole image is kept; crop the " \
                   "centre with --crop or crop=True)"

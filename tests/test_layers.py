@@ -13,7 +13,7 @@ from convscope.hooks import capture_outputs, evaluating
 
 def test_tiny_layers_in_call_order_with_shapes(tiny_model):
     layers = tiny_model.layers()
-    assert [(l.name, l.type, l.shape) for l in layers] == [
+    assert [(layer.name, layer.type, layer.shape) for layer in layers] == [
         ("conv1", "Conv2d", (4, 16, 16)),
         ("relu1", "ReLU", (4, 16, 16)),
         ("pool", "MaxPool2d", (4, 8, 8)),
@@ -87,13 +87,13 @@ VGG19_KERAS = (
 
 def test_vgg19_keras_names_and_shapes(vgg19_random):
     layers = vgg19_random.layers()
-    assert [l.name for l in layers] == VGG19_KERAS + ["avgpool", "fc1", "fc2", "predictions"]
-    shapes = {l.name: l.shape for l in layers}
+    assert [layer.name for layer in layers] == VGG19_KERAS + ["avgpool", "fc1", "fc2", "predictions"]
+    shapes = {layer.name: layer.shape for layer in layers}
     assert shapes["block1_conv1"] == (64, 224, 224)
     assert shapes["block3_conv4"] == (256, 56, 56)
     assert shapes["block5_pool"] == (512, 7, 7)
     assert shapes["fc1"] == (4096,) and shapes["predictions"] == (1000,)
-    types = {l.name: l.type for l in layers}
+    types = {layer.name: layer.type for layer in layers}
     assert types["block2_conv1"] == "Conv2d" and types["block2_pool"] == "MaxPool2d"
     assert vgg19_random.select_layers("block5_*") == [f"block5_conv{i}" for i in (1, 2, 3, 4)] + ["block5_pool"]
 

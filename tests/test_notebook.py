@@ -24,7 +24,8 @@ def test_activations_show_their_grids_as_thumbnails(tiny_model):
     assert isinstance(outputs, dict) and list(outputs)[0] == "conv1" and outputs["conv1"].shape == (2, 4, 16, 16)
     html = outputs._repr_html_()
     pictures = [_image(base64.b64decode(data)) for data in re.findall(r'base64,([^"]+)"', html)]
-    assert len(pictures) == len(outputs) == 7 and all(p.width <= convscope.presentation.notebook.NOTEBOOK_WIDTH for p in pictures)
+    assert len(pictures) == len(outputs) == 7
+    assert all(p.width <= convscope.presentation.notebook.NOTEBOOK_WIDTH for p in pictures)
     assert pictures[0].size == convscope.render_grid(outputs["conv1"][0]).size  # small already: not scaled
     many = convscope.Activations({f"l{i}": torch.zeros(1, 2, 4, 4) for i in range(20)})
     assert many._repr_html_().count("<img") == 12 and "and 8 more layers" in many._repr_html_()

@@ -154,7 +154,8 @@ class Model:
                 output = self.output(output) if callable(self.output) else output[self.output]
             except (KeyError, IndexError, TypeError) as exc:
                 raise InputError(f"output {self.output!r} does not pick the class scores from the module's "
-                                 f"{_describe_output(output)} ({type(exc).__name__}: {exc})", parameter="output") from None
+                                 f"{_describe_output(output)} ({type(exc).__name__}: {exc})",
+                                 parameter="output") from None
         if isinstance(output, torch.Tensor):
             return output
         example = "'logits'" if isinstance(output, Mapping) else "0"

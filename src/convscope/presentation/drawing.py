@@ -314,7 +314,8 @@ def receptive_field_crop(seen: Image.Image | None, field: ReceptiveField, row: i
     whole_left, whole_top, _, _ = field.box(row, column, clip=False)
     zoom = CROP / max(field.size)
     # the unclipped box fills the tile (centred when not square); the clipped part sits where it belongs
-    origin = ((CROP - field.size[1] * zoom) / 2 - whole_left * zoom, (CROP - field.size[0] * zoom) / 2 - whole_top * zoom)
+    origin = ((CROP - field.size[1] * zoom) / 2 - whole_left * zoom,
+              (CROP - field.size[0] * zoom) / 2 - whole_top * zoom)
     at = (round(origin[0] + left * zoom), round(origin[1] + top * zoom))
     shown = (max(1, round((right - left) * zoom)), max(1, round((bottom - top) * zoom)))
     resample = Image.NEAREST if zoom >= 2 else Image.BILINEAR

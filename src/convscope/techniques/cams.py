@@ -302,6 +302,7 @@ def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[Image
     prediction; a list of another length is an error. ``layer``: default the last spatial layer before the
     global pooling. ``method``: one of :data:`METHODS`. ``precision``: ``fp32`` (TF32 off), ``tf32``,
     ``bf16`` (autocast with channels_last input; the maps are computed in fp32) or ``auto`` (the
-    fastest of them measured on this work, see :mod:`convscope.precision`). ``model`` may be a plain module: its input size is then the tensor's.
+    fastest of them measured on this work, see :mod:`convscope.precision`).
+    ``model`` may be a plain module: its input size is then the tensor's.
     """
     return compute_cam(model, x, classes, layer, method, precision).maps

@@ -85,7 +85,8 @@ class FourierImage(nn.Module):
         self.register_buffer("scale", 1.0 / frequencies, persistent=False)
         self.size = size
         shape = (channels, size, size // 2 + 1, 2)
-        self.spectrum = nn.Parameter(_per_filter(gens, lambda g: torch.randn(*shape, generator=g, device=device)) * 0.01)
+        noise = _per_filter(gens, lambda g: torch.randn(*shape, generator=g, device=device))
+        self.spectrum = nn.Parameter(noise * 0.01)
         colors = COLOR_MATRIX if channels == 3 else torch.eye(channels)
         self.register_buffer("colors", colors.to(device), persistent=False)
 
@@ -228,4 +229,5 @@ def register_recipe(recipe: FilterRecipe) -> FilterRecipe:
 # about a minute on a 2-core CPU; use more steps and a larger size for better pictures.
 register_recipe(FilterRecipe("lucid", FourierImage, random_transform, adam_ascent, default_steps=RECIPE_STEPS["lucid"],
                              default_lr=0.05, redirect_relus=True))
-register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=RECIPE_STEPS["classic"], default_lr=0.01))
+register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=RECIPE_STEPS["classic"],
+                             default_lr=0.01))
