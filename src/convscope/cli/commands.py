@@ -282,7 +282,7 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
         options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
-                   "cam_method": args.cam_method, "top": args.top, "dataset": args.dataset,
+                   "method": args.cam_method, "top": args.top, "dataset": args.dataset,
                    "objective": args.objective} if args.command == "run" else {}
         report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
                          progress=bar.update, on_filter_layers=_total_of(bar),
@@ -317,7 +317,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_dataset(args: argparse.Namespace) -> int:
     model = _load(args)
     with _progress_bar(args.quiet, "images") as bar:
-        folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
+        folder = dataset.run(model, args.source, args.out, labels=args.labels, method=args.cam_method,
                              layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
                              workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
                              engine=args.engine, ray_address=args.ray_address, examples=args.examples,

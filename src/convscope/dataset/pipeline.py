@@ -45,7 +45,7 @@ from .sources import file_labels, find_images, folder_labels
 ENGINES = ("local", "ray")
 
 def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convscope-out", *,
-        labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
+        labels: str | os.PathLike | None = None, method: str = "gradcam", layer: str | None = None,
         metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int | None = None, workers: int = 0,
         limit: int | None = None, restart: bool = False, precision: str = "fp32", engine: str = "local",
         ray_address: str | None = None, examples: str | Sequence[str] | None = None,
@@ -73,7 +73,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     check_at_least("batch_size", batch_size, 1)
     check_at_least("workers", workers, 0)
     check_at_least("steps", steps, 1)
-    cam_method(cam_method_name)
+    cam_method(method)
     chosen_metrics = [] if metrics in ("none", ["none"]) else \
         [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     for name in chosen_metrics:
@@ -84,7 +84,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     if examples is not None:
         check_examples_top(examples_top, len(images))
     truth = file_labels(model, images, labels) if labels is not None else folder_labels(model, images, root)
-    settings = Settings(model.name, model.weights, cam_method_name, cam_layer(model, layer), chosen_metrics, steps,
+    settings = Settings(model.name, model.weights, method, cam_layer(model, layer), chosen_metrics, steps,
                         check_precision(precision, model.device), examples=example_layers,
                         examples_top=examples_top if example_layers else 0)
     manifest = Manifest(settings, [_image_entry(p) for p in images])

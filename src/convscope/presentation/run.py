@@ -83,7 +83,7 @@ def package_versions() -> dict[str, str]:
 def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path, *,
             layers: str | Sequence[str] | None = None, filters: bool = True, filters_steps: int | None = None,
             filters_size: int = DEFAULT_SIZE, filters_count: str | int | None = None, objective: str = "mean",
-            cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None, trust: bool = True,
+            method: str = DEFAULT_CAM_METHOD, top: int | None = None, trust: bool = True,
             trust_methods: str | Sequence[str] = "all",
             say: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
             on_filter_layers: Callable[[int], None] | None = None, command: str | None = None,
@@ -93,7 +93,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     ``layers``: the intermediate outputs shown (default: every conv and pooling layer);
     ``filters``: whether to draw filters at all, with ``filters_steps``, ``filters_size``,
     ``filters_count`` per layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean``
-    pictures are drawn again with ``neuron``); ``cam_method`` and ``top`` (default 3) classes per image for the
+    pictures are drawn again with ``neuron``); ``method`` and ``top`` (default 3) classes per image for the
     maps; ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
     image's top class; see :mod:`convscope.techniques.evaluate`). ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
     ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
@@ -105,7 +105,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
     dataset_examples = example_links(dataset, out) if dataset is not None else None
-    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=cam_method)
+    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=method)
     if layers is None:  # the default layers, and the CAM layer whose channels "Why this class" links to
         layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))
     activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
@@ -188,7 +188,7 @@ def html_report(model: Model, images: ImageSource | Sequence[ImageSource], out: 
     """The browsable report of :func:`run_all` for any model and images (paths, PIL images or arrays),
     written to ``out/index.html``; returns its path. ``names`` label the images (default: their file
     names, or ``image1``, ``image2``, ...); ``options`` are :func:`run_all`'s (``layers``,
-    ``filters``, ``filters_steps``, ``filters_size``, ``cam_method``, ``top``, ...)."""
+    ``filters``, ``filters_steps``, ``filters_size``, ``method``, ``top``, ...)."""
     sources = as_list(images)
     if not sources:
         raise InputError("images: no images given", parameter="images")
