@@ -259,9 +259,11 @@ class EvaluatePlan:
         boxes = self.boxes(model, names, photos, classes)
         evaluations: list[Evaluation] = []
         for index in range(len(x)):
-            found = evaluate(model, x[index:index + 1], classes[index], self.layer, self.methods, self.metrics,
-                             self.steps, {(0, c): b for (i, c), b in boxes.items() if i == index},
-                             [photos[index].size], [names[index]], self.precision, self.cascade, progress)
+            found = evaluate(model, x[index:index + 1], classes=classes[index], layer=self.layer,
+                             methods=self.methods, metrics=self.metrics, steps=self.steps,
+                             boxes={(0, c): b for (i, c), b in boxes.items() if i == index},
+                             photo_sizes=[photos[index].size], names=[names[index]], precision=self.precision,
+                             cascade=self.cascade, progress=progress)
             for evaluation in found:
                 evaluation.image = index
             evaluations += found
