@@ -321,7 +321,7 @@ def test_flat_and_unreached_filters_marked_in_a_browser(tmp_path, monkeypatch):
 def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
     model = convscope.load_model(tiny_net(), input_size=32, labels=list("abcde"))
     out = tmp_path / "py"
-    html = run_all(model, [photo(4)], ["p.jpg"], out, layers="conv*", filters=False, cam_method="layercam", top=1,
+    html = run_all(model, [photo(4)], ["p.jpg"], out, layers="conv*", filters=False, method="layercam", top=1,
                    say=lambda line: None).read_text()
     assert sorted(p.name for p in (out / "activations").glob("*.png")) == ["conv1.png", "conv2.png"]
     assert not any((out / "filters").iterdir()) and "Not drawn in this run." in html

@@ -10,7 +10,11 @@ The command line prints that line and exits with ``exit_code``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+import dataclasses
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Any, TypeVar
+
+Options = TypeVar("Options")
 
 
 class ConvscopeError(Exception):
@@ -79,3 +83,13 @@ def check_between(parameter: str, value: float, low: float, high: float, unit: s
     """InputError naming ``parameter`` unless ``low <= value <= high``."""
     if not low <= value <= high:
         raise InputError(f"{parameter} must be between {low} and {high}{unit}, got {value}", parameter=parameter)
+
+
+def check_options(kind: type[Options], options: Options | None, keywords: Mapping[str, Any]) -> Options:
+    """``options`` (default: ``kind()``, a dataclass of options) with the fields in ``keywords``
+    replaced; InputError naming a keyword that is not one of its fields."""
+    names = [f.name for f in dataclasses.fields(kind)]
+    for name in keywords:
+        if name not in names:
+            raise InputError(f"{name}: unknown option; choose from {', '.join(names)}", parameter=name)
+    return dataclasses.replace(kind() if options is None else options, **keywords)

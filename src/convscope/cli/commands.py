@@ -17,13 +17,14 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import dataset, models
+from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
 from ..errors import InputError
 from ..images import ImageSource, load_image
 from ..model import Model
 from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
 from ..presentation.plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
-from ..presentation.run import run_all
+from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import image_stems
 from ..samples import DEMO_SAMPLES, SAMPLES, sample_array
 from ..techniques.cams import METHODS as CAM_METHODS
@@ -278,15 +279,20 @@ def cmd_filters(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_options(args: argparse.Namespace) -> ReportOptions:
+    """The report's options from ``run``'s flags (``demo`` has only ``--filters-steps``)."""
+    if args.command != "run":
+        return ReportOptions(filters_steps=args.filters_steps)
+    return ReportOptions(layers=args.layers, filters=not args.no_filters, filters_steps=args.filters_steps,
+                         filters_size=args.size, objective=args.objective, method=args.cam_method, top=args.top,
+                         dataset=args.dataset)
+
+
 def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image], names: Sequence[str]) -> int:
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
-        options = {"layers": args.layers, "filters": not args.no_filters, "filters_size": args.size,
-                   "cam_method": args.cam_method, "top": args.top, "dataset": args.dataset,
-                   "objective": args.objective} if args.command == "run" else {}
-        report = run_all(model, photos, names, args.out, filters_steps=args.filters_steps, say=say,
-                         progress=bar.update, on_filter_layers=_total_of(bar),
-                         command=shlex.join(["convscope", *args.argv]), **options)
+        report = run_all(model, photos, names, args.out, _report_options(args), say=say, progress=bar.update,
+                         on_filter_layers=_total_of(bar), command=shlex.join(["convscope", *args.argv]))
     print(f"Report: {report.resolve()}")
     return 0
 
@@ -314,14 +320,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return _run_report(args, model, photos, names)
 
 
+def _dataset_options(args: argparse.Namespace) -> DatasetOptions:
+    """The dataset run's options from ``dataset``'s flags."""
+    return DatasetOptions(labels=args.labels, method=args.cam_method, layer=args.cam_layer, metrics=args.metrics,
+                          batch_size=args.batch_size, workers=args.workers, limit=args.limit, restart=args.restart,
+                          precision=args.precision, engine=args.engine, ray_address=args.ray_address,
+                          examples=args.examples, examples_top=args.examples_top)
+
+
 def cmd_dataset(args: argparse.Namespace) -> int:
     model = _load(args)
     with _progress_bar(args.quiet, "images") as bar:
-        folder = dataset.run(model, args.source, args.out, labels=args.labels, cam_method_name=args.cam_method,
-                             layer=args.cam_layer, metrics=args.metrics, batch_size=args.batch_size,
-                             workers=args.workers, limit=args.limit, restart=args.restart, precision=args.precision,
-                             engine=args.engine, ray_address=args.ray_address, examples=args.examples,
-                             examples_top=args.examples_top, progress=bar.update, on_total=_total_of(bar))
+        folder = dataset.run(model, args.source, args.out, _dataset_options(args), progress=bar.update,
+                             on_total=_total_of(bar))
     if args.examples is not None:
         with _progress_bar(args.quiet, "filter pictures") as bar:
             write_example_filters(model, args.out, progress=bar.update, on_total=_total_of(bar))

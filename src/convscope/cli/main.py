@@ -26,10 +26,11 @@ from ..errors import ConvscopeError, ConvscopeWarning
 from . import parser as cli_parser
 
 #: Python parameters whose flag is not ``--`` + the name with dashes.
-FLAG_NAMES = {"classes": "--class", "filters_steps": "--filters-steps", "source": "SOURCE"}
-#: Per command, parameters whose flag differs there.
-COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "cam_method_name": "--cam-method"},
-                      "run": {"size": "--size", "steps": "--filters-steps"}}
+FLAG_NAMES = {"classes": "--class", "source": "SOURCE"}
+#: Per command, parameters whose flag differs there (``run`` and ``dataset`` name the CAM's method
+#: and layer ``--cam-*``; ``run``'s filter pictures take ``--filters-steps``).
+COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "method": "--cam-method"},
+                      "run": {"method": "--cam-method", "steps": "--filters-steps"}}
 #: Every command, each run by ``convscope.commands.cmd_<name>``.
 COMMANDS = ("layers", "predict", "activations", "filters", "run", "demo", "cam", "evaluate", "explain", "dataset")
 

@@ -7,11 +7,12 @@ engine (this process and its DataLoader workers) and :mod:`.ray_engine` on Ray a
 the dataset's static pages. Maps come from :mod:`convscope.techniques`, pictures from
 :mod:`convscope.presentation`; the command line is not imported here.
 
-From Python: ``convscope.dataset.run(model, source, out)``, ``convscope.dataset.load(out)`` and
+From Python: ``convscope.dataset.run(model, source, out, **options)`` (the fields of
+:class:`~.pipeline.DatasetOptions`), ``convscope.dataset.load(out)`` and
 ``convscope.dataset.channel_examples(out, layer, channel)``.
 """
 
-from .pipeline import examples, run
+from .pipeline import DatasetOptions, examples, run
 from .shards import load, summary
 
-__all__ = ["examples", "load", "run", "summary"]
+__all__ = ["DatasetOptions", "examples", "load", "run", "summary"]

@@ -2,7 +2,7 @@
 the chosen layers responds to in the user's own images.
 
 * During the run, each shard keeps, per layer, every image's channel maxima and their positions
-  (the hooks of :func:`convscope.techniques.cams.compute_cam`'s pass, no extra forward) and writes
+  (the hooks of :func:`convscope.techniques.cams.cam_maps`'s pass, no extra forward) and writes
   ``shard-NNNNN.examples.npz`` just before its Parquet file: the shard's top-K per channel (exact),
   how many images fired each channel (maximum > 0), and the maxima in float16 for the histograms.
 * At the end the partial files are merged in shard order (:class:`~convscope.techniques.examples.TopK`:
@@ -76,7 +76,7 @@ def partial_path(shard: Path) -> Path:
 
 class ShardExamples:
     """Collects the channel maxima of one shard's images, batch by batch (:meth:`watchers` go to
-    ``compute_cam(watch=...)``, :meth:`keep` names the images of the batch just run)."""
+    ``cam_maps(watch=...)``, :meth:`keep` names the images of the batch just run)."""
 
     def __init__(self, layers: Sequence[str], top: int) -> None:
         self.layers, self.top = list(layers), top

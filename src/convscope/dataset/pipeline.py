@@ -22,16 +22,19 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import InputError, check_at_least, check_choice
+from ..catalog import EXAMPLES_TOP, MAPS_PRECISION
+from ..errors import InputError, check_at_least, check_choice, check_options
 from ..model import Model
 from ..precision import check_precision
 from ..presentation.files import prepare_out_dir, save_json
 from ..techniques import metrics as measure
+from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import cam_method
 from ..techniques.capture import cam_layer
-from ..techniques.examples import DEFAULT_TOP
 from .channel_examples import (
     ChannelExamples,
     channel_examples,
@@ -42,55 +45,91 @@ from .channel_examples import (
 from .shards import DATASET_METRICS, DEFAULT_BATCH, SHARD_SIZE, Manifest, Settings, ShardJob, _image_entry, write_shard
 from .sources import file_labels, find_images, folder_labels
 
-#: Images per Parquet shard: the unit of work, of writing and of resuming.
+#: Where a dataset runs: this process and its DataLoader workers, or Ray actors.
 ENGINES = ("local", "ray")
 
-def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convscope-out", *,
-        labels: str | os.PathLike | None = None, cam_method_name: str = "gradcam", layer: str | None = None,
-        metrics: str | Sequence[str] = "none", steps: int = measure.STEPS, batch_size: int | None = None, workers: int = 0,
-        limit: int | None = None, restart: bool = False, precision: str = "fp32", engine: str = "local",
-        ray_address: str | None = None, examples: str | Sequence[str] | None = None,
-        examples_top: int = DEFAULT_TOP, progress: Callable[[int], None] | None = None,
-        on_total: Callable[[int], None] | None = None) -> Path:
-    """Run a dataset (see the module notes) and return ``out/dataset``. ``engine``: ``local`` (this
-    process and its DataLoader workers) or ``ray`` (the shards on a pool of Ray actors, a local Ray
-    unless ``ray_address`` names a cluster; see :mod:`convscope.dataset_ray`). ``progress`` is
-    called with the number of images done (after each batch; with Ray, after each shard), after
-    ``on_total`` was told how many images the run has. ``batch_size``: default by device,
-    :data:`DEFAULT_BATCH`. ``examples``: layers (names, lists, globs, or ``default`` for the filter
-    layers) whose channels get their ``examples_top`` dataset examples (:mod:`convscope.dataset_examples`)."""
-    check_choice("engine", engine, ENGINES)
-    if engine == "ray":
+
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What a dataset run computes and how (the user's options of :func:`run`).
+
+    ``labels``: a CSV or JSON file of true classes (default: class sub-folders); ``method`` and
+    ``layer`` (default: the last feature map before global pooling): the CAM; ``metrics``: none or
+    a comma list of :data:`DATASET_METRICS` (``steps`` for deletion and insertion); ``batch_size``:
+    default by device, :data:`DEFAULT_BATCH`; ``workers`` decoding images; ``limit``: only the first
+    images (sorted by path); ``restart`` where a different run was; ``precision``; ``engine``:
+    ``local`` (this process and its DataLoader workers) or ``ray`` (the shards on a pool of Ray
+    actors, a local Ray unless ``ray_address`` names a cluster; see :mod:`convscope.dataset.ray_engine`);
+    ``examples``: layers (names, lists, globs, or ``default`` for the filter layers) whose channels
+    get their ``examples_top`` dataset examples (:mod:`convscope.dataset.channel_examples`).
+    """
+
+    labels: str | os.PathLike | None = None
+    method: str = DEFAULT_CAM_METHOD
+    layer: str | None = None
+    metrics: str | Sequence[str] = "none"
+    steps: int = measure.STEPS
+    batch_size: int | None = None
+    workers: int = 0
+    limit: int | None = None
+    restart: bool = False
+    precision: str = MAPS_PRECISION
+    engine: str = ENGINES[0]
+    ray_address: str | None = None
+    examples: str | Sequence[str] | None = None
+    examples_top: int = EXAMPLES_TOP
+
+    def settings(self, model: Model, images: int) -> Settings:
+        """The manifest's settings of this run over ``images`` images, each option they hold checked
+        (the method, the metrics and their steps, the example layers and their count, the CAM layer,
+        the precision)."""
+        check_at_least("steps", self.steps, 1)
+        cam_method(self.method)
+        metrics = [] if self.metrics in ("none", ["none"]) else \
+            [m.strip() for m in (self.metrics.split(",") if isinstance(self.metrics, str) else self.metrics)
+             if m.strip()]
+        for name in metrics:
+            if name not in DATASET_METRICS:
+                raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
+                                 parameter="metrics")
+        examples = examples_layers(model, self.examples) if self.examples is not None else []
+        if self.examples is not None:
+            check_examples_top(self.examples_top, images)
+        return Settings(model.name, model.weights, self.method, cam_layer(model, self.layer), metrics, self.steps,
+                        check_precision(self.precision, model.device), examples=examples,
+                        examples_top=self.examples_top if examples else 0)
+
+
+def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convscope-out",
+        options: DatasetOptions | None = None, *, progress: Callable[[int], None] | None = None,
+        on_total: Callable[[int], None] | None = None, **keywords: Any) -> Path:
+    """Run a dataset (see the module notes) and return ``out/dataset``. ``options``
+    (:class:`DatasetOptions`; or its fields as ``keywords``, which replace those of ``options``) say
+    what is computed and how. ``progress`` is called with the number of images done (after each
+    batch; with Ray, after each shard), after ``on_total`` was told how many images the run has."""
+    options = check_options(DatasetOptions, options, keywords)
+    check_choice("engine", options.engine, ENGINES)
+    if options.engine == "ray":
         from .ray_engine import check_ray
 
         check_ray()
     images, root = find_images(source)
-    if limit is not None:
-        check_at_least("limit", limit, 1)
-        images = images[:limit]
+    if options.limit is not None:
+        check_at_least("limit", options.limit, 1)
+        images = images[:options.limit]
     if on_total is not None:
         on_total(len(images))
-    batch_size = DEFAULT_BATCH.get(model.device.type, DEFAULT_BATCH["cuda"]) if batch_size is None else batch_size
+    batch_size = options.batch_size
+    if batch_size is None:
+        batch_size = DEFAULT_BATCH.get(model.device.type, DEFAULT_BATCH["cuda"])
     check_at_least("batch_size", batch_size, 1)
-    check_at_least("workers", workers, 0)
-    check_at_least("steps", steps, 1)
-    cam_method(cam_method_name)
-    chosen_metrics = [] if metrics in ("none", ["none"]) else \
-        [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
-    for name in chosen_metrics:
-        if name not in DATASET_METRICS:
-            raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
-                             parameter="metrics")
-    example_layers = examples_layers(model, examples) if examples is not None else []
-    if examples is not None:
-        check_examples_top(examples_top, len(images))
-    truth = file_labels(model, images, labels) if labels is not None else folder_labels(model, images, root)
-    settings = Settings(model.name, model.weights, cam_method_name, cam_layer(model, layer), chosen_metrics, steps,
-                        check_precision(precision, model.device), examples=example_layers,
-                        examples_top=examples_top if example_layers else 0)
+    check_at_least("workers", options.workers, 0)
+    settings = options.settings(model, len(images))
+    truth = (file_labels(model, images, options.labels) if options.labels is not None
+             else folder_labels(model, images, root))
     manifest = Manifest(settings, [_image_entry(p) for p in images])
     folder = prepare_out_dir(out, "dataset") / "dataset"
-    _check_resume(folder, manifest, restart)
+    _check_resume(folder, manifest, options.restart)
     save_json(manifest.as_json(), folder / "manifest.json")
     truth = truth or [None] * len(images)
     jobs = []
@@ -102,17 +141,16 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
                 progress(len(job.paths))
         else:
             jobs.append(job)
-    if engine == "local":
+    if options.engine == "local":
         for job in jobs:
-            write_shard(model, job, settings, batch_size, workers, progress)
+            write_shard(model, job, settings, batch_size, options.workers, progress)
     else:
         from .ray_engine import run_on_ray
 
-        run_on_ray(model, jobs, settings, batch_size, ray_address, progress)
-    if example_layers:
-        write_examples(folder.parent, model, example_layers, examples_top, [os.fspath(p) for p in images])
+        run_on_ray(model, jobs, settings, batch_size, options.ray_address, progress)
+    if settings.examples:
+        write_examples(folder.parent, model, settings.examples, settings.examples_top, [os.fspath(p) for p in images])
     return folder
-
 
 
 def _check_resume(folder: Path, manifest: Manifest, restart: bool) -> None:

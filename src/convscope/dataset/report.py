@@ -75,7 +75,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
         metrics = [(name_, row[name_]) for name_ in ("drop", "deletion", "insertion") if row.get(name_) is not None]
         html = image_page.render(
             name=name, path=row["path"], thumb=item["thumb"], aspect=item["aspect"],
-            cam_label=labels[row["cam_class"]], cam_method=settings.get("cam_method", ""),
+            cam_label=labels[row["cam_class"]], method=settings.get("method", ""),
             cam_layer=settings.get("cam_layer", ""), true=item["true"], correct=row["correct"], metrics=metrics,
             predictions=[{"index": i, "label": labels[i], "probability": p}
                          for i, p in zip(row["top_classes"], row["top_probabilities"])])
@@ -88,7 +88,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     example_layers = _write_example_pages(environment, out, settings.get("examples") or [])
     index = environment.get_template("dataset_index.html.j2").render(
         model=settings.get("model", ""), images=facts["images"], errors=facts["errors"], accuracy=facts["accuracy"],
-        labelled=facts["labelled"], cam_method=settings.get("cam_method", ""), cam_layer=settings.get("cam_layer", ""),
+        labelled=facts["labelled"], method=settings.get("method", ""), cam_layer=settings.get("cam_layer", ""),
         per_class=_per_class(rows, labels, galleries), confusions=_confusions(rows, labels),
         galleries=[g for key, g in galleries.items() if not key.startswith("true-")], page_size=PAGE_SIZE,
         example_layers=example_layers, example_links=_example_links(example_layers))

@@ -34,7 +34,7 @@ from ..model import Model
 from ..presentation.drawing import map_over, thumbnail
 from ..presentation.files import save_image, write_bytes
 from ..techniques import metrics as measure
-from ..techniques.cams import compute_cam
+from ..techniques.cams import METHODS, CamSettings, cam_maps
 from .channel_examples import (
     ShardExamples,
     partial_path,
@@ -54,7 +54,7 @@ class Settings:
 
     model: str
     weights: str
-    cam_method: str
+    method: str
     cam_layer: str
     metrics: list[str]
     steps: int
@@ -211,14 +211,14 @@ def _one_thread(_worker: int) -> None:
 
 def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], settings: Settings,
                 watch: dict[str, Callable[[torch.Tensor], None]] | None = None) -> list[dict]:
-    result = compute_cam(model, x, None, settings.cam_layer, settings.cam_method, settings.precision, watch=watch)
+    checked = CamSettings(settings.cam_layer, METHODS[settings.method], settings.precision)  # checked by run()
+    result = cam_maps(model, x, checked, None, watch=watch)
     probabilities = result.logits.softmax(dim=1)
     values, indices = probabilities.topk(min(TOP, probabilities.shape[1]), dim=1)
     others = [i for i, (cls, true) in enumerate(zip(result.classes, truth)) if true is not None and true != cls]
     true_maps = {}
     if others:
-        true_result = compute_cam(model, x[others], [truth[i] for i in others], settings.cam_layer,
-                                  settings.cam_method, settings.precision)
+        true_result = cam_maps(model, x[others], checked, [truth[i] for i in others])
         true_maps = {i: true_result.low_res[row] for row, i in enumerate(others)}
     measured: dict[str, torch.Tensor] = {}
     if "drop" in settings.metrics:

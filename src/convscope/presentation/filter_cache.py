@@ -131,13 +131,15 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
                                                                                                settings.size)
     facts = [scores.get(str(c), {}) for c in channels]
     used = "/".join(dict.fromkeys(f.get("precision", "fp32") for f in facts)) or "fp32"
-    return FilterResult(images, torch.tensor([f.get("score", float("nan")) for f in facts]), list(channels),
-                        filter_layer(model, layer), settings.method, settings.steps, settings.size, settings.seed,
-                        used, torch.tensor([f.get("initial_score", float("nan")) for f in facts]),
-                        torch.zeros(0, len(channels)),
-                        f"{computed} computed, {len(channels) - computed} from the cache" if computed else "from the cache",
-                        settings.objective, [f.get("objective", settings.objective) for f in facts],
-                        [bool(f.get("reached", True)) for f in facts], [bool(f.get("flat", False)) for f in facts])
+    reason = f"{computed} computed, {len(channels) - computed} from the cache" if computed else "from the cache"
+    return FilterResult(images=images, scores=torch.tensor([f.get("score", float("nan")) for f in facts]),
+                        filters=list(channels), layer=filter_layer(model, layer), method=settings.method,
+                        steps=settings.steps, size=settings.size, seed=settings.seed, precision=used,
+                        initial_scores=torch.tensor([f.get("initial_score", float("nan")) for f in facts]),
+                        history=torch.zeros(0, len(channels)), precision_reason=reason, objective=settings.objective,
+                        objectives=[f.get("objective", settings.objective) for f in facts],
+                        reached=[bool(f.get("reached", True)) for f in facts],
+                        flat=[bool(f.get("flat", False)) for f in facts])
 
 
 def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,

@@ -12,13 +12,15 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from ..errors import InputError
+from ..catalog import OBJECTIVES
+from ..errors import InputError, check_options
 from ..images import ImageSource, as_list, load_image
 from ..layers import default_activation_layers
 from ..model import Model, as_model
@@ -80,45 +82,69 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path, *,
-            layers: str | Sequence[str] | None = None, filters: bool = True, filters_steps: int | None = None,
-            filters_size: int = DEFAULT_SIZE, filters_count: str | int | None = None, objective: str = "mean",
-            cam_method: str = DEFAULT_CAM_METHOD, top: int | None = None, trust: bool = True,
-            trust_methods: str | Sequence[str] = "all",
-            say: Callable[[str], None] = print, progress: Callable[[int], None] | None = None,
-            on_filter_layers: Callable[[int], None] | None = None, command: str | None = None,
-            dataset: str | Path | None = None) -> Path:
+@dataclass(frozen=True)
+class ReportOptions:
+    """What a report shows (the user's options of :func:`run_all`).
+
+    ``layers``: the intermediate outputs shown (default: every conv and pooling layer); ``filters``:
+    whether to draw filters at all, with ``filters_steps``, ``filters_size``, ``filters_count`` per
+    layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean`` pictures are drawn
+    again with ``neuron``); ``method`` and ``top`` (default 3) classes per image for the maps;
+    ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
+    image's top class; see :mod:`convscope.techniques.evaluate`); ``dataset``: the folder of a
+    dataset run made with examples, whose examples the filter pictures link to.
+    """
+
+    layers: str | Sequence[str] | None = None
+    filters: bool = True
+    filters_steps: int | None = None
+    filters_size: int = DEFAULT_SIZE
+    filters_count: str | int | None = None
+    objective: str = OBJECTIVES[0]
+    method: str = DEFAULT_CAM_METHOD
+    top: int | None = None
+    trust: bool = True
+    trust_methods: str | Sequence[str] = "all"
+    dataset: str | Path | None = None
+
+
+def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path,
+            options: ReportOptions | None = None, *, say: Callable[[str], None] = print,
+            progress: Callable[[int], None] | None = None, on_filter_layers: Callable[[int], None] | None = None,
+            command: str | None = None, **keywords: Any) -> Path:
     """Run everything for ``photos`` and write ``out/index.html``; returns its path.
 
-    ``layers``: the intermediate outputs shown (default: every conv and pooling layer);
-    ``filters``: whether to draw filters at all, with ``filters_steps``, ``filters_size``,
-    ``filters_count`` per layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean``
-    pictures are drawn again with ``neuron``); ``cam_method`` and ``top`` (default 3) classes per image for the
-    maps; ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
-    image's top class; see :mod:`convscope.techniques.evaluate`). ``say`` receives one line per stage; ``progress`` the filter steps as they are done, after
-    ``on_filter_layers`` received the total number of steps. ``command`` is the command line shown
-    in the report (None: called from Python). ``dataset``: the folder of a dataset run made with
-    examples, whose examples the filter pictures link to. Everything is checked before the first section runs.
+    ``options`` (:class:`ReportOptions`; or its fields as ``keywords``, which replace those of
+    ``options``) say what is shown. ``say`` receives one line per stage; ``progress`` the filter
+    steps as they are done, after ``on_filter_layers`` received the total number of steps.
+    ``command`` is the command line shown in the report (None: called from Python). Everything is
+    checked before the first section runs.
     """
+    options = check_options(ReportOptions, options, keywords)
     started = time.perf_counter()
     if model.preprocessing.channels == 1:  # a grayscale model: its photos (and overlays) in gray
         photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
-    dataset_examples = example_links(dataset, out) if dataset is not None else None
-    cam_plan = plan_cam(model, top=min(CAM_TOP, len(model.labels)) if top is None else top, method=cam_method)
+    dataset_examples = example_links(options.dataset, out) if options.dataset is not None else None
+    top = min(CAM_TOP, len(model.labels)) if options.top is None else options.top
+    cam_plan = plan_cam(model, top=top, method=options.method)
+    layers = options.layers
     if layers is None:  # the default layers, and the CAM layer whose channels "Why this class" links to
         layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))
     activations_plan = plan_activations(model, (1, *x.shape[1:]), layers)  # one image at a time
-    filters_plan = plan_filters(model, filters=filters_count, steps=filters_steps, size=filters_size,
-                                method=FILTER_METHOD, objective=objective) if filters else None
+    filters_plan = plan_filters(model, filters=options.filters_count, steps=options.filters_steps,
+                                size=options.filters_size, method=FILTER_METHOD,
+                                objective=options.objective) if options.filters else None
     explain_plan = plan_explain(model, cam_plan.layer, top=min(EXPLAIN_TOP, model.layer(cam_plan.layer).shape[0]),
-                                filter_steps=filters_steps)
-    if not filters:  # the pictures are the slow part: --no-filters skips them here too
+                                filter_steps=options.filters_steps)
+    if not options.filters:  # the pictures are the slow part: --no-filters skips them here too
         explain_plan = dataclasses.replace(explain_plan, filter_layer=None, filters=None)
     # Only the sanity check's classifier step (its verdict): the whole cascade doubles `make demo`'s
     # time (measured: 63 s -> 137 s on 2 cores); `convscope evaluate` runs all of it.
-    trust_plan = plan_evaluate(model, cam_plan.layer, trust_methods, TRUST_METRICS, cascade=False) if trust else None
-    out = prepare_out_dir(out, "activations", "filters", "cam", "explain", "images", *(["evaluate"] if trust else []))
+    trust_plan = plan_evaluate(model, cam_plan.layer, options.trust_methods, TRUST_METRICS,
+                               cascade=False) if options.trust else None
+    out = prepare_out_dir(out, "activations", "filters", "cam", "explain", "images",
+                          *(["evaluate"] if options.trust else []))
     stems = image_stems(names)
 
     say("[1/6] predictions")
@@ -135,7 +161,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     explanations = explain_plan.explain(model, x, [predictions[:1] for predictions in ranked])
     if filters_plan is None:
         say("[3/6] filters: skipped")
-        filters_section = FiltersSection(FILTER_METHOD, 0, filters_size, "-", [], objective)
+        filters_section = FiltersSection(FILTER_METHOD, 0, options.filters_size, "-", [], options.objective)
     else:
         settings = {name: filters_plan.settings_for(name) for name, _ in filters_plan.layers}
         to_compute = missing_steps(model, dict(filters_plan.layers), out / "filters", settings)
@@ -184,11 +210,14 @@ def example_links(dataset: str | Path, out: str | Path) -> dict[str, Any]:
 
 
 def html_report(model: Model, images: ImageSource | Sequence[ImageSource], out: str | Path = "convscope-out", *,
-                names: Sequence[str] | None = None, quiet: bool = True, **options: Any) -> Path:
+                names: Sequence[str] | None = None, quiet: bool = True, progress: Callable[[int], None] | None = None,
+                on_filter_layers: Callable[[int], None] | None = None, command: str | None = None,
+                **options: Any) -> Path:
     """The browsable report of :func:`run_all` for any model and images (paths, PIL images or arrays),
     written to ``out/index.html``; returns its path. ``names`` label the images (default: their file
-    names, or ``image1``, ``image2``, ...); ``options`` are :func:`run_all`'s (``layers``,
-    ``filters``, ``filters_steps``, ``filters_size``, ``cam_method``, ``top``, ...)."""
+    names, or ``image1``, ``image2``, ...); ``options`` are the fields of :class:`ReportOptions`
+    (``layers``, ``filters``, ``filters_steps``, ``filters_size``, ``method``, ``top``, ...)."""
+    chosen = check_options(ReportOptions, None, options)
     sources = as_list(images)
     if not sources:
         raise InputError("images: no images given", parameter="images")
@@ -197,7 +226,8 @@ def html_report(model: Model, images: ImageSource | Sequence[ImageSource], out: 
         names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"image{i + 1}" for i, s in enumerate(sources)]
     elif len(names) != len(photos):
         raise InputError(f"names has {len(names)} entries for {len(photos)} images", parameter="names")
-    return run_all(as_model(model), photos, names, out, say=(lambda line: None) if quiet else print, **options)
+    return run_all(as_model(model), photos, names, out, chosen, say=(lambda line: None) if quiet else print,
+                   progress=progress, on_filter_layers=on_filter_layers, command=command)
 
 
 def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence[str], stems: Sequence[str],

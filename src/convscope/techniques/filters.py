@@ -287,9 +287,11 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
     images_, scores_, initial_ = torch.cat(images).cpu(), torch.cat(scores).cpu(), torch.cat(initial).cpu()
     flat = flat_pictures(images_)
     reached = reached_scores(scores_, initial_) & ~flat
-    return FilterResult(images_, scores_, chosen, layer, method, steps, size, seed, precision, initial_,
-                        torch.cat(history, dim=1).cpu(), reason, objective, [objective] * len(chosen), reached.tolist(),
-                        flat.tolist() if objective == "mean" else [False] * len(chosen))
+    return FilterResult(images=images_, scores=scores_, filters=chosen, layer=layer, method=method, steps=steps,
+                        size=size, seed=seed, precision=precision, initial_scores=initial_,
+                        history=torch.cat(history, dim=1).cpu(), precision_reason=reason, objective=objective,
+                        objectives=[objective] * len(chosen), reached=reached.tolist(),
+                        flat=flat.tolist() if objective == "mean" else [False] * len(chosen))
 
 
 def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
