@@ -2,8 +2,10 @@
 
 help   = ``convscope --help`` (and ``convscope cam --help``), as a new process each time
 usage  = a usage error: ``convscope predict`` with no image (exit 2, one line)
+check  = a bad value whose check needs no model: ``convscope cam --alpha 7 x.jpg`` (exit 2, one line,
+         answered before torch is imported, see ``convscope.cli.checks``)
 torch  = ``python -c "import torch"``: what each of them would cost if the parser imported torch
-Each the median of ``--repeats`` runs (default 5). Target: help and usage < 0.5 s.
+Each the median of ``--repeats`` runs (default 5). Target: help, usage and check < 0.5 s.
 
 Run: .venv/bin/python benchmarks/cli_startup.py [--repeats 5]
 """
@@ -39,6 +41,7 @@ def main() -> int:
         "convscope --help": seconds([script, "--help"], args.repeats, 0),
         "convscope cam --help": seconds([script, "cam", "--help"], args.repeats, 0),
         "convscope predict (usage error)": seconds([script, "predict"], args.repeats, 2),
+        "convscope cam --alpha 7 x.jpg": seconds([script, "cam", "--alpha", "7", "x.jpg"], args.repeats, 2),
         "python -c 'import torch'": seconds([sys.executable, "-c", "import torch"], args.repeats, 0),
     }
     for what, value in figures.items():

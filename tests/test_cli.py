@@ -152,6 +152,124 @@ def test_help_and_usage_errors_answer_without_importing_torch():
     assert done.stdout.strip() == f"{[0, 0] + [0] * len(COMMANDS) + [2, 2]} []", done.stderr
 
 
+SAMPLES_HINT = "choose from sample:chelsea, sample:coffee, sample:grace_hopper"
+CAM_METHODS_HINT = "choose from gradcam, gradcam++, xgradcam, layercam, hirescam, scorecam, eigencam"
+#: Checks that need no model: the command line and the one line it answers, in the library's words,
+#: before torch is imported (x.jpg and DIR do not exist: the value is checked before the files).
+EARLY_ERRORS = [
+    (["cam", "--alpha", "7", "x.jpg"], "--alpha must be between 0 and 1, got 7.0"),
+    (["cam", "x.jpg", "--alpha", "-0.5"], "--alpha must be between 0 and 1, got -0.5"),
+    (["cam", "sample:nope"], f"sample:nope: unknown sample; {SAMPLES_HINT}"),
+    (["predict", "x.jpg", "sample:dog"], f"sample:dog: unknown sample; {SAMPLES_HINT}"),
+    (["activations", "sample:cat"], f"sample:cat: unknown sample; {SAMPLES_HINT}"),
+    (["run", *["x.jpg"] * 17],
+     "17 images make a report too large to open (16 at most); for a folder of images use `convscope dataset FOLDER`"),
+    (["run", "x.jpg", "--size", "8"], "--size must be between 16 and 1024 pixels, got 8"),
+    (["dataset", "DIR", "--workers", "-1"], "--workers must be at least 0, got -1"),
+    (["dataset", "DIR", "--examples", "--examples-top", "0"], "--examples-top must be at least 1, got 0"),
+    (["dataset", "DIR", "--metrics", "drop,nope"],
+     "--metrics: unknown 'nope'; choose none or from drop, deletion, insertion"),
+    (["evaluate", "x.jpg", "--metrics", "nope"],
+     "--metrics: unknown 'nope'; choose from deletion, insertion, drop, sanity, pointing"),
+    (["evaluate", "x.jpg", "--metrics", "deletion,pointing"], "--metrics: pointing needs boxes"),
+    (["evaluate", "x.jpg", "--methods", "gradcam,nope"], f"--methods: unknown 'nope'; {CAM_METHODS_HINT}"),
+    (["evaluate", "x.jpg", "--methods", "all,gradcam"], f"--methods: unknown 'all'; {CAM_METHODS_HINT}"),
+    (["evaluate", "x.jpg", "--methods", ","], "--methods: empty method list"),
+    (["filters", "--size", "2000"], "--size must be between 16 and 1024 pixels, got 2000"),
+    (["filters", "--filters=-3"], "--filters -3: negative count"),
+    (["filters", "--filters", "0"], "--filters 0: the count must be at least 1"),
+    (["filters", "--filters", " "], "--filters: empty filter spec"),
+    (["filters", "--filters", "0-3, x"],
+     "--filters '0-3, x': 'x' is not an index or a range like 0-15 (indices are 0 or more)"),
+    (["filters", "--filters", "5-2"], "--filters '5-2': empty range '5-2'"),
+]
+#: A colormap is checked by matplotlib (imported for a --cmap other than the default), still without torch.
+CMAP_ERROR = (["activations", "x.jpg", "--cmap", "nope"], "--cmap: unknown colormap 'nope' (any matplotlib "
+              "colormap, e.g. viridis, gray, magma, inferno, plasma, jet, turbo)")
+
+
+@pytest.mark.parametrize("argv, message", [*EARLY_ERRORS, CMAP_ERROR], ids=lambda value: " ".join(value)[:40])
+def test_checks_that_need_no_model_answer_in_the_librarys_words(capsys, monkeypatch, argv, message):
+    import convscope.models
+
+    monkeypatch.setattr(convscope.models, "load_model", lambda *a, **k: pytest.fail("model loaded"))
+    code, out, err = run(capsys, *argv)
+    assert (code, out, err) == (2, "", f"convscope: error: {message}\n")
+
+
+def test_checks_that_need_no_model_answer_without_importing_torch():
+    script = ("import contextlib, io, json, sys\n"
+              "from convscope.cli.main import main\n"
+              "heavy = ('torch', 'torchvision', 'numpy', 'PIL', 'matplotlib')\n"
+              "def answer(argv):\n"
+              "    with contextlib.redirect_stderr(io.StringIO()) as err:\n"
+              "        code = main(argv)\n"
+              "    return [code, err.getvalue(), sorted({n.split('.')[0] for n in sys.modules} & set(heavy))]\n"
+              f"print(json.dumps([answer(argv) for argv in {[argv for argv, _ in [*EARLY_ERRORS, CMAP_ERROR]]!r}]))\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    for (argv, message), (code, err, imported) in zip(EARLY_ERRORS, answers):
+        assert (code, err, imported) == (2, f"convscope: error: {message}\n", []), argv
+    code, err, imported = answers[-1]  # the colormap: matplotlib (and numpy) but not torch
+    assert (code, err, "torch" in imported) == (2, f"convscope: error: {CMAP_ERROR[1]}\n", False)
+
+
+@pytest.mark.parametrize("argv", [
+    ["layers"], ["demo"], ["predict", "x.jpg", "sample:coffee"], ["explain", "x.jpg"], ["activations", "x.jpg"],
+    ["activations", "x.jpg", "--cmap", "gray_r"], ["filters"], ["filters", "--filters", "0-15, 32", "--size", "16"],
+    ["filters", "--filters", "1024", "--size", "1024"], ["run", *["x.jpg"] * 16],
+    ["run", "x.jpg", "--no-filters", "--size", "8"],
+    ["cam", "x.jpg"], ["cam", "x.jpg", "--alpha", "0"], ["cam", "x.jpg", "--alpha", "1"], ["evaluate", "x.jpg"],
+    ["evaluate", "x.jpg", "--methods", "gradcam, layercam", "--metrics", "none"],
+    ["evaluate", "x.jpg", "--metrics", "pointing", "--boxes", "b.json"], ["dataset", "DIR"],
+    ["dataset", "DIR", "--workers", "0", "--metrics", "drop,deletion,insertion", "--examples-top", "0"],
+    ["dataset", "DIR", "--examples", "--examples-top", "1"],
+], ids=lambda value: " ".join(value)[:40])
+def test_the_early_checks_let_what_the_library_accepts_through(argv):
+    from convscope.cli.checks import check_args
+    from convscope.cli.main import build_parser
+
+    check_args(build_parser().parse_args(argv))
+
+
+def test_the_early_checks_agree_with_the_library(tmp_path):
+    from PIL import Image
+
+    import convscope
+    from convscope import dataset
+    from convscope.cli import checks
+    from convscope.errors import InputError
+    from convscope.presentation.drawing import colormap_lut
+    from convscope.techniques import evaluate, filters
+
+    def message(check, *args):
+        try:
+            check(*args)
+        except InputError as exc:
+            return str(exc)
+        return None
+
+    for spec in ["all", "gradcam", " gradcam , layercam", "nope", "gradcam,nope", "", ",", "all,gradcam"]:
+        assert message(checks.check_methods, spec) == message(evaluate.check_methods, spec), spec
+    for spec in ["none", "", "deletion,drop", "nope", "pointing", "deletion, pointing", "none,drop", " none"]:
+        for boxes in (True, False):
+            assert message(checks.check_metrics, spec, boxes) == message(evaluate.check_metrics, spec, boxes), spec
+    for spec in ["16", "0", "00", "-3", "", " ", " 7 ", "0-15,32", "0 - 3", "a", "5-2", "0-3, x", "1,,2", "-1-3"]:
+        assert message(checks.check_filter_spec, spec) == message(filters.parse_filter_spec, spec, 1000), spec
+    for size in (15, 16, 1024, 1025):
+        assert message(checks.check_filter_size, size) == message(filters.check_filter_settings, "lucid", None, size)
+    for name in ("viridis", "gray", "magma_r", "nope"):
+        assert message(checks.check_colormap, name) == message(colormap_lut, name), name
+    model = convscope.load_model(tiny_net(), input_size=16, labels=["cat", "dog", "cup", "car", "tree"])
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (16, 16)).save(photos / "a.png")
+    for spec in ["nope", "drop,,nope", " none", "none,drop", "pointing"]:
+        ran = message(lambda metrics: dataset.run(model, photos, tmp_path / "out", metrics=metrics), spec)
+        assert ran is not None and message(checks.check_dataset_metrics, spec) == ran, spec
+
+
 def test_every_image_argument_says_a_file_or_a_sample(capsys):
     from convscope.cli.main import COMMANDS
 
@@ -165,11 +283,15 @@ def test_every_image_argument_says_a_file_or_a_sample(capsys):
 
 def test_the_catalog_agrees_with_the_registries():
     from convscope import catalog
+    from convscope.dataset import shards
+    from convscope.techniques import filters
     from convscope.techniques.cams import METHODS
     from convscope.techniques.filter_recipes import RECIPES
 
     assert tuple(METHODS) == catalog.CAM_METHOD_NAMES
     assert {name: recipe.default_steps for name, recipe in RECIPES.items()} == catalog.RECIPE_STEPS
+    assert shards.DATASET_METRICS == catalog.DATASET_METRICS
+    assert (filters.MIN_SIZE, filters.MAX_SIZE) == catalog.FILTER_SIZES
 
 
 @pytest.mark.parametrize("debug", [True, False])

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shlex
 import sys
 from collections.abc import Callable, Sequence
@@ -26,12 +25,11 @@ from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
 from ..presentation.plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
 from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import image_stems
-from ..samples import DEMO_SAMPLES, SAMPLES, sample_array
+from ..samples import DEMO_SAMPLES, sample_array
 from ..techniques.cams import METHODS as CAM_METHODS
 from ..techniques.evaluate import Evaluation
 from ..techniques.explain import Explanation
-
-SAMPLE_PREFIX = "sample:"
+from .checks import SAMPLE_PREFIX, sample_name
 
 
 def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: int) -> None:
@@ -65,13 +63,8 @@ def _load(args: argparse.Namespace) -> Model:
 
 def image_source(arg: str) -> ImageSource:
     """A command-line image: a file path, or ``sample:NAME`` for a bundled sample photo."""
-    if arg.startswith(SAMPLE_PREFIX) and not os.path.exists(arg):
-        name = arg[len(SAMPLE_PREFIX):]
-        if name not in SAMPLES:
-            raise InputError(f"{arg}: unknown sample; choose from "
-                             f"{', '.join(SAMPLE_PREFIX + s for s in SAMPLES)}")
-        return sample_array(name)
-    return arg
+    name = sample_name(arg)
+    return arg if name is None else sample_array(name)
 
 
 def _photos_then_model(args: argparse.Namespace) -> tuple[list[Image.Image], Model]:
@@ -108,7 +101,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output ({layout})")
     for name, kind, shape in rows:
         print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape}")
-    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, input {model.input_size[0]}x{model.input_size[1]}")
+    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, "
+          f"input {model.input_size[0]}x{model.input_size[1]}")
     return 0
 
 
@@ -297,14 +291,7 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
     return 0
 
 
-#: More images than this make a report too large to open: ``convscope dataset`` is for them.
-MAX_REPORT_IMAGES = 16
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    if len(args.images) > MAX_REPORT_IMAGES:
-        raise InputError(f"{len(args.images)} images make a report too large to open ({MAX_REPORT_IMAGES} at most); "
-                         "for a folder of images use `convscope dataset FOLDER`")
+def cmd_run(args: argparse.Namespace) -> int:  # at most MAX_REPORT_IMAGES images, checked in convscope.cli.checks
     photos, model = _photos_then_model(args)
     return _run_report(args, model, photos, args.images)
 

@@ -7,10 +7,11 @@ worded with the command's flag (``alpha`` -> ``--alpha``). Images may be files o
 for the photos that ship with installed packages (``sample:chelsea``, ``sample:coffee``,
 ``sample:grace_hopper``). Choices and defaults come from :mod:`convscope.catalog`.
 
-This module imports neither torch nor the library's compute: ``--help``, ``--version`` and usage
-errors answer at once (see ``benchmarks/cli_startup.py``); a command's function, in
-:mod:`convscope.commands`, is imported when the command runs. Warnings from other libraries are
-hidden unless ``--debug``; convscope's own are one line. The parser is in :mod:`convscope.cli_parser`.
+This module imports neither torch nor the library's compute: ``--help``, ``--version``, usage
+errors and the checks that need no model (:mod:`convscope.cli.checks`: ``--alpha 7``, ``--workers -1``,
+``sample:nope`` ...) answer at once (see ``benchmarks/cli_startup.py``); a command's function, in
+:mod:`convscope.cli.commands`, is imported when the command runs. Warnings from other libraries are
+hidden unless ``--debug``; convscope's own are one line. The parser is in :mod:`convscope.cli.parser`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from collections.abc import Callable, Sequence
 
 from ..errors import ConvscopeError, ConvscopeWarning
 from . import parser as cli_parser
+from .checks import check_args
 
 #: Python parameters whose flag is not ``--`` + the name with dashes.
 FLAG_NAMES = {"classes": "--class", "source": "SOURCE"}
@@ -49,7 +51,7 @@ def _command(name: str) -> Callable[[argparse.Namespace], int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``convscope`` parser (see :mod:`convscope.cli_parser`)."""
+    """The ``convscope`` parser (see :mod:`convscope.cli.parser`)."""
     return cli_parser.build_parser({name: _command(name) for name in COMMANDS})
 
 
@@ -70,11 +72,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not args.debug:  # other libraries' warnings are noise here; convscope's own are one line
                 warnings.simplefilter("ignore")
             warnings.simplefilter("always", ConvscopeWarning)
+            check_args(args)  # what needs no model, before the command imports torch
             return args.handler(args)
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"convscope: error: {_one_line(exc.worded_for(lambda parameter: flag_for(parameter, args.command)))}", file=sys.stderr)
+        worded = exc.worded_for(lambda parameter: flag_for(parameter, args.command))
+        print(f"convscope: error: {_one_line(worded)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)

@@ -1,0 +1,164 @@
+"""The command line's checks that need no model, made before a command imports torch.
+
+The library checks every setting itself, for Python callers; the command line makes the checks that
+need no model (nor torch, numpy or PIL) right after parsing, so that a bad value is answered in a
+tenth of a second instead of after torch is imported and the model loaded. Each raises the
+library's error in the library's words, naming the Python parameter (``alpha must be between 0 and
+1, got 7.0``), and :func:`convscope.cli.main.main` words it with the command's flag as it words
+every error (``--alpha must be ...``). ``tests/test_cli.py`` checks that the two agree.
+
+Checks that need the model (a class, a layer, ``--top`` against the class count, filter indices
+against the layer) or the files themselves (images, ``--out``, ``--boxes``, ``--labels``, the
+dataset source) are left to the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Callable, Sequence
+
+from ..catalog import CAM_METHOD_NAMES, CMAP, DATASET_METRICS, FILTER_SIZES, METRIC_NAMES, SAMPLES
+from ..errors import InputError, check_at_least, check_between
+
+#: How an image argument names a bundled sample photo.
+SAMPLE_PREFIX = "sample:"
+#: More images than this make a report too large to open: ``convscope dataset`` is for them.
+MAX_REPORT_IMAGES = 16
+
+
+def sample_name(arg: str) -> str | None:
+    """The sample photo an image argument names (``sample:NAME``, unless a file has that name), or
+    None for a file; InputError for an unknown sample."""
+    if not arg.startswith(SAMPLE_PREFIX) or os.path.exists(arg):
+        return None
+    name = arg[len(SAMPLE_PREFIX):]
+    if name not in SAMPLES:
+        raise InputError(f"{arg}: unknown sample; choose from {', '.join(SAMPLE_PREFIX + s for s in SAMPLES)}")
+    return name
+
+
+def _names(spec: str) -> list[str]:
+    """``"a,b , c"`` -> ``["a", "b", "c"]`` (empty parts dropped), as :func:`convscope.layers.split_spec`."""
+    return [part.strip() for part in spec.split(",") if part.strip()]
+
+
+def _known(parameter: str, names: Sequence[str], choices: Sequence[str], choose: str = "choose from") -> None:
+    for name in names:
+        if name not in choices:
+            raise InputError(f"{parameter}: unknown {name!r}; {choose} {', '.join(choices)}", parameter=parameter)
+
+
+def check_methods(methods: str) -> None:
+    """``all`` or a comma list of CAM methods, as :func:`convscope.techniques.evaluate.check_methods`."""
+    names = list(CAM_METHOD_NAMES) if methods == "all" else _names(methods)
+    if not names:
+        raise InputError("methods: empty method list", parameter="methods")
+    _known("methods", names, CAM_METHOD_NAMES)
+
+
+def check_metrics(metrics: str, boxes_given: bool) -> None:
+    """``none`` or a comma list of metrics, as :func:`convscope.techniques.evaluate.check_metrics`."""
+    names = [] if metrics == "none" else _names(metrics)
+    _known("metrics", names, METRIC_NAMES)
+    if "pointing" in names and not boxes_given:
+        raise InputError("metrics: pointing needs boxes", parameter="metrics")
+
+
+def check_dataset_metrics(metrics: str) -> None:
+    """``none`` or a comma list of the metrics a dataset run stores, as :func:`convscope.dataset.run`."""
+    _known("metrics", [] if metrics == "none" else _names(metrics), DATASET_METRICS, "choose none or from")
+
+
+def check_filter_spec(spec: str) -> None:
+    """The syntax of a filter spec, as :func:`convscope.techniques.filters.parse_filter_spec` checks it
+    (its indices are checked against the layer's filters by the command)."""
+    text = spec.strip()
+    if not text:
+        raise InputError("filters: empty filter spec", parameter="filters")
+    if re.fullmatch(r"-\d+", text):
+        raise InputError(f"filters {text}: negative count", parameter="filters")
+    if re.fullmatch(r"\d+", text):
+        if int(text) < 1:
+            raise InputError(f"filters {text}: the count must be at least 1", parameter="filters")
+        return
+    for part in text.split(","):
+        part = part.strip()
+        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
+        if not match:
+            raise InputError(f"filters {spec!r}: {part!r} is not an index or a range like 0-15 "
+                             "(indices are 0 or more)", parameter="filters")
+        if match.group(2) is not None and int(match.group(2)) < int(match.group(1)):
+            raise InputError(f"filters {spec!r}: empty range {part!r}", parameter="filters")
+
+
+def check_filter_size(size: int) -> None:
+    """The filter pictures' size, as :func:`convscope.techniques.filters.check_filter_settings`."""
+    check_between("size", size, *FILTER_SIZES, " pixels")
+
+
+def check_colormap(name: str) -> None:
+    """A matplotlib colormap, as :func:`convscope.presentation.drawing.colormap_lut`. Imports
+    matplotlib (about 0.5 s, numpy included) only for a name other than the default: the command
+    imports it anyway, so only a bad name is answered sooner, never a good one later."""
+    if name == CMAP:
+        return
+    from matplotlib import colormaps
+
+    try:
+        colormaps[name]
+    except KeyError:
+        raise InputError(f"cmap: unknown colormap {name!r} (any matplotlib colormap, e.g. viridis, gray, magma, "
+                         "inferno, plasma, jet, turbo)",
+                         parameter="cmap") from None
+
+
+def _images(args: argparse.Namespace) -> list[str]:
+    return list(getattr(args, "images", None) or ([args.image] if getattr(args, "image", None) else []))
+
+
+def _check_run(args: argparse.Namespace) -> None:
+    if not args.no_filters:
+        check_filter_size(args.size)
+
+
+def _check_filters(args: argparse.Namespace) -> None:
+    check_filter_size(args.size)
+    if args.filters is not None:
+        check_filter_spec(args.filters)
+
+
+def _check_evaluate(args: argparse.Namespace) -> None:
+    check_methods(args.methods)
+    check_metrics(args.metrics, args.boxes is not None)
+
+
+def _check_dataset(args: argparse.Namespace) -> None:
+    check_at_least("workers", args.workers, 0)
+    check_dataset_metrics(args.metrics)
+    if args.examples is not None:
+        check_at_least("examples_top", args.examples_top, 1)
+
+
+#: Per command, its checks that need no model (after its images, which are checked first).
+COMMAND_CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
+    "activations": lambda args: check_colormap(args.cmap),
+    "filters": _check_filters,
+    "run": _check_run,
+    "cam": lambda args: check_between("alpha", args.alpha, 0, 1),
+    "evaluate": _check_evaluate,
+    "dataset": _check_dataset,
+}
+
+
+def check_args(args: argparse.Namespace) -> None:
+    """Every check of the parsed ``args`` that needs no model, each raising the library's InputError:
+    the number of images of a report, the ``sample:NAME`` images, then the command's settings."""
+    images = _images(args)
+    if args.command == "run" and len(images) > MAX_REPORT_IMAGES:
+        raise InputError(f"{len(images)} images make a report too large to open ({MAX_REPORT_IMAGES} at most); "
+                         "for a folder of images use `convscope dataset FOLDER`")
+    for arg in images:
+        sample_name(arg)
+    COMMAND_CHECKS.get(args.command, lambda args: None)(args)
