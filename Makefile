@@ -21,6 +21,7 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/convscope demo --out $(OUT)
 
 test: $(VENV)/.installed-test
+	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
 clean:

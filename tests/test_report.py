@@ -67,7 +67,8 @@ def test_why_this_class_under_each_top_map_and_the_filter_cache_reused(tiny_repo
 
     out = tiny_report.parent
     html = tiny_report.read_text()
-    data = json.loads(re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S).group(1))
+    found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', html, re.S)
+    data = json.loads(found.group(1))
     for image in data["images"]:
         why = image["why"]
         assert why["class"] == image["cams"][0]["class"] and why["layer"] == "relu2" and why["filter_layer"] == "conv2"
@@ -233,7 +234,8 @@ def test_vgg19_report_stable_links_moved_folder(vgg_report, tmp_path):
             page.goto(index.as_uri() + "#activations/block2_conv2")
             page.wait_for_load_state("load")
             for link, says in (("#activations/nonexistent/3", "names no layer \u201cnonexistent/3\u201d"),
-                               ("#activations/block3_conv1/999", "names no channel \u201c999\u201d of layer block3_conv1"),
+                               ("#activations/block3_conv1/999",
+                                "names no channel \u201c999\u201d of layer block3_conv1"),
                                ("#filters/block1_conv1/60", "a filter that layer block1_conv1 does not show")):
                 page.evaluate("(hash) => { location.hash = hash; }", link)
                 page.wait_for_selector("#link-note:not([hidden])")
@@ -304,9 +306,11 @@ def test_flat_and_unreached_filters_marked_in_a_browser(tmp_path, monkeypatch):
             marks = section.locator(".marks").inner_text()
             assert "1 picture flat or not reached with the mean objective, shown with the centre-unit objective " \
                    "(filter 1)" in marks and "1 not reached by either objective (filter 2)" in marks
-            badge, grid = section.locator(".badge[data-filter='1']").bounding_box(), section.locator("img").bounding_box()
+            badge = section.locator(".badge[data-filter='1']").bounding_box()
+            grid = section.locator("img").bounding_box()
             scale = grid["width"] / (3 * (32 + 4) + 4)  # the badge sits on its picture, the second of the row
-            assert abs(badge["x"] - grid["x"] - (4 + 36) * scale - 2) < 2 and abs(badge["y"] - grid["y"] - 4 * scale - 2) < 2
+            assert abs(badge["x"] - grid["x"] - (4 + 36) * scale - 2) < 2
+            assert abs(badge["y"] - grid["y"] - 4 * scale - 2) < 2
             section.locator("img").click(position={"x": (4 + 36 + 8) * scale, "y": 12 * scale})
             assert page.inner_text("#viewer-title") == "conv, filter 1"
             assert page.inner_text("#viewer-stats").startswith("score (centre-unit pre-activation)")

@@ -7,7 +7,8 @@ picture size and seed -- so pictures made with other settings are never mixed up
 run, a resumed run or another command with the same settings reuses them (``convscope run``'s
 filter section, ``explain``, the dataset examples' pages). A layer that is not a convolution
 (an activation, a norm, a pooling layer) shows the channels of the conv under it
-(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is independent of the others in its batch
+(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is
+independent of the others in its batch
 (its random start is seeded by its own index), so computing the missing ones alone gives the
 same pictures as computing them all.
 """

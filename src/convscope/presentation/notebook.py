@@ -81,7 +81,8 @@ class CamMaps(torch.Tensor):
         maps = self.detach().float().cpu().as_subclass(torch.Tensor)
         if maps.dim() == 2:
             maps = maps[None]
-        rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else torch.zeros(len(maps), 3, *maps.shape[1:])
+        given = self.rgb is not None and len(self.rgb) == len(maps)
+        rgb = self.rgb if given else torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
             pictures.append(overlay(photo_of_input(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
@@ -104,11 +105,13 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    data = base64.b64encode(png_bytes(overlay(photo_of_input(image), best.map.numpy()), 160)).decode("ascii")
+                    shown = overlay(photo_of_input(image), best.map.numpy())
+                    data = base64.b64encode(png_bytes(shown, 160)).decode("ascii")
                     picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
-                cells = [f"{rank}", html.escape(" = ".join(m.title for m in group)) + (" (empty)" if best.empty else ""),
+                name = html.escape(" = ".join(m.title for m in group)) + (" (empty)" if best.empty else "")
+                cells = [f"{rank}", name,
                          *(f"{v:.3f}" if v is not None else "-" for v in (best.deletion, best.insertion, best.score)),
                          sanity, picture]
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -152,7 +155,8 @@ class Explanations(list):
         for e in self[:NOTEBOOK_IMAGES]:
             figure = ""
             if self.rgb is not None:
-                data = base64.b64encode(explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures)).decode("ascii")
+                figure_png = explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures)
+                data = base64.b64encode(figure_png).decode("ascii")
                 figure = f'<img src="data:image/png;base64,{data}" width="{NOTEBOOK_WIDTH * 2 // 1.25:.0f}" ' \
                          f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"

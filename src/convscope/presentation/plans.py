@@ -145,7 +145,8 @@ class FiltersPlan:
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
-                 seed: int = 0, precision: str = "auto", save_raw: bool = False, objective: str = "mean") -> FiltersPlan:
+                 seed: int = 0, precision: str = "auto", save_raw: bool = False,
+                 objective: str = "mean") -> FiltersPlan:
     """The conv layers (default: the first of each block) with their filter indices, checked."""
     steps = check_filter_settings(method, steps, size, objective)
     model.check_convolutional()
@@ -205,8 +206,8 @@ def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str
     check_between("alpha", alpha, 0, 1)
     settings = cam_settings(model, layer, method, precision)
     fixed = tuple(model.class_index(value) for value in classes)
-    return CamPlan(settings.layer, method, settings.precision, alpha, fixed, 1 if top is None else check_top(model, top),
-                   save_raw)
+    top = 1 if top is None else check_top(model, top)
+    return CamPlan(settings.layer, method, settings.precision, alpha, fixed, top, save_raw)
 
 
 # -- which map to trust ------------------------------------------------------------------------------------
