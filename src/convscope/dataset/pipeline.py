@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import EXAMPLES_TOP, MAPS_PRECISION
+from ..catalog import DATASET_DIR, EXAMPLES_TOP, MAPS_PRECISION
 from ..errors import InputError, check_at_least, check_choice, check_options
 from ..model import Model
 from ..precision import check_precision
@@ -127,7 +127,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     truth = (file_labels(model, images, options.labels) if options.labels is not None
              else folder_labels(model, images, root))
     manifest = Manifest(settings, [_image_entry(p) for p in images])
-    folder = prepare_out_dir(out, "dataset") / "dataset"
+    folder = prepare_out_dir(out, DATASET_DIR) / DATASET_DIR
     _check_resume(folder, manifest, options.restart)
     save_json(manifest.as_json(), folder / "manifest.json")
     truth = truth or [None] * len(images)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..catalog import FILTERS_PRECISION
 from ..layers import producing_conv
 from ..model import Model
 from ..techniques.filters import (
@@ -89,7 +90,7 @@ def missing_channels(target: Path, channels: Sequence[int]) -> list[int]:
 
 
 def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
-                           settings: FilterSettings | None = None, precision: str = "auto",
+                           settings: FilterSettings | None = None, precision: str = FILTERS_PRECISION,
                            progress: Callable[[int], None] | None = None) -> dict[int, Path]:
     """The picture of each of ``channels`` of ``layer``, computing (in one batched ascent) only
     those not in the cache under ``folder``; returns channel -> PNG path."""
@@ -117,7 +118,7 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
 
 
 def cached_filter_result(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
-                         settings: FilterSettings | None = None, precision: str = "auto",
+                         settings: FilterSettings | None = None, precision: str = FILTERS_PRECISION,
                          progress: Callable[[int], None] | None = None) -> FilterResult:
     """:func:`cached_filter_pictures` as a :class:`~convscope.techniques.filters.FilterResult`
     (pictures read back from the PNGs, scores from the cache; no step history)."""
@@ -143,7 +144,7 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
 
 
 def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,
-                          folder: str | os.PathLike | None = None, precision: str = "auto") -> dict[int, Image.Image]:
+                          folder: str | os.PathLike | None = None, precision: str = FILTERS_PRECISION) -> dict[int, Image.Image]:
     """channel -> its filter picture as a PIL image: from (and into) the cache under ``folder``, or
     computed in memory without one."""
     settings = settings or filter_settings(model, layer)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..catalog import FILTERS_PRECISION, MAPS_PRECISION
 from ..errors import ConvscopeError
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
@@ -173,14 +174,14 @@ def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = filters_technique.DEFAULT_SIZE,
             method: str = filters_technique.DEFAULT_METHOD, seed: int = 0,
-            precision: str = "auto", objective: str = "mean") -> FilterPictures:
+            precision: str = FILTERS_PRECISION, objective: str = "mean") -> FilterPictures:
     return FilterPictures(filters_technique.filters(model, layer, filters, steps, size, method, seed, precision,
                                                     objective))
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
         classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-        method: str = cams_technique.DEFAULT_METHOD, precision: str = "fp32") -> CamMaps:
+        method: str = cams_technique.DEFAULT_METHOD, precision: str = MAPS_PRECISION) -> CamMaps:
     model = as_model(model, x)
     inputs = as_input(model, x)
     maps = cams_technique.cam(model, inputs, classes, layer, method, precision).as_subclass(CamMaps)
@@ -202,7 +203,7 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
 
 def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
             classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-            top: int = explain_technique.DEFAULT_TOP, precision: str = "fp32", filters_steps: int | None = None,
+            top: int = explain_technique.DEFAULT_TOP, precision: str = MAPS_PRECISION, filters_steps: int | None = None,
             filters_cache: str | None = None) -> Explanations:
     model = as_model(model, x)
     inputs = as_input(model, x)

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..catalog import MAPS_PRECISION
 from ..techniques.cams import METHODS, CamResult, minmax
 from ..techniques.evaluate import Evaluation
 from ..techniques.explain import Explanation
@@ -78,7 +79,7 @@ class WrittenCam:
     overlay: Path
     raw: Path | None
     color_map: Path | None = None
-    precision: str = "fp32"
+    precision: str = MAPS_PRECISION
     precision_reason: str = "as asked"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..catalog import DEFAULT_METRICS, METRIC_NAMES
+from ..catalog import DEFAULT_METRICS, MAPS_PRECISION, METRIC_NAMES
 from ..errors import InputError, check_at_least
 from ..images import ImageSource
 from ..layers import split_spec
@@ -131,7 +131,7 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
              methods: str | Sequence[str] = "all", metrics: str | Sequence[str] = DEFAULT_METRICS,
              steps: int = measure.STEPS, boxes: Mapping[tuple[int, int], Sequence[Sequence[float]]] | None = None,
              photo_sizes: Sequence[tuple[int, int]] | None = None, names: Sequence[str] | None = None,
-             precision: str = "fp32", cascade: bool = True,
+             precision: str = MAPS_PRECISION, cascade: bool = True,
              progress: Callable[[str], None] | None = None) -> list[Evaluation]:
     """Every method's map for each image and class, measured and ranked (see :class:`Evaluation`).
 
