@@ -29,7 +29,7 @@ from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import image_stems
 from ..samples import DEMO_SAMPLES, SAMPLES, sample_array
 from ..techniques.cams import METHODS as CAM_METHODS
-from ..techniques.evaluate import Evaluation
+from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
 
 SAMPLE_PREFIX = "sample:"
@@ -198,7 +198,7 @@ def _print_evaluation(evaluation: Evaluation) -> None:
             "classifier is randomized)" if best.sanity.spearman else "-")
         pointing = "" if best.pointing is None else f"  pointing {'hit' if best.pointing[0] else 'miss'} " \
                                                      f"{best.pointing[1]:.2f}"
-        name = " = ".join(m.title for m in group) + (" (empty)" if best.empty else "")
+        name = group_title(group) + (" (empty)" if best.empty else "")
         print(f"{rank:>2}. {name:<36} {cells[0]:>8} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7} {cells[4]:>7}  "
               f"{sanity}{pointing}")
     for note in evaluation.notes:

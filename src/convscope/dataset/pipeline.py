@@ -34,6 +34,7 @@ from ..presentation.files import prepare_out_dir, save_json
 from ..techniques import metrics as measure
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import cam_layer, cam_method
+from ..techniques.evaluate import parse_metrics
 from .channel_examples import (
     ChannelExamples,
     channel_examples,
@@ -84,13 +85,7 @@ class DatasetOptions:
         the precision)."""
         check_at_least("steps", self.steps, 1)
         cam_method(self.method)
-        metrics = [] if self.metrics in ("none", ["none"]) else \
-            [m.strip() for m in (self.metrics.split(",") if isinstance(self.metrics, str) else self.metrics)
-             if m.strip()]
-        for name in metrics:
-            if name not in DATASET_METRICS:
-                raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
-                                 parameter="metrics")
+        metrics = parse_metrics(self.metrics, DATASET_METRICS)
         examples = examples_layers(model, self.examples) if self.examples is not None else []
         if self.examples is not None:
             check_examples_top(self.examples_top, images)

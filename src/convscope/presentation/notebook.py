@@ -109,7 +109,8 @@ class Evaluations(list):
                     picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
-                cells = [f"{rank}", html.escape(" = ".join(m.title for m in group)) + (" (empty)" if best.empty else ""),
+                methods = html.escape(evaluate_technique.group_title(group)) + (" (empty)" if best.empty else "")
+                cells = [f"{rank}", methods,
                          *(f"{v:.3f}" if v is not None else "-" for v in (best.deletion, best.insertion, best.score)),
                          sanity, picture]
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")

@@ -35,6 +35,7 @@ from ..layers import default_activation_layers
 from ..model import Model, as_model
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import METHODS as CAM_METHODS
+from ..techniques.evaluate import group_title
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
 from ..techniques.filters import DEFAULT_SIZE
@@ -72,7 +73,7 @@ from .report import (
     WhyThisClass,
     write_report,
 )
-from .writers import image_stems, report_size, write_explanations, write_filter_grids
+from .writers import image_stems, report_size, write_filter_grids
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
@@ -298,8 +299,7 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
     """"Why this class" under each image's top-1 map: ``out/explain/<stem>_<class>.png`` and ``.json``,
     and the channels with their filter picture, their tile among the intermediate outputs and their
     dataset examples, where those exist."""
-    pictures = plan.pictures(model, explanations, out / FILTERS_DIR, progress)
-    written = write_explanations(explanations, photos, names, stems, pictures, out / EXPLAIN_DIR, plan.filter_layer)
+    written = plan.write(model, explanations, photos, names, stems, out, progress)
     tiles = {layer.name for layer in activations.layers}
     examples = (dataset_examples or {}).get("layers", {})
     for w in written:
@@ -307,7 +307,7 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
         largest = max((abs(c.contribution) for c in e.shown), default=0.0) or 1.0
         channels = [WhyChannel(kind, c.index, round(c.contribution, 4), None if c.share is None else round(c.share, 4),
                                list(c.peak), round(100 * abs(c.contribution) / largest, 1),
-                               _rel(pictures[c.index], out) if c.index in pictures else None,
+                               _rel(w.pictures[c.index], out) if c.index in w.pictures else None,
                                e.layer in tiles,
                                f"{dataset_examples['index']}#examples/{e.layer}/{c.index}"
                                if c.index < examples.get(e.layer, 0) else None)
@@ -331,7 +331,7 @@ def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.I
 
 def _trust_row(group: list) -> TrustRow:
     best = group[0]
-    titles = " = ".join(m.title for m in group)
+    titles = group_title(group)
     spearman = best.sanity.spearman[0] if best.sanity is not None and best.sanity.spearman else None
     cascade = "" if best.sanity is None else ", ".join(
         f"{stage} {value:.2f}" for stage, value in zip(best.sanity.stages, best.sanity.spearman))
@@ -358,7 +358,7 @@ def recommendation(groups: list[list]) -> str:
     trusted = [group for group in groups if group[0].sanity is not None and group[0].sanity.passed
                and not group[0].empty]
     group = trusted[0] if trusted else groups[0]
-    titles = " = ".join(m.title for m in group)
+    titles = group_title(group)
     score = "" if group[0].score is None else f" (score {group[0].score:.3f})"
     if trusted:
         return (f"{titles}: the best-ranked map{score} that passed the sanity check, so it reflects why this class "

@@ -8,7 +8,7 @@ from the class is said once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -95,6 +95,12 @@ class Evaluation:
         return rows
 
 
+def group_title(group: Iterable[MethodEvaluation]) -> str:
+    """The title of a group of methods with identical maps (see :meth:`Evaluation.groups`):
+    ``Grad-CAM = HiResCAM``."""
+    return " = ".join(m.title for m in group)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -110,16 +116,23 @@ def check_methods(methods: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list[str]:
-    """Metric names (comma lists allowed, ``none`` for none), each checked; ``pointing`` only where
-    boxes are given."""
+def parse_metrics(names: str | Sequence[str], choices: Sequence[str] = METRIC_NAMES) -> list[str]:
+    """Metric names (comma lists allowed, ``none`` for none), each once, each checked to be one of
+    ``choices`` (the command line's ``--metrics`` of ``evaluate`` and ``dataset``)."""
     chosen = [] if names in ("none", ["none"]) else split_spec(names)
     for name in chosen:
-        if name not in METRIC_NAMES:
-            _unknown("metrics", name, METRIC_NAMES)
+        if name not in choices:
+            raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(choices)}",
+                             parameter="metrics")
+    return list(dict.fromkeys(chosen))
+
+
+def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list[str]:
+    """Metric names (see :func:`parse_metrics`), each checked; ``pointing`` only where boxes are given."""
+    chosen = parse_metrics(names)
     if "pointing" in chosen and not boxes_given:
         raise InputError("metrics: pointing needs boxes", parameter="metrics")
-    return list(dict.fromkeys(chosen))
+    return chosen
 
 
 def _unknown(parameter: str, name: str, choices: Sequence[str]) -> None:
@@ -210,7 +223,8 @@ def _group_and_note(evaluation: Evaluation) -> None:
     names = {m.method for m in evaluation.methods}
     gradcam = next((m for m in evaluation.methods if m.method == "gradcam"), None)
     if gradcam is not None and "hirescam" in gradcam.same_as:
-        titles = " = ".join(METHODS[name].title for name in ["gradcam", *gradcam.same_as])
+        by_name = {m.method: m for m in evaluation.methods}
+        titles = group_title([gradcam, *(by_name[name] for name in gradcam.same_as)])
         evaluation.notes.append(f"{titles}: {CONSTANT_GRADIENT}.")
     for method in evaluation.methods:
         if method.empty:
