@@ -109,7 +109,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output ({layout})")
     for name, kind, shape in rows:
         print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape}")
-    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, input {model.input_size[0]}x{model.input_size[1]}")
+    height, width = model.input_size
+    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, input {height}x{width}")
     return 0
 
 

@@ -74,7 +74,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
-        print(f"convscope: error: {_one_line(exc.worded_for(lambda parameter: flag_for(parameter, args.command)))}", file=sys.stderr)
+        message = exc.worded_for(lambda parameter: flag_for(parameter, args.command))
+        print(f"convscope: error: {_one_line(message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)

@@ -75,7 +75,8 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     """Parent parsers, each option defined once: ``run`` (--device, --debug), ``model`` (--model,
     --weights), ``out`` (--out), ``quiet`` (--quiet)."""
     run = argparse.ArgumentParser(add_help=False)
-    run.add_argument("--device", default="cpu", metavar="DEV", help="torch device: cpu (default), cuda, cuda:1, mps or auto")
+    run.add_argument("--device", default="cpu", metavar="DEV",
+                     help="torch device: cpu (default), cuda, cuda:1, mps or auto")
     run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the traceback of an error")
     model = argparse.ArgumentParser(add_help=False)
     group = model.add_argument_group("model")
@@ -215,7 +216,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
     p.set_defaults(handler=handlers["demo"])
 
-    p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]], help="class activation maps (Grad-CAM and family)",
+    p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]],
+                       help="class activation maps (Grad-CAM and family)",
                        description="Show which parts of each image made the network choose a class: a "
                                    "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)

@@ -306,5 +306,5 @@ def read_layer(out: str | os.PathLike, layer: str) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-__all__ = ["BINS", "RARE", "ChannelExamples", "channel_examples", "ShardExamples", "LayerExamples", "examples_layers", "merge_partials",
-           "write_examples", "read_layer", "partial_path"]
+__all__ = ["BINS", "RARE", "ChannelExamples", "channel_examples", "ShardExamples", "LayerExamples", "examples_layers",
+           "merge_partials", "write_examples", "read_layer", "partial_path"]

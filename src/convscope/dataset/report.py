@@ -4,8 +4,9 @@ The summary page holds the counts, the accuracy overall and per class (when labe
 the most frequent confusions; galleries -- most confident mistakes, least confident correct
 answers, and one per predicted class -- are pages of at most :data:`PAGE_SIZE` thumbnails (small
 JPEGs with the predicted class's map laid over, made once and reused on resume, loaded lazily);
-the accuracy table links a gallery per true class; every image has a small page with its predictions, its map and its metrics. Everything is static
-HTML with relative links: it works opened from disk.
+the accuracy table links a gallery per true class; every image has a small page with its
+predictions, its map and its metrics. Everything is static HTML with relative links: it works
+opened from disk.
 """
 
 from __future__ import annotations

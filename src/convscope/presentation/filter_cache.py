@@ -7,9 +7,9 @@ picture size and seed -- so pictures made with other settings are never mixed up
 run, a resumed run or another command with the same settings reuses them (``convscope run``'s
 filter section, ``explain``, the dataset examples' pages). A layer that is not a convolution
 (an activation, a norm, a pooling layer) shows the channels of the conv under it
-(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is independent of the others in its batch
-(its random start is seeded by its own index), so computing the missing ones alone gives the
-same pictures as computing them all.
+(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is
+independent of the others in its batch (its random start is seeded by its own index), so computing
+the missing ones alone gives the same pictures as computing them all.
 """
 
 from __future__ import annotations
@@ -144,7 +144,8 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
 
 
 def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,
-                          folder: str | os.PathLike | None = None, precision: str = FILTERS_PRECISION) -> dict[int, Image.Image]:
+                          folder: str | os.PathLike | None = None,
+                          precision: str = FILTERS_PRECISION) -> dict[int, Image.Image]:
     """channel -> its filter picture as a PIL image: from (and into) the cache under ``folder``, or
     computed in memory without one."""
     settings = settings or filter_settings(model, layer)

@@ -82,7 +82,8 @@ class CamMaps(torch.Tensor):
         maps = self.detach().float().cpu().as_subclass(torch.Tensor)
         if maps.dim() == 2:
             maps = maps[None]
-        rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else torch.zeros(len(maps), 3, *maps.shape[1:])
+        rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else \
+            torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
             pictures.append(overlay(photo_of_input(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
@@ -105,7 +106,8 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    data = base64.b64encode(png_bytes(overlay(photo_of_input(image), best.map.numpy()), 160)).decode("ascii")
+                    data = base64.b64encode(png_bytes(overlay(photo_of_input(image), best.map.numpy()),
+                                                      160)).decode("ascii")
                     picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
@@ -154,7 +156,8 @@ class Explanations(list):
         for e in self[:NOTEBOOK_IMAGES]:
             figure = ""
             if self.rgb is not None:
-                data = base64.b64encode(explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures)).decode("ascii")
+                data = base64.b64encode(explanation_figure(e, photo_of_input(self.rgb[e.image]),
+                                                           pictures)).decode("ascii")
                 figure = f'<img src="data:image/png;base64,{data}" width="{NOTEBOOK_WIDTH * 2 // 1.25:.0f}" ' \
                          f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"

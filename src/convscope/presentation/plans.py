@@ -144,7 +144,8 @@ class FiltersPlan:
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
-                 seed: int = 0, precision: str = FILTERS_PRECISION, save_raw: bool = False, objective: str = "mean") -> FiltersPlan:
+                 seed: int = 0, precision: str = FILTERS_PRECISION, save_raw: bool = False,
+                 objective: str = "mean") -> FiltersPlan:
     """The conv layers (default: the first of each block) with their filter indices, checked."""
     steps = check_filter_settings(method, steps, size, objective)
     model.check_convolutional()
