@@ -170,7 +170,7 @@ EARLY_ERRORS = [
     (["dataset", "DIR", "--metrics", "drop,nope"],
      "--metrics: unknown 'nope'; choose none or from drop, deletion, insertion"),
     (["evaluate", "x.jpg", "--metrics", "nope"],
-     "--metrics: unknown 'nope'; choose from deletion, insertion, drop, sanity, pointing"),
+     "--metrics: unknown 'nope'; choose none or from deletion, insertion, drop, sanity, pointing"),
     (["evaluate", "x.jpg", "--metrics", "deletion,pointing"], "--metrics: pointing needs boxes"),
     (["evaluate", "x.jpg", "--methods", "gradcam,nope"], f"--methods: unknown 'nope'; {CAM_METHODS_HINT}"),
     (["evaluate", "x.jpg", "--methods", "all,gradcam"], f"--methods: unknown 'all'; {CAM_METHODS_HINT}"),

@@ -61,7 +61,7 @@ def check_methods(methods: str) -> None:
 def check_metrics(metrics: str, boxes_given: bool) -> None:
     """``none`` or a comma list of metrics, as :func:`convscope.techniques.evaluate.check_metrics`."""
     names = [] if metrics == "none" else _names(metrics)
-    _known("metrics", names, METRIC_NAMES)
+    _known("metrics", names, METRIC_NAMES, "choose none or from")
     if "pointing" in names and not boxes_given:
         raise InputError("metrics: pointing needs boxes", parameter="metrics")
 

@@ -16,6 +16,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import dataset, models
+from ..catalog import ACTIVATIONS_DIR, CAM_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
 from ..errors import InputError
@@ -27,7 +28,7 @@ from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import image_stems
 from ..samples import DEMO_SAMPLES, sample_array
 from ..techniques.cams import METHODS as CAM_METHODS
-from ..techniques.evaluate import Evaluation
+from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
 from .checks import SAMPLE_PREFIX, sample_name
 
@@ -101,8 +102,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output ({layout})")
     for name, kind, shape in rows:
         print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape}")
-    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, "
-          f"input {model.input_size[0]}x{model.input_size[1]}")
+    height, width = model.input_size
+    print(f"{len(rows)} layers; {model.name}, weights {model.weights}, input {height}x{width}")
     return 0
 
 
@@ -127,10 +128,10 @@ def cmd_activations(args: argparse.Namespace) -> int:
     x = model.preprocess(image, crop=args.crop, names=[args.image])
     plan = plan_activations(model, x.shape, args.layers, per_row=args.per_row, normalize=args.normalize,
                             cmap=args.cmap, save_raw=args.save_raw)
-    out = prepare_out_dir(args.out, "activations")
+    out = prepare_out_dir(args.out, ACTIVATIONS_DIR)
     if args.save_raw:
         _save_input(x, out)
-    _, written = plan.write(model, x, out / "activations")
+    _, written = plan.write(model, x, out / ACTIVATIONS_DIR)
     for grid in written:
         print(f"{grid.layer:<28} {'x'.join(map(str, grid.shape)):>14}  {grid.png}")
     print(f"{len(written)} layer grids in {out / 'activations'}")
@@ -144,14 +145,14 @@ def cmd_cam(args: argparse.Namespace) -> int:
     if CAM_METHODS[plan.method].class_independent and (args.classes or args.top):
         print(f"convscope: note: {CAM_METHODS[plan.method].title} does not depend on the class: its map is the "
               "same for every class", file=sys.stderr)
-    out = prepare_out_dir(args.out, "cam")
+    out = prepare_out_dir(args.out, CAM_DIR)
     x = model.preprocess(photos, names=args.images)
     ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
     _print_predictions(args.images, ranked, 5)
     if args.save_raw:
         _save_input(x, out)
     with _progress_bar(False, "masked inputs") as bar:  # Score-CAM: one forward pass per channel
-        written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / "cam",
+        written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / CAM_DIR,
                              progress=bar.update)
     print(f"{CAM_METHODS[plan.method].title} on layer {plan.layer}: {len(written)} maps in {out / 'cam'} "
           f"({_precisions([(w.precision, w.precision_reason) for w in written])})")
@@ -165,10 +166,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     x = model.preprocess(photos, names=args.images)
     ranked = model.predict(x, top=1)
     plan.boxes(model, args.images, photos, plan.classes_for(ranked))  # a bad boxes file fails before any work
-    out = prepare_out_dir(args.out, "evaluate")
+    out = prepare_out_dir(args.out, EVALUATE_DIR)
     say = (lambda line: None) if args.json else (lambda line: print(f"  ... {line}", file=sys.stderr, flush=True))
     metrics_json, written = plan.write(model, x, photos, args.images, image_stems(args.images), ranked,
-                                       out / "evaluate", progress=say)
+                                       out / EVALUATE_DIR, progress=say)
     if args.json:
         print(json.dumps([row for w in written for row in w.evaluation.as_json()], indent=2))
         return 0
@@ -191,7 +192,7 @@ def _print_evaluation(evaluation: Evaluation) -> None:
             "classifier is randomized)" if best.sanity.spearman else "-")
         pointing = "" if best.pointing is None else f"  pointing {'hit' if best.pointing[0] else 'miss'} " \
                                                      f"{best.pointing[1]:.2f}"
-        name = " = ".join(m.title for m in group) + (" (empty)" if best.empty else "")
+        name = group_title(group) + (" (empty)" if best.empty else "")
         print(f"{rank:>2}. {name:<36} {cells[0]:>8} {cells[1]:>9} {cells[2]:>7} {cells[3]:>7} {cells[4]:>7}  "
               f"{sanity}{pointing}")
     for note in evaluation.notes:
@@ -203,9 +204,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
     plan = plan_explain(model, args.layer, args.classes or (), args.top, args.precision, args.filters_steps)
     x = model.preprocess(photos, names=args.images)
     explanations = plan.explain(model, x, model.predict(x, top=1))
-    out = prepare_out_dir(args.out, "explain", "filters")
+    out = prepare_out_dir(args.out, EXPLAIN_DIR, FILTERS_DIR)
     with _progress_bar(args.quiet or args.json) as bar:
-        _total_of(bar)(plan.missing_steps(model, explanations, out / "filters"))
+        _total_of(bar)(plan.missing_steps(model, explanations, out / FILTERS_DIR))
         written = plan.write(model, explanations, photos, args.images, image_stems(args.images), out, bar.update)
     if args.json:
         print(json.dumps([json.loads(w.json.read_text(encoding="utf-8")) for w in written], indent=2))
@@ -256,11 +257,11 @@ def cmd_filters(args: argparse.Namespace) -> int:
                         seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective)
     for note in plan.notes:
         print(f"convscope: note: {note}", file=sys.stderr)
-    out = prepare_out_dir(args.out, "filters")
+    out = prepare_out_dir(args.out, FILTERS_DIR)
     used = []
     with _progress_bar(args.quiet) as bar:
         _total_of(bar)(plan.total_steps)
-        for result, written in plan.write(model, out / "filters", progress=bar.update):
+        for result, written in plan.write(model, out / FILTERS_DIR, progress=bar.update):
             used.append((result.precision, result.precision_reason))
             if not args.quiet:
                 notes = "".join([f"  {result.redrawn} redrawn with neuron" if result.redrawn else "",

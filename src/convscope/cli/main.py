@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConvscopeError as exc:
         if args.debug:
             traceback.print_exc()
-        worded = exc.worded_for(lambda parameter: flag_for(parameter, args.command))
-        print(f"convscope: error: {_one_line(worded)}", file=sys.stderr)
+        message = exc.worded_for(lambda parameter: flag_for(parameter, args.command))
+        print(f"convscope: error: {_one_line(message)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("convscope: interrupted", file=sys.stderr)

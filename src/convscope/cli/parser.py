@@ -18,6 +18,8 @@ from ..catalog import (
     DEFAULT_WEIGHTS,
     EXAMPLES_TOP,
     EXPLAIN_TOP,
+    FILTERS_PRECISION,
+    MAPS_PRECISION,
     METRIC_NAMES,
     NORMALIZATIONS,
     NORMALIZE,
@@ -180,7 +182,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "(pixel-space RMS-normalized ascent)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     _objective_option(p)
-    _precision_option(p, "auto")
+    _precision_option(p, FILTERS_PRECISION)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/filters/<layer>.npy (float32 N x 3 x S x S) and <layer>.json (scores)")
     p.set_defaults(handler=handlers["filters"])
@@ -228,7 +230,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"default {CAM_METHOD_NAMES[0]}")
     p.add_argument("--alpha", type=float, default=CAM_ALPHA, metavar="A",
                    help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
-    _precision_option(p, "fp32")
+    _precision_option(p, MAPS_PRECISION)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=handlers["cam"])
@@ -253,7 +255,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "for the pointing game")
     p.add_argument("--steps", type=_positive_int, default=STEPS, metavar="N",
                    help=f"deletion and insertion steps (default {STEPS})")
-    _precision_option(p, "fp32")
+    _precision_option(p, MAPS_PRECISION)
     p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
     p.set_defaults(handler=handlers["evaluate"])
 
@@ -269,7 +271,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--top", type=_positive_int, default=EXPLAIN_TOP, metavar="K",
                    help=f"channels shown for the class (default {EXPLAIN_TOP}; the 2 most against it are shown too)")
     p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
-    _precision_option(p, "fp32")
+    _precision_option(p, MAPS_PRECISION)
     p.add_argument("--json", action="store_true", help="print the objects of the JSON files on stdout")
     p.set_defaults(handler=handlers["explain"])
 
@@ -302,6 +304,6 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                         "that excite it most, with the crop its unit sees: DIR/examples/")
     p.add_argument("--examples-top", type=int, default=EXAMPLES_TOP, metavar="K",
                    help=f"examples per channel (default {EXAMPLES_TOP})")
-    _precision_option(p, "fp32")
+    _precision_option(p, MAPS_PRECISION)
     p.set_defaults(handler=handlers["dataset"])
     return parser

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..catalog import DATASET_DIR, EXAMPLES_DIR
 from ..errors import ConvscopeError, InputError, LayerError, check_at_least
 from ..images import load_image
 from ..layers import default_filter_layers, select_layers
@@ -182,10 +183,10 @@ def write_examples(out: str | os.PathLike, model: Model, layers: Sequence[str], 
     """Merge the run's partial files in ``out/dataset`` and write ``out/examples/<layer>.json`` and
     ``out/examples/<layer>/<channel>.png``; ``paths``: the run's images by number. Returns the JSON files."""
     out = Path(out)
-    merged = merge_partials(out / "dataset", layers, top)
+    merged = merge_partials(out / DATASET_DIR, layers, top)
     fields = {name: receptive_field(model, name) for name in layers}
     crops = _crops(merged, fields, paths, model)
-    folder = out / "examples"
+    folder = out / EXAMPLES_DIR
     written, saving = [], []
     with ThreadPoolExecutor(max_workers=THREADS) as pool:  # PNG encoding releases the GIL
         for number, examples in enumerate(merged):
@@ -202,7 +203,7 @@ def write_examples(out: str | os.PathLike, model: Model, layers: Sequence[str], 
             fired = examples.fired
             rare = (fired > 0) & (fired < RARE * examples.images)
             written.append(save_json({
-                "layer": name, "top": top, "images": examples.images, "folder": f"examples/{safe_name(name)}",
+                "layer": name, "top": top, "images": examples.images, "folder": f"{EXAMPLES_DIR}/{safe_name(name)}",
                 "receptive_field": {"size": list(field.size), "stride": list(field.stride),
                                     "offset": list(field.offset), "input_size": list(field.input_size)},
                 "dead": int((fired == 0).sum()), "rare": int(rare.sum()), "channels": channels,
@@ -296,9 +297,9 @@ def channel_examples(out: str | os.PathLike, layer: str, channel: int) -> Channe
 
 def read_layer(out: str | os.PathLike, layer: str) -> dict[str, Any]:
     """``out/examples/<layer>.json``; InputError naming ``layer`` when the run has no examples of it."""
-    path = Path(out) / "examples" / f"{safe_name(layer)}.json"
+    path = Path(out) / EXAMPLES_DIR / f"{safe_name(layer)}.json"
     if not path.exists():
-        found = sorted(p.stem for p in (Path(out) / "examples").glob("*.json"))
+        found = sorted(p.stem for p in (Path(out) / EXAMPLES_DIR).glob("*.json"))
         raise InputError(f"layer: the dataset run in {out} has no examples of {layer!r}"
                          + (f" (it has {', '.join(found)})" if found else " (run it with --examples)"),
                          parameter="layer")
@@ -306,5 +307,4 @@ def read_layer(out: str | os.PathLike, layer: str) -> dict[str, Any]:
 
 
 __all__ = ["BINS", "RARE", "ChannelExamples", "channel_examples", "ShardExamples", "LayerExamples", "examples_layers",
-           "merge_partials",
-           "write_examples", "read_layer", "partial_path"]
+           "merge_partials", "write_examples", "read_layer", "partial_path"]

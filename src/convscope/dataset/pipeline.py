@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import EXAMPLES_TOP, MAPS_PRECISION
+from ..catalog import DATASET_DIR, EXAMPLES_TOP, MAPS_PRECISION
 from ..errors import InputError, check_at_least, check_choice, check_options
 from ..model import Model
 from ..precision import check_precision
@@ -35,6 +35,7 @@ from ..techniques import metrics as measure
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import cam_method
 from ..techniques.capture import cam_layer
+from ..techniques.evaluate import parse_metrics
 from .channel_examples import (
     ChannelExamples,
     channel_examples,
@@ -85,13 +86,7 @@ class DatasetOptions:
         the precision)."""
         check_at_least("steps", self.steps, 1)
         cam_method(self.method)
-        metrics = [] if self.metrics in ("none", ["none"]) else \
-            [m.strip() for m in (self.metrics.split(",") if isinstance(self.metrics, str) else self.metrics)
-             if m.strip()]
-        for name in metrics:
-            if name not in DATASET_METRICS:
-                raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(DATASET_METRICS)}",
-                                 parameter="metrics")
+        metrics = parse_metrics(self.metrics, DATASET_METRICS)
         examples = examples_layers(model, self.examples) if self.examples is not None else []
         if self.examples is not None:
             check_examples_top(self.examples_top, images)
@@ -128,7 +123,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     truth = (file_labels(model, images, options.labels) if options.labels is not None
              else folder_labels(model, images, root))
     manifest = Manifest(settings, [_image_entry(p) for p in images])
-    folder = prepare_out_dir(out, "dataset") / "dataset"
+    folder = prepare_out_dir(out, DATASET_DIR) / DATASET_DIR
     _check_resume(folder, manifest, options.restart)
     save_json(manifest.as_json(), folder / "manifest.json")
     truth = truth or [None] * len(images)

@@ -4,10 +4,9 @@ The summary page holds the counts, the accuracy overall and per class (when labe
 the most frequent confusions; galleries -- most confident mistakes, least confident correct
 answers, and one per predicted class -- are pages of at most :data:`PAGE_SIZE` thumbnails (small
 JPEGs with the predicted class's map laid over, made once and reused on resume, loaded lazily);
-the accuracy table links a gallery per true class; every image has a small page with
-its predictions, its map and its metrics.
-Everything is static
-HTML with relative links: it works opened from disk.
+the accuracy table links a gallery per true class; every image has a small page with its
+predictions, its map and its metrics. Everything is static HTML with relative links: it works
+opened from disk.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ..catalog import DATASET_DIR, EXAMPLES_DIR, FILTERS_DIR
 from ..errors import ConvscopeError
 from ..images import load_image
 from ..model import Model
@@ -48,7 +48,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     Costs no more than a file write per image: the thumbnails the run made are linked, not opened
     (their boxes keep the photo's aspect ratio), and a missing one is remade from its photo."""
     out = Path(out)
-    folder = out / "dataset"
+    folder = out / DATASET_DIR
     settings = _settings(folder)
     table = load(out)
     rows = table.select([name for name in SHOWN if name in table.column_names]).to_pylist()
@@ -105,23 +105,23 @@ def write_example_filters(model: Model, out: str | os.PathLike, progress: Callab
     ``out/examples/filters.json``: layer -> the folder of its pictures, relative to ``out``."""
     out = Path(out)
     layers = {}
-    for layer in _settings(out / "dataset").get("examples") or []:
+    for layer in _settings(out / DATASET_DIR).get("examples") or []:
         layers[layer] = range(len(read_layer(out, layer)["channels"]))
     settings = {layer: filter_settings(model, layer) for layer in layers}  # each a forward pass: found once
     if on_total is not None:
-        on_total(missing_steps(model, layers, out / "filters", settings))
+        on_total(missing_steps(model, layers, out / FILTERS_DIR, settings))
     folders = {}
     for layer, channels in layers.items():
-        cached_filter_pictures(model, layer, list(channels), out / "filters", settings[layer], progress=progress)
-        folders[layer] = layer_folder(out / "filters", model, layer, settings[layer]).relative_to(out).as_posix()
-    save_json(folders, out / "examples" / "filters.json")
+        cached_filter_pictures(model, layer, list(channels), out / FILTERS_DIR, settings[layer], progress=progress)
+        folders[layer] = layer_folder(out / FILTERS_DIR, model, layer, settings[layer]).relative_to(out).as_posix()
+    save_json(folders, out / EXAMPLES_DIR / "filters.json")
     return folders
 
 
 def _write_example_pages(environment: Environment, out: Path, layers: Sequence[str]) -> list[dict]:
     """One set of pages per layer (:data:`CHANNELS_PER_PAGE` channels a page): each channel's filter
     picture (where computed), its examples and the histogram of its maxima; returns the index's rows."""
-    filters_file = out / "examples" / "filters.json"
+    filters_file = out / EXAMPLES_DIR / "filters.json"
     filter_folders = json.loads(filters_file.read_text(encoding="utf-8")) if filters_file.exists() else {}
     rows = []
     template = environment.get_template("dataset_examples.html.j2")
@@ -145,13 +145,13 @@ def _write_example_pages(environment: Environment, out: Path, layers: Sequence[s
                                    next=names[number + 1] if number + 1 < total else None,
                                    links=_example_links([{"layer": layer, "prefix": prefix,
                                                           "channels": len(channels)}], ""))
-            write_bytes(out / "dataset" / "pages" / name, html.encode("utf-8"))
+            write_bytes(out / DATASET_DIR / "pages" / name, html.encode("utf-8"))
         rows.append({"layer": layer, "prefix": prefix, "channels": len(channels), "dead": facts["dead"],
-                     "rare": facts["rare"], "images": facts["images"], "first_page": f"dataset/pages/{names[0]}"})
+                     "rare": facts["rare"], "images": facts["images"], "first_page": f"{DATASET_DIR}/pages/{names[0]}"})
     return rows
 
 
-def _example_links(layers: Sequence[dict], base: str = "dataset/pages/") -> str:
+def _example_links(layers: Sequence[dict], base: str = f"{DATASET_DIR}/pages/") -> str:
     """JSON for the pages' script that follows ``#examples/<layer>/<channel>`` to the channel's page."""
     return json.dumps({"base": base, "per_page": CHANNELS_PER_PAGE,
                        "layers": {row["layer"]: {"prefix": row["prefix"], "channels": row["channels"]}
@@ -211,7 +211,7 @@ def _write_gallery(environment: Environment, pages: Path, key: str, title: str, 
             items=items[number * PAGE_SIZE:(number + 1) * PAGE_SIZE],
             previous=names[number - 1] if number else None, next=names[number + 1] if number + 1 < total else None)
         write_bytes(pages / name, html.encode("utf-8"))
-    return {"title": title, "count": count, "first_page": f"dataset/pages/{names[0]}"}
+    return {"title": title, "count": count, "first_page": f"{DATASET_DIR}/pages/{names[0]}"}
 
 
 def _per_class(rows: list[dict], labels: Sequence[str], galleries: dict[str, dict]) -> list[dict]:

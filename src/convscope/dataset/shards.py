@@ -28,6 +28,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from ..catalog import DATASET_DIR
 from ..errors import ConvscopeError, InputError
 from ..images import load_image
 from ..model import Model
@@ -244,7 +245,7 @@ def load(out: str | os.PathLike) -> pa.Table:
     """The results of a dataset run in ``out`` (its ``dataset`` folder, or that folder itself) as one
     ``pyarrow.Table`` in image order (``.to_pandas()`` where pandas is installed)."""
     folder = Path(out)
-    folder = folder / "dataset" if (folder / "dataset").is_dir() else folder
+    folder = folder / DATASET_DIR if (folder / DATASET_DIR).is_dir() else folder
     shards = sorted(folder.glob("shard-*.parquet"))
     if not shards:
         raise InputError(f"out {folder}: holds no dataset results", parameter="out")

@@ -8,9 +8,8 @@ run, a resumed run or another command with the same settings reuses them (``conv
 filter section, ``explain``, the dataset examples' pages). A layer that is not a convolution
 (an activation, a norm, a pooling layer) shows the channels of the conv under it
 (:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is
-independent of the others in its batch
-(its random start is seeded by its own index), so computing the missing ones alone gives the
-same pictures as computing them all.
+independent of the others in its batch (its random start is seeded by its own index), so computing
+the missing ones alone gives the same pictures as computing them all.
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..catalog import FILTERS_PRECISION
 from ..layers import producing_conv
 from ..model import Model
 from ..techniques.filters import (
@@ -90,7 +90,7 @@ def missing_channels(target: Path, channels: Sequence[int]) -> list[int]:
 
 
 def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
-                           settings: FilterSettings | None = None, precision: str = "auto",
+                           settings: FilterSettings | None = None, precision: str = FILTERS_PRECISION,
                            progress: Callable[[int], None] | None = None) -> dict[int, Path]:
     """The picture of each of ``channels`` of ``layer``, computing (in one batched ascent) only
     those not in the cache under ``folder``; returns channel -> PNG path."""
@@ -118,7 +118,7 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
 
 
 def cached_filter_result(model: Model, layer: str, channels: Sequence[int], folder: str | os.PathLike,
-                         settings: FilterSettings | None = None, precision: str = "auto",
+                         settings: FilterSettings | None = None, precision: str = FILTERS_PRECISION,
                          progress: Callable[[int], None] | None = None) -> FilterResult:
     """:func:`cached_filter_pictures` as a :class:`~convscope.techniques.filters.FilterResult`
     (pictures read back from the PNGs, scores from the cache; no step history)."""
@@ -144,7 +144,8 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
 
 
 def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,
-                          folder: str | os.PathLike | None = None, precision: str = "auto") -> dict[int, Image.Image]:
+                          folder: str | os.PathLike | None = None,
+                          precision: str = FILTERS_PRECISION) -> dict[int, Image.Image]:
     """channel -> its filter picture as a PIL image: from (and into) the cache under ``folder``, or
     computed in memory without one."""
     settings = settings or filter_settings(model, layer)

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ..catalog import FILTERS_PRECISION, MAPS_PRECISION
 from ..errors import ConvscopeError
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
@@ -81,8 +82,8 @@ class CamMaps(torch.Tensor):
         maps = self.detach().float().cpu().as_subclass(torch.Tensor)
         if maps.dim() == 2:
             maps = maps[None]
-        given = self.rgb is not None and len(self.rgb) == len(maps)
-        rgb = self.rgb if given else torch.zeros(len(maps), 3, *maps.shape[1:])
+        rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else \
+            torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
             pictures.append(overlay(photo_of_input(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
@@ -105,13 +106,13 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    shown = overlay(photo_of_input(image), best.map.numpy())
-                    data = base64.b64encode(png_bytes(shown, 160)).decode("ascii")
+                    data = base64.b64encode(png_bytes(overlay(photo_of_input(image), best.map.numpy()),
+                                                      160)).decode("ascii")
                     picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
-                name = html.escape(" = ".join(m.title for m in group)) + (" (empty)" if best.empty else "")
-                cells = [f"{rank}", name,
+                methods = html.escape(evaluate_technique.group_title(group)) + (" (empty)" if best.empty else "")
+                cells = [f"{rank}", methods,
                          *(f"{v:.3f}" if v is not None else "-" for v in (best.deletion, best.insertion, best.score)),
                          sanity, picture]
                 rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -155,8 +156,8 @@ class Explanations(list):
         for e in self[:NOTEBOOK_IMAGES]:
             figure = ""
             if self.rgb is not None:
-                figure_png = explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures)
-                data = base64.b64encode(figure_png).decode("ascii")
+                data = base64.b64encode(explanation_figure(e, photo_of_input(self.rgb[e.image]),
+                                                           pictures)).decode("ascii")
                 figure = f'<img src="data:image/png;base64,{data}" width="{NOTEBOOK_WIDTH * 2 // 1.25:.0f}" ' \
                          f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"
@@ -177,14 +178,14 @@ def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = filters_technique.DEFAULT_SIZE,
             method: str = filters_technique.DEFAULT_METHOD, seed: int = 0,
-            precision: str = "auto", objective: str = "mean") -> FilterPictures:
+            precision: str = FILTERS_PRECISION, objective: str = "mean") -> FilterPictures:
     return FilterPictures(filters_technique.filters(model, layer, filters, steps, size, method, seed, precision,
                                                     objective))
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
         classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-        method: str = cams_technique.DEFAULT_METHOD, precision: str = "fp32") -> CamMaps:
+        method: str = cams_technique.DEFAULT_METHOD, precision: str = MAPS_PRECISION) -> CamMaps:
     model = as_model(model, x)
     inputs = as_input(model, x)
     maps = cams_technique.cam(model, inputs, classes, layer, method, precision).as_subclass(CamMaps)
@@ -206,7 +207,7 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
 
 def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
             classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-            top: int = explain_technique.DEFAULT_TOP, precision: str = "fp32", filters_steps: int | None = None,
+            top: int = explain_technique.DEFAULT_TOP, precision: str = MAPS_PRECISION, filters_steps: int | None = None,
             filters_cache: str | None = None) -> Explanations:
     model = as_model(model, x)
     inputs = as_input(model, x)

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..catalog import CAM_ALPHA, CMAP, NORMALIZE, PER_ROW
+from ..catalog import CAM_ALPHA, CMAP, EXPLAIN_DIR, FILTERS_DIR, FILTERS_PRECISION, MAPS_PRECISION, NORMALIZE, PER_ROW
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..layers import default_filter_layers
 from ..model import Model, Prediction
@@ -111,7 +111,7 @@ class FiltersPlan:
     size: int = DEFAULT_SIZE
     method: str = DEFAULT_FILTER_METHOD
     seed: int = 0
-    precision: str = "auto"
+    precision: str = FILTERS_PRECISION
     save_raw: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
     objective: str = "mean"
@@ -145,7 +145,7 @@ class FiltersPlan:
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
-                 seed: int = 0, precision: str = "auto", save_raw: bool = False,
+                 seed: int = 0, precision: str = FILTERS_PRECISION, save_raw: bool = False,
                  objective: str = "mean") -> FiltersPlan:
     """The conv layers (default: the first of each block) with their filter indices, checked."""
     steps = check_filter_settings(method, steps, size, objective)
@@ -167,7 +167,7 @@ class CamPlan:
 
     layer: str
     method: str = DEFAULT_CAM_METHOD
-    precision: str = "fp32"
+    precision: str = MAPS_PRECISION
     alpha: float = CAM_ALPHA
     classes: tuple[int, ...] = ()
     top: int = 1
@@ -199,7 +199,7 @@ class CamPlan:
 
 
 def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str] = (), top: int | None = None, *,
-             method: str = DEFAULT_CAM_METHOD, precision: str = "fp32", alpha: float = CAM_ALPHA,
+             method: str = DEFAULT_CAM_METHOD, precision: str = MAPS_PRECISION, alpha: float = CAM_ALPHA,
              save_raw: bool = False) -> CamPlan:
     """The layer (default: the last feature map before global pooling), classes, method and overlay
     settings, checked."""
@@ -220,7 +220,7 @@ class EvaluatePlan:
     methods: list[str]
     metrics: list[str]
     steps: int = STEPS
-    precision: str = "fp32"
+    precision: str = MAPS_PRECISION
     classes: tuple[int, ...] = ()
     boxes_file: dict[str, Any] | None = None
     cascade: bool = True
@@ -289,7 +289,7 @@ def read_boxes_file(path: str | os.PathLike) -> dict[str, Any]:
 
 def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequence[str] = "all",
                   metrics: str | Sequence[str] = DEFAULT_METRICS, classes: Sequence[int | str] = (),
-                  steps: int = STEPS, boxes: str | os.PathLike | None = None, precision: str = "fp32",
+                  steps: int = STEPS, boxes: str | os.PathLike | None = None, precision: str = MAPS_PRECISION,
                   cascade: bool = True) -> EvaluatePlan:
     """Methods, metrics, steps, layer, classes and the boxes file, all checked before any work."""
     chosen_methods = check_methods(methods)
@@ -316,7 +316,7 @@ class ExplainPlan:
     layer: str
     top: int = EXPLAIN_TOP
     classes: tuple[int, ...] = ()
-    precision: str = "fp32"
+    precision: str = MAPS_PRECISION
     filter_layer: str | None = None
     filters: FilterSettings | None = None
 
@@ -353,12 +353,12 @@ class ExplainPlan:
               names: Sequence[str], stems: Sequence[str], out: Path,
               progress: Callable[[int], None] | None = None) -> list[WrittenExplanation]:
         """The pictures (cached in ``out/filters``), then ``out/explain/<stem>_<class>.png`` and ``.json``."""
-        pictures = self.pictures(model, explanations, out / "filters", progress)
-        return write_explanations(explanations, photos, names, stems, pictures, out / "explain", self.filter_layer)
+        pictures = self.pictures(model, explanations, out / FILTERS_DIR, progress)
+        return write_explanations(explanations, photos, names, stems, pictures, out / EXPLAIN_DIR, self.filter_layer)
 
 
 def plan_explain(model: Model, layer: str | None = None, classes: Sequence[int | str] = (), top: int = EXPLAIN_TOP,
-                 precision: str = "fp32", filter_steps: int | None = None) -> ExplainPlan:
+                 precision: str = MAPS_PRECISION, filter_steps: int | None = None) -> ExplainPlan:
     """The layer (default: the CAM layer), ``top``, the classes and the filter pictures' settings, checked."""
     layer = cam_layer(model, layer)
     check_explain_top(model, layer, top)

@@ -19,13 +19,23 @@ from typing import Any
 
 from PIL import Image
 
-from ..catalog import OBJECTIVES
+from ..catalog import (
+    ACTIVATIONS_DIR,
+    CAM_DIR,
+    EVALUATE_DIR,
+    EXAMPLES_DIR,
+    EXPLAIN_DIR,
+    FILTERS_DIR,
+    IMAGES_DIR,
+    OBJECTIVES,
+)
 from ..errors import InputError, check_options
 from ..images import ImageSource, as_list, load_image
 from ..layers import default_activation_layers
 from ..model import Model, as_model
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import METHODS as CAM_METHODS
+from ..techniques.evaluate import group_title
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
 from ..techniques.filters import DEFAULT_SIZE
@@ -63,7 +73,7 @@ from .report import (
     WhyThisClass,
     write_report,
 )
-from .writers import image_stems, report_size, write_explanations, write_filter_grids
+from .writers import image_stems, report_size, write_filter_grids
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
@@ -143,8 +153,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     # time (measured: 63 s -> 137 s on 2 cores); `convscope evaluate` runs all of it.
     trust_plan = plan_evaluate(model, cam_plan.layer, options.trust_methods, TRUST_METRICS,
                                cascade=False) if options.trust else None
-    out = prepare_out_dir(out, "activations", "filters", "cam", "explain", "images",
-                          *(["evaluate"] if options.trust else []))
+    out = prepare_out_dir(out, ACTIVATIONS_DIR, FILTERS_DIR, CAM_DIR, EXPLAIN_DIR, IMAGES_DIR,
+                          *([EVALUATE_DIR] if options.trust else []))
     stems = image_stems(names)
 
     say("[1/6] predictions")
@@ -152,7 +162,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     images = []
     for stem, name, photo, predictions in zip(stems, names, photos, ranked):
         shown = photo.resize(report_size(photo.width, photo.height, PHOTO_LIMIT), Image.BILINEAR)
-        path = save_image(shown, out / "images" / f"{stem}.jpg", quality=90)
+        path = save_image(shown, out / IMAGES_DIR / f"{stem}.jpg", quality=90)
         images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
 
     say(f"[2/6] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
@@ -164,14 +174,14 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         filters_section = FiltersSection(FILTER_METHOD, 0, options.filters_size, "-", [], options.objective)
     else:
         settings = {name: filters_plan.settings_for(name) for name, _ in filters_plan.layers}
-        to_compute = missing_steps(model, dict(filters_plan.layers), out / "filters", settings)
+        to_compute = missing_steps(model, dict(filters_plan.layers), out / FILTERS_DIR, settings)
         say(f"[3/6] filters: {len(filters_plan.layers)} layers, "
             f"{sum(len(c) for _, c in filters_plan.layers)} filters"
             f"{'' if to_compute == filters_plan.total_steps else ' (some from the cache in filters/)'}")
         for note in filters_plan.notes:
             say(f"      note: {note}")
         if on_filter_layers is not None:
-            on_filter_layers(to_compute + explain_plan.missing_steps(model, explanations, out / "filters"))
+            on_filter_layers(to_compute + explain_plan.missing_steps(model, explanations, out / FILTERS_DIR))
         filters_section = _filters_section(model, filters_plan, settings, out, progress, say)
 
     title = CAM_METHODS[cam_plan.method].title
@@ -196,7 +206,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
 def example_links(dataset: str | Path, out: str | Path) -> dict[str, Any]:
     """What the report needs to link filters to a dataset run's examples (see ``Report.dataset_examples``)."""
     folder = Path(dataset)
-    found = sorted((folder / "examples").glob("*.json"))
+    found = sorted((folder / EXAMPLES_DIR).glob("*.json"))
     layers = {}
     for path in found:
         facts = json.loads(path.read_text(encoding="utf-8"))
@@ -237,7 +247,7 @@ def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence
     infos = {layer.name: layer for layer in model.layers()}
     layers: dict[str, ActivationLayer] = {}
     for index, stem in enumerate(stems):
-        folder = out / "activations" if index == 0 else prepare_out_dir(out / "activations" / stem)
+        folder = out / ACTIVATIONS_DIR if index == 0 else prepare_out_dir(out / ACTIVATIONS_DIR / stem)
         outputs, written = plan.write(model, x[index:index + 1], folder)
         for grid in written:
             maps = outputs[grid.layer][0].float()
@@ -259,8 +269,8 @@ def _filters_section(model: Model, plan: FiltersPlan, settings: dict[str, Filter
     second run, or pictures ``explain`` made, are reused), drawn as the grid ``convscope filters`` writes."""
     written = []
     for name, chosen in plan.layers:
-        result = cached_filter_result(model, name, chosen, out / "filters", settings[name], plan.precision, progress)
-        written.append((result, write_filter_grids(result, out / "filters")))
+        result = cached_filter_result(model, name, chosen, out / FILTERS_DIR, settings[name], plan.precision, progress)
+        written.append((result, write_filter_grids(result, out / FILTERS_DIR)))
     results = [result for result, _ in written]
     for result in results:
         say(f"      {result.layer}: {result.precision} ({result.precision_reason})")
@@ -277,7 +287,7 @@ def _filters_section(model: Model, plan: FiltersPlan, settings: dict[str, Filter
 def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], stems: Sequence[str], ranked,
               images: list[ReportImage], out: Path) -> None:
     probabilities = {(i, p.index): p.probability for i, predictions in enumerate(ranked) for p in predictions}
-    for cam in plan.write(model, x, photos, stems, plan.pairs(ranked), out / "cam", map_size=PHOTO_LIMIT):
+    for cam in plan.write(model, x, photos, stems, plan.pairs(ranked), out / CAM_DIR, map_size=PHOTO_LIMIT):
         images[cam.image].cams.append(CamEntry(
             cam.class_index, model.labels[cam.class_index], probabilities[(cam.image, cam.class_index)],
             _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out)))
@@ -289,8 +299,7 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
     """"Why this class" under each image's top-1 map: ``out/explain/<stem>_<class>.png`` and ``.json``,
     and the channels with their filter picture, their tile among the intermediate outputs and their
     dataset examples, where those exist."""
-    pictures = plan.pictures(model, explanations, out / "filters", progress)
-    written = write_explanations(explanations, photos, names, stems, pictures, out / "explain", plan.filter_layer)
+    written = plan.write(model, explanations, photos, names, stems, out, progress)
     tiles = {layer.name for layer in activations.layers}
     examples = (dataset_examples or {}).get("layers", {})
     for w in written:
@@ -298,7 +307,7 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
         largest = max((abs(c.contribution) for c in e.shown), default=0.0) or 1.0
         channels = [WhyChannel(kind, c.index, round(c.contribution, 4), None if c.share is None else round(c.share, 4),
                                list(c.peak), round(100 * abs(c.contribution) / largest, 1),
-                               _rel(pictures[c.index], out) if c.index in pictures else None,
+                               _rel(w.pictures[c.index], out) if c.index in w.pictures else None,
                                e.layer in tiles,
                                f"{dataset_examples['index']}#examples/{e.layer}/{c.index}"
                                if c.index < examples.get(e.layer, 0) else None)
@@ -309,7 +318,7 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
 
 def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.Image], names: Sequence[str],
                    stems: Sequence[str], ranked, out: Path) -> TrustSection:
-    _, written = plan.write(model, x, photos, names, stems, ranked, out / "evaluate")
+    _, written = plan.write(model, x, photos, names, stems, ranked, out / EVALUATE_DIR)
     images = []
     for w in written:
         evaluation = w.evaluation
@@ -322,7 +331,7 @@ def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.I
 
 def _trust_row(group: list) -> TrustRow:
     best = group[0]
-    titles = " = ".join(m.title for m in group)
+    titles = group_title(group)
     spearman = best.sanity.spearman[0] if best.sanity is not None and best.sanity.spearman else None
     cascade = "" if best.sanity is None else ", ".join(
         f"{stage} {value:.2f}" for stage, value in zip(best.sanity.stages, best.sanity.spearman))
@@ -349,7 +358,7 @@ def recommendation(groups: list[list]) -> str:
     trusted = [group for group in groups if group[0].sanity is not None and group[0].sanity.passed
                and not group[0].empty]
     group = trusted[0] if trusted else groups[0]
-    titles = " = ".join(m.title for m in group)
+    titles = group_title(group)
     score = "" if group[0].score is None else f" (score {group[0].score:.3f})"
     if trusted:
         return (f"{titles}: the best-ranked map{score} that passed the sanity check, so it reflects why this class "

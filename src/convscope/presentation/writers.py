@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from ..catalog import MAPS_PRECISION
 from ..techniques.cams import METHODS, CamResult, minmax
-from ..techniques.evaluate import Evaluation
+from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
 from ..techniques.filters import FilterResult
 from .drawing import (
@@ -78,7 +79,7 @@ class WrittenCam:
     overlay: Path
     raw: Path | None
     color_map: Path | None = None
-    precision: str = "fp32"
+    precision: str = MAPS_PRECISION
     precision_reason: str = "as asked"
 
 
@@ -156,7 +157,7 @@ class WrittenEvaluation:
 
 
 def _caption(group: list) -> str:
-    names = " = ".join(m.title for m in group)
+    names = group_title(group)
     best = group[0]
     if best.empty:
         return f"{names}\nempty map"
@@ -175,7 +176,7 @@ def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.
         base = folder / f"{stems[evaluation.image]}_{evaluation.class_index}"
         photo = photos[evaluation.image]
         title = f"{evaluation.name}: {evaluation.label} ({evaluation.class_index}), layer {evaluation.layer}"
-        lines = [(" = ".join(m.title for m in group), group[0].deletion_curve, group[0].insertion_curve)
+        lines = [(group_title(group), group[0].deletion_curve, group[0].insertion_curve)
                  for group in evaluation.groups()]
         curves = write_bytes(f"{base}_curves.png", curves_png(lines, title))
         entries = [(_caption(group), resized_map(group[0].map, photo.height, photo.width))
@@ -188,11 +189,13 @@ def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.
 
 @dataclass(frozen=True)
 class WrittenExplanation:
-    """One image-and-class explanation as written: the figure and the JSON."""
+    """One image-and-class explanation as written: the figure, the JSON and the filter picture of
+    each channel shown (where it has one)."""
 
     explanation: Explanation
     figure: Path
     json: Path
+    pictures: dict[int, Path] = field(default_factory=dict)
 
 
 def explanation_figure(explanation: Explanation, photo: Image.Image, pictures: Mapping[int, Image.Image | None],
@@ -232,5 +235,7 @@ def write_explanations(explanations: Sequence[Explanation], photos: Sequence[Ima
         figure = write_bytes(f"{base}.png", explanation_figure(explanation, photos[explanation.image], shown,
                                                                 filter_layer))
         data = {"image": names[explanation.image], **explanation.as_json(), "filter_layer": filter_layer}
-        written.append(WrittenExplanation(explanation, figure, save_json(data, f"{base}.json")))
+        written.append(WrittenExplanation(explanation, figure, save_json(data, f"{base}.json"),
+                                          {c.index: pictures[c.index] for c in explanation.shown
+                                           if c.index in pictures}))
     return written

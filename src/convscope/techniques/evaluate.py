@@ -8,13 +8,13 @@ from the class is said once.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
-from ..catalog import DEFAULT_METRICS, METRIC_NAMES
+from ..catalog import DEFAULT_METRICS, MAPS_PRECISION, METRIC_NAMES
 from ..errors import InputError, check_at_least
 from ..images import ImageSource
 from ..layers import split_spec
@@ -97,6 +97,12 @@ class Evaluation:
         return rows
 
 
+def group_title(group: Iterable[MethodEvaluation]) -> str:
+    """The title of a group of methods with identical maps (see :meth:`Evaluation.groups`):
+    ``Grad-CAM = HiResCAM``."""
+    return " = ".join(m.title for m in group)
+
+
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
@@ -112,16 +118,23 @@ def check_methods(methods: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list[str]:
-    """Metric names (comma lists allowed, ``none`` for none), each checked; ``pointing`` only where
-    boxes are given."""
+def parse_metrics(names: str | Sequence[str], choices: Sequence[str] = METRIC_NAMES) -> list[str]:
+    """Metric names (comma lists allowed, ``none`` for none), each once, each checked to be one of
+    ``choices`` (the command line's ``--metrics`` of ``evaluate`` and ``dataset``)."""
     chosen = [] if names in ("none", ["none"]) else split_spec(names)
     for name in chosen:
-        if name not in METRIC_NAMES:
-            _unknown("metrics", name, METRIC_NAMES)
+        if name not in choices:
+            raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(choices)}",
+                             parameter="metrics")
+    return list(dict.fromkeys(chosen))
+
+
+def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list[str]:
+    """Metric names (see :func:`parse_metrics`), each checked; ``pointing`` only where boxes are given."""
+    chosen = parse_metrics(names)
     if "pointing" in chosen and not boxes_given:
         raise InputError("metrics: pointing needs boxes", parameter="metrics")
-    return list(dict.fromkeys(chosen))
+    return chosen
 
 
 def _unknown(parameter: str, name: str, choices: Sequence[str]) -> None:
@@ -133,7 +146,7 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
              methods: str | Sequence[str] = "all", metrics: str | Sequence[str] = DEFAULT_METRICS,
              steps: int = measure.STEPS, boxes: Mapping[tuple[int, int], Sequence[Sequence[float]]] | None = None,
              photo_sizes: Sequence[tuple[int, int]] | None = None, names: Sequence[str] | None = None,
-             precision: str = "fp32", cascade: bool = True,
+             precision: str = MAPS_PRECISION, cascade: bool = True,
              progress: Callable[[str], None] | None = None) -> list[Evaluation]:
     """Every method's map for each image and class, measured and ranked (see :class:`Evaluation`).
 
@@ -223,7 +236,8 @@ def _group_and_note(evaluation: Evaluation) -> None:
     names = {m.method for m in evaluation.methods}
     gradcam = next((m for m in evaluation.methods if m.method == "gradcam"), None)
     if gradcam is not None and "hirescam" in gradcam.same_as:
-        titles = " = ".join(METHODS[name].title for name in ["gradcam", *gradcam.same_as])
+        by_name = {m.method: m for m in evaluation.methods}
+        titles = group_title([gradcam, *(by_name[name] for name in gradcam.same_as)])
         evaluation.notes.append(f"{titles}: {CONSTANT_GRADIENT}.")
     for method in evaluation.methods:
         if method.empty:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, OBJECTIVES
+from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTERS_PRECISION, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..hooks import evaluating
 from ..layers import preactivation
@@ -244,7 +244,7 @@ def check_filter_settings(method: str, steps: int | None, size: int, objective: 
 
 def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
                      steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD,
-                     seed: int = 0, precision: str = "auto", lr: float | None = None,
+                     seed: int = 0, precision: str = FILTERS_PRECISION, lr: float | None = None,
                      batch_size: int = FILTER_BATCH,
                      progress: Callable[[int], None] | None = None, objective: str = "mean") -> FilterResult:
     """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) for
@@ -296,7 +296,7 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
 
 def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
-                 precision: str = "auto", progress: Callable[[int], None] | None = None,
+                 precision: str = FILTERS_PRECISION, progress: Callable[[int], None] | None = None,
                  objective: str = "mean") -> FilterResult:
     """:func:`optimize_filters`, then (for ``mean``) every picture that came out flat or not reached
     drawn again with ``neuron``, in one more batch; the redrawn picture replaces the first where
@@ -360,7 +360,7 @@ def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, fi
 
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
-            precision: str = "auto", objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
+            precision: str = FILTERS_PRECISION, objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
     """Pictures of what each filter of ``layer`` responds to: ``(images, scores)``, images
     N x 3 x S x S RGB in [0, 1] (before the model's own normalization), scores the fp32 objective of
     each filter's pre-activation on its picture (``mean``: its spatial mean; ``neuron``: its centre

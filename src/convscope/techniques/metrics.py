@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import STEPS
+from ..catalog import MAPS_PRECISION, STEPS
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
 from ..model import Model, as_input, as_model
@@ -50,7 +50,7 @@ KINDS = ("deletion", "insertion")
 
 # -- probabilities ---------------------------------------------------------------------------------
 def class_probabilities(model: Model, inputs: Iterator[torch.Tensor] | torch.Tensor, classes: Sequence[int],
-                        batch_size: int = METRIC_BATCH, precision: str = "fp32") -> torch.Tensor:
+                        batch_size: int = METRIC_BATCH, precision: str = MAPS_PRECISION) -> torch.Tensor:
     """p(class_i | input_i) for a stream of model inputs (a tensor or an iterator of N x C x H x W
     chunks, matched in order with ``classes``), ``batch_size`` per forward pass, fp32 softmax."""
     check_at_least("batch_size", batch_size, 1)
@@ -127,7 +127,7 @@ def _ends(model: Model, x: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch
 
 
 def curves(model: Model | nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: Sequence[int], kind: str,
-           steps: int = STEPS, batch_size: int = METRIC_BATCH, precision: str = "fp32") -> torch.Tensor:
+           steps: int = STEPS, batch_size: int = METRIC_BATCH, precision: str = MAPS_PRECISION) -> torch.Tensor:
     """Deletion or insertion curves (B x S+1) of ``maps`` (B x H x W) for the inputs ``x``."""
     model = as_model(model, x)
     x = as_input(model, x)
@@ -159,7 +159,7 @@ def _check_maps(maps: torch.Tensor, x: torch.Tensor) -> None:
 
 # -- Average Drop and Increase in Confidence --------------------------------------------------------------
 def _masked_probabilities(model: Model | nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: Sequence[int],
-                          precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor]:
+                          precision: str = MAPS_PRECISION) -> tuple[torch.Tensor, torch.Tensor]:
     model = as_model(model, x)
     x = as_input(model, x)
     _check_maps(maps, x)
@@ -169,14 +169,14 @@ def _masked_probabilities(model: Model | nn.Module, x: torch.Tensor, maps: torch
 
 
 def average_drop(model: Model | nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: Sequence[int],
-                 precision: str = "fp32") -> torch.Tensor:
+                 precision: str = MAPS_PRECISION) -> torch.Tensor:
     """Per map ``100 * max(0, Y - O) / Y`` (lower is better; the mean over images is Average Drop)."""
     original, masked = _masked_probabilities(model, x, maps, classes, precision)
     return 100 * torch.clamp(original - masked, min=0) / original
 
 
 def increase_in_confidence(model: Model | nn.Module, x: torch.Tensor, maps: torch.Tensor, classes: Sequence[int],
-                           precision: str = "fp32") -> torch.Tensor:
+                           precision: str = MAPS_PRECISION) -> torch.Tensor:
     """Per map ``100 * [O > Y]`` (the mean over images is the Increase in Confidence)."""
     original, masked = _masked_probabilities(model, x, maps, classes, precision)
     return 100 * (masked > original).float()
