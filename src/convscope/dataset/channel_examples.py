@@ -37,6 +37,7 @@ from ..layers import default_filter_layers, select_layers
 from ..model import Model
 from ..presentation.drawing import crop_grid, receptive_field_crop
 from ..presentation.files import safe_name, save_image, save_json, write_bytes
+from ..presentation.html import data_uri_img
 from ..techniques.examples import ReceptiveField, TopK, channel_maxima, receptive_field
 
 #: Bins of each channel's histogram of maxima.
@@ -268,14 +269,12 @@ class ChannelExamples(list):
                 f"{', dead' if self.dead else ', rare' if self.rare else ''}>")
 
     def _repr_html_(self) -> str:
-        import base64
         from html import escape
 
         picture = ""
         if self.picture is not None and self.picture.exists():
-            data = base64.b64encode(self.picture.read_bytes()).decode("ascii")
-            picture = (f'<img src="data:image/png;base64,{data}" alt="the crops of channel {self.channel}" '
-                       'style="image-rendering: pixelated; width: 240px">')
+            picture = data_uri_img(self.picture.read_bytes(), alt=f"the crops of channel {self.channel}",
+                                   style="image-rendering: pixelated; width: 240px")
         rows = "".join(f"<tr><td>{i + 1}</td><td>{escape(str(r['path']))}</td><td>{r['value']:.4g}</td>"
                        f"<td>{r['position'][0]}, {r['position'][1]}</td></tr>" for i, r in enumerate(self))
         return (f"<p><b>{escape(self.layer)}</b>, channel {self.channel}: fired on {self.fired} images"

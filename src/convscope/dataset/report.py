@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from jinja2 import Environment, PackageLoader, StrictUndefined
+from jinja2 import Environment
 
 from ..catalog import DATASET_DIR, EXAMPLES_DIR, FILTERS_DIR
 from ..errors import ConvscopeError
@@ -28,6 +28,7 @@ from ..model import Model
 from ..presentation.drawing import thumbnail
 from ..presentation.files import prepare_out_dir, safe_name, save_json, write_bytes
 from ..presentation.filter_cache import cached_filter_pictures, filter_settings, layer_folder, missing_steps
+from ..presentation.html import environment as html_environment
 from .channel_examples import read_layer
 from .shards import load, summary, write_thumbnail
 
@@ -54,8 +55,7 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     rows = table.select([name for name in SHOWN if name in table.column_names]).to_pylist()
     thumbs, pages = prepare_out_dir(folder, "thumbs", "pages") / "thumbs", folder / "pages"
     made = {entry.name for entry in os.scandir(thumbs)}
-    environment = Environment(loader=PackageLoader("convscope.presentation", "templates"), autoescape=True,
-                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = html_environment()
     image_page = environment.get_template("dataset_image.html.j2")
     items: dict[int, dict[str, Any]] = {}
     for index, row in enumerate(rows):

@@ -8,7 +8,6 @@ This module sits on the presentation side: it calls the techniques and draws the
 
 from __future__ import annotations
 
-import base64
 import html
 from collections.abc import Sequence
 
@@ -27,6 +26,7 @@ from ..techniques import explain as explain_technique
 from ..techniques import filters as filters_technique
 from .drawing import overlay, photo_of_input, picture_grid, png_bytes, render_grid, side_by_side
 from .filter_cache import filter_picture_images
+from .html import data_uri_img
 from .plans import plan_explain
 from .writers import explanation_figure
 
@@ -45,8 +45,7 @@ class Activations(dict):
         for name, value in list(self.items())[:NOTEBOOK_LAYERS]:
             shape = "x".join(map(str, value.shape[1:]))
             if value.dim() == 4:
-                data = base64.b64encode(png_bytes(render_grid(value[0]), NOTEBOOK_WIDTH)).decode("ascii")
-                picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(name)}">'
+                picture = data_uri_img(png_bytes(render_grid(value[0]), NOTEBOOK_WIDTH), alt=name)
             else:
                 picture = "(not a feature map)"
             parts.append(f"<figure><figcaption><code>{html.escape(name)}</code> {shape}</figcaption>{picture}</figure>")
@@ -106,9 +105,8 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    data = base64.b64encode(png_bytes(overlay(photo_of_input(image), best.map.numpy()),
-                                                      160)).decode("ascii")
-                    picture = f'<img src="data:image/png;base64,{data}" alt="{html.escape(best.title)}">'
+                    picture = data_uri_img(png_bytes(overlay(photo_of_input(image), best.map.numpy()), 160),
+                                           alt=best.title)
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
                 methods = html.escape(evaluate_technique.group_title(group)) + (" (empty)" if best.empty else "")
@@ -156,10 +154,9 @@ class Explanations(list):
         for e in self[:NOTEBOOK_IMAGES]:
             figure = ""
             if self.rgb is not None:
-                data = base64.b64encode(explanation_figure(e, photo_of_input(self.rgb[e.image]),
-                                                           pictures)).decode("ascii")
-                figure = f'<img src="data:image/png;base64,{data}" width="{NOTEBOOK_WIDTH * 2 // 1.25:.0f}" ' \
-                         f'alt="Why {html.escape(e.label)}: the channels of {html.escape(e.layer)}">'
+                figure = data_uri_img(explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures),
+                                      width=f"{NOTEBOOK_WIDTH * 2 // 1.25:.0f}",
+                                      alt=f"Why {e.label}: the channels of {e.layer}")
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"
                            f"<td>{'-' if c.share is None else f'{c.share:.1%}'}</td><td>{c.peak}</td></tr>"
                            for kind, c in e.sides())

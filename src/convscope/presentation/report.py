@@ -15,10 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, StrictUndefined
-
 from ..model import Prediction
 from .files import write_bytes
+from .html import environment
 
 
 def _json(value: Any) -> Any:
@@ -224,10 +223,8 @@ class Report:
 
 def report_html(report: Report) -> str:
     """Fill the page template with ``report``."""
-    environment = Environment(loader=PackageLoader("convscope.presentation", "templates"), autoescape=True,
-                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     data = report.as_json()
-    return environment.get_template("report.html.j2").render(data=data, **data)
+    return environment().get_template("report.html.j2").render(data=data, **data)
 
 
 def write_report(out: str | Path, report: Report) -> Path:
