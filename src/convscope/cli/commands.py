@@ -1,6 +1,7 @@
-"""The commands of ``convscope``: each a short function over :mod:`convscope.plans`, with the
-printing of its results (ten of them make this module about 400 lines). :mod:`convscope.cli` parses
-the command line without importing torch and calls the command's function from here."""
+"""The commands of ``convscope``: one ``cmd_<name>`` function each, over the plans of
+:mod:`convscope.presentation.plans` (and :mod:`convscope.dataset`), with the printing of its results.
+:mod:`convscope.cli.main` parses the command line without importing torch and imports this module
+when a command runs."""
 
 from __future__ import annotations
 

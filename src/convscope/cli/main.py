@@ -33,7 +33,7 @@ FLAG_NAMES = {"classes": "--class", "source": "SOURCE"}
 #: and layer ``--cam-*``; ``run``'s filter pictures take ``--filters-steps``).
 COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "method": "--cam-method"},
                       "run": {"method": "--cam-method", "steps": "--filters-steps"}}
-#: Every command, each run by ``convscope.commands.cmd_<name>``.
+#: Every command, each run by ``convscope.cli.commands.cmd_<name>``.
 COMMANDS = ("layers", "predict", "activations", "filters", "run", "demo", "cam", "evaluate", "explain", "dataset")
 
 

@@ -1,5 +1,6 @@
 """The command line's parser: every command's options, each shared option defined once, choices and
-defaults taken from the library's own constants. The commands themselves are in :mod:`convscope.cli`."""
+defaults taken from :mod:`convscope.catalog`, without importing torch. The commands themselves are in
+:mod:`convscope.cli.commands`, the checks that need no model in :mod:`convscope.cli.checks`."""
 
 from __future__ import annotations
 

@@ -1,20 +1,9 @@
-"""Dataset runs: a whole folder of images through predictions and class activation maps, streamed,
-written as Parquet shards, resumable.
-
-* The source is a folder (searched recursively), a glob or a text file listing paths; true labels
-  come from class sub-folders (an ImageFolder layout) or a labels file (CSV or JSON).
-* ``DIR/dataset/manifest.json`` fixes the image list (sorted paths, sizes, modification times), the
-  model and every setting; ``DIR/dataset/shard-NNNNN.parquet`` hold :data:`SHARD_SIZE` images each,
-  one row per image, each written atomically when complete. Running again skips complete shards,
-  so an interrupted run loses at most the shards in progress and the resumed results equal an
-  uninterrupted run's; a changed folder or changed settings are an error unless ``restart``.
-* Per image: the top-5 predictions, the true class and whether the top-1 is right (when known), the
-  CAM of the predicted class -- and of the true class when it differs -- at the layer's resolution,
-  and the requested metrics (``drop``: one forward pass; ``deletion``/``insertion``: S each). An
-  unreadable image is a row with its error; it never stops the run.
-* Decoding and preprocessing run in ``workers`` DataLoader processes while the model runs in batches.
-
-:func:`run` is the Python entry, :func:`load` reads the results back as a ``pyarrow.Table``.
+"""A dataset run, start to end: :func:`run` (``convscope.dataset.run``) checks the options once
+(:class:`DatasetOptions`), finds the images and their true classes (:mod:`.sources`), writes or checks
+the manifest (a changed folder or changed settings are an error unless ``restart``), then hands the
+shards not yet written to an engine -- here, in this process with ``workers`` DataLoader processes
+decoding, or on Ray actors (:mod:`.ray_engine`) -- and finally merges the dataset examples
+(:mod:`.channel_examples`). What a shard holds and how it is written is :mod:`.shards`'s.
 """
 
 from __future__ import annotations

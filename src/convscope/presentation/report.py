@@ -1,7 +1,7 @@
 """The HTML report: one self-contained ``index.html`` beside the images it links to.
 
 The page is filled from a :class:`Report`, a typed description of a run (see
-:func:`convscope.run.run_all`), whose :meth:`Report.as_json` form is also embedded in the page for
+:func:`convscope.presentation.run.run_all`), whose :meth:`Report.as_json` form is also embedded in the page for
 its script. Relative links only, no CDN, no server and no ``fetch()``: the page works opened from
 disk (``file://``), moved or zipped. All text from outside (layer names, labels, file names) goes
 through Jinja2's autoescaping, and the embedded JSON through ``tojson`` (which escapes ``<``,

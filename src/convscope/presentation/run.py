@@ -1,8 +1,8 @@
 """``convscope run``: predictions, intermediate outputs, filters and class activation maps for some
-images, written into one folder with a browsable ``index.html`` (see :mod:`convscope.report`).
+images, written into one folder with a browsable ``index.html`` (see :mod:`convscope.presentation.report`).
 
 Every section is planned (and so checked) before the first one runs, through the same plans as the
-single commands (:mod:`convscope.plans`)."""
+single commands (:mod:`convscope.presentation.plans`)."""
 
 from __future__ import annotations
 

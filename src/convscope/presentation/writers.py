@@ -200,7 +200,7 @@ class WrittenExplanation:
 
 def explanation_figure(explanation: Explanation, photo: Image.Image, pictures: Mapping[int, Image.Image | None],
                        filter_layer: str | None = None) -> bytes:
-    """The figure of :func:`~convscope.drawing.explanation_png` for ``explanation`` over ``photo``,
+    """The figure of :func:`~convscope.presentation.drawing.explanation_png` for ``explanation`` over ``photo``,
     with the filter pictures of its channels (``pictures``: channel -> picture)."""
     height, width = photo.height, photo.width
     _, map_height, map_width = explanation.maps.shape

@@ -1,5 +1,5 @@
 """Which map to trust: every CAM method's map for an image and class, measured with the metrics of
-:mod:`convscope.metrics` and ranked by the faithfulness score (insertion - deletion).
+:mod:`convscope.techniques.metrics` and ranked by the faithfulness score (insertion - deletion).
 
 Honest output: methods whose maps are identical (max difference below 1e-6) form one group (with
 the reason where it is known), an all-zero map is flagged ``empty``, and Eigen-CAM's independence

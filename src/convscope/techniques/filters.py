@@ -257,10 +257,16 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
     model = as_model(model)
     steps = check_filter_settings(method, steps, size, objective)
     check_at_least("batch_size", batch_size, 1)
-    recipe = RECIPES[method]
     check_precision(precision, model.device)
-    channels = model.layer(preactivation_path(model, layer)).shape[0]
-    chosen = parse_filter_spec(filters, channels)
+    chosen = parse_filter_spec(filters, model.layer(preactivation_path(model, layer)).shape[0])
+    return _ascend(model, layer, chosen, steps, size, method, seed, precision, lr, batch_size, progress, objective)
+
+
+def _ascend(model: Model, layer: str, chosen: list[int], steps: int, size: int, method: str, seed: int,
+            precision: str, lr: float | None, batch_size: int, progress: Callable[[int], None] | None,
+            objective: str) -> FilterResult:
+    """:func:`optimize_filters` with every setting checked and the filters resolved."""
+    recipe = RECIPES[method]
     lr = recipe.default_lr if lr is None else lr
 
     images, scores, initial, history = [], [], [], []
@@ -301,14 +307,20 @@ def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequ
     """:func:`optimize_filters`, then (for ``mean``) every picture that came out flat or not reached
     drawn again with ``neuron``, in one more batch; the redrawn picture replaces the first where
     it is reached (the first stays, marked not reached, where neither is). ``objectives``,
-    ``reached`` and ``flat`` of the result say which (see :meth:`FilterResult.status`)."""
-    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision, progress=progress,
-                              objective=objective)
+    ``reached`` and ``flat`` of the result say which (see :meth:`FilterResult.status`).
+
+    The settings are taken as checked where they entered (:func:`~convscope.presentation.plans.plan_filters`,
+    the filter cache's settings); only the filters are resolved here."""
+    model = as_model(model)
+    steps = RECIPES[method].default_steps if steps is None else steps
+    chosen = parse_filter_spec(filters, model.layer(preactivation_path(model, layer)).shape[0])
+    result = _ascend(model, layer, chosen, steps, size, method, seed, precision, None, FILTER_BATCH, progress,
+                     objective)
     failed = [i for i, ok in enumerate(result.reached) if not ok]
     if objective != "mean" or not failed:
         return result
-    again = optimize_filters(model, layer, [result.filters[i] for i in failed], steps, size, method, seed,
-                             result.precision, progress=progress, objective="neuron")
+    again = _ascend(model, layer, [result.filters[i] for i in failed], steps, size, method, seed, result.precision,
+                    None, FILTER_BATCH, progress, "neuron")
     for position, i in enumerate(failed):
         if not again.reached[position]:
             continue
