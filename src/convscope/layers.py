@@ -23,6 +23,7 @@ from torch import nn
 
 from .errors import ConvscopeWarning, InputError, LayerError
 from .hooks import evaluating, record_call_order
+from .specs import split_spec
 
 CONV_TYPES = (nn.modules.conv._ConvNd,)
 POOL_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
@@ -135,12 +136,6 @@ def unknown_layer(name: str, candidates: Sequence[str]) -> LayerError:
         close = [c for c in candidates if lowered in c.lower()][:3]
     hint = f"; did you mean {', '.join(close)}?" if close else "; `convscope layers` lists them"
     return LayerError(f"unknown layer {name!r}{hint}")
-
-
-def split_spec(spec: str | Sequence[str]) -> list[str]:
-    """``"a,b , c"`` or ``["a", "b,c"]`` -> ``["a", "b", "c"]`` (empty parts dropped)."""
-    parts = [spec] if isinstance(spec, str) else list(spec)
-    return [p.strip() for part in parts for p in part.split(",") if p.strip()]
 
 
 def select_layers(spec: str | Sequence[str], layers: Sequence[LayerInfo], kind: str | None = None) -> list[str]:

@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from ..catalog import CAM_METHOD_NAMES, CMAP, DATASET_METRICS, FILTER_SIZES, METRIC_NAMES, SAMPLES
+from ..catalog import CAM_METHOD_NAMES, CMAP, DATASET_METRICS, FILTER_SIZES, SAMPLES
 from ..errors import InputError, check_at_least, check_between
+from ..specs import check_metrics, filter_spec, parse_methods, parse_metrics
 
 #: How an image argument names a bundled sample photo.
 SAMPLE_PREFIX = "sample:"
@@ -39,58 +39,14 @@ def sample_name(arg: str) -> str | None:
     return name
 
 
-def _names(spec: str) -> list[str]:
-    """``"a,b , c"`` -> ``["a", "b", "c"]`` (empty parts dropped), as :func:`convscope.layers.split_spec`."""
-    return [part.strip() for part in spec.split(",") if part.strip()]
-
-
-def _known(parameter: str, names: Sequence[str], choices: Sequence[str], choose: str = "choose from") -> None:
-    for name in names:
-        if name not in choices:
-            raise InputError(f"{parameter}: unknown {name!r}; {choose} {', '.join(choices)}", parameter=parameter)
-
-
 def check_methods(methods: str) -> None:
-    """``all`` or a comma list of CAM methods, as :func:`convscope.techniques.evaluate.check_methods`."""
-    names = list(CAM_METHOD_NAMES) if methods == "all" else _names(methods)
-    if not names:
-        raise InputError("methods: empty method list", parameter="methods")
-    _known("methods", names, CAM_METHOD_NAMES)
-
-
-def check_metrics(metrics: str, boxes_given: bool) -> None:
-    """``none`` or a comma list of metrics, as :func:`convscope.techniques.evaluate.check_metrics`."""
-    names = [] if metrics == "none" else _names(metrics)
-    _known("metrics", names, METRIC_NAMES, "choose none or from")
-    if "pointing" in names and not boxes_given:
-        raise InputError("metrics: pointing needs boxes", parameter="metrics")
+    """``all`` or a comma list of the CAM methods the command line offers."""
+    parse_methods(methods, CAM_METHOD_NAMES)
 
 
 def check_dataset_metrics(metrics: str) -> None:
     """``none`` or a comma list of the metrics a dataset run stores, as :func:`convscope.dataset.run`."""
-    _known("metrics", [] if metrics == "none" else _names(metrics), DATASET_METRICS, "choose none or from")
-
-
-def check_filter_spec(spec: str) -> None:
-    """The syntax of a filter spec, as :func:`convscope.techniques.filters.parse_filter_spec` checks it
-    (its indices are checked against the layer's filters by the command)."""
-    text = spec.strip()
-    if not text:
-        raise InputError("filters: empty filter spec", parameter="filters")
-    if re.fullmatch(r"-\d+", text):
-        raise InputError(f"filters {text}: negative count", parameter="filters")
-    if re.fullmatch(r"\d+", text):
-        if int(text) < 1:
-            raise InputError(f"filters {text}: the count must be at least 1", parameter="filters")
-        return
-    for part in text.split(","):
-        part = part.strip()
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not match:
-            raise InputError(f"filters {spec!r}: {part!r} is not an index or a range like 0-15 "
-                             "(indices are 0 or more)", parameter="filters")
-        if match.group(2) is not None and int(match.group(2)) < int(match.group(1)):
-            raise InputError(f"filters {spec!r}: empty range {part!r}", parameter="filters")
+    parse_metrics(metrics, DATASET_METRICS)
 
 
 def check_filter_size(size: int) -> None:
@@ -126,7 +82,7 @@ def _check_run(args: argparse.Namespace) -> None:
 def _check_filters(args: argparse.Namespace) -> None:
     check_filter_size(args.size)
     if args.filters is not None:
-        check_filter_spec(args.filters)
+        filter_spec(args.filters)
 
 
 def _check_evaluate(args: argparse.Namespace) -> None:

@@ -20,11 +20,11 @@ from ..errors import InputError, check_at_least, check_choice, check_options
 from ..model import Model
 from ..precision import check_precision
 from ..presentation.files import prepare_out_dir, save_json
+from ..specs import parse_metrics
 from ..techniques import metrics as measure
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import cam_method
 from ..techniques.capture import cam_layer
-from ..techniques.evaluate import parse_metrics
 from .channel_examples import (
     ChannelExamples,
     channel_examples,

@@ -1,9 +1,10 @@
 """Plans: what a command or a report section will do, checked completely before any work.
 
 Each technique has one small plan -- :class:`ActivationsPlan`, :class:`FiltersPlan`, :class:`CamPlan`,
-:class:`EvaluatePlan`, :class:`ExplainPlan` -- made by ``plan_*`` (which resolves layers, filters and classes and checks every setting, raising
-the errors a user can cause before anything heavy runs) and carried out by its ``write`` method
-(compute, draw, write the files). The command line and ``convscope run`` both go through them.
+:class:`EvaluatePlan`, :class:`ExplainPlan` -- made by ``plan_*`` (which resolves layers, filters and
+classes and checks every setting, raising the errors a user can cause before anything heavy runs)
+and carried out by its ``write`` method (compute, draw, write the files).
+The command line and ``convscope run`` both go through them.
 """
 
 from __future__ import annotations

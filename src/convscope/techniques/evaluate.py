@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..catalog import DEFAULT_METRICS, MAPS_PRECISION, METRIC_NAMES
-from ..errors import InputError, check_at_least
+from ..catalog import DEFAULT_METRICS, MAPS_PRECISION
+from ..errors import check_at_least
 from ..images import ImageSource
-from ..layers import split_spec
 from ..model import Model, as_input, as_model
 from ..precision import check_precision
+from ..specs import check_metrics, parse_methods
 from . import metrics as measure
 from .cams import METHODS, CamSettings, cam_maps
 from .capture import cam_layer
@@ -108,37 +108,8 @@ def _round(value: float | None) -> float | None:
 
 
 def check_methods(methods: str | Sequence[str]) -> list[str]:
-    """``all`` or names (comma lists allowed) -> method names, each checked."""
-    names = list(METHODS) if methods == "all" or list(methods) == ["all"] else split_spec(methods)
-    if not names:
-        raise InputError("methods: empty method list", parameter="methods")
-    for name in names:
-        if name not in METHODS:
-            _unknown("methods", name, list(METHODS))
-    return list(dict.fromkeys(names))
-
-
-def parse_metrics(names: str | Sequence[str], choices: Sequence[str] = METRIC_NAMES) -> list[str]:
-    """Metric names (comma lists allowed, ``none`` for none), each once, each checked to be one of
-    ``choices`` (the command line's ``--metrics`` of ``evaluate`` and ``dataset``)."""
-    chosen = [] if names in ("none", ["none"]) else split_spec(names)
-    for name in chosen:
-        if name not in choices:
-            raise InputError(f"metrics: unknown {name!r}; choose none or from {', '.join(choices)}",
-                             parameter="metrics")
-    return list(dict.fromkeys(chosen))
-
-
-def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list[str]:
-    """Metric names (see :func:`parse_metrics`), each checked; ``pointing`` only where boxes are given."""
-    chosen = parse_metrics(names)
-    if "pointing" in chosen and not boxes_given:
-        raise InputError("metrics: pointing needs boxes", parameter="metrics")
-    return chosen
-
-
-def _unknown(parameter: str, name: str, choices: Sequence[str]) -> None:
-    raise InputError(f"{parameter}: unknown {name!r}; choose from {', '.join(choices)}", parameter=parameter)
+    """``all`` or names (comma lists allowed) of registered methods -> method names, each checked."""
+    return parse_methods(methods, list(METHODS))
 
 
 def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],

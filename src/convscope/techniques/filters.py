@@ -21,7 +21,6 @@ see :mod:`convscope.techniques.filter_recipes`).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from ..hooks import evaluating
 from ..layers import preactivation
 from ..model import Model, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
+from ..specs import filter_spec
 from .capture import stopping_at
 from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
 
@@ -58,29 +58,10 @@ def parse_filter_spec(spec: str | int | Sequence[int] | None, channels: int) -> 
         if not indices:
             raise InputError("filters: empty filter list", parameter="filters")
         return _check_indices(indices, channels, str(list(spec)))
-    text = spec.strip()
-    if not text:
-        raise InputError("filters: empty filter spec", parameter="filters")
-    if re.fullmatch(r"-\d+", text):
-        raise InputError(f"filters {text}: negative count", parameter="filters")
-    if re.fullmatch(r"\d+", text):
-        count = int(text)
-        if count < 1:
-            raise InputError(f"filters {text}: the count must be at least 1", parameter="filters")
-        return list(range(min(count, channels)))
-    indices: list[int] = []
-    for part in text.split(","):
-        part = part.strip()
-        match = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not match:
-            raise InputError(f"filters {spec!r}: {part!r} is not an index or a range like 0-15 "
-                             "(indices are 0 or more)", parameter="filters")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) is not None else first
-        if last < first:
-            raise InputError(f"filters {spec!r}: empty range {part!r}", parameter="filters")
-        indices.extend(i for i in range(first, last + 1) if i not in indices)
-    return _check_indices(indices, channels, spec)
+    parsed = filter_spec(spec)
+    if isinstance(parsed, int):  # a count: the first N, or all of a smaller layer
+        return list(range(min(parsed, channels)))
+    return _check_indices(parsed, channels, spec)
 
 
 def _check_indices(indices: list[int], channels: int, spec: str) -> list[int]:
