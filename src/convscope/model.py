@@ -1,8 +1,6 @@
 """The :class:`Model` object: a torch module with its preprocessing, class labels and layer names;
 and :func:`as_model` / :func:`as_input`, which every technique uses to accept a ``Model`` or a plain
-``nn.Module``, and a tensor or images. (A model's facts -- input size and channels, output,
-labels, layers, and the clear errors when they do not fit the module -- make this module a little
-over 300 lines.)"""
+``nn.Module``, and a tensor or images."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..catalog import EXPLAIN_TOP
+from ..catalog import EXPLAIN_TOP, MAPS_PRECISION
 from ..errors import InputError, check_at_least
 from ..hooks import evaluating, layer_hooks
 from ..images import ImageSource
@@ -140,7 +140,7 @@ def check_explain_top(model: Model, layer: str, top: int) -> int:
 
 def explain(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
             classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-            top: int = DEFAULT_TOP, precision: str = "fp32") -> list[Explanation]:
+            top: int = DEFAULT_TOP, precision: str = MAPS_PRECISION) -> list[Explanation]:
     """One :class:`Explanation` per image and class: the channels of ``layer`` (default: the CAM
     layer) ranked by their contribution to the class score (see the module notes). ``classes`` as
     for :func:`~convscope.techniques.cams.cam`: None for each image's top-1, one class for every

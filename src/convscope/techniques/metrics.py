@@ -17,8 +17,7 @@ explained class.
 * :func:`sanity` (Adebayo et al. 2018): cascading randomization on a deep copy of the model.
 * :func:`pointing` (Zhang et al. 2016; energy-based, Wang et al. 2020): hits and map mass in boxes.
 
-All perturbed inputs go through the model in batches of ``batch_size``. (Five metrics with their
-exact definitions make this module a little over 300 lines.)
+All perturbed inputs go through the model in batches of ``batch_size``.
 """
 
 from __future__ import annotations
