@@ -5,6 +5,7 @@ brute-force computation on both engines, resuming, the files, the report's pages
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -206,6 +207,8 @@ def test_the_report_shows_each_channel_with_its_filter_picture(tmp_path):
     index = write_dataset_report(out, LABELS)
     html = index.read_text()
     assert "Dataset examples" in html and "dataset/pages/examples-conv2-0001.html" in html
+    title = re.search(r"<title>(.*?)</title>", html, re.S).group(1)
+    assert "<script" not in title and html.count('id="example-links"') == 1  # the links once, in the body
     page = (out / "dataset" / "pages" / "examples-conv2-0001.html").read_text()
     for channel in range(6):
         assert f'id="examples/conv2/{channel}"' in page
