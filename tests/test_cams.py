@@ -97,6 +97,35 @@ def hand_map(method: str, cls: int) -> np.ndarray:
         if np.dot(projection, total - total.mean()) < 0:
             projection = -projection
         return np.maximum(projection, 0).reshape(h, w)
+    if method == "gradcam-elementwise":
+        return np.maximum(sum(np.maximum(g[k] * A[k], 0) for k in range(K)), 0)
+    if method in ("eigengradcam", "segeigencam", "kpcacam"):
+        values = {"eigengradcam": g * A, "segeigencam": np.abs(g) * A, "kpcacam": A}[method]
+        matrix = values.reshape(K, h * w).T
+        centred = matrix - matrix.mean(axis=0)
+        if method == "kpcacam":  # scikit-learn's KernelPCA(kernel="sigmoid"): tanh(<x, y> / K + 1), centred
+            n = h * w
+            gram = np.array([[np.tanh(centred[a] @ centred[b] / K + 1) for b in range(n)] for a in range(n)])
+            ones = np.full((n, n), 1 / n)
+            gram = gram - ones @ gram - gram @ ones + ones @ gram @ ones
+            eigenvalues, eigenvectors = np.linalg.eigh(gram)
+            projection = eigenvectors[:, -1] * np.sqrt(max(eigenvalues[-1], 0))
+        else:
+            _, _, vt = np.linalg.svd(centred)
+            projection = centred @ vt[0]
+        if method == "segeigencam":  # the paper's rule: the larger magnitude is positive
+            projection = -projection if abs(projection.min()) > abs(projection.max()) else projection
+        else:  # Eigen-CAM's rule: correlate positively with the summed channels
+            total = matrix.sum(axis=1)
+            projection = -projection if np.dot(projection, total - total.mean()) < 0 else projection
+        return np.maximum(projection, 0).reshape(h, w)
+    if method == "fem":
+        for k in range(K):
+            threshold = A[k].mean() + 2 * A[k].std()  # population std
+            weights[k] = np.mean([A[k, i, j] > threshold for i in range(h) for j in range(w)])
+        return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
+    if method == "cam":  # at the ReLU's output, which global pooling and the head follow
+        return np.maximum(sum(W[cls, k] * np.maximum(A[k], 0) for k in range(K)), 0)
     raise AssertionError(method)
 
 
@@ -109,7 +138,11 @@ def hand_model():
 @pytest.mark.parametrize("cls", [0, 1, 2])
 def test_every_method_matches_the_hand_computation(hand_model, method, cls, model_state):
     before = model_state(hand_model.module)
-    result = compute_cam(hand_model, hand_input(), [cls], layer="feat", method=method)
+    if method == "cam":  # feat's output has negative values: logits are not W mean(feat) + b, so CAM is refused
+        with pytest.raises(InputError, match="does not feed global average pooling and one Linear layer"):
+            compute_cam(hand_model, hand_input(), [cls], layer="feat", method=method)
+    layer = "relu" if method == "cam" else "feat"
+    result = compute_cam(hand_model, hand_input(), [cls], layer=layer, method=method)
     expected = hand_map(method, cls)
     np.testing.assert_allclose(result.low_res[0].numpy(), expected, rtol=1e-5, atol=1e-6)
     # upsampling 2x2 -> 2x2 is the identity: the map is the min-max normalized low-res map

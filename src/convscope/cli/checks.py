@@ -77,6 +77,8 @@ def _images(args: argparse.Namespace) -> list[str]:
 def _check_run(args: argparse.Namespace) -> None:
     if not args.no_filters:
         check_filter_size(args.size)
+    if args.trust != "none":
+        check_methods(args.trust)
 
 
 def _check_filters(args: argparse.Namespace) -> None:

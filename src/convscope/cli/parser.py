@@ -30,6 +30,7 @@ from ..catalog import (
     RECIPE_STEPS,
     SAMPLES,
     STEPS,
+    TRUST_METHODS,
 )
 
 SAMPLE_NAMES = ", ".join(f"sample:{name}" for name in SAMPLES)
@@ -208,6 +209,9 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--cam-method", choices=CAM_METHOD_NAMES, default=CAM_METHOD_NAMES[0],
                    help=f"class activation map method (default {CAM_METHOD_NAMES[0]})")
     p.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes (default 3)")
+    p.add_argument("--trust", default=",".join(TRUST_METHODS), metavar="all|none|LIST",
+                   help="the methods 'Which map to trust' ranks: all, none (no such section) or a comma list "
+                        f"(default {','.join(TRUST_METHODS)})")
     p.set_defaults(handler=handlers["run"])
 
     p = sub.add_parser("demo", parents=[shared["run"], shared["out"], shared["quiet"]],

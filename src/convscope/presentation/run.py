@@ -28,6 +28,7 @@ from ..catalog import (
     FILTERS_DIR,
     IMAGES_DIR,
     OBJECTIVES,
+    TRUST_METHODS,
 )
 from ..errors import InputError, check_options
 from ..images import ImageSource, as_list, load_image
@@ -100,9 +101,10 @@ class ReportOptions:
     whether to draw filters at all, with ``filters_steps``, ``filters_size``, ``filters_count`` per
     layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean`` pictures are drawn
     again with ``neuron``); ``method`` and ``top`` (default 3) classes per image for the maps;
-    ``trust``: the "Which map to trust" section (``trust_methods`` measured and ranked for each
-    image's top class; see :mod:`convscope.techniques.evaluate`); ``dataset``: the folder of a
-    dataset run made with examples, whose examples the filter pictures link to.
+    ``trust``: the "Which map to trust" section (``trust_methods``, default
+    :data:`~convscope.catalog.TRUST_METHODS`, or ``all``, measured and ranked for each image's top
+    class; see :mod:`convscope.techniques.evaluate`); ``dataset``: the folder of a dataset run made
+    with examples, whose examples the filter pictures link to.
     """
 
     layers: str | Sequence[str] | None = None
@@ -114,7 +116,7 @@ class ReportOptions:
     method: str = DEFAULT_CAM_METHOD
     top: int | None = None
     trust: bool = True
-    trust_methods: str | Sequence[str] = "all"
+    trust_methods: str | Sequence[str] = TRUST_METHODS
     dataset: str | Path | None = None
 
 

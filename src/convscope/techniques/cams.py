@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import CAM_METHOD_NAMES, MAPS_PRECISION
-from ..errors import check_at_least, check_choice
+from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
@@ -44,6 +44,19 @@ from .capture import batch_for_classes, cam_layer, layer_pass
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
 #: (measured on the default model: 4 per pass 2.7x faster than 32), larger ones on GPUs.
 SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
+
+
+#: FEM's threshold: a position counts where the channel exceeds its mean by this many standard deviations.
+FEM_K = 2
+
+
+def last_linear(module: nn.Module) -> nn.Linear | None:
+    """The last ``nn.Linear`` among the module's submodules (registration order), or None."""
+    found = None
+    for sub in module.modules():
+        if isinstance(sub, nn.Linear):
+            found = sub
+    return found
 
 
 def default_scorecam_batch(device: torch.device) -> int:
@@ -74,7 +87,8 @@ class CamInputs:
     """What a method computes its map from: the layer's activations ``acts`` (B x K x h x w, fp32),
     ``grads`` = dY_c/dA (same shape; None for methods without gradients), the model input ``x``, the
     ``logits``, each image's class, and ``forward`` (model input -> fp32 logits, in the call's
-    precision) for methods that run the model again, ``batch_size`` inputs at a time."""
+    precision) for methods that run the model again, ``batch_size`` inputs at a time; ``classifier``
+    the model's last Linear layer (CAM's weights), if it has one."""
 
     acts: torch.Tensor
     grads: torch.Tensor | None
@@ -84,6 +98,7 @@ class CamInputs:
     forward: Callable[[torch.Tensor], torch.Tensor]
     batch_size: int
     progress: Callable[[int], None] | None = None
+    classifier: nn.Linear | None = None
 
 
 @dataclass(frozen=True)
@@ -186,25 +201,107 @@ def scorecam(i: CamInputs) -> torch.Tensor:
     return torch.stack(maps)
 
 
+def first_component(matrix: torch.Tensor, sign: torch.Tensor | None = None, kernel: bool = False) -> torch.Tensor:
+    """The projection of a (hw x K) matrix, centred per column, on its first principal component
+    (hw values; zeros where the matrix is constant). With ``kernel``, the first component of kernel
+    PCA with scikit-learn's defaults for ``KernelPCA(kernel="sigmoid")``: ``k(x, y) = tanh(<x, y> / K
+    + 1)``, the kernel matrix double-centred, the projection ``sqrt(lambda_1) v_1``. The sign of a
+    component is arbitrary: with ``sign`` (hw values) it is chosen so that the projection correlates
+    positively with ``sign`` (Eigen-CAM's rule); without, left as computed."""
+    centred = matrix - matrix.mean(dim=0, keepdim=True)
+    if not torch.any(centred != 0):
+        return torch.zeros(matrix.shape[0], dtype=torch.float32, device=matrix.device)
+    if kernel:
+        gram = torch.tanh(centred.double() @ centred.double().T / matrix.shape[1] + 1.0)
+        n = gram.shape[0]
+        ones = torch.full((n, n), 1.0 / n, dtype=gram.dtype, device=gram.device)
+        gram = gram - ones @ gram - gram @ ones + ones @ gram @ ones
+        values, vectors = torch.linalg.eigh(gram)
+        projection = (vectors[:, -1] * values[-1].clamp(min=0).sqrt()).float()
+    else:
+        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
+        projection = centred @ vh[0]
+    if sign is not None and torch.dot(projection, sign - sign.mean()) < 0:
+        projection = -projection
+    return projection
+
+
+def _per_image(values: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``project`` applied to each image's (hw x K) matrix of ``values`` (B x K x h x w) -> B x h x w."""
+    b, k, h, w = values.shape
+    return torch.stack([project(v.reshape(k, h * w).T).reshape(h, w) for v in values])
+
+
 @register_cam_method("eigencam", "Eigen-CAM", needs_gradients=False, class_independent=True)
 def eigencam(i: CamInputs) -> torch.Tensor:
     """Per image, project the centred (hw x K) activations on their first principal component; the
     sign makes the map correlate positively with sum_k A_k; then ReLU. The class plays no part."""
-    maps = []
-    for a in i.acts:
-        k, h, w = a.shape
-        matrix = a.reshape(k, h * w).T
-        centred = matrix - matrix.mean(dim=0, keepdim=True)
-        if not torch.any(centred != 0):
-            maps.append(torch.zeros(h, w, dtype=torch.float32, device=a.device))
-            continue
-        _, _, vh = torch.linalg.svd(centred, full_matrices=False)
-        projection = centred @ vh[0]
-        total = matrix.sum(dim=1)
-        if torch.dot(projection, total - total.mean()) < 0:
-            projection = -projection
-        maps.append(projection.reshape(h, w))
-    return torch.stack(maps)
+    return _per_image(i.acts, lambda m: first_component(m, sign=m.sum(dim=1)))
+
+
+@register_cam_method("gradcam-elementwise", "Grad-CAM Element-wise")
+def gradcam_elementwise(i: CamInputs) -> torch.Tensor:
+    """map = ReLU(sum_k ReLU(g_k * A_k)), element-wise (pytorch-grad-cam's ``GradCAMElementWise``)."""
+    return torch.relu(i.grads * i.acts).sum(dim=1)
+
+
+@register_cam_method("eigengradcam", "Eigen-Grad-CAM")
+def eigengradcam(i: CamInputs) -> torch.Tensor:
+    """The first principal component of the (hw x K) matrix g * A, signed by Eigen-CAM's rule (the
+    map correlates positively with sum_k g_k A_k); then ReLU. pytorch-grad-cam's ``EigenGradCAM``
+    leaves the sign to the SVD routine."""
+    return _per_image(i.grads * i.acts, lambda m: first_component(m, sign=m.sum(dim=1)))
+
+
+@register_cam_method("segeigencam", "Seg-Eigen-CAM")
+def segeigencam(i: CamInputs) -> torch.Tensor:
+    """The first principal component of |g| * A, flipped where its most negative value is larger in
+    magnitude than its largest (Chung & Ying 2025, Eq. 13; pytorch-grad-cam's ``SegEigenCAM``); then ReLU."""
+    def project(matrix: torch.Tensor) -> torch.Tensor:
+        projection = first_component(matrix)
+        return -projection if projection.min().abs() > projection.max().abs() else projection
+    return _per_image(i.grads.abs() * i.acts, project)
+
+
+@register_cam_method("kpcacam", "KPCA-CAM", needs_gradients=False, class_independent=True)
+def kpcacam(i: CamInputs) -> torch.Tensor:
+    """The first component of kernel PCA (sigmoid kernel, scikit-learn's defaults; see
+    :func:`first_component`) of the centred (hw x K) activations, signed by Eigen-CAM's rule; then
+    ReLU (pytorch-grad-cam's ``KPCA_CAM``). The class plays no part."""
+    return _per_image(i.acts, lambda m: first_component(m, sign=m.sum(dim=1), kernel=True))
+
+
+@register_cam_method("fem", "FEM", needs_gradients=False, class_independent=True)
+def fem(i: CamInputs) -> torch.Tensor:
+    """Feature Explanation Method (Fuad et al. 2020; pytorch-grad-cam's ``FEM``, k = 2): w_k = the
+    share of positions where A_k exceeds its mean plus 2 standard deviations (population std);
+    map = ReLU(sum_k w_k A_k). The class plays no part."""
+    mean = i.acts.mean(dim=(2, 3), keepdim=True)
+    std = i.acts.std(dim=(2, 3), keepdim=True, unbiased=False)
+    weights = (i.acts > mean + FEM_K * std).float().mean(dim=(2, 3))
+    return weighted_sum(weights, i.acts)
+
+
+@register_cam_method("cam", "CAM")
+def class_activation_map(i: CamInputs) -> torch.Tensor:
+    """CAM (Zhou et al. 2016): w_k = the weight of class c for channel k in the one Linear layer that
+    follows global average pooling of the layer; map = ReLU(sum_k w_k A_k). Refused (InputError)
+    unless the logits are exactly that Linear layer applied to the spatial means of A."""
+    linear = i.classifier
+    means = i.acts.mean(dim=(2, 3))
+    if linear is None or linear.in_features != means.shape[1] or linear.out_features != i.logits.shape[1]:
+        raise _not_gap_linear(i.acts.shape[1])
+    with torch.no_grad():
+        predicted = F.linear(means, linear.weight.float(), None if linear.bias is None else linear.bias.float())
+    if not torch.allclose(predicted, i.logits, rtol=1e-3, atol=1e-3 * float(i.logits.abs().max()) + 1e-5):
+        raise _not_gap_linear(i.acts.shape[1])
+    return weighted_sum(linear.weight.float()[i.classes], i.acts)
+
+
+def _not_gap_linear(channels: int) -> InputError:
+    return InputError(f"method cam: the layer ({channels} channels) does not feed global average pooling and one "
+                      "Linear layer, which CAM's weights come from; use gradcam (equal to CAM where it applies)",
+                      parameter="method")
 
 
 # -- normalization -------------------------------------------------------------------------------------
@@ -285,7 +382,8 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
         acts, grads, logits, chosen = layer_pass(model, x, settings.layer, precision, fixed, method.needs_gradients,
                                                  watch)
         with torch.no_grad():
-            raw = method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress))
+            raw = method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress,
+                                           last_linear(model.module)))
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)

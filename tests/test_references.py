@@ -1,0 +1,147 @@
+"""convscope's maps against the reference libraries' own code (pytorch-grad-cam 1.5.7, torchcam 0.5.0),
+on the default model and on VGG19 with random weights, the same inputs and classes: within 1e-4 after
+each library's min-max normalization, both signs for the methods whose sign a principal component
+leaves open in the peer. Where the peer differs from the paper, a test shows how."""
+
+import numpy as np
+import pytest
+import torch
+
+import convscope
+from convscope.errors import InputError
+from convscope.samples import sample_array
+from convscope.techniques.cams import METHODS, CamInputs, compute_cam, minmax, upsample
+from convscope.techniques.capture import layer_pass
+
+pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
+torchcam_methods = pytest.importorskip("torchcam.methods")
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+
+#: convscope method -> (pytorch-grad-cam class, whether the peer leaves the sign to the SVD routine)
+GRAD_CAM_PEERS = {
+    "gradcam": ("GradCAM", False),
+    "xgradcam": ("XGradCAM", False),
+    "layercam": ("LayerCAM", False),
+    "hirescam": ("HiResCAM", False),
+    "gradcam-elementwise": ("GradCAMElementWise", False),
+    "eigencam": ("EigenCAM", True),
+    "eigengradcam": ("EigenGradCAM", True),
+    "segeigencam": ("SegEigenCAM", False),
+    "kpcacam": ("KPCA_CAM", True),
+    "fem": ("FEM", False),
+}
+
+
+@pytest.fixture(scope="module")
+def photos():
+    return [sample_array("chelsea"), sample_array("coffee")]
+
+
+def _peer_maps(model, x, layer, peer, classes):
+    """The peer's maps for ``classes``; the model's modes and gradients restored afterwards (the peer
+    sets eval mode for good and fills ``.grad``)."""
+    module = model.module
+    with getattr(pytorch_grad_cam, peer)(model=module, target_layers=[model.submodule(layer)]) as extractor:
+        maps = extractor(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in classes])
+    module.zero_grad(set_to_none=True)
+    return torch.from_numpy(np.asarray(maps, dtype=np.float32))
+
+
+@pytest.mark.parametrize("model_name", ["default", "vgg19"])
+@pytest.mark.parametrize("method", list(GRAD_CAM_PEERS))
+def test_layer_maps_equal_pytorch_grad_cam(method, model_name, default_model, vgg19_random, photos):
+    model = default_model if model_name == "default" else vgg19_random
+    x = model.preprocess(photos)
+    result = compute_cam(model, x, None, None, method)
+    peer, either_sign = GRAD_CAM_PEERS[method]
+    theirs = _peer_maps(model, x, result.layer, peer, result.classes)
+    if not either_sign:
+        torch.testing.assert_close(result.maps, theirs, atol=1e-4, rtol=0)
+        return
+    flipped = upsample(torch.relu(-_raw_map(model, x, result, method)), tuple(x.shape[2:]))
+    for ours_map, other_map, their_map in zip(result.maps, flipped, theirs):
+        # the peer leaves the principal direction's sign to the SVD routine: ours, or the opposite one
+        assert min(float((ours_map - their_map).abs().max()), float((other_map - their_map).abs().max())) <= 1e-4
+
+
+def _raw_map(model, x, result, method):
+    """The method's map before its final ReLU, from the same pass convscope makes."""
+    acts, grads, logits, chosen = layer_pass(model, x, result.layer, "fp32", result.classes,
+                                             METHODS[method].needs_gradients)
+    return METHODS[method].compute(CamInputs(acts, grads, x, logits, chosen, None, 1))
+
+
+def test_the_principal_component_signs_are_deterministic(default_model, photos):
+    """Eigen-CAM's rule fixes the sign: the map correlates positively with the summed channels, so
+    it never depends on the SVD routine (the peer's can come out flipped)."""
+    x = default_model.preprocess(photos[:1])
+    for method in ("eigencam", "eigengradcam", "kpcacam"):
+        result = compute_cam(default_model, x, None, None, method)
+        again = compute_cam(default_model, x.clone(), None, None, method)
+        torch.testing.assert_close(result.maps, again.maps)
+        assert float(result.low_res.sum()) > 0
+
+
+def test_cam_equals_torchcam_on_a_gap_linear_model(default_model, photos):
+    x = default_model.preprocess(photos)
+    result = compute_cam(default_model, x, None, None, "cam")
+    module = default_model.module
+    with torchcam_methods.CAM(module, target_layer=result.layer, fc_layer="_fc") as extractor:
+        with torch.no_grad():
+            module(x)
+        raw = extractor(result.classes, normalized=False)[0]
+    theirs = upsample(torch.relu(raw), tuple(x.shape[2:]))  # torchcam's CAM keeps negatives; the map is ReLU'd
+    torch.testing.assert_close(result.maps, theirs, atol=1e-4, rtol=0)
+    # where GAP and one Linear follow the layer, CAM is Grad-CAM up to the factor 1/hw
+    torch.testing.assert_close(result.maps, compute_cam(default_model, x, None, None, "gradcam").maps,
+                               atol=1e-4, rtol=0)
+
+
+def test_cam_is_refused_where_the_layer_does_not_feed_gap_and_one_linear(vgg19_random, capsys, tmp_path):
+    x = vgg19_random.preprocess([sample_array("coffee")])
+    with pytest.raises(InputError, match="does not feed global average pooling and one Linear layer"):
+        compute_cam(vgg19_random, x, None, None, "cam")
+    from convscope.cli.main import main
+
+    code = main(["cam", "sample:coffee", "--model", "vgg19", "--weights", "random", "--method", "cam",
+                 "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("convscope: error: --method cam: the layer (512 channels) does not feed")
+
+
+def test_torchcam_gradcampp_never_divides():
+    """torchcam 0.5.0's ``GradCAMpp`` divides a copy (``alpha[idx][mask].div_``), so its weights are
+    sum_ij g^2 ReLU(g); convscope follows the paper's closed form. On a tiny model with a square
+    after the layer (so the third derivative is not zero) the two differ, and torchcam's equals the
+    undivided sum."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+    class Squared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = conv
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            a = self.conv(x)
+            return self.fc((a * a.abs()).mean(dim=(2, 3)))
+
+    net = Squared().eval()
+    x = torch.randn(1, 1, 6, 6)
+    with torchcam_methods.GradCAMpp(net, target_layer="conv", input_shape=(1, 6, 6)) as extractor:
+        scores = net(x)
+        theirs = extractor(0, scores, normalized=False)[0]
+    acts = conv(x).detach().requires_grad_(True)
+    (g,) = torch.autograd.grad(net.fc((acts * acts.abs()).mean(dim=(2, 3)))[0, 0], acts)
+    acts = acts.detach()
+    undivided = (g.pow(2) * torch.relu(g)).sum(dim=(2, 3))
+    torch.testing.assert_close(theirs, torch.relu((undivided[:, :, None, None] * acts).sum(dim=1)))
+    denominator = 2 * g.pow(2) + acts.sum(dim=(2, 3), keepdim=True) * g.pow(3)
+    alpha = torch.where(denominator != 0, g.pow(2) / torch.where(denominator != 0, denominator, 1.0), 0.0)
+    paper = (alpha * torch.relu(g)).sum(dim=(2, 3))
+    model = convscope.load_model(net, input_size=6, mean=(0.0,), std=(1.0,), labels=["a", "b"])
+    ours = compute_cam(model, x, 0, "conv", "gradcam++").low_res
+    torch.testing.assert_close(ours, torch.relu((paper[:, :, None, None] * acts).sum(dim=1)), atol=1e-6, rtol=1e-4)
+    assert float((minmax(ours) - minmax(theirs)).abs().max()) > 0.1  # the defect changes the map
