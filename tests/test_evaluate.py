@@ -15,6 +15,7 @@ import convscope
 from conftest import assert_usage_errors
 from convscope import metrics
 from convscope.cli.main import main
+from convscope.errors import InputError
 
 
 def test_every_method_measured_and_ranked(tiny_model):
@@ -43,8 +44,8 @@ def test_every_method_measured_and_ranked(tiny_model):
         rows = evaluation.as_json()
         assert {"image", "class", "label", "method", "deletion", "insertion", "score", "average_drop", "increase",
                 "sanity", "empty"} <= set(rows[0])
-        assert set(rows[0]["sanity"]) == {"passed", "stages"} and set(rows[0]["sanity"]["stages"][0]) == {
-            "stage", "spearman", "ssim"}
+        assert set(rows[0]["sanity"]) == {"passed", "seeds", "threshold", "stages"}
+        assert set(rows[0]["sanity"]["stages"][0]) == {"stage", "spearman", "spread", "ssim"}
     html = result._repr_html_()
     assert html.count("<table>") == 2 and "data:image/png;base64," in html and "Grad-CAM = " in html
 
@@ -110,23 +111,54 @@ def test_the_command_line(tmp_path, capsys):
         assert_usage_errors(capsys, command, [([], fragment)])
 
 
-def test_the_report_recommends_the_best_map_that_passed_the_sanity_check():
+def test_the_report_recommends_the_best_class_dependent_map_that_passed_the_sanity_check():
     from convscope.presentation.run import recommendation, sanity_verdict
     from convscope.techniques.evaluate import MethodEvaluation
     from convscope.techniques.metrics import SanityResult
 
-    def method(name, title, score, spearman):
+    def method(name, title, score, spearman, spread=0.05):
         m = MethodEvaluation(name, title, torch.ones(2, 2), deletion=0.0, insertion=score)
-        m.sanity = SanityResult(["classifier"], [spearman], [0.5], spearman < 0.5)
+        m.sanity = SanityResult(["classifier"], [spearman], [0.5], spearman < 0.5, [spread], 5)
         return [m]
 
-    groups = [method("eigencam", "Eigen-CAM", 0.6, 1.0), method("gradcam", "Grad-CAM", 0.5, 0.1)]
-    assert recommendation(groups).startswith("Grad-CAM: the best-ranked map (score 0.500) that passed the sanity check")
-    assert "no method passed the sanity check" in recommendation(groups[:1])
-    assert sanity_verdict("Grad-CAM++", 0.98) == ("Grad-CAM++ barely changes when the classifier is randomized "
-                                                  "(Spearman 0.98): it shows what the layer responds to, not why this "
-                                                  "class was chosen.")
-    assert "the map follows the reason" in sanity_verdict("Grad-CAM", 0.13)
+    # Eigen-CAM ignores the class: even ranked first and "passing", it is never recommended
+    groups = [method("eigencam", "Eigen-CAM", 0.6, 0.2), method("gradcam", "Grad-CAM", 0.5, 0.1)]
+    assert recommendation(groups).startswith("convscope recommends Grad-CAM: the best-ranked map (score 0.500) that "
+                                             "depends on the class and passed the sanity check")
+    failing = [method("eigencam", "Eigen-CAM", 0.6, 1.0), method("gradcam", "Grad-CAM", 0.5, 0.67),
+               method("layercam", "Layer-CAM", 0.4, 0.9)]
+    assert recommendation(failing) == (
+        "No class-dependent map passed the sanity check here, so none can be recommended for why this class was "
+        "chosen; the best-ranked class-dependent map is Grad-CAM (score 0.500), but it shows what the layer responds "
+        "to more than the reason.")
+    assert recommendation(groups[:1]).startswith("No class-dependent map is available here")
+    assert sanity_verdict("Grad-CAM++", method("gradcam++", "Grad-CAM++", 0.5, 0.98, 0.01)[0].sanity) == (
+        "Grad-CAM++ barely changes when the classifier is randomized (Spearman 0.98 \u00b1 0.01 over 5 "
+        "randomizations; below 0.5 passes): it shows what the layer responds to, not why this class was chosen.")
+    assert "the map follows the reason" in sanity_verdict("Grad-CAM", groups[1][0].sanity)
+    assert "does not depend on the class by construction" in sanity_verdict("Eigen-CAM", None, class_independent=True)
+
+
+def test_the_sanity_check_averages_its_randomizations(tiny_model):
+    """The correlation is the mean over the seeds, the spread their standard deviation; one seed is
+    the old single randomization."""
+    from convscope.techniques import metrics
+    from convscope.techniques.cams import compute_cam
+
+    x = torch.randn(1, 3, 16, 16)
+
+    def draw(m, inputs, classes):
+        return compute_cam(m, inputs, classes, "relu2", "gradcam").maps
+
+    each = [metrics.sanity(tiny_model, x, [1], draw, "relu2", seeds=[seed], cascade=False)[0] for seed in range(3)]
+    together = metrics.sanity(tiny_model, x, [1], draw, "relu2", seeds=3, cascade=False)[0]
+    values = [r.spearman[0] for r in each]
+    assert together.seeds == 3 and together.spearman[0] == pytest.approx(float(np.mean(values)))
+    assert together.spread[0] == pytest.approx(float(np.std(values)))
+    assert together.passed == (together.spearman[0] < metrics.SANITY_THRESHOLD)
+    assert together.as_json()["stages"][0]["spread"] == round(together.spread[0], 4)
+    with pytest.raises(InputError, match="sanity_seeds must be at least 1"):
+        metrics.sanity(tiny_model, x, [1], draw, "relu2", seeds=0)
 
 
 def test_the_report_has_a_which_map_to_trust_section(tmp_path):
@@ -138,7 +170,8 @@ def test_the_report_has_a_which_map_to_trust_section(tmp_path):
     model = convscope.load_model(net, input_size=16)
     photo = Image.fromarray(np.random.default_rng(2).integers(0, 255, (20, 20, 3), dtype=np.uint8))
     html = run_all(model, [photo], ["p.png"], tmp_path, filters=False, say=lambda line: None).read_text()
-    assert "Which map to trust" in html and "convscope recommends" in html
+    assert "Which map to trust" in html and '<p class="recommend"><strong>' in html
+    assert "The maps of Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM, HiResCAM" in html  # the default set, named
     assert (tmp_path / "evaluate" / "metrics.json").exists()
     assert len(list((tmp_path / "evaluate").glob("p_*_methods.png"))) == 1
     no_trust = run_all(model, [photo], ["p.png"], tmp_path / "b", filters=False, trust=False,

@@ -141,7 +141,7 @@ def test_sanity_cascade_on_a_copy(tiny, model_state):
     def cam(m, inputs, classes):
         return convscope.compute_cam(m, inputs, classes, layer="relu2", method="gradcam").maps
 
-    results = metrics.sanity(model, x, [1, 2], cam, "relu2")
+    results = metrics.sanity(model, x, [1, 2], cam, "relu2", seeds=1)  # the one randomization done by hand below
     before.assert_unchanged(tiny)  # the user's model is never randomized
     trained = cam(model, x, [1, 2])
     copied = tiny_copy_randomized(tiny, [["fc"]])

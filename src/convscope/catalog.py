@@ -31,13 +31,17 @@ RECIPE_STEPS = {"lucid": 64, "classic": 40}
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam",
                     "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam")
 CAM_ALPHA = 0.4
-#: The methods the report's "Which map to trust" ranks by default (``run --trust``: all, none or a list).
-TRUST_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam")
+#: The methods the report's "Which map to trust" ranks by default, chosen for cost: the single-pass
+#: gradient maps (``run --trust``: all, none or a list).
+TRUST_METHODS = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "gradcam-elementwise", "eigengradcam",
+                 "segeigencam")
 
 #: Which map to trust: deletion / insertion steps, the default metrics and every metric.
 STEPS = 20
 DEFAULT_METRICS = ("deletion", "insertion", "drop", "sanity")
 METRIC_NAMES = ("deletion", "insertion", "drop", "sanity", "pointing")
+#: Randomizations the sanity check averages (``--sanity-seeds``).
+SANITY_SEEDS = 5
 
 #: Precisions a call can compute in.
 PRECISIONS = ("auto", "fp32", "bf16", "tf32")

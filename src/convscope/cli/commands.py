@@ -163,7 +163,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     photos, model = _photos_then_model(args)
     plan = plan_evaluate(model, args.layer, args.methods, args.metrics, args.classes or (), args.steps, args.boxes,
-                         args.precision)
+                         args.precision, sanity_seeds=args.sanity_seeds)
     x = model.preprocess(photos, names=args.images)
     ranked = model.predict(x, top=1)
     plan.boxes(model, args.images, photos, plan.classes_for(ranked))  # a bad boxes file fails before any work
@@ -188,9 +188,11 @@ def _print_evaluation(evaluation: Evaluation) -> None:
         best = group[0]
         cells = [_cell(best.deletion), _cell(best.insertion), _cell(best.score), _cell(best.average_drop, 1),
                  _cell(best.increase, 0)]
-        sanity = "-" if best.sanity is None else (
-            f"{'passed' if best.sanity.passed else 'FAILED'} (Spearman {best.sanity.spearman[0]:.2f} after the "
-            "classifier is randomized)" if best.sanity.spearman else "-")
+        sanity = "-" if best.sanity is None or not best.sanity.spearman else (
+            f"{'passed' if best.sanity.passed else 'FAILED'} (Spearman {best.sanity.spearman[0]:.2f} "
+            f"\u00b1 {best.sanity.spread[0]:.2f} over {best.sanity.seeds} randomizations of the classifier)")
+        if all(CAM_METHODS[m.method].class_independent for m in group):
+            sanity = "ignores the class"
         pointing = "" if best.pointing is None else f"  pointing {'hit' if best.pointing[0] else 'miss'} " \
                                                      f"{best.pointing[1]:.2f}"
         name = group_title(group) + (" (empty)" if best.empty else "")
@@ -281,7 +283,8 @@ def _report_options(args: argparse.Namespace) -> ReportOptions:
         return ReportOptions(filters_steps=args.filters_steps)
     return ReportOptions(layers=args.layers, filters=not args.no_filters, filters_steps=args.filters_steps,
                          filters_size=args.size, objective=args.objective, method=args.cam_method, top=args.top,
-                         dataset=args.dataset, trust=args.trust != "none", trust_methods=args.trust)
+                         dataset=args.dataset, trust=args.trust != "none", trust_methods=args.trust,
+                         sanity_seeds=args.sanity_seeds)
 
 
 def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image], names: Sequence[str]) -> int:

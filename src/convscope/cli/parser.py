@@ -29,6 +29,7 @@ from ..catalog import (
     PRECISIONS,
     RECIPE_STEPS,
     SAMPLES,
+    SANITY_SEEDS,
     STEPS,
     TRUST_METHODS,
 )
@@ -122,6 +123,12 @@ def _objective_option(parser: argparse.ArgumentParser) -> None:
                              "flat or unreached pictures drawn again with neuron) or neuron (its centre unit)")
 
 
+def _sanity_seeds_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--sanity-seeds", type=_positive_int, default=SANITY_SEEDS, metavar="N",
+                   help=f"randomizations the sanity check averages (default {SANITY_SEEDS}); it passes when the mean "
+                        "Spearman correlation after the classifier is randomized is below 0.5")
+
+
 def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) -> argparse.ArgumentParser:
     """The parser of every command; ``handlers``: command name -> the function that runs it."""
     parser = _Parser(prog="convscope", description="See what a convolutional network sees: layer outputs, "
@@ -212,6 +219,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--trust", default=",".join(TRUST_METHODS), metavar="all|none|LIST",
                    help="the methods 'Which map to trust' ranks: all, none (no such section) or a comma list "
                         f"(default {','.join(TRUST_METHODS)})")
+    _sanity_seeds_option(p)
     p.set_defaults(handler=handlers["run"])
 
     p = sub.add_parser("demo", parents=[shared["run"], shared["out"], shared["quiet"]],
@@ -261,6 +269,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--steps", type=_positive_int, default=STEPS, metavar="N",
                    help=f"deletion and insertion steps (default {STEPS})")
     _precision_option(p, MAPS_PRECISION)
+    _sanity_seeds_option(p)
     p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
     p.set_defaults(handler=handlers["evaluate"])
 

@@ -19,7 +19,17 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..catalog import CAM_ALPHA, CMAP, EXPLAIN_DIR, FILTERS_DIR, FILTERS_PRECISION, MAPS_PRECISION, NORMALIZE, PER_ROW
+from ..catalog import (
+    CAM_ALPHA,
+    CMAP,
+    EXPLAIN_DIR,
+    FILTERS_DIR,
+    FILTERS_PRECISION,
+    MAPS_PRECISION,
+    NORMALIZE,
+    PER_ROW,
+    SANITY_SEEDS,
+)
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..layers import default_filter_layers
 from ..model import Model, Prediction
@@ -225,6 +235,7 @@ class EvaluatePlan:
     classes: tuple[int, ...] = ()
     boxes_file: dict[str, Any] | None = None
     cascade: bool = True
+    sanity_seeds: int = SANITY_SEEDS
 
     def classes_for(self, ranked: Sequence[Sequence[Prediction]]) -> list[list[int]]:
         """Per image, the classes to evaluate: the given ones, or its top-1."""
@@ -269,7 +280,8 @@ class EvaluatePlan:
                                           methods=self.methods, metrics=self.metrics, steps=self.steps,
                                           boxes={(0, c): b for (i, c), b in boxes.items() if i == index},
                                           photo_sizes=[photos[index].size], names=[names[index]],
-                                          precision=self.precision, cascade=self.cascade, progress=progress):
+                                          precision=self.precision, cascade=self.cascade,
+                                          sanity_seeds=self.sanity_seeds, progress=progress):
                 evaluation.image = index
                 found.append(evaluation)
         return write_evaluations(found, photos, stems, folder)
@@ -291,8 +303,10 @@ def read_boxes_file(path: str | os.PathLike) -> dict[str, Any]:
 def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequence[str] = "all",
                   metrics: str | Sequence[str] = DEFAULT_METRICS, classes: Sequence[int | str] = (),
                   steps: int = STEPS, boxes: str | os.PathLike | None = None, precision: str = MAPS_PRECISION,
-                  cascade: bool = True) -> EvaluatePlan:
-    """Methods, metrics, steps, layer, classes and the boxes file, all checked before any work."""
+                  cascade: bool = True, sanity_seeds: int = SANITY_SEEDS) -> EvaluatePlan:
+    """Methods, metrics, steps, layer, classes, the sanity check's seeds and the boxes file, all
+    checked before any work."""
+    check_at_least("sanity_seeds", sanity_seeds, 1)
     chosen_methods = check_methods(methods)
     chosen_metrics = check_metrics(metrics, boxes is not None)
     check_at_least("steps", steps, 1)
@@ -301,7 +315,7 @@ def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequenc
         chosen_metrics.append("pointing")
     fixed = tuple(model.class_index(value) for value in classes)
     return EvaluatePlan(cam_layer(model, layer), chosen_methods, chosen_metrics, steps,
-                        check_precision(precision, model.device), fixed, boxes_file, cascade)
+                        check_precision(precision, model.device), fixed, boxes_file, cascade, sanity_seeds)
 
 
 # -- why this class ----------------------------------------------------------------------------------------

@@ -173,6 +173,8 @@ class TrustRow:
     verdict: str
     empty: bool
     cascade: str = ""
+    spread: float | None = None
+    class_independent: bool = False
 
 
 @dataclass
@@ -192,9 +194,15 @@ class TrustImage:
 
 @dataclass
 class TrustSection:
+    """Which map to trust: the layer, the deletion/insertion steps, each image's ranking, the methods
+    ranked (titles) and the sanity check's randomizations and threshold."""
+
     layer: str
     steps: int
     images: list[TrustImage]
+    methods: list[str] = field(default_factory=list)
+    sanity_seeds: int = 1
+    sanity_threshold: float = 0.5
 
 
 @dataclass

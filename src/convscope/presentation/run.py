@@ -28,6 +28,7 @@ from ..catalog import (
     FILTERS_DIR,
     IMAGES_DIR,
     OBJECTIVES,
+    SANITY_SEEDS,
     TRUST_METHODS,
 )
 from ..errors import InputError, check_options
@@ -40,7 +41,7 @@ from ..techniques.evaluate import group_title
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
 from ..techniques.filters import DEFAULT_SIZE
-from ..techniques.metrics import SANITY_THRESHOLD
+from ..techniques.metrics import SANITY_THRESHOLD, SanityResult
 from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
 from .files import prepare_out_dir, save_image
 from .filter_cache import FilterSettings, cached_filter_result, missing_steps
@@ -117,6 +118,7 @@ class ReportOptions:
     top: int | None = None
     trust: bool = True
     trust_methods: str | Sequence[str] = TRUST_METHODS
+    sanity_seeds: int = SANITY_SEEDS
     dataset: str | Path | None = None
 
 
@@ -153,8 +155,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         explain_plan = dataclasses.replace(explain_plan, filter_layer=None, filters=None)
     # Only the sanity check's classifier step (its verdict): the whole cascade doubles `make demo`'s
     # time (measured: 63 s -> 137 s on 2 cores); `convscope evaluate` runs all of it.
-    trust_plan = plan_evaluate(model, cam_plan.layer, options.trust_methods, TRUST_METRICS,
-                               cascade=False) if options.trust else None
+    trust_plan = plan_evaluate(model, cam_plan.layer, options.trust_methods, TRUST_METRICS, cascade=False,
+                               sanity_seeds=options.sanity_seeds) if options.trust else None
     out = prepare_out_dir(out, ACTIVATIONS_DIR, FILTERS_DIR, CAM_DIR, EXPLAIN_DIR, IMAGES_DIR,
                           *([EVALUATE_DIR] if options.trust else []))
     stems = image_stems(names)
@@ -328,45 +330,71 @@ def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.I
         images.append(TrustImage(evaluation.name, stems[evaluation.image], evaluation.class_index, evaluation.label,
                                  _rel(w.methods, out), _rel(w.curves, out), rows,
                                  recommendation(evaluation.groups()), evaluation.notes))
-    return TrustSection(plan.layer, plan.steps, images)
+    return TrustSection(plan.layer, plan.steps, images, [CAM_METHODS[name].title for name in plan.methods],
+                        plan.sanity_seeds, SANITY_THRESHOLD)
 
 
 def _trust_row(group: list) -> TrustRow:
     best = group[0]
     titles = group_title(group)
-    spearman = best.sanity.spearman[0] if best.sanity is not None and best.sanity.spearman else None
-    cascade = "" if best.sanity is None else ", ".join(
+    independent = _class_independent(group)
+    checked = best.sanity is not None and bool(best.sanity.spearman) and not independent
+    spearman = best.sanity.spearman[0] if checked else None
+    spread = best.sanity.spread[0] if checked and best.sanity.spread else None
+    cascade = "" if best.sanity is None or independent else ", ".join(
         f"{stage} {value:.2f}" for stage, value in zip(best.sanity.stages, best.sanity.spearman))
     return TrustRow(titles, _r(best.deletion), _r(best.insertion), _r(best.score), _r(best.average_drop, 1),
-                    _r(best.increase, 0), None if spearman is None else best.sanity.passed, _r(spearman, 2),
-                    sanity_verdict(titles, spearman, len(group) > 1), best.empty, cascade)
+                    _r(best.increase, 0), best.sanity.passed if checked else None, _r(spearman, 2),
+                    sanity_verdict(titles, best.sanity, len(group) > 1, independent), best.empty, cascade,
+                    _r(spread, 2), independent)
 
 
-def sanity_verdict(titles: str, spearman: float | None, several: bool = False) -> str:
-    """The sanity check in words: does the map depend on the classifier, i.e. on why the class was chosen?"""
-    if spearman is None:
+def _class_independent(group: list) -> bool:
+    """Whether the maps of a group ignore the class by construction (Eigen-CAM, FEM, KPCA-CAM)."""
+    return all(CAM_METHODS[m.method].class_independent for m in group)
+
+
+def sanity_verdict(titles: str, sanity: SanityResult | None, several: bool = False,
+                   class_independent: bool = False) -> str:
+    """The sanity check in words: does the map depend on the classifier, i.e. on why the class was
+    chosen? The correlation is the mean over the randomizations, with its spread and the threshold."""
+    changes, they, does = ("change", "they show", "do") if several else ("changes", "it shows", "does")
+    if class_independent:
+        return (f"{titles} {does} not depend on the class by construction: {they} what the layer responds to, "
+                "never why this class was chosen.")
+    if sanity is None or not sanity.spearman:
         return ""
-    changes, they = ("change", "they show") if several else ("changes", "it shows")
-    if spearman < SANITY_THRESHOLD:
-        return (f"{titles} {changes} when the classifier is randomized (Spearman {spearman:.2f}): the map follows "
-                "the reason this class was chosen.")
-    return (f"{titles} barely {changes} when the classifier is randomized (Spearman {spearman:.2f}): {they} what "
-            "the layer responds to, not why this class was chosen.")
+    spearman = sanity.spearman[0]
+    spread = f" \u00b1 {sanity.spread[0]:.2f}" if sanity.spread else ""
+    measured = (f"Spearman {spearman:.2f}{spread} over {sanity.seeds} randomization{'s' * (sanity.seeds > 1)}; "
+                f"below {SANITY_THRESHOLD} passes")
+    if sanity.passed:
+        return (f"{titles} {changes} when the classifier is randomized ({measured}): the map follows the reason "
+                "this class was chosen.")
+    return (f"{titles} barely {changes} when the classifier is randomized ({measured}): {they} what the layer "
+            "responds to, not why this class was chosen.")
 
 
 def recommendation(groups: list[list]) -> str:
-    """convscope's advice for one image: the best-ranked map that passed the sanity check (it depends
-    on why the class was chosen); where none passed, the best-ranked one, saying so."""
-    trusted = [group for group in groups if group[0].sanity is not None and group[0].sanity.passed
-               and not group[0].empty]
-    group = trusted[0] if trusted else groups[0]
-    titles = group_title(group)
-    score = "" if group[0].score is None else f" (score {group[0].score:.3f})"
+    """convscope's advice for one image: the best-ranked map that depends on the class and passed the
+    sanity check; a map that ignores the class by construction is never recommended. Where no
+    class-dependent map passed, it says so and names the best-ranked class-dependent map with that
+    caveat."""
+    dependent = [group for group in groups if not _class_independent(group) and not group[0].empty]
+    trusted = [group for group in dependent if group[0].sanity is not None and group[0].sanity.passed]
     if trusted:
-        return (f"{titles}: the best-ranked map{score} that passed the sanity check, so it reflects why this class "
-                "was chosen.")
-    return (f"{titles}: the best-ranked map{score}; no method passed the sanity check here, so every map shows "
-            "what the layer responds to more than why this class was chosen.")
+        return (f"convscope recommends {group_title(trusted[0])}: the best-ranked map{_score(trusted[0])} that "
+                "depends on the class and passed the sanity check, so it reflects why this class was chosen.")
+    if dependent:
+        return (f"No class-dependent map passed the sanity check here, so none can be recommended for why this "
+                f"class was chosen; the best-ranked class-dependent map is {group_title(dependent[0])}"
+                f"{_score(dependent[0])}, but it shows what the layer responds to more than the reason.")
+    return ("No class-dependent map is available here (every map is empty or ignores the class), so none can be "
+            "recommended for why this class was chosen.")
+
+
+def _score(group: list) -> str:
+    return "" if group[0].score is None else f" (score {group[0].score:.3f})"
 
 
 def _r(value: float | None, digits: int = 3) -> float | None:

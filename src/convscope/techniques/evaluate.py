@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..catalog import DEFAULT_METRICS, MAPS_PRECISION
+from ..catalog import DEFAULT_METRICS, MAPS_PRECISION, SANITY_SEEDS
 from ..errors import check_at_least
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
@@ -117,7 +117,7 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
              methods: str | Sequence[str] = "all", metrics: str | Sequence[str] = DEFAULT_METRICS,
              steps: int = measure.STEPS, boxes: Mapping[tuple[int, int], Sequence[Sequence[float]]] | None = None,
              photo_sizes: Sequence[tuple[int, int]] | None = None, names: Sequence[str] | None = None,
-             precision: str = MAPS_PRECISION, cascade: bool = True,
+             precision: str = MAPS_PRECISION, cascade: bool = True, sanity_seeds: int = SANITY_SEEDS,
              progress: Callable[[str], None] | None = None) -> list[Evaluation]:
     """Every method's map for each image and class, measured and ranked (see :class:`Evaluation`).
 
@@ -125,24 +125,27 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     top-1). ``metrics``: any of :data:`METRIC_NAMES`; ``pointing`` needs ``boxes``, keyed by (image
     index, class index), in the photo's pixels (``photo_sizes``: each photo's (width, height)); an
     image and class without boxes is not scored by it.
-    ``cascade``: the whole sanity cascade, or only its classifier step (enough for the verdict).
+    ``cascade``: the whole sanity cascade, or only its classifier step (enough for the verdict);
+    ``sanity_seeds``: the randomizations whose correlations the sanity check averages.
     ``progress`` is told what is being done.
     """
     model = as_model(model, x)
     check_at_least("steps", steps, 1)
     check_precision(precision, model.device)
+    check_at_least("sanity_seeds", sanity_seeds, 1)
     return evaluations(model, as_input(model, x), classes=classes, layer=cam_layer(model, layer),
                        methods=check_methods(methods),
                        metrics=check_metrics(metrics, boxes is not None),  # images without boxes: no pointing game
                        steps=steps, boxes=boxes, photo_sizes=photo_sizes, names=names, precision=precision,
-                       cascade=cascade, progress=progress)
+                       cascade=cascade, sanity_seeds=sanity_seeds, progress=progress)
 
 
 def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[int | str] | None, layer: str,
                 methods: list[str], metrics: list[str], steps: int,
                 boxes: Mapping[tuple[int, int], Sequence[Sequence[float]]] | None,
                 photo_sizes: Sequence[tuple[int, int]] | None, names: Sequence[str] | None, precision: str,
-                cascade: bool, progress: Callable[[str], None] | None) -> list[Evaluation]:
+                cascade: bool, progress: Callable[[str], None] | None,
+                sanity_seeds: int = SANITY_SEEDS) -> list[Evaluation]:
     """:func:`evaluate` with every setting already checked (by :func:`evaluate` or the plan)."""
     chosen_methods, chosen_metrics = methods, metrics
     names = list(names) if names is not None else [f"image{i + 1}" for i in range(len(x))]
@@ -160,7 +163,7 @@ def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[
         evaluation = Evaluation(image, names[image], cls, model.labels[cls], layer,
                                 [MethodEvaluation(method, METHODS[method].title, heat.cpu())
                                  for method, heat in zip(chosen_methods, maps)])
-        _measure(model, one, cls, maps, evaluation, chosen_metrics, steps, precision, cascade, say,
+        _measure(model, one, cls, maps, evaluation, chosen_metrics, steps, precision, (cascade, sanity_seeds), say,
                  (boxes or {}).get((image, cls)), photo_sizes[image] if photo_sizes else None)
         _group_and_note(evaluation)
         evaluations.append(evaluation)
@@ -168,7 +171,7 @@ def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[
 
 
 def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, evaluation: Evaluation,
-             chosen: list[str], steps: int, precision: str, cascade: bool, say: Callable[[str], None],
+             chosen: list[str], steps: int, precision: str, sanity: tuple[bool, int], say: Callable[[str], None],
              boxes: Sequence[Sequence[float]] | None, photo_size: tuple[int, int] | None) -> None:
     count = len(maps)
     inputs, targets = one.expand(count, *one.shape[1:]), [cls] * count
@@ -189,7 +192,8 @@ def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, eval
         for method, heat in zip(evaluation.methods, maps):
             def draw(m: Model, inputs: torch.Tensor, classes: Sequence[int], name: str = method.method) -> torch.Tensor:
                 return cam_maps(m, inputs, CamSettings(evaluation.layer, METHODS[name], precision), classes).maps
-            method.sanity = measure.sanity(model, one, [cls], draw, evaluation.layer, heat[None], cascade=cascade)[0]
+            method.sanity = measure.sanity(model, one, [cls], draw, evaluation.layer, heat[None], seeds=sanity[1],
+                                           cascade=sanity[0])[0]
     if "pointing" in chosen and boxes:
         hits, energies = measure.pointing(maps, [boxes] * count, [photo_size] * count if photo_size else None)
         for method, hit, energy in zip(evaluation.methods, hits, energies):

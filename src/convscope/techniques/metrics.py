@@ -25,14 +25,14 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import MAPS_PRECISION, STEPS
+from ..catalog import MAPS_PRECISION, SANITY_SEEDS, STEPS
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
 from ..model import Model, as_input, as_model
@@ -207,18 +207,23 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 @dataclass
 class SanityResult:
     """The cascade for one map: after each step (``classifier``, then the stages from the last to the
-    first) the Spearman correlation and SSIM of the map with the trained model's; ``passed`` when the
-    correlation after the classifier step is below :data:`SANITY_THRESHOLD`."""
+    first) the Spearman correlation and SSIM of the map with the trained model's, each the mean over
+    ``seeds`` randomizations, with ``spread`` the standard deviation of the Spearman correlations
+    (population; 0 for one seed); ``passed`` when the mean correlation after the classifier step is
+    below :data:`SANITY_THRESHOLD`."""
 
     stages: list[str]
     spearman: list[float]
     ssim: list[float]
     passed: bool
+    spread: list[float] = field(default_factory=list)
+    seeds: int = 1
 
     def as_json(self) -> dict:
-        return {"passed": self.passed,
-                "stages": [{"stage": stage, "spearman": _finite(r), "ssim": _finite(s)}
-                           for stage, r, s in zip(self.stages, self.spearman, self.ssim)]}
+        spreads = self.spread or [0.0] * len(self.stages)
+        return {"passed": self.passed, "seeds": self.seeds, "threshold": SANITY_THRESHOLD,
+                "stages": [{"stage": stage, "spearman": _finite(r), "spread": _finite(d), "ssim": _finite(s)}
+                           for stage, r, d, s in zip(self.stages, self.spearman, spreads, self.ssim)]}
 
 
 def _finite(value: float) -> float | None:
@@ -251,37 +256,49 @@ def randomization_cascade(model: Model, layer: str) -> list[tuple[str, list[str]
 
 def sanity(model: Model | nn.Module, x: torch.Tensor, classes: Sequence[int],
            cam: Callable[[Model, torch.Tensor, Sequence[int]], torch.Tensor],
-           layer: str, maps: torch.Tensor | None = None, seed: int = 0, cascade: bool = True) -> list[SanityResult]:
+           layer: str, maps: torch.Tensor | None = None, seeds: int | Sequence[int] = SANITY_SEEDS,
+           cascade: bool = True) -> list[SanityResult]:
     """Cascading parameter randomization on a **deep copy** of the model (the user's model is never
     touched): each step re-initializes its modules by their own ``reset_parameters()`` under a
-    fixed seed, then ``cam(copy, x, classes)`` draws the maps again, compared with ``maps`` (the
-    trained model's, computed by ``cam`` when not given). One result per image. Without ``cascade``
-    only the first step (the classifier), which decides ``passed``."""
+    seed, then ``cam(copy, x, classes)`` draws the maps again, compared with ``maps`` (the trained
+    model's, computed by ``cam`` when not given). The cascade runs once per seed (``seeds``: a count,
+    meaning seeds 0 .. n-1, or the seeds themselves), each from a fresh copy; every correlation is
+    the mean over the seeds, with its spread. One result per image. Without ``cascade`` only the
+    first step (the classifier), which decides ``passed``."""
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise InputError("sanity_seeds must be at least 1", parameter="sanity_seeds")
     model = as_model(model, x)
     x = as_input(model, x)
     trained = cam(model, x, classes) if maps is None else maps
     steps = randomization_cascade(model, layer)
     steps = steps if cascade else steps[:1]
-    copied = Model(copy.deepcopy(model.module), name=model.name, weights="randomized",
-                   preprocessing=model.preprocessing, labels=model.labels, aliases=model.aliases,
-                   hidden=model.hidden, output=model.output)
-    copied._all_layers = model.all_layers()  # the same structure: no second discovery
-    results = [SanityResult([], [], [], False) for _ in range(len(x))]
-    for number, (stage, paths) in enumerate(steps):
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed * 1000 + number)
-            for path in paths:
-                module = copied.module.get_submodule(path)
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        randomized = cam(copied, x, classes)
-        for result, before, after in zip(results, trained, randomized):
-            result.stages.append(stage)
-            result.spearman.append(spearman(before, after))
-            result.ssim.append(ssim(before, after))
-    for result in results:
-        result.passed = bool(result.stages) and result.stages[0] == "classifier" and \
-            result.spearman[0] < SANITY_THRESHOLD
+    # per image, per stage: the Spearman correlations and SSIMs of every seed
+    rank = [[[] for _ in steps] for _ in range(len(x))]
+    similar = [[[] for _ in steps] for _ in range(len(x))]
+    for seed in seed_list:
+        copied = Model(copy.deepcopy(model.module), name=model.name, weights="randomized",
+                       preprocessing=model.preprocessing, labels=model.labels, aliases=model.aliases,
+                       hidden=model.hidden, output=model.output)
+        copied._all_layers = model.all_layers()  # the same structure: no second discovery
+        for number, (_stage, paths) in enumerate(steps):
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed * 1000 + number)
+                for path in paths:
+                    module = copied.module.get_submodule(path)
+                    if hasattr(module, "reset_parameters"):
+                        module.reset_parameters()
+            randomized = cam(copied, x, classes)
+            for image, (before, after) in enumerate(zip(trained, randomized)):
+                rank[image][number].append(spearman(before, after))
+                similar[image][number].append(ssim(before, after))
+    results = []
+    for image in range(len(x)):
+        means = [float(np.mean(values)) for values in rank[image]]
+        results.append(SanityResult(
+            [stage for stage, _ in steps], means, [float(np.mean(values)) for values in similar[image]],
+            bool(steps) and steps[0][0] == "classifier" and means[0] < SANITY_THRESHOLD,
+            [float(np.std(values)) for values in rank[image]], len(seed_list)))
     return results
 
 
