@@ -124,6 +124,13 @@ def hand_map(method: str, cls: int) -> np.ndarray:
             threshold = A[k].mean() + 2 * A[k].std()  # population std
             weights[k] = np.mean([A[k, i, j] > threshold for i in range(h) for j in range(w)])
         return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
+    if method == "ablationcam":  # the drop of the class score when channel k is zeroed, over |Y_c|
+        score = logits_by_hand(A)[cls]
+        for k in range(K):
+            ablated = A.copy()
+            ablated[k] = 0
+            weights[k] = (score - logits_by_hand(ablated)[cls]) / abs(score)
+        return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
     if method == "cam":  # at the ReLU's output, which global pooling and the head follow
         return np.maximum(sum(W[cls, k] * np.maximum(A[k], 0) for k in range(K)), 0)
     raise AssertionError(method)

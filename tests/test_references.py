@@ -71,6 +71,39 @@ def _raw_map(model, x, result, method):
     return METHODS[method].compute(CamInputs(acts, grads, x, logits, chosen, None, 1))
 
 
+@pytest.mark.parametrize("model_name, size", [("default", 96), ("vgg19", 64)])
+def test_ablationcam_equals_pytorch_grad_cam_where_the_score_is_positive(model_name, size, default_model,
+                                                                           vgg19_random, photos):
+    """One image at a small size (the peer runs the whole network once per channel). The layers are
+    post-ReLU (minimum 0), so the peer ablates to zero as the paper does."""
+    model = default_model if model_name == "default" else vgg19_random
+    x = torch.nn.functional.interpolate(model.preprocess(photos[1:]), size=(size, size), mode="bilinear")
+    result = compute_cam(model, x, None, None, "ablationcam")
+    assert float(result.logits[0, result.classes[0]]) > 0
+    theirs = _peer_maps(model, x, result.layer, "AblationCAM", result.classes)
+    torch.testing.assert_close(result.maps, theirs, atol=1e-4, rtol=0)
+
+
+def test_ablationcam_keeps_the_sign_where_the_score_is_negative():
+    """Where Y_c < 0 pytorch-grad-cam divides by it and every weight flips: zeroing a channel that
+    lowers the score further then counts against the region. convscope divides by |Y_c|."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                              torch.nn.Flatten(), torch.nn.Linear(4, 2)).eval()
+    with torch.no_grad():
+        net[4].weight.copy_(torch.tensor([[1.0, 0.5, 0.2, 0.1], [-1.0, -0.5, -0.2, -0.1]]))
+        net[4].bias.zero_()
+    model = convscope.load_model(net, input_size=8, labels=["up", "down"])
+    x = torch.rand(1, 3, 8, 8)
+    result = compute_cam(model, x, 1, "1", "ablationcam")  # class "down": its score is negative
+    assert float(result.logits[0, 1]) < 0
+    # every channel lowers "down" (negative weights, positive activations): zeroing one raises the score,
+    # so each weight is negative and the map is empty -- nothing here argues for "down"
+    assert float(result.low_res.max()) == 0.0
+    theirs = _peer_maps(model, x, "1", "AblationCAM", [1])
+    assert float(theirs.max()) > 0  # the peer's flipped signs make the whole region argue for "down"
+
+
 def test_the_principal_component_signs_are_deterministic(default_model, photos):
     """Eigen-CAM's rule fixes the sign: the map correlates positively with the summed channels, so
     it never depends on the SVD routine (the peer's can come out flipped)."""

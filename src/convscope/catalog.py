@@ -29,7 +29,7 @@ RECIPE_STEPS = {"lucid": 64, "classic": 40}
 #: Class activation maps: the built-in methods in the order they are offered (the first is the
 #: default), and the heatmap's weight in an overlay.
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam",
-                    "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam")
+                    "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam", "ablationcam")
 CAM_ALPHA = 0.4
 #: The methods the report's "Which map to trust" ranks by default, chosen for cost: the single-pass
 #: gradient maps (``run --trust``: all, none or a list).

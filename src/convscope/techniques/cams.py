@@ -39,13 +39,15 @@ from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
-from .capture import batch_for_classes, cam_layer, layer_pass
+from .capture import batch_for_classes, cam_layer, layer_pass, replaced_pass
 
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
 #: (measured on the default model: 4 per pass 2.7x faster than 32), larger ones on GPUs.
 SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
 
 
+#: Ablated copies of a layer's output per forward pass of Ablation-CAM.
+ABLATION_BATCH = 64
 #: FEM's threshold: a position counts where the channel exceeds its mean by this many standard deviations.
 FEM_K = 2
 
@@ -88,7 +90,9 @@ class CamInputs:
     ``grads`` = dY_c/dA (same shape; None for methods without gradients), the model input ``x``, the
     ``logits``, each image's class, and ``forward`` (model input -> fp32 logits, in the call's
     precision) for methods that run the model again, ``batch_size`` inputs at a time; ``classifier``
-    the model's last Linear layer (CAM's weights), if it has one."""
+    the model's last Linear layer (CAM's weights), if it has one; ``rerun(image, replacement)``
+    the logits of one image (1 x C x H x W) with the layer's output replaced by each of the n maps
+    of ``replacement`` (n x K x h x w), see :func:`~convscope.techniques.capture.replaced_pass`."""
 
     acts: torch.Tensor
     grads: torch.Tensor | None
@@ -99,6 +103,7 @@ class CamInputs:
     batch_size: int
     progress: Callable[[int], None] | None = None
     classifier: nn.Linear | None = None
+    rerun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,6 +303,31 @@ def class_activation_map(i: CamInputs) -> torch.Tensor:
     return weighted_sum(linear.weight.float()[i.classes], i.acts)
 
 
+@register_cam_method("ablationcam", "Ablation-CAM", needs_gradients=False)
+def ablationcam(i: CamInputs) -> torch.Tensor:
+    """Ablation-CAM (Desai & Ramaswamy 2020): w_k = (Y_c - Y_c^k) / |Y_c|, Y_c^k the class score with
+    channel k of the layer set to zero; map = ReLU(sum_k w_k A_k). The ablated copies go through
+    the network from the layer on, :data:`ABLATION_BATCH` at a time (the layers before it run once
+    per batch, on the one image). pytorch-grad-cam's ``AblationCAM`` divides by Y_c (every sign
+    flips when Y_c < 0) and ablates to (min - 1e7) where the layer has negative values: convscope
+    keeps the paper's zero and the sign of the score's change."""
+    maps = []
+    for image, acts, cls, scores in zip(i.x, i.acts, i.classes, i.logits):
+        channels = acts.shape[0]
+        drops = torch.empty(channels, dtype=torch.float32, device=acts.device)
+        for start in range(0, channels, ABLATION_BATCH):
+            ablated = torch.arange(start, min(channels, start + ABLATION_BATCH), device=acts.device)
+            copies = acts.expand(len(ablated), *acts.shape).clone()
+            copies[torch.arange(len(ablated), device=acts.device), ablated] = 0
+            drops[ablated] = scores[cls] - i.rerun(image[None], copies)[:, cls]
+            if i.progress is not None:
+                i.progress(len(ablated))
+        score = scores[cls].abs()
+        weights = drops / score if score > 0 else drops
+        maps.append(weighted_sum(weights[None], acts[None])[0])
+    return torch.stack(maps)
+
+
 def _not_gap_linear(channels: int) -> InputError:
     return InputError(f"method cam: the layer ({channels} channels) does not feed global average pooling and one "
                       "Linear layer, which CAM's weights come from; use gradcam (equal to CAM where it applies)",
@@ -382,8 +412,9 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
         acts, grads, logits, chosen = layer_pass(model, x, settings.layer, precision, fixed, method.needs_gradients,
                                                  watch)
         with torch.no_grad():
-            raw = method.compute(CamInputs(acts, grads, x, logits, chosen, forward, scorecam_batch, progress,
-                                           last_linear(model.module)))
+            raw = method.compute(CamInputs(
+                acts, grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
+                lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision)))
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)

@@ -126,6 +126,22 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
     return held["acts"].detach().float(), grads, logits.detach().float(), chosen
 
 
+def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.Tensor, precision: str) -> torch.Tensor:
+    """The logits (n x N, fp32) of the model run on the one image ``x`` (1 x C x H x W) with ``layer``'s
+    output replaced by ``replacement`` (n x K x h x w): the layers before it run once, on the one
+    image, the rest on the n replacements in one batch (Ablation-CAM's passes)."""
+    def hook_for(_name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            return replacement.to(output.dtype)
+        return hook
+
+    with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.no_grad(), \
+            computing_in(model.device, precision):
+        logits = model.scores(prepare_input(x))
+        hooked.check_ran()
+    return logits.float()
+
+
 class Stopped:
     """What :func:`stopping_at` yields: ``run(x)`` runs the module until the layer and returns its
     output (the graph kept, for gradients); ``hooks`` tells which layers ran."""
