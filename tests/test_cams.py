@@ -131,6 +131,14 @@ def hand_map(method: str, cls: int) -> np.ndarray:
             ablated[k] = 0
             weights[k] = (score - logits_by_hand(ablated)[cls]) / abs(score)
         return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
+    if method == "fullgrad":  # HandNet has no bias: the input term |x dY/dx| alone, each channel scaled
+        x = hand_input()[0].numpy()
+        total = np.zeros((h, w))
+        for c in range(3):  # feat passes input channels 0 and 1 on as A: dY/dx_c = g_c; channel 2 is unused
+            term = np.abs(x[c] * (g[c] if c < K else 0.0))
+            term = term - term.min()
+            total += term / (term.max() + 1e-7)
+        return total
     if method == "cam":  # at the ReLU's output, which global pooling and the head follow
         return np.maximum(sum(W[cls, k] * np.maximum(A[k], 0) for k in range(K)), 0)
     raise AssertionError(method)

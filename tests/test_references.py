@@ -29,6 +29,7 @@ GRAD_CAM_PEERS = {
     "segeigencam": ("SegEigenCAM", False),
     "kpcacam": ("KPCA_CAM", True),
     "fem": ("FEM", False),
+    "fullgrad": ("FullGrad", False),
 }
 
 
@@ -41,7 +42,8 @@ def _peer_maps(model, x, layer, peer, classes):
     """The peer's maps for ``classes``; the model's modes and gradients restored afterwards (the peer
     sets eval mode for good and fills ``.grad``)."""
     module = model.module
-    with getattr(pytorch_grad_cam, peer)(model=module, target_layers=[model.submodule(layer)]) as extractor:
+    layers = [] if peer == "FullGrad" else [model.submodule(layer)]  # FullGrad uses every biased layer
+    with getattr(pytorch_grad_cam, peer)(model=module, target_layers=layers) as extractor:
         maps = extractor(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in classes])
     module.zero_grad(set_to_none=True)
     return torch.from_numpy(np.asarray(maps, dtype=np.float32))

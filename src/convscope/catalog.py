@@ -29,7 +29,8 @@ RECIPE_STEPS = {"lucid": 64, "classic": 40}
 #: Class activation maps: the built-in methods in the order they are offered (the first is the
 #: default), and the heatmap's weight in an overlay.
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam",
-                    "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam", "ablationcam")
+                    "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam", "ablationcam",
+                    "fullgrad")
 CAM_ALPHA = 0.4
 #: The methods the report's "Which map to trust" ranks by default, chosen for cost: the single-pass
 #: gradient maps (``run --trust``: all, none or a list).

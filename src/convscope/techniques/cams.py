@@ -39,13 +39,16 @@ from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
-from .capture import batch_for_classes, cam_layer, layer_pass, replaced_pass
+from .capture import batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
 
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
 #: (measured on the default model: 4 per pass 2.7x faster than 32), larger ones on GPUs.
 SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
 
 
+#: The epsilon of FullGrad's per-term scaling in pytorch-grad-cam (a term whose values are all tiny,
+#: such as |b g| = 1e-6, is scaled to well below 1 by it; the test against the peer relies on it).
+FULLGRAD_EPS = 1e-7
 #: Ablated copies of a layer's output per forward pass of Ablation-CAM.
 ABLATION_BATCH = 64
 #: FEM's threshold: a position counts where the channel exceeds its mean by this many standard deviations.
@@ -92,7 +95,9 @@ class CamInputs:
     precision) for methods that run the model again, ``batch_size`` inputs at a time; ``classifier``
     the model's last Linear layer (CAM's weights), if it has one; ``rerun(image, replacement)``
     the logits of one image (1 x C x H x W) with the layer's output replaced by each of the n maps
-    of ``replacement`` (n x K x h x w), see :func:`~convscope.techniques.capture.replaced_pass`."""
+    of ``replacement`` (n x K x h x w), see :func:`~convscope.techniques.capture.replaced_pass`;
+    ``gradients_everywhere()`` the input gradient and every bias's output gradient
+    (:func:`~convscope.techniques.capture.full_gradients`, one more forward and full backward)."""
 
     acts: torch.Tensor
     grads: torch.Tensor | None
@@ -104,6 +109,7 @@ class CamInputs:
     progress: Callable[[int], None] | None = None
     classifier: nn.Linear | None = None
     rerun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    gradients_everywhere: Callable[[], tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -328,6 +334,30 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
     return torch.stack(maps)
 
 
+@register_cam_method("fullgrad", "FullGrad", needs_gradients=False)
+def fullgrad(i: CamInputs) -> torch.Tensor:
+    """FullGrad (Srinivas & Fleuret 2019), as pytorch-grad-cam's ``FullGrad`` and the authors' code
+    compute it, at the input's resolution (the layer plays no part): the sum of ``|x * dY_c/dx|`` for
+    each input channel and, for every conv and BatchNorm with a bias b, ``sum_k |b_k * dY_c/dO_k|``
+    (O the layer's output), each map scaled to [0, 1] on its own (:func:`minmax_channels`) and
+    upsampled bilinearly to the input. Upsampling is linear, so each layer's channels are summed
+    before it."""
+    size = (i.x.shape[2], i.x.shape[3])
+    input_grad, biases = i.gradients_everywhere()
+    total = minmax_channels((input_grad * i.x.float()).abs()).sum(dim=1)
+    for bias, grad in biases.values():
+        terms = minmax_channels((bias[None, :, None, None] * grad).abs()).sum(dim=1)
+        total = total + F.interpolate(terms[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return total
+
+
+def minmax_channels(maps: torch.Tensor, eps: float = FULLGRAD_EPS) -> torch.Tensor:
+    """Each channel of B x K x h x w scaled as FullGrad's reference code scales its terms:
+    ``(m - min) / (max - min + eps)`` (a constant channel becomes zero)."""
+    shifted = maps - maps.amin(dim=(2, 3), keepdim=True)
+    return shifted / (shifted.amax(dim=(2, 3), keepdim=True) + eps)
+
+
 def _not_gap_linear(channels: int) -> InputError:
     return InputError(f"method cam: the layer ({channels} channels) does not feed global average pooling and one "
                       "Linear layer, which CAM's weights come from; use gradcam (equal to CAM where it applies)",
@@ -414,7 +444,8 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
         with torch.no_grad():
             raw = method.compute(CamInputs(
                 acts, grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
-                lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision)))
+                lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision),
+                lambda: full_gradients(model, x, chosen, precision)))
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)

@@ -142,6 +142,48 @@ def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.
     return logits.float()
 
 
+def biased_layers(module: nn.Module) -> dict[str, tuple[nn.Module, torch.Tensor]]:
+    """Every ``Conv2d`` and ``BatchNorm2d`` with a bias, by path, with its effective bias: a conv's own;
+    an eval-mode BatchNorm's ``beta - running_mean * gamma / sqrt(running_var + eps)``."""
+    found = {}
+    for path, sub in module.named_modules():
+        if type(sub) is nn.Conv2d and sub.bias is not None:
+            found[path] = (sub, sub.bias.detach().float())
+        elif type(sub) is nn.BatchNorm2d and sub.bias is not None and sub.running_mean is not None:
+            scale = sub.weight.detach() / torch.sqrt(sub.running_var + sub.eps)
+            found[path] = (sub, (sub.bias.detach() - sub.running_mean * scale).float())
+    return found
+
+
+def full_gradients(model: Model, x: torch.Tensor, classes: list[int], precision: str,
+                   target: str = DEFAULT_TARGET) -> tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]:
+    """One forward and one full backward pass: ``dT/dx`` (B x C x H x W) and, for every layer of
+    :func:`biased_layers`, ``(bias, dT/d output)`` (the gradient of the layer's own output: the rest
+    of the network sees a clone, so an in-place op downstream cannot change which tensor it is), all fp32.
+    The input keeps its memory layout outside bf16: channels-last kernels round differently, and a
+    max-pooling's near-ties then route the gradient of the layers below it elsewhere."""
+    score = target_named(target)
+    layers = biased_layers(model.module)
+    outputs: dict[str, torch.Tensor] = {}
+
+    def hook_for(name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            outputs[name] = output
+            return output.clone()
+        return hook
+
+    leaf = x.detach().clone().requires_grad_(True)
+    with layer_hooks({name: module for name, (module, _) in layers.items()}, hook_for), torch.enable_grad(), \
+            computing_in(model.device, precision):
+        logits = model.scores(prepare_input(leaf) if precision == "bf16" else leaf)
+        names = [name for name in layers if name in outputs]
+        grads = torch.autograd.grad(score(logits, classes).sum(), [leaf, *(outputs[name] for name in names)],
+                                    allow_unused=True)
+    found = {name: (layers[name][1], (grad if grad is not None else torch.zeros_like(outputs[name])).float())
+             for name, grad in zip(names, grads[1:])}
+    return grads[0].float(), found
+
+
 class Stopped:
     """What :func:`stopping_at` yields: ``run(x)`` runs the module until the layer and returns its
     output (the graph kept, for gradients); ``hooks`` tells which layers ran."""
