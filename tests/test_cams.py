@@ -64,7 +64,7 @@ def hand_map(method: str, cls: int) -> np.ndarray:
             for j in range(w):
                 g[k, i, j] = W[cls, k] * (1.0 if A[k, i, j] > 0 else 0.0) / (h * w)
     weights = np.zeros(K)
-    if method == "gradcam":
+    if method in ("gradcam", "shapleycam"):  # HandNet is piecewise linear after feat: ShapleyCAM's H A is 0
         weights = g.mean(axis=(1, 2))
     elif method == "gradcam++":
         for k in range(K):
@@ -82,7 +82,7 @@ def hand_map(method: str, cls: int) -> np.ndarray:
             mask = (A[k] - A[k].min()) / (A[k].max() - A[k].min())
             logits = logits_by_hand(A * mask)
             weights[k] = np.exp(logits[cls]) / np.exp(logits).sum()
-    if method in ("gradcam", "gradcam++", "xgradcam", "scorecam"):
+    if method in ("gradcam", "gradcam++", "xgradcam", "scorecam", "shapleycam"):
         return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
     if method == "layercam":
         return np.maximum(sum(np.maximum(g[k], 0) * A[k] for k in range(K)), 0)
@@ -139,6 +139,22 @@ def hand_map(method: str, cls: int) -> np.ndarray:
             term = term - term.min()
             total += term / (term.max() + 1e-7)
         return total
+    if method == "finercam":  # Grad-CAM of T = sum_j p_j (Y_c - Y_j) / (sum_j p_j + 1e-9), j the other classes
+        y = logits_by_hand(A)
+        p = np.exp(y) / np.exp(y).sum()
+        others = [j for j in np.argsort(np.abs(y - y[cls]), kind="stable") if j != cls][:3]
+        numerator = sum(p[j] * (y[cls] - y[j]) for j in others)
+        denominator = sum(p[j] for j in others) + 1e-9
+        dt_dy = np.zeros(len(y))
+        for m in range(len(y)):  # the quotient rule, with dp_j/dY_m = p_j (d_jm - p_m)
+            dp = [p[j] * (float(j == m) - p[m]) for j in others]
+            d_numerator = sum(dp[n] * (y[cls] - y[j]) + p[j] * (float(cls == m) - float(j == m))
+                              for n, j in enumerate(others))
+            dt_dy[m] = (d_numerator * denominator - numerator * sum(dp)) / denominator ** 2
+        finer_g = np.zeros_like(A)
+        for k in range(K):
+            finer_g[k] = sum(dt_dy[m] * W[m, k] for m in range(len(y))) * (A[k] > 0) / (h * w)
+        return np.maximum(sum(finer_g[k].mean() * A[k] for k in range(K)), 0)
     if method == "cam":  # at the ReLU's output, which global pooling and the head follow
         return np.maximum(sum(W[cls, k] * np.maximum(A[k], 0) for k in range(K)), 0)
     raise AssertionError(method)

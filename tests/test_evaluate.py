@@ -37,8 +37,8 @@ def test_every_method_measured_and_ranked(tiny_model):
             tiny_model, one, gradcam.map[None], [evaluation.class_index])[0]), abs=1e-4)
         assert gradcam.sanity.stages == ["classifier", "stage 2 (8x8)", "stage 1 (16x16)"]
         # relu2 feeds global average pooling and a linear layer: the gradient is the same everywhere, and
-        # Grad-CAM is the original CAM
-        assert sorted(gradcam.same_as) == ["cam", "hirescam", "xgradcam"]
+        # Grad-CAM is the original CAM; the network after it is piecewise linear, so ShapleyCAM is Grad-CAM
+        assert sorted(gradcam.same_as) == ["cam", "hirescam", "shapleycam", "xgradcam"]  # ShapleyCAM: H A = 0 here
         assert any("reduce to the original CAM" in note for note in evaluation.notes)
         assert any(note.startswith("Eigen-CAM does not depend on the class") for note in evaluation.notes)
         rows = evaluation.as_json()

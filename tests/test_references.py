@@ -30,6 +30,8 @@ GRAD_CAM_PEERS = {
     "kpcacam": ("KPCA_CAM", True),
     "fem": ("FEM", False),
     "fullgrad": ("FullGrad", False),
+    "finercam": ("FinerCAM", False),
+    "shapleycam": ("ShapleyCAM", False),
 }
 
 
@@ -44,7 +46,9 @@ def _peer_maps(model, x, layer, peer, classes):
     module = model.module
     layers = [] if peer == "FullGrad" else [model.submodule(layer)]  # FullGrad uses every biased layer
     with getattr(pytorch_grad_cam, peer)(model=module, target_layers=layers) as extractor:
-        maps = extractor(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in classes])
+        # FinerCAM builds its own target for each image's top-1 class (the classes compared here)
+        targets = None if peer == "FinerCAM" else [ClassifierOutputTarget(c) for c in classes]
+        maps = extractor(input_tensor=x.clone(), targets=targets)
     module.zero_grad(set_to_none=True)
     return torch.from_numpy(np.asarray(maps, dtype=np.float32))
 
@@ -104,6 +108,37 @@ def test_ablationcam_keeps_the_sign_where_the_score_is_negative():
     assert float(result.low_res.max()) == 0.0
     theirs = _peer_maps(model, x, "1", "AblationCAM", [1])
     assert float(theirs.max()) > 0  # the peer's flipped signs make the whole region argue for "down"
+
+
+def test_shapleycam_takes_the_second_order_term_where_the_network_is_not_piecewise_linear():
+    """After the layer, Y_c = sum_k v_ck mean(a_k^2 + a_k): g = v (2a + 1) / hw and H A = 2 v a / hw,
+    so w_k = mean(g - H A / 2) = v_ck mean(a_k + 1) / hw -- not Grad-CAM's v_ck mean(2 a_k + 1) / hw;
+    convscope's map is that hand-computed one, and pytorch-grad-cam's."""
+    torch.manual_seed(1)
+
+    class Quadratic(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            a = self.conv(x)
+            return self.fc((a * a + a).mean(dim=(2, 3)))
+
+    net = Quadratic().eval()
+    model = convscope.load_model(net, input_size=8, labels=["a", "b"])
+    x = torch.randn(1, 3, 8, 8)
+    ours = compute_cam(model, x, 1, "conv", "shapleycam")
+    with torch.no_grad():
+        a = net.conv(x)
+    weights = net.fc.weight[1].detach()[None] * (a + 1).mean(dim=(2, 3)) / 64
+    torch.testing.assert_close(ours.low_res, torch.relu((weights[:, :, None, None] * a).sum(dim=1)), atol=1e-6,
+                               rtol=1e-4)
+    grad_cam = compute_cam(model, x, 1, "conv", "gradcam")
+    assert float((ours.maps - grad_cam.maps).abs().max()) > 0.05
+    theirs = _peer_maps(model, x, "conv", "ShapleyCAM", [1])
+    torch.testing.assert_close(ours.maps, theirs, atol=1e-4, rtol=0)
 
 
 def test_the_principal_component_signs_are_deterministic(default_model, photos):

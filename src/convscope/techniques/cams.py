@@ -39,7 +39,8 @@ from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
-from .capture import batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
+from .capture import batch_for_classes, cam_layer, full_gradients, hessian_pass, layer_pass, replaced_pass
+from .targets import DEFAULT_TARGET
 
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
 #: (measured on the default model: 4 per pass 2.7x faster than 32), larger ones on GPUs.
@@ -97,7 +98,9 @@ class CamInputs:
     the logits of one image (1 x C x H x W) with the layer's output replaced by each of the n maps
     of ``replacement`` (n x K x h x w), see :func:`~convscope.techniques.capture.replaced_pass`;
     ``gradients_everywhere()`` the input gradient and every bias's output gradient
-    (:func:`~convscope.techniques.capture.full_gradients`, one more forward and full backward)."""
+    (:func:`~convscope.techniques.capture.full_gradients`, one more forward and full backward);
+    ``second_order()`` the gradient and the Hessian-vector product ``H A``
+    (:func:`~convscope.techniques.capture.hessian_pass`)."""
 
     acts: torch.Tensor
     grads: torch.Tensor | None
@@ -110,6 +113,7 @@ class CamInputs:
     classifier: nn.Linear | None = None
     rerun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     gradients_everywhere: Callable[[], tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]] | None = None
+    second_order: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,7 @@ class CamMethod:
     compute: Callable[[CamInputs], torch.Tensor]
     relu_after_upsampling: bool = False
     class_independent: bool = False
+    target: str = DEFAULT_TARGET
 
 
 #: Every CAM method by name, in the order they are offered.
@@ -132,11 +137,12 @@ METHODS: dict[str, CamMethod] = {}
 
 
 def register_cam_method(name: str, title: str, needs_gradients: bool = True, relu_after_upsampling: bool = False,
-                        class_independent: bool = False
+                        class_independent: bool = False, target: str = DEFAULT_TARGET
                         ) -> Callable[[Callable[[CamInputs], torch.Tensor]], Callable[[CamInputs], torch.Tensor]]:
     """Decorator adding a map function to :data:`METHODS` under ``name``."""
     def register(compute: Callable[[CamInputs], torch.Tensor]) -> Callable[[CamInputs], torch.Tensor]:
-        METHODS[name] = CamMethod(name, title, needs_gradients, compute, relu_after_upsampling, class_independent)
+        METHODS[name] = CamMethod(name, title, needs_gradients, compute, relu_after_upsampling, class_independent,
+                                  target)
         return compute
     return register
 
@@ -358,6 +364,25 @@ def minmax_channels(maps: torch.Tensor, eps: float = FULLGRAD_EPS) -> torch.Tens
     return shifted / (shifted.amax(dim=(2, 3), keepdim=True) + eps)
 
 
+@register_cam_method("finercam", "FinerCAM", target="finer")
+def finercam(i: CamInputs) -> torch.Tensor:
+    """FinerCAM (pytorch-grad-cam's ``FinerCAM`` over Grad-CAM): Grad-CAM of the target ``finer`` --
+    the class score against the probability-weighted scores of the 3 classes nearest it (see
+    :func:`convscope.techniques.targets.finer_score`), so the map shows what sets the class apart
+    from the ones it is most easily confused with."""
+    return weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
+
+
+@register_cam_method("shapleycam", "ShapleyCAM", needs_gradients=False)
+def shapleycam(i: CamInputs) -> torch.Tensor:
+    """ShapleyCAM (Cai 2025; pytorch-grad-cam's ``ShapleyCAM``): w_k = mean_ij (g - H A / 2)_kij, H the
+    Hessian of Y_c at the layer (its product with A from a double backward); map = ReLU(sum_k w_k
+    A_k). Where the network after the layer is piecewise linear and the target a logit, H A = 0 and
+    the map is Grad-CAM's (``evaluate`` shows them as one row)."""
+    grads, hvp = i.second_order()
+    return weighted_sum((grads - 0.5 * hvp).mean(dim=(2, 3)), i.acts)
+
+
 def _not_gap_linear(channels: int) -> InputError:
     return InputError(f"method cam: the layer ({channels} channels) does not feed global average pooling and one "
                       "Linear layer, which CAM's weights come from; use gradcam (equal to CAM where it applies)",
@@ -438,14 +463,16 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
         precision, reason = choose_precision(
             settings.precision, model.module, model.device, ("cam", settings.layer, method.needs_gradients,
                                                              tuple(x.shape)),
-            lambda option: layer_pass(model, x, settings.layer, option, fixed, method.needs_gradients))
+            lambda option: layer_pass(model, x, settings.layer, option, fixed, method.needs_gradients,
+                                      target=method.target))
         acts, grads, logits, chosen = layer_pass(model, x, settings.layer, precision, fixed, method.needs_gradients,
-                                                 watch)
+                                                 watch, method.target)
         with torch.no_grad():
             raw = method.compute(CamInputs(
                 acts, grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
                 lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision),
-                lambda: full_gradients(model, x, chosen, precision)))
+                lambda: full_gradients(model, x, chosen, precision),
+                lambda: hessian_pass(model, x, settings.layer, precision, chosen, method.target)))
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)

@@ -142,6 +142,33 @@ def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.
     return logits.float()
 
 
+def hessian_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int],
+                 target: str = DEFAULT_TARGET) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(g, H A)``: the gradient ``g = dT/dA`` of ``target`` at ``layer`` and the Hessian-vector
+    product ``H A = d(g . A)/dA`` with the activations themselves (ShapleyCAM's second-order term;
+    zero where the network after the layer is piecewise linear), from one forward pass and a
+    double backward to the layer; fp32."""
+    score = target_named(target)
+    held: dict[str, torch.Tensor] = {}
+
+    def hook_for(_name: str) -> ForwardHook:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+            held["acts"] = output.detach().requires_grad_(True)
+            return held["acts"].clone()
+        return hook
+
+    with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.enable_grad(), \
+            computing_in(model.device, precision):
+        logits = model.scores(prepare_input(x))
+        hooked.check_ran()
+        acts = held["acts"]
+        (grads,) = torch.autograd.grad(score(logits, classes).sum(), acts, create_graph=True)
+        (hvp,) = torch.autograd.grad(grads, acts, grad_outputs=acts.detach(), allow_unused=True) \
+            if grads.requires_grad else (None,)
+    hvp = torch.zeros_like(grads) if hvp is None else hvp
+    return grads.detach().float(), hvp.detach().float()
+
+
 def biased_layers(module: nn.Module) -> dict[str, tuple[nn.Module, torch.Tensor]]:
     """Every ``Conv2d`` and ``BatchNorm2d`` with a bias, by path, with its effective bias: a conv's own;
     an eval-mode BatchNorm's ``beta - running_mean * gamma / sqrt(running_var + eps)``."""

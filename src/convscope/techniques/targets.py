@@ -43,3 +43,27 @@ def class_score(output: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
     """``Y_c`` for each image: its class's score before softmax, ``output[b, classes[b]]``."""
     index = torch.tensor(list(classes), device=output.device)[:, None]
     return output.float().gather(1, index)[:, 0]
+
+
+#: FinerCAM's comparison: the classes whose scores are nearest the explained class's, and the
+#: strength of the comparison (pytorch-grad-cam's defaults).
+FINER_NEAREST = 3
+FINER_ALPHA = 1.0
+
+
+@register_target("finer")
+def finer_score(output: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
+    """FinerCAM's target (pytorch-grad-cam's ``FinerWeightedTarget``): with c the class and j the
+    :data:`FINER_NEAREST` other classes whose scores are nearest Y_c, ``sum_j p_j (Y_c - alpha Y_j) /
+    (sum_j p_j + 1e-9)``, p the softmax probabilities (part of the function, so differentiated too).
+    torchcam's FinerCAM differs: a plain mean and alpha 0.6."""
+    output = output.float()
+    rows = []
+    for scores, cls in zip(output, classes):
+        distance = (scores - scores[cls]).abs().detach()
+        order = torch.sort(distance, stable=True).indices
+        nearest = [int(j) for j in order if int(j) != cls][:FINER_NEAREST]
+        probabilities = scores.softmax(dim=0)[nearest]
+        rows.append((probabilities * (scores[cls] - FINER_ALPHA * scores[nearest])).sum()
+                    / (probabilities.sum() + 1e-9))
+    return torch.stack(rows)
