@@ -174,8 +174,14 @@ def test_the_report_has_a_which_map_to_trust_section(tmp_path):
     assert "The maps of Grad-CAM, Grad-CAM++, XGrad-CAM, Layer-CAM, HiResCAM" in html  # the default set, named
     assert (tmp_path / "evaluate" / "metrics.json").exists()
     assert len(list((tmp_path / "evaluate").glob("p_*_methods.png"))) == 1
+    timings = {}
     no_trust = run_all(model, [photo], ["p.png"], tmp_path / "b", filters=False, trust=False,
-                       say=lambda line: None).read_text()
+                       say=lambda line: None, on_timings=timings.update).read_text()
+    # where the time went: every section that ran, in order, in the callback and the page's footer
+    assert list(timings) == ["planning", "predictions", "intermediate outputs", "why this class", "filters",
+                             "class activation maps", "the page"]
+    assert all(seconds >= 0 for seconds in timings.values())
+    assert "(planning " in no_trust and "class activation maps " in no_trust
     assert "Which map to trust" not in no_trust and not (tmp_path / "b" / "evaluate").exists()
 
 

@@ -291,9 +291,18 @@ def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     with _progress_bar(args.quiet) as bar:
         report = run_all(model, photos, names, args.out, _report_options(args), say=say, progress=bar.update,
-                         on_filter_layers=_total_of(bar), command=shlex.join(["convscope", *args.argv]))
+                         on_filter_layers=_total_of(bar), command=shlex.join(["convscope", *args.argv]),
+                         on_timings=_print_timings if args.timings else None)
     print(f"Report: {report.resolve()}")
     return 0
+
+
+def _print_timings(seconds: dict[str, float]) -> None:
+    """Where the report's time went, a line per section, on stderr (``--timings``)."""
+    width = max(map(len, seconds))
+    print(f"time: {sum(seconds.values()):.1f} s", file=sys.stderr)
+    for section, spent in seconds.items():
+        print(f"  {section:<{width}}  {spent:7.1f} s", file=sys.stderr)
 
 
 def cmd_run(args: argparse.Namespace) -> int:  # at most MAX_REPORT_IMAGES images, checked in convscope.cli.checks

@@ -123,6 +123,11 @@ def _objective_option(parser: argparse.ArgumentParser) -> None:
                              "flat or unreached pictures drawn again with neuron) or neuron (its centre unit)")
 
 
+def _timings_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--timings", action="store_true",
+                   help="print where the time went, per section, at the end (the report's footer says it too)")
+
+
 def _sanity_seeds_option(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sanity-seeds", type=_positive_int, default=SANITY_SEEDS, metavar="N",
                    help=f"randomizations the sanity check averages (default {SANITY_SEEDS}); it passes when the mean "
@@ -220,6 +225,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="the methods 'Which map to trust' ranks: all, none (no such section) or a comma list "
                         f"(default {','.join(TRUST_METHODS)})")
     _sanity_seeds_option(p)
+    _timings_option(p)
     p.set_defaults(handler=handlers["run"])
 
     p = sub.add_parser("demo", parents=[shared["run"], shared["out"], shared["quiet"]],
@@ -227,6 +233,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                        description="Run `convscope run` on the embedded default model (EfficientNet-Lite0) with "
                                    "the sample photos (a cat and a coffee) and print where the report is.")
     p.add_argument("--filters-steps", type=_positive_int, metavar="N", help=report_steps)
+    _timings_option(p)
     p.set_defaults(handler=handlers["demo"])
 
     p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]],

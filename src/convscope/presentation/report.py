@@ -223,6 +223,8 @@ class Report:
     #: A dataset run with examples: ``{"index": its index.html relative to the report, "layers":
     #: {layer: channels}}``; the filter viewer links each filter of those layers to its examples.
     dataset_examples: dict[str, Any] | None = None
+    #: Seconds per section (planning, predictions, ..., the page), in the order they ran.
+    timings: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         """Plain data (the form embedded in the page)."""

@@ -125,7 +125,8 @@ class ReportOptions:
 def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], out: str | Path,
             options: ReportOptions | None = None, *, say: Callable[[str], None] = print,
             progress: Callable[[int], None] | None = None, on_filter_layers: Callable[[int], None] | None = None,
-            command: str | None = None, **keywords: Any) -> Path:
+            command: str | None = None, on_timings: Callable[[dict[str, float]], None] | None = None,
+            **keywords: Any) -> Path:
     """Run everything for ``photos`` and write ``out/index.html``; returns its path.
 
     ``options`` (:class:`ReportOptions`; or its fields as ``keywords``, which replace those of
@@ -136,6 +137,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     """
     options = check_options(ReportOptions, options, keywords)
     started = time.perf_counter()
+    clock = SectionClock()
     if model.preprocessing.channels == 1:  # a grayscale model: its photos (and overlays) in gray
         photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
@@ -160,6 +162,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     out = prepare_out_dir(out, ACTIVATIONS_DIR, FILTERS_DIR, CAM_DIR, EXPLAIN_DIR, IMAGES_DIR,
                           *([EVALUATE_DIR] if options.trust else []))
     stems = image_stems(names)
+    clock.lap("planning")
 
     say("[1/6] predictions")
     ranked = model.predict(x, top=min(5, len(model.labels)))
@@ -168,11 +171,14 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         shown = photo.resize(report_size(photo.width, photo.height, PHOTO_LIMIT), Image.BILINEAR)
         path = save_image(shown, out / IMAGES_DIR / f"{stem}.jpg", quality=90)
         images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
+    clock.lap("predictions")
 
     say(f"[2/6] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
     activations = _activations_section(model, activations_plan, x, names, stems, out)
+    clock.lap("intermediate outputs")
 
     explanations = explain_plan.explain(model, x, [predictions[:1] for predictions in ranked])
+    clock.lap("why this class")
     if filters_plan is None:
         say("[3/6] filters: skipped")
         filters_section = FiltersSection(FILTER_METHOD, 0, options.filters_size, "-", [], options.objective)
@@ -187,24 +193,50 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         if on_filter_layers is not None:
             on_filter_layers(to_compute + explain_plan.missing_steps(model, explanations, out / FILTERS_DIR))
         filters_section = _filters_section(model, filters_plan, settings, out, progress, say)
+    clock.lap("filters")
 
     title = CAM_METHODS[cam_plan.method].title
     say(f"[4/6] class activation maps ({title}, layer {cam_plan.layer})")
     _add_cams(model, cam_plan, x, photos, stems, ranked, images, out)
+    clock.lap("class activation maps")
 
     say(f"[5/6] why this class: the top {explain_plan.top} channels of {explain_plan.layer} for each image's top class")
     _add_why(model, explain_plan, explanations, photos, names, stems, images, activations, dataset_examples, out,
              progress)
+    clock.lap("why this class")
 
     trust_section = None
     if trust_plan is not None:
         say(f"[6/6] which map to trust: {len(trust_plan.methods)} methods for each image's top class")
         trust_section = _trust_section(model, trust_plan, x, photos, names, stems, ranked, out)
+        clock.lap("which map to trust")
 
     report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
                     CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top), trust_section,
-                    round(time.perf_counter() - started, 1), package_versions(), command, dataset_examples)
-    return write_report(out, report)
+                    round(time.perf_counter() - started, 1), package_versions(), command, dataset_examples,
+                    clock.rounded())
+    written = write_report(out, report)
+    clock.lap("the page")
+    if on_timings is not None:
+        on_timings(clock.rounded())
+    return written
+
+
+class SectionClock:
+    """Where a report's time went: seconds per section, summed when a section is timed twice."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, section: str) -> None:
+        """The time since the last lap counted for ``section``."""
+        now = time.perf_counter()
+        self.seconds[section] = self.seconds.get(section, 0.0) + now - self._last
+        self._last = now
+
+    def rounded(self) -> dict[str, float]:
+        return {section: round(seconds, 1) for section, seconds in self.seconds.items()}
 
 
 def example_links(dataset: str | Path, out: str | Path) -> dict[str, Any]:
