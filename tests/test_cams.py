@@ -390,3 +390,11 @@ def test_score_cam_is_the_authors_definition():
     ticks = []
     compute_cam(model, x, [0], layer="2", method="scorecam", scorecam_batch=4, progress=ticks.append)
     assert sum(ticks) == 6 and max(ticks) <= 4  # every non-constant channel, 4 per pass
+
+
+def test_aug_smooth_from_the_command_line(tmp_path):
+    assert main(["cam", "sample:coffee", "--aug-smooth", "--save-raw", "--out", str(tmp_path)]) == 0
+    smoothed = np.load(tmp_path / "cam" / "coffee_967.npy")
+    assert main(["cam", "sample:coffee", "--save-raw", "--out", str(tmp_path / "plain")]) == 0
+    plain = np.load(tmp_path / "plain" / "cam" / "coffee_967.npy")
+    assert smoothed.max() == pytest.approx(1.0) and np.abs(smoothed - plain).max() > 0.01

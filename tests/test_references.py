@@ -141,6 +141,24 @@ def test_shapleycam_takes_the_second_order_term_where_the_network_is_not_piecewi
     torch.testing.assert_close(ours.maps, theirs, atol=1e-4, rtol=0)
 
 
+@pytest.mark.parametrize("method, peer", [("gradcam", "GradCAM"), ("layercam", "LayerCAM")])
+def test_aug_smooth_equals_pytorch_grad_cams(method, peer, default_model, photos):
+    """The mean over flip x (0.9, 1, 1.1) of the maps put back in place; the peer returns the mean
+    unnormalized, convscope normalizes it as every map."""
+    import pytorch_grad_cam
+
+    x = torch.nn.functional.interpolate(default_model.preprocess(photos), size=(128, 128), mode="bilinear")
+    result = compute_cam(default_model, x, None, None, method, aug_smooth=True)
+    plain = compute_cam(default_model, x, None, None, method)
+    assert result.classes == plain.classes and float((result.maps - plain.maps).abs().max()) > 0.01
+    with getattr(pytorch_grad_cam, peer)(model=default_model.module,
+                                         target_layers=[default_model.submodule(result.layer)]) as extractor:
+        theirs = extractor(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in result.classes],
+                           aug_smooth=True)
+    default_model.module.zero_grad(set_to_none=True)
+    torch.testing.assert_close(result.maps, minmax(torch.from_numpy(theirs)), atol=1e-4, rtol=0)
+
+
 def test_the_principal_component_signs_are_deterministic(default_model, photos):
     """Eigen-CAM's rule fixes the sign: the map correlates positively with the summed channels, so
     it never depends on the SVD routine (the peer's can come out flipped)."""

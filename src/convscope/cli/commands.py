@@ -142,7 +142,7 @@ def cmd_activations(args: argparse.Namespace) -> int:
 def cmd_cam(args: argparse.Namespace) -> int:
     photos, model = _photos_then_model(args)
     plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
-                    alpha=args.alpha, save_raw=args.save_raw)
+                    alpha=args.alpha, save_raw=args.save_raw, aug_smooth=args.aug_smooth)
     if CAM_METHODS[plan.method].class_independent and (args.classes or args.top):
         print(f"convscope: note: {CAM_METHODS[plan.method].title} does not depend on the class: its map is the "
               "same for every class", file=sys.stderr)

@@ -250,6 +250,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"default {CAM_METHOD_NAMES[0]}")
     p.add_argument("--alpha", type=float, default=CAM_ALPHA, metavar="A",
                    help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
+    p.add_argument("--aug-smooth", action="store_true",
+                   help="the mean map of the image flipped or not and multiplied by 0.9, 1 and 1.1 (6 passes)")
     _precision_option(p, MAPS_PRECISION)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")

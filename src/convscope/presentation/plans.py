@@ -183,11 +183,12 @@ class CamPlan:
     classes: tuple[int, ...] = ()
     top: int = 1
     save_raw: bool = False
+    aug_smooth: bool = False
 
     @property
     def settings(self) -> CamSettings:
         """The map settings, as :func:`plan_cam` checked them."""
-        return CamSettings(self.layer, METHODS[self.method], self.precision)
+        return CamSettings(self.layer, METHODS[self.method], self.precision, self.aug_smooth)
 
     def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
         """(image index, class) for each map: the given classes for every image, else its top ones."""
@@ -211,14 +212,14 @@ class CamPlan:
 
 def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str] = (), top: int | None = None, *,
              method: str = DEFAULT_CAM_METHOD, precision: str = MAPS_PRECISION, alpha: float = CAM_ALPHA,
-             save_raw: bool = False) -> CamPlan:
-    """The layer (default: the last feature map before global pooling), classes, method and overlay
-    settings, checked."""
+             save_raw: bool = False, aug_smooth: bool = False) -> CamPlan:
+    """The layer (default: the last feature map before global pooling), classes, method, overlay
+    settings and ``aug_smooth`` (see :func:`~convscope.techniques.cams.compute_cam`), checked."""
     check_between("alpha", alpha, 0, 1)
-    settings = cam_settings(model, layer, method, precision)
+    settings = cam_settings(model, layer, method, precision, aug_smooth)
     fixed = tuple(model.class_index(value) for value in classes)
     top = 1 if top is None else check_top(model, top)
-    return CamPlan(settings.layer, method, settings.precision, alpha, fixed, top, save_raw)
+    return CamPlan(settings.layer, method, settings.precision, alpha, fixed, top, save_raw, settings.aug_smooth)
 
 
 # -- which map to trust ------------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from the shared capture path, :func:`convscope.techniques.capture.layer_pass`.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -411,27 +411,38 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], relu_after: bool = False
 # -- running the model -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CamSettings:
-    """A map's settings, checked by :func:`cam_settings`: the layer, the method and the precision."""
+    """A map's settings, checked by :func:`cam_settings`: the layer, the method, the precision and
+    whether the map is the mean over :data:`AUGMENTATIONS` (``aug_smooth``)."""
 
     layer: str
     method: CamMethod
     precision: str = MAPS_PRECISION
+    aug_smooth: bool = False
+
+
+#: ``aug_smooth``'s augmentations, as pytorch-grad-cam's: each (horizontal flip, factor the model
+#: input is multiplied by).
+AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (1.0, 0.9, 1.1))
 
 
 def cam_settings(model: Model, layer: str | None = None, method: str = DEFAULT_METHOD,
-                 precision: str = MAPS_PRECISION) -> CamSettings:
+                 precision: str = MAPS_PRECISION, aug_smooth: bool = False) -> CamSettings:
     """The layer (default: the last feature map before global pooling), method and precision, each
     checked here, once, where the user's values enter."""
     chosen = cam_method(method)
-    return CamSettings(cam_layer(model, layer), chosen, check_precision(precision, model.device))
+    return CamSettings(cam_layer(model, layer), chosen, check_precision(precision, model.device), bool(aug_smooth))
 
 
 def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
                 classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
                 method: str = DEFAULT_METHOD, precision: str = MAPS_PRECISION,
                 scorecam_batch: int | None = None, progress: Callable[[int], None] | None = None,
-                watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> CamResult:
-    """Class activation maps with everything around them (see :class:`CamResult`). ``scorecam_batch``:
+                watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
+                aug_smooth: bool = False) -> CamResult:
+    """Class activation maps with everything around them (see :class:`CamResult`). ``aug_smooth``:
+    each map the mean of the maps of the image flipped or not and multiplied by 0.9, 1 and 1.1
+    (:data:`AUGMENTATIONS`, each map put back in place and min-max normalized, then the mean
+    normalized again), for the classes of the image as it is. ``scorecam_batch``:
     masked inputs per forward pass of Score-CAM (default by device, :data:`SCORECAM_BATCH`);
     ``progress`` is called with the number of masked inputs after each of its passes; ``watch``
     (layer name -> function) hands the functions those layers' outputs in the pass that makes the maps.
@@ -440,7 +451,7 @@ def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
     input never reaches raises :class:`~convscope.errors.LayerError`, whatever the method.
     """
     model = as_model(model, x)
-    return cam_maps(model, as_input(model, x), cam_settings(model, layer, method, precision), classes,
+    return cam_maps(model, as_input(model, x), cam_settings(model, layer, method, precision, aug_smooth), classes,
                     scorecam_batch, progress, watch)
 
 
@@ -450,6 +461,8 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
              watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None) -> CamResult:
     """:func:`compute_cam` with settings already checked by :func:`cam_settings` (the plans, the
     evaluation and dataset runs check once, then make many maps)."""
+    if settings.aug_smooth:
+        return _augmentation_smoothed(model, x, settings, classes, scorecam_batch, progress, watch)
     method = settings.method
     scorecam_batch = default_scorecam_batch(model.device) if scorecam_batch is None else scorecam_batch
     check_at_least("scorecam_batch", scorecam_batch, 1)
@@ -477,6 +490,28 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)
     return CamResult(maps, low_res, chosen, settings.layer, method.name, logits, precision, reason)
+
+
+def _augmentation_smoothed(model: Model, x: torch.Tensor, settings: CamSettings,
+                           classes: int | str | Sequence[int | str] | None, scorecam_batch: int | None,
+                           progress: Callable[[int], None] | None,
+                           watch: Mapping[str, Callable[[torch.Tensor], None]] | None) -> CamResult:
+    """``aug_smooth``: the first augmentation is the image as it is, which fixes the classes and the
+    logits; every map is flipped back and normalized, then averaged and normalized again."""
+    plain = replace(settings, aug_smooth=False)
+    results = []
+    for flip, factor in AUGMENTATIONS:
+        augmented = (x.flip(3) if flip else x) * factor
+        result = cam_maps(model, augmented, plain, classes if not results else results[0].classes, scorecam_batch,
+                          progress, watch if not results else None)
+        if flip:
+            result.maps, result.low_res = result.maps.flip(2), result.low_res.flip(2)
+        results.append(result)
+    first = results[0]
+    maps = minmax(torch.stack([r.maps for r in results]).mean(dim=0))
+    low_res = minmax(torch.stack([minmax(r.low_res) for r in results]).mean(dim=0))
+    return CamResult(maps, low_res, first.classes, first.layer, first.method, first.logits, first.precision,
+                     first.precision_reason)
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
