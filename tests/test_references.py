@@ -81,7 +81,9 @@ def _raw_map(model, x, result, method):
 def test_ablationcam_equals_pytorch_grad_cam_where_the_score_is_positive(model_name, size, default_model,
                                                                            vgg19_random, photos):
     """One image at a small size (the peer runs the whole network once per channel). The layers are
-    post-ReLU (minimum 0), so the peer ablates to zero as the paper does."""
+    post-ReLU (minimum 0), so the peer ablates to zero as the paper does. The default model's layer
+    feeds global average pooling and one Linear layer, so convscope computes its drops without running
+    the copies; VGG19's does not, so its copies run: the peer's passes check both."""
     model = default_model if model_name == "default" else vgg19_random
     x = torch.nn.functional.interpolate(model.preprocess(photos[1:]), size=(size, size), mode="bilinear")
     result = compute_cam(model, x, None, None, "ablationcam")

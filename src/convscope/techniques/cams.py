@@ -304,15 +304,21 @@ def class_activation_map(i: CamInputs) -> torch.Tensor:
     """CAM (Zhou et al. 2016): w_k = the weight of class c for channel k in the one Linear layer that
     follows global average pooling of the layer; map = ReLU(sum_k w_k A_k). Refused (InputError)
     unless the logits are exactly that Linear layer applied to the spatial means of A."""
+    if not feeds_gap_linear(i):
+        raise _not_gap_linear(i.acts.shape[1])
+    return weighted_sum(i.classifier.weight.float()[i.classes], i.acts)
+
+
+def feeds_gap_linear(i: CamInputs) -> bool:
+    """Whether the logits are the model's last Linear layer applied to the spatial means of the
+    layer's activations (to float precision): global average pooling and one Linear layer follow it."""
     linear = i.classifier
     means = i.acts.mean(dim=(2, 3))
     if linear is None or linear.in_features != means.shape[1] or linear.out_features != i.logits.shape[1]:
-        raise _not_gap_linear(i.acts.shape[1])
+        return False
     with torch.no_grad():
         predicted = F.linear(means, linear.weight.float(), None if linear.bias is None else linear.bias.float())
-    if not torch.allclose(predicted, i.logits, rtol=1e-3, atol=1e-3 * float(i.logits.abs().max()) + 1e-5):
-        raise _not_gap_linear(i.acts.shape[1])
-    return weighted_sum(linear.weight.float()[i.classes], i.acts)
+    return torch.allclose(predicted, i.logits, rtol=1e-3, atol=1e-3 * float(i.logits.abs().max()) + 1e-5)
 
 
 @register_cam_method("ablationcam", "Ablation-CAM", needs_gradients=False)
@@ -322,7 +328,14 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
     the network from the layer on, :data:`ABLATION_BATCH` at a time (the layers before it run once
     per batch, on the one image). pytorch-grad-cam's ``AblationCAM`` divides by Y_c (every sign
     flips when Y_c < 0) and ablates to (min - 1e7) where the layer has negative values: convscope
-    keeps the paper's zero and the sign of the score's change."""
+    keeps the paper's zero and the sign of the score's change. Where global average pooling and one
+    Linear layer follow the layer (:func:`feeds_gap_linear`), zeroing channel k lowers Y_c by exactly
+    ``w_ck mean(A_k)``: no copy has to run."""
+    if feeds_gap_linear(i):
+        drops = i.classifier.weight.float()[i.classes] * i.acts.mean(dim=(2, 3))
+        scores = i.logits.gather(1, torch.tensor(i.classes, device=i.logits.device)[:, None]).abs()
+        weights = torch.where(scores > 0, drops / torch.where(scores > 0, scores, 1.0), drops)
+        return weighted_sum(weights, i.acts)
     maps = []
     for image, acts, cls, scores in zip(i.x, i.acts, i.classes, i.logits):
         channels = acts.shape[0]
