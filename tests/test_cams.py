@@ -398,3 +398,11 @@ def test_aug_smooth_from_the_command_line(tmp_path):
     assert main(["cam", "sample:coffee", "--save-raw", "--out", str(tmp_path / "plain")]) == 0
     plain = np.load(tmp_path / "plain" / "cam" / "coffee_967.npy")
     assert smoothed.max() == pytest.approx(1.0) and np.abs(smoothed - plain).max() > 0.01
+
+
+def test_fullgrad_says_where_its_map_comes_from(tmp_path, capsys):
+    """FullGrad uses the input and every bias, not the layer: the output and the heatmap's title say so."""
+    assert main(["cam", "sample:coffee", "--method", "fullgrad", "--out", str(tmp_path)]) == 0
+    assert "FullGrad on the input and every bias: 1 maps in" in capsys.readouterr().out
+    assert METHODS["fullgrad"].where("_act1") == "the input and every bias"
+    assert METHODS["gradcam"].where("_act1") == "layer _act1"

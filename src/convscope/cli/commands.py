@@ -155,7 +155,8 @@ def cmd_cam(args: argparse.Namespace) -> int:
     with _progress_bar(False, "masked inputs") as bar:  # Score-CAM: one forward pass per channel
         written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / CAM_DIR,
                              progress=bar.update)
-    print(f"{CAM_METHODS[plan.method].title} on layer {plan.layer}: {len(written)} maps in {out / 'cam'} "
+    print(f"{CAM_METHODS[plan.method].title} on {CAM_METHODS[plan.method].where(plan.layer)}: {len(written)} maps in "
+          f"{out / 'cam'} "
           f"({_precisions([(w.precision, w.precision_reason) for w in written])})")
     return 0
 

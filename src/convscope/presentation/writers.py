@@ -108,7 +108,7 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
     for row, (i, cls) in enumerate(zip(images, result.classes)):
         base = folder / f"{stems[i]}_{cls}"
         low = result.low_res[row]
-        title = f"{METHODS[result.method].title}: {labels[cls]} ({cls})\nlayer {result.layer}"
+        title = f"{METHODS[result.method].title}: {labels[cls]} ({cls})\n{METHODS[result.method].where(result.layer)}"
         heat = write_bytes(f"{base}_heatmap.png", heatmap_png(minmax(low[None])[0].cpu().numpy(), title))
         photo = photos[i]
         jpg = save_image(overlay(photo, resized_map(low, photo.height, photo.width), alpha), f"{base}_cam.jpg",

@@ -130,6 +130,12 @@ class CamMethod:
     relu_after_upsampling: bool = False
     class_independent: bool = False
     target: str = DEFAULT_TARGET
+    #: Where the map comes from, in words, when not the layer alone (FullGrad: the input and every bias).
+    source: str = ""
+
+    def where(self, layer: str) -> str:
+        """``layer <name>``, or the method's own source where the layer plays no part."""
+        return self.source or f"layer {layer}"
 
 
 #: Every CAM method by name, in the order they are offered.
@@ -137,12 +143,12 @@ METHODS: dict[str, CamMethod] = {}
 
 
 def register_cam_method(name: str, title: str, needs_gradients: bool = True, relu_after_upsampling: bool = False,
-                        class_independent: bool = False, target: str = DEFAULT_TARGET
+                        class_independent: bool = False, target: str = DEFAULT_TARGET, source: str = ""
                         ) -> Callable[[Callable[[CamInputs], torch.Tensor]], Callable[[CamInputs], torch.Tensor]]:
     """Decorator adding a map function to :data:`METHODS` under ``name``."""
     def register(compute: Callable[[CamInputs], torch.Tensor]) -> Callable[[CamInputs], torch.Tensor]:
         METHODS[name] = CamMethod(name, title, needs_gradients, compute, relu_after_upsampling, class_independent,
-                                  target)
+                                  target, source)
         return compute
     return register
 
@@ -354,7 +360,7 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
     return torch.stack(maps)
 
 
-@register_cam_method("fullgrad", "FullGrad", needs_gradients=False)
+@register_cam_method("fullgrad", "FullGrad", needs_gradients=False, source="the input and every bias")
 def fullgrad(i: CamInputs) -> torch.Tensor:
     """FullGrad (Srinivas & Fleuret 2019), as pytorch-grad-cam's ``FullGrad`` and the authors' code
     compute it, at the input's resolution (the layer plays no part): the sum of ``|x * dY_c/dx|`` for
