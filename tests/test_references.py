@@ -72,9 +72,8 @@ def test_layer_maps_equal_pytorch_grad_cam(method, model_name, default_model, vg
 
 def _raw_map(model, x, result, method):
     """The method's map before its final ReLU, from the same pass convscope makes."""
-    acts, grads, logits, chosen = layer_pass(model, x, result.layer, "fp32", result.classes,
-                                             METHODS[method].needs_gradients)
-    return METHODS[method].compute(CamInputs(acts, grads, x, logits, chosen, None, 1))
+    found = layer_pass(model, x, result.layer, "fp32", result.classes, METHODS[method].needs_gradients)
+    return METHODS[method].compute(CamInputs(found.acts, found.grads, x, found.logits, found.classes, None, 1))
 
 
 @pytest.mark.parametrize("model_name, size", [("default", 96), ("vgg19", 64)])

@@ -39,7 +39,7 @@ from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
-from .capture import batch_for_classes, cam_layer, full_gradients, hessian_pass, layer_pass, replaced_pass
+from .capture import batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
 from .targets import DEFAULT_TARGET
 
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
@@ -99,8 +99,7 @@ class CamInputs:
     of ``replacement`` (n x K x h x w), see :func:`~convscope.techniques.capture.replaced_pass`;
     ``gradients_everywhere()`` the input gradient and every bias's output gradient
     (:func:`~convscope.techniques.capture.full_gradients`, one more forward and full backward);
-    ``second_order()`` the gradient and the Hessian-vector product ``H A``
-    (:func:`~convscope.techniques.capture.hessian_pass`)."""
+    ``hvp`` the Hessian-vector product ``H A`` for methods registered with ``needs_hessian``."""
 
     acts: torch.Tensor
     grads: torch.Tensor | None
@@ -113,7 +112,7 @@ class CamInputs:
     classifier: nn.Linear | None = None
     rerun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     gradients_everywhere: Callable[[], tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]] | None = None
-    second_order: Callable[[], tuple[torch.Tensor, torch.Tensor]] | None = None
+    hvp: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +129,7 @@ class CamMethod:
     relu_after_upsampling: bool = False
     class_independent: bool = False
     target: str = DEFAULT_TARGET
+    needs_hessian: bool = False
     #: Where the map comes from, in words, when not the layer alone (FullGrad: the input and every bias).
     source: str = ""
 
@@ -143,12 +143,13 @@ METHODS: dict[str, CamMethod] = {}
 
 
 def register_cam_method(name: str, title: str, needs_gradients: bool = True, relu_after_upsampling: bool = False,
-                        class_independent: bool = False, target: str = DEFAULT_TARGET, source: str = ""
+                        class_independent: bool = False, target: str = DEFAULT_TARGET, source: str = "",
+                        needs_hessian: bool = False
                         ) -> Callable[[Callable[[CamInputs], torch.Tensor]], Callable[[CamInputs], torch.Tensor]]:
     """Decorator adding a map function to :data:`METHODS` under ``name``."""
     def register(compute: Callable[[CamInputs], torch.Tensor]) -> Callable[[CamInputs], torch.Tensor]:
-        METHODS[name] = CamMethod(name, title, needs_gradients, compute, relu_after_upsampling, class_independent,
-                                  target, source)
+        METHODS[name] = CamMethod(name, title, needs_gradients or needs_hessian, compute, relu_after_upsampling,
+                                  class_independent, target, needs_hessian, source)
         return compute
     return register
 
@@ -393,14 +394,13 @@ def finercam(i: CamInputs) -> torch.Tensor:
     return weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
 
 
-@register_cam_method("shapleycam", "ShapleyCAM", needs_gradients=False)
+@register_cam_method("shapleycam", "ShapleyCAM", needs_hessian=True)
 def shapleycam(i: CamInputs) -> torch.Tensor:
     """ShapleyCAM (Cai 2025; pytorch-grad-cam's ``ShapleyCAM``): w_k = mean_ij (g - H A / 2)_kij, H the
     Hessian of Y_c at the layer (its product with A from a double backward); map = ReLU(sum_k w_k
     A_k). Where the network after the layer is piecewise linear and the target a logit, H A = 0 and
     the map is Grad-CAM's (``evaluate`` shows them as one row)."""
-    grads, hvp = i.second_order()
-    return weighted_sum((grads - 0.5 * hvp).mean(dim=(2, 3)), i.acts)
+    return weighted_sum((i.grads - 0.5 * i.hvp).mean(dim=(2, 3)), i.acts)
 
 
 def _not_gap_linear(channels: int) -> InputError:
@@ -497,15 +497,15 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
             settings.precision, model.module, model.device, ("cam", settings.layer, method.needs_gradients,
                                                              tuple(x.shape)),
             lambda option: layer_pass(model, x, settings.layer, option, fixed, method.needs_gradients,
-                                      target=method.target))
-        acts, grads, logits, chosen = layer_pass(model, x, settings.layer, precision, fixed, method.needs_gradients,
-                                                 watch, method.target)
+                                      target=method.target, hessian=method.needs_hessian))
+        found = layer_pass(model, x, settings.layer, precision, fixed, method.needs_gradients, watch, method.target,
+                           method.needs_hessian)
+        acts, logits, chosen = found.acts, found.logits, found.classes
         with torch.no_grad():
             raw = method.compute(CamInputs(
-                acts, grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
+                acts, found.grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
                 lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision),
-                lambda: full_gradients(model, x, chosen, precision),
-                lambda: hessian_pass(model, x, settings.layer, precision, chosen, method.target)))
+                lambda: full_gradients(model, x, chosen, precision), found.hvp))
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)

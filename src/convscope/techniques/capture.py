@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -81,17 +82,32 @@ def batch_for_classes(model: Model, x: torch.Tensor, classes: int | str | Sequen
     return x, fixed, list(range(x.shape[0]))
 
 
+@dataclass(frozen=True)
+class LayerPass:
+    """What :func:`layer_pass` found, all fp32: the layer's activations ``acts`` (A), ``grads``
+    (dT/dA, or None), the ``logits``, each row's class, and ``hvp`` (the Hessian-vector product
+    H A = d(g . A)/dA, or None)."""
+
+    acts: torch.Tensor
+    grads: torch.Tensor | None
+    logits: torch.Tensor
+    classes: list[int]
+    hvp: torch.Tensor | None = None
+
+
 def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int] | None,
                gradients: bool, watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
-               target: str = DEFAULT_TARGET) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, list[int]]:
-    """One forward pass with a hook on ``layer``: (A, dT/dA or None, logits, classes), all fp32,
-    where T is ``target``'s score of each row's class (None: its top-1).
+               target: str = DEFAULT_TARGET, hessian: bool = False) -> LayerPass:
+    """One forward pass with a hook on ``layer``, where T is ``target``'s score of each row's class
+    (None: its top-1); see :class:`LayerPass`.
 
     With ``gradients`` the hook makes the layer's output a leaf ``A`` that requires grad: gradient
     recording starts there, the rest of the network sees a clone of it (in-place ops downstream
-    cannot touch ``A``), and backward stops at it. Without, ``A`` is a clone of the output.
-    ``watch``: more layers, each one's output handed (detached, before anything downstream can
-    change it) to its function.
+    cannot touch ``A``), and backward stops at it. Without, ``A`` is a clone of the output. With
+    ``hessian`` (and ``gradients``) the backward keeps its graph and a second one gives ``H A``
+    (ShapleyCAM's term; zero where the network after the layer is piecewise linear). ``watch``:
+    more layers, each one's output handed (detached, before anything downstream can change it) to
+    its function.
     """
     score = target_named(target)
     held: dict[str, torch.Tensor] = {}
@@ -113,7 +129,7 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
             return held["acts"].clone()
         return hook
 
-    grads = None
+    grads = hvp = None
     hooked_layers = {name: model.submodule(name) for name in (layer, *watch)}
     with layer_hooks(hooked_layers, hook_for) as hooked, torch.no_grad(), \
             computing_in(model.device, precision):
@@ -121,9 +137,14 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
         hooked.check_ran()
         chosen = logits.argmax(dim=1).tolist() if classes is None else classes
         if gradients:
-            (grads,) = torch.autograd.grad(score(logits, chosen).sum(), held["acts"])
-            grads = grads.float()
-    return held["acts"].detach().float(), grads, logits.detach().float(), chosen
+            acts = held["acts"]
+            (grads,) = torch.autograd.grad(score(logits, chosen).sum(), acts, create_graph=hessian)
+            if hessian:
+                (hvp,) = torch.autograd.grad(grads, acts, grad_outputs=acts.detach(), allow_unused=True) \
+                    if grads.requires_grad else (None,)
+                hvp = (torch.zeros_like(grads) if hvp is None else hvp).detach().float()
+            grads = grads.detach().float()
+    return LayerPass(held["acts"].detach().float(), grads, logits.detach().float(), chosen, hvp)
 
 
 def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.Tensor, precision: str) -> torch.Tensor:
@@ -140,33 +161,6 @@ def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.
         logits = model.scores(prepare_input(x))
         hooked.check_ran()
     return logits.float()
-
-
-def hessian_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classes: list[int],
-                 target: str = DEFAULT_TARGET) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(g, H A)``: the gradient ``g = dT/dA`` of ``target`` at ``layer`` and the Hessian-vector
-    product ``H A = d(g . A)/dA`` with the activations themselves (ShapleyCAM's second-order term;
-    zero where the network after the layer is piecewise linear), from one forward pass and a
-    double backward to the layer; fp32."""
-    score = target_named(target)
-    held: dict[str, torch.Tensor] = {}
-
-    def hook_for(_name: str) -> ForwardHook:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-            held["acts"] = output.detach().requires_grad_(True)
-            return held["acts"].clone()
-        return hook
-
-    with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.enable_grad(), \
-            computing_in(model.device, precision):
-        logits = model.scores(prepare_input(x))
-        hooked.check_ran()
-        acts = held["acts"]
-        (grads,) = torch.autograd.grad(score(logits, classes).sum(), acts, create_graph=True)
-        (hvp,) = torch.autograd.grad(grads, acts, grad_outputs=acts.detach(), allow_unused=True) \
-            if grads.requires_grad else (None,)
-    hvp = torch.zeros_like(grads) if hvp is None else hvp
-    return grads.detach().float(), hvp.detach().float()
 
 
 def biased_layers(module: nn.Module) -> dict[str, tuple[nn.Module, torch.Tensor]]:

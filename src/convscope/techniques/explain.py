@@ -159,7 +159,8 @@ def explanations(model: Model, x: torch.Tensor, classes: int | str | Sequence[in
     with evaluating(model.module):
         precision, _ = choose_precision(precision, model.module, model.device, ("explain", layer, tuple(x.shape)),
                                         lambda option: layer_pass(model, x, layer, option, fixed, gradients=True))
-        acts, grads, logits, chosen = layer_pass(model, x, layer, precision, fixed, gradients=True)
+        found = layer_pass(model, x, layer, precision, fixed, gradients=True)
+        acts, grads, logits, chosen = found.acts, found.grads, found.logits, found.classes
     products = grads * acts
     contributions = products.sum(dim=(2, 3))
     cams = torch.relu(weighted_sum(grads.mean(dim=(2, 3)), acts))  # Grad-CAM's map
