@@ -284,14 +284,14 @@ def test_every_image_argument_says_a_file_or_a_sample(capsys):
 
 def test_the_catalog_agrees_with_the_registries():
     from convscope import catalog
-    from convscope.dataset import shards
+    from convscope.dataset import pipeline
     from convscope.techniques import filters
     from convscope.techniques.cams import METHODS
     from convscope.techniques.filter_recipes import RECIPES
 
     assert tuple(METHODS) == catalog.CAM_METHOD_NAMES
     assert {name: recipe.default_steps for name, recipe in RECIPES.items()} == catalog.RECIPE_STEPS
-    assert shards.DATASET_METRICS == catalog.DATASET_METRICS
+    assert pipeline.DATASET_METRICS == catalog.DATASET_METRICS
     assert (filters.MIN_SIZE, filters.MAX_SIZE) == catalog.FILTER_SIZES
 
 

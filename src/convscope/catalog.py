@@ -69,7 +69,7 @@ IMAGES_DIR = "images"
 DATASET_DIR = "dataset"
 EXAMPLES_DIR = "examples"
 
-#: The metrics a dataset run can store per image (:mod:`convscope.dataset.shards`), and the smallest
-#: and largest filter picture (:mod:`convscope.techniques.filters`), for the command line's early checks.
+#: The metrics a dataset run can store per image, and the smallest and largest filter picture: one
+#: definition for the library and the command line's early checks.
 DATASET_METRICS = ("drop", "deletion", "insertion")
 FILTER_SIZES = (16, 1024)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..catalog import DATASET_DIR, EXAMPLES_TOP, MAPS_PRECISION
+from ..catalog import DATASET_DIR, DATASET_METRICS, EXAMPLES_TOP, MAPS_PRECISION
 from ..errors import InputError, check_at_least, check_choice, check_options
 from ..model import Model
 from ..precision import check_precision
@@ -32,7 +32,7 @@ from .channel_examples import (
     examples_layers,
     write_examples,
 )
-from .shards import DATASET_METRICS, DEFAULT_BATCH, SHARD_SIZE, Manifest, Settings, ShardJob, _image_entry, write_shard
+from .shards import DEFAULT_BATCH, SHARD_SIZE, Manifest, Settings, ShardJob, image_entry, write_shard
 from .sources import file_labels, find_images, folder_labels
 
 #: Where a dataset runs: this process and its DataLoader workers, or Ray actors.
@@ -111,7 +111,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     settings = options.settings(model, len(images))
     truth = (file_labels(model, images, options.labels) if options.labels is not None
              else folder_labels(model, images, root))
-    manifest = Manifest(settings, [_image_entry(p) for p in images])
+    manifest = Manifest(settings, [image_entry(p) for p in images])
     folder = prepare_out_dir(out, DATASET_DIR) / DATASET_DIR
     _check_resume(folder, manifest, options.restart)
     save_json(manifest.as_json(), folder / "manifest.json")

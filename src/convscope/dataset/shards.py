@@ -43,7 +43,6 @@ from .channel_examples import (
 
 #: Images per Parquet shard: the unit of work, of writing and of resuming.
 SHARD_SIZE = 256
-DATASET_METRICS = ("drop", "deletion", "insertion")
 
 TOP = 5
 
@@ -88,7 +87,7 @@ class Manifest:
         return changed
 
 
-def _image_entry(path: Path) -> dict[str, Any]:
+def image_entry(path: Path) -> dict[str, Any]:
     try:
         stat = path.stat()
         return {"path": os.fspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}

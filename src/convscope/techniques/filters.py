@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTERS_PRECISION, OBJECTIVES
+from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTER_SIZES, FILTERS_PRECISION, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..hooks import evaluating
 from ..layers import preactivation
@@ -41,7 +41,7 @@ from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
 #: Filters optimized (and scored) together in one batch.
 FILTER_BATCH = 64
 DEFAULT_METHOD = next(iter(RECIPES))
-MIN_SIZE, MAX_SIZE = 16, 1024
+MIN_SIZE, MAX_SIZE = FILTER_SIZES
 
 
 # -- which filters ------------------------------------------------------------------------------------
