@@ -136,7 +136,6 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     checked before the first section runs.
     """
     options = check_options(ReportOptions, options, keywords)
-    started = time.perf_counter()
     clock = SectionClock()
     if model.preprocessing.channels == 1:  # a grayscale model: its photos (and overlays) in gray
         photos = [photo.convert("L").convert("RGB") for photo in photos]
@@ -213,7 +212,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
 
     report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
                     CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top), trust_section,
-                    round(time.perf_counter() - started, 1), package_versions(), command, dataset_examples,
+                    round(clock.elapsed(), 1), package_versions(), command, dataset_examples,
                     clock.rounded())
     written = write_report(out, report)
     clock.lap("the page")
@@ -227,7 +226,11 @@ class SectionClock:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self._started = self._last = time.perf_counter()
+
+    def elapsed(self) -> float:
+        """Seconds since the clock started."""
+        return time.perf_counter() - self._started
 
     def lap(self, section: str) -> None:
         """The time since the last lap counted for ``section``."""
