@@ -155,9 +155,51 @@ def hand_map(method: str, cls: int) -> np.ndarray:
         for k in range(K):
             finer_g[k] = sum(dt_dy[m] * W[m, k] for m in range(len(y))) * (A[k] > 0) / (h * w)
         return np.maximum(sum(finer_g[k].mean() * A[k] for k in range(K)), 0)
+    if method == "smoothgradcam++":
+        return smooth_plus_plus_by_hand(A, cls)
+    if method in ("sscam", "iscam"):  # softmax over channels of the mean score increase of the masked input
+        copies = 35 if method == "sscam" else 10
+        generator = torch.Generator().manual_seed(0)
+        x = hand_input()[0].numpy()
+        score = logits_by_hand(A)[cls]
+        increases = np.zeros(K)
+        for copy in range(copies):
+            noise = (torch.randn((K, 1, h, w), generator=generator) * 2.0).numpy()  # one draw per copy: K masks
+            for k in range(K):
+                mask = (A[k] - A[k].min()) / (A[k].max() - A[k].min() + 1e-8)
+                mask = mask + noise[k, 0] if method == "sscam" else mask * (copy + 1) / copies
+                increases[k] += (logits_by_hand((x * mask)[:K])[cls] - score) / copies
+        weights = np.exp(increases) / np.exp(increases).sum()
+        return np.maximum(sum(weights[k] * A[k] for k in range(K)), 0)
     if method == "cam":  # at the ReLU's output, which global pooling and the head follow
         return np.maximum(sum(W[cls, k] * np.maximum(A[k], 0) for k in range(K)), 0)
     raise AssertionError(method)
+
+
+def smooth_plus_plus_by_hand(a: np.ndarray, cls: int) -> np.ndarray:
+    """Smooth Grad-CAM++ on HandNet with feature maps ``a`` (its input's first two channels; the
+    third is 7): Grad-CAM++ of the derivatives averaged over 4 copies with noise N(0, 0.3^2), seed 0."""
+    K, h, w = a.shape
+    x = np.concatenate([a, np.full((1, h, w), 7.0)])
+    generator = torch.Generator().manual_seed(0)
+    d = {1: np.zeros_like(a), 2: np.zeros_like(a), 3: np.zeros_like(a)}
+    for _ in range(4):
+        noisy = x + (torch.randn((1, 3, h, w), generator=generator) * 0.3).numpy()[0]
+        for k in range(K):
+            for i in range(h):
+                for j in range(w):
+                    g_m = W[cls, k] * (1.0 if noisy[k, i, j] > 0 else 0.0) / (h * w)
+                    for p in d:
+                        d[p][k, i, j] += g_m ** p / 4
+    weights = np.zeros(K)
+    for k in range(K):
+        total = a[k].sum()  # the image's own activations
+        for i in range(h):
+            for j in range(w):
+                denominator = 2 * d[2][k, i, j] + total * d[3][k, i, j]
+                alpha = d[2][k, i, j] / denominator if denominator != 0 else 0.0
+                weights[k] += alpha * max(d[1][k, i, j], 0.0)
+    return np.maximum(sum(weights[k] * a[k] for k in range(K)), 0)
 
 
 @pytest.fixture
@@ -190,6 +232,28 @@ def test_hand_maps_are_not_trivial():
     assert hand_map("gradcam", 1).any() and hand_map("hirescam", 2).any()
     assert not np.allclose(hand_map("gradcam", 1), hand_map("layercam", 1))
     assert not np.allclose(hand_map("xgradcam", 1), hand_map("gradcam", 1))
+    assert not np.allclose(hand_map("sscam", 2), hand_map("iscam", 2))
+
+
+def test_smooth_gradcam_plus_plus_averages_the_derivatives_of_noisy_copies(hand_model):
+    """Near zero, the noise switches a ReLU in some copies: the averaged derivatives then differ
+    from the image's own, and the map from Grad-CAM++'s (HandNet's A has no value so close to 0)."""
+    near_zero = A.copy()
+    near_zero[0, 0, 1] = 0.05
+    near_zero[1, 1, 0] = -0.05
+    x = torch.tensor(np.concatenate([near_zero, np.full((1, 2, 2), 7.0)])[None], dtype=torch.float32)
+    differences = []
+    for cls in range(3):
+        result = compute_cam(hand_model, x, [cls], layer="feat", method="smoothgradcam++")
+        np.testing.assert_allclose(result.low_res[0].numpy(), smooth_plus_plus_by_hand(near_zero, cls), rtol=1e-5,
+                                   atol=1e-6)
+        plain = compute_cam(hand_model, x, [cls], layer="feat", method="gradcam++")
+        differences.append(float((result.low_res - plain.low_res).abs().max()))
+    assert max(differences) > 1e-2
+    again = compute_cam(hand_model, x, [1], layer="feat", method="smoothgradcam++", seed=0)
+    other_seed = compute_cam(hand_model, x, [1], layer="feat", method="smoothgradcam++", seed=1)
+    assert torch.equal(again.low_res, compute_cam(hand_model, x, [1], layer="feat", method="smoothgradcam++").low_res)
+    assert not torch.equal(again.low_res, other_seed.low_res)
 
 
 def test_all_zero_map_stays_zero_and_upsampling_is_bilinear():

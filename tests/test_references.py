@@ -10,7 +10,7 @@ import torch
 import convscope
 from convscope.errors import InputError
 from convscope.samples import sample_array
-from convscope.techniques.cams import METHODS, CamInputs, compute_cam, minmax, upsample
+from convscope.techniques.cams import METHODS, CamInputs, compute_cam, map_of_terms, minmax, upsample
 from convscope.techniques.capture import layer_pass
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
@@ -73,7 +73,8 @@ def test_layer_maps_equal_pytorch_grad_cam(method, model_name, default_model, vg
 def _raw_map(model, x, result, method):
     """The method's map before its final ReLU, from the same pass convscope makes."""
     found = layer_pass(model, x, result.layer, "fp32", result.classes, METHODS[method].needs_gradients)
-    return METHODS[method].compute(CamInputs(found.acts, found.grads, x, found.logits, found.classes, None, 1))
+    return map_of_terms(METHODS[method].compute(CamInputs(found.acts, found.grads, x, found.logits, found.classes,
+                                                          None, 1)))
 
 
 @pytest.mark.parametrize("model_name, size", [("default", 96), ("vgg19", 64)])

@@ -30,7 +30,9 @@ RECIPE_STEPS = {"lucid": 64, "classic": 40}
 #: default), and the heatmap's weight in an overlay.
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam",
                     "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam", "ablationcam",
-                    "fullgrad", "finercam", "shapleycam")
+                    "fullgrad", "finercam", "shapleycam", "smoothgradcam++", "sscam", "iscam")
+#: How the maps of several layers are fused: the first is the default (pytorch-grad-cam's mean).
+FUSE_MODES = ("mean", "max")
 CAM_ALPHA = 0.4
 #: The methods the report's "Which map to trust" ranks by default, chosen for cost: the single-pass
 #: gradient maps (``run --trust``: all, none or a list).

@@ -28,18 +28,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import CAM_METHOD_NAMES, MAPS_PRECISION
+from ..catalog import CAM_METHOD_NAMES, FUSE_MODES, MAPS_PRECISION
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
-from .capture import batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
+from .capture import LayerPass, batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
 from .targets import DEFAULT_TARGET
 
 #: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
@@ -54,6 +55,10 @@ FULLGRAD_EPS = 1e-7
 ABLATION_BATCH = 256
 #: FEM's threshold: a position counts where the channel exceeds its mean by this many standard deviations.
 FEM_K = 2
+#: The noise's standard deviation of Smooth Grad-CAM++ (on the model input) and SS-CAM (on the
+#: normalized masks), torchcam's defaults.
+SMOOTHGRADCAMPP_STD = 0.3
+SSCAM_STD = 2.0
 
 
 def last_linear(module: nn.Module) -> nn.Linear | None:
@@ -99,7 +104,10 @@ class CamInputs:
     of ``replacement`` (n x K x h x w), see :func:`~convscope.techniques.capture.replaced_pass`;
     ``gradients_everywhere()`` the input gradient and every bias's output gradient
     (:func:`~convscope.techniques.capture.full_gradients`, one more forward and full backward);
-    ``hvp`` the Hessian-vector product ``H A`` for methods registered with ``needs_hessian``."""
+    ``hvp`` the Hessian-vector product ``H A`` for methods registered with ``needs_hessian``;
+    ``samples`` the number of noisy or scaled copies a sampled method draws, ``generator`` the
+    call's seeded random generator (see :meth:`noise`) and ``pass_on(inputs)`` the layer pass, with
+    gradients, of other inputs for the same classes."""
 
     acts: torch.Tensor
     grads: torch.Tensor | None
@@ -113,14 +121,26 @@ class CamInputs:
     rerun: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     gradients_everywhere: Callable[[], tuple[torch.Tensor, dict[str, tuple[torch.Tensor, torch.Tensor]]]] | None = None
     hvp: torch.Tensor | None = None
+    samples: int = 0
+    generator: torch.Generator | None = None
+    pass_on: Callable[[torch.Tensor], LayerPass] | None = None
+
+    def noise(self, shape: Sequence[int], std: float) -> torch.Tensor:
+        """Gaussian noise N(0, std^2) of ``shape`` from the call's seeded generator, on the input's device."""
+        return (torch.randn(tuple(shape), generator=self.generator) * std).to(self.x.device)
 
 
 @dataclass(frozen=True)
 class CamMethod:
     """A registered method: its name, its title in pictures and reports, whether it needs dY_c/dA,
-    and the function from :class:`CamInputs` to the low-resolution map before its final ReLU
-    (B x h x w). ``relu_after_upsampling``: the ReLU is taken on the upsampled map (Score-CAM's
-    authors do so), not before; ``class_independent``: the map is the same for every class."""
+    and the function from :class:`CamInputs` to the low-resolution map before its final ReLU: the
+    terms of its sum over channels (B x K x h x w, summed over K unless ``eigen_smooth``), or, for
+    the maps that are not such a sum (``channel_terms`` False: the principal components, FullGrad),
+    the map itself (B x h x w). ``relu_after_upsampling``: the ReLU is taken on the upsampled map
+    (Score-CAM's authors do so), not before; ``class_independent``: the map is the same for every
+    class; ``samples``: how many noisy or scaled copies the method draws by default (0: none);
+    ``seeded``: the copies are random (``seed`` decides them); ``masks_input``: each channel masks
+    the input, one forward pass per channel and copy."""
 
     name: str
     title: str
@@ -132,6 +152,10 @@ class CamMethod:
     needs_hessian: bool = False
     #: Where the map comes from, in words, when not the layer alone (FullGrad: the input and every bias).
     source: str = ""
+    channel_terms: bool = True
+    samples: int = 0
+    seeded: bool = False
+    masks_input: bool = False
 
     def where(self, layer: str) -> str:
         """``layer <name>``, or the method's own source where the layer plays no part."""
@@ -142,14 +166,13 @@ class CamMethod:
 METHODS: dict[str, CamMethod] = {}
 
 
-def register_cam_method(name: str, title: str, needs_gradients: bool = True, relu_after_upsampling: bool = False,
-                        class_independent: bool = False, target: str = DEFAULT_TARGET, source: str = "",
-                        needs_hessian: bool = False
+def register_cam_method(name: str, title: str, needs_gradients: bool = True, **facts: Any
                         ) -> Callable[[Callable[[CamInputs], torch.Tensor]], Callable[[CamInputs], torch.Tensor]]:
-    """Decorator adding a map function to :data:`METHODS` under ``name``."""
+    """Decorator adding a map function to :data:`METHODS` under ``name``; ``facts``: the other
+    fields of :class:`CamMethod`."""
     def register(compute: Callable[[CamInputs], torch.Tensor]) -> Callable[[CamInputs], torch.Tensor]:
-        METHODS[name] = CamMethod(name, title, needs_gradients or needs_hessian, compute, relu_after_upsampling,
-                                  class_independent, target, needs_hessian, source)
+        METHODS[name] = CamMethod(name, title, needs_gradients or facts.get("needs_hessian", False), compute,
+                                  **facts)
         return compute
     return register
 
@@ -161,24 +184,34 @@ def cam_method(name: str) -> CamMethod:
 
 
 # -- the methods (each returns the map before its final ReLU: B x h x w) ------------------------------
+def weighted_terms(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """The terms w_k A_k of the map sum_k w_k A_k: weights B x K, acts B x K x h x w -> B x K x h x w."""
+    return weights[:, :, None, None] * acts
+
+
 def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """sum_k w_k A_k per image: weights B x K, acts B x K x h x w -> B x h x w."""
-    return (weights[:, :, None, None] * acts).sum(dim=1)
+    return weighted_terms(weights, acts).sum(dim=1)
 
 
 @register_cam_method("gradcam", "Grad-CAM")
 def gradcam(i: CamInputs) -> torch.Tensor:
     """w_k = mean_ij g_kij; map = ReLU(sum_k w_k A_k)."""
-    return weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
+    return weighted_terms(i.grads.mean(dim=(2, 3)), i.acts)
 
 
 @register_cam_method("gradcam++", "Grad-CAM++")
 def gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
     """alpha = g^2 / (2 g^2 + sum_ij A * g^3) (0 where the denominator is 0); w_k = sum_ij alpha ReLU(g)."""
-    g2, g3 = i.grads.pow(2), i.grads.pow(3)
-    denominator = 2 * g2 + i.acts.sum(dim=(2, 3), keepdim=True) * g3
-    alpha = torch.where(denominator != 0, g2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
-    return weighted_sum((alpha * torch.relu(i.grads)).sum(dim=(2, 3)), i.acts)
+    return weighted_terms(plus_plus_weights(i.grads, i.grads.pow(2), i.grads.pow(3), i.acts), i.acts)
+
+
+def plus_plus_weights(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
+    """Grad-CAM++'s weights from the first three derivatives of exp(Y_c) over exp(Y_c) (g, g^2, g^3):
+    ``alpha = d2 / (2 d2 + sum_ij A * d3)`` (0 where the denominator is 0), ``w_k = sum_ij alpha ReLU(d1)``."""
+    denominator = 2 * d2 + acts.sum(dim=(2, 3), keepdim=True) * d3
+    alpha = torch.where(denominator != 0, d2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
+    return (alpha * torch.relu(d1)).sum(dim=(2, 3))
 
 
 @register_cam_method("xgradcam", "XGrad-CAM")
@@ -186,22 +219,22 @@ def xgradcam(i: CamInputs) -> torch.Tensor:
     """w_k = sum_ij (A_kij / sum_ij A_kij) g_kij (0 for a channel summing to 0)."""
     total = i.acts.sum(dim=(2, 3), keepdim=True)
     share = torch.where(total != 0, i.acts / torch.where(total != 0, total, 1.0), 0.0)
-    return weighted_sum((share * i.grads).sum(dim=(2, 3)), i.acts)
+    return weighted_terms((share * i.grads).sum(dim=(2, 3)), i.acts)
 
 
 @register_cam_method("layercam", "Layer-CAM")
 def layercam(i: CamInputs) -> torch.Tensor:
     """map = ReLU(sum_k ReLU(g_k) * A_k), element-wise."""
-    return (torch.relu(i.grads) * i.acts).sum(dim=1)
+    return torch.relu(i.grads) * i.acts
 
 
 @register_cam_method("hirescam", "HiResCAM")
 def hirescam(i: CamInputs) -> torch.Tensor:
     """map = ReLU(sum_k g_k * A_k), element-wise."""
-    return (i.grads * i.acts).sum(dim=1)
+    return i.grads * i.acts
 
 
-@register_cam_method("scorecam", "Score-CAM", needs_gradients=False, relu_after_upsampling=True)
+@register_cam_method("scorecam", "Score-CAM", needs_gradients=False, relu_after_upsampling=True, masks_input=True)
 def scorecam(i: CamInputs) -> torch.Tensor:
     """The authors' definition (haofanwang/Score-CAM): each non-constant channel, upsampled to the
     input size and min-max normalized, masks the input; its weight is the softmax probability of
@@ -221,7 +254,7 @@ def scorecam(i: CamInputs) -> torch.Tensor:
             weights[channels] = i.forward(masked).softmax(dim=1)[:, cls]
             if i.progress is not None:
                 i.progress(len(channels))
-        maps.append(weighted_sum(weights[None], image_acts[None])[0])
+        maps.append(weighted_terms(weights[None], image_acts[None])[0])
     return torch.stack(maps)
 
 
@@ -256,7 +289,7 @@ def _per_image(values: torch.Tensor, project: Callable[[torch.Tensor], torch.Ten
     return torch.stack([project(v.reshape(k, h * w).T).reshape(h, w) for v in values])
 
 
-@register_cam_method("eigencam", "Eigen-CAM", needs_gradients=False, class_independent=True)
+@register_cam_method("eigencam", "Eigen-CAM", needs_gradients=False, class_independent=True, channel_terms=False)
 def eigencam(i: CamInputs) -> torch.Tensor:
     """Per image, project the centred (hw x K) activations on their first principal component; the
     sign makes the map correlate positively with sum_k A_k; then ReLU. The class plays no part."""
@@ -266,10 +299,10 @@ def eigencam(i: CamInputs) -> torch.Tensor:
 @register_cam_method("gradcam-elementwise", "Grad-CAM Element-wise")
 def gradcam_elementwise(i: CamInputs) -> torch.Tensor:
     """map = ReLU(sum_k ReLU(g_k * A_k)), element-wise (pytorch-grad-cam's ``GradCAMElementWise``)."""
-    return torch.relu(i.grads * i.acts).sum(dim=1)
+    return torch.relu(i.grads * i.acts)
 
 
-@register_cam_method("eigengradcam", "Eigen-Grad-CAM")
+@register_cam_method("eigengradcam", "Eigen-Grad-CAM", channel_terms=False)
 def eigengradcam(i: CamInputs) -> torch.Tensor:
     """The first principal component of the (hw x K) matrix g * A, signed by Eigen-CAM's rule (the
     map correlates positively with sum_k g_k A_k); then ReLU. pytorch-grad-cam's ``EigenGradCAM``
@@ -277,7 +310,7 @@ def eigengradcam(i: CamInputs) -> torch.Tensor:
     return _per_image(i.grads * i.acts, lambda m: first_component(m, sign=m.sum(dim=1)))
 
 
-@register_cam_method("segeigencam", "Seg-Eigen-CAM")
+@register_cam_method("segeigencam", "Seg-Eigen-CAM", channel_terms=False)
 def segeigencam(i: CamInputs) -> torch.Tensor:
     """The first principal component of |g| * A, flipped where its most negative value is larger in
     magnitude than its largest (Chung & Ying 2025, Eq. 13; pytorch-grad-cam's ``SegEigenCAM``); then ReLU."""
@@ -287,7 +320,7 @@ def segeigencam(i: CamInputs) -> torch.Tensor:
     return _per_image(i.grads.abs() * i.acts, project)
 
 
-@register_cam_method("kpcacam", "KPCA-CAM", needs_gradients=False, class_independent=True)
+@register_cam_method("kpcacam", "KPCA-CAM", needs_gradients=False, class_independent=True, channel_terms=False)
 def kpcacam(i: CamInputs) -> torch.Tensor:
     """The first component of kernel PCA (sigmoid kernel, scikit-learn's defaults; see
     :func:`first_component`) of the centred (hw x K) activations, signed by Eigen-CAM's rule; then
@@ -303,7 +336,7 @@ def fem(i: CamInputs) -> torch.Tensor:
     mean = i.acts.mean(dim=(2, 3), keepdim=True)
     std = i.acts.std(dim=(2, 3), keepdim=True, unbiased=False)
     weights = (i.acts > mean + FEM_K * std).float().mean(dim=(2, 3))
-    return weighted_sum(weights, i.acts)
+    return weighted_terms(weights, i.acts)
 
 
 @register_cam_method("cam", "CAM")
@@ -313,7 +346,7 @@ def class_activation_map(i: CamInputs) -> torch.Tensor:
     unless the logits are exactly that Linear layer applied to the spatial means of A."""
     if not feeds_gap_linear(i):
         raise _not_gap_linear(i.acts.shape[1])
-    return weighted_sum(i.classifier.weight.float()[i.classes], i.acts)
+    return weighted_terms(i.classifier.weight.float()[i.classes], i.acts)
 
 
 def feeds_gap_linear(i: CamInputs) -> bool:
@@ -342,7 +375,7 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
         drops = i.classifier.weight.float()[i.classes] * i.acts.mean(dim=(2, 3))
         scores = i.logits.gather(1, torch.tensor(i.classes, device=i.logits.device)[:, None]).abs()
         weights = torch.where(scores > 0, drops / torch.where(scores > 0, scores, 1.0), drops)
-        return weighted_sum(weights, i.acts)
+        return weighted_terms(weights, i.acts)
     maps = []
     for image, acts, cls, scores in zip(i.x, i.acts, i.classes, i.logits):
         channels = acts.shape[0]
@@ -357,11 +390,12 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
                 i.progress(len(ablated))
         score = scores[cls].abs()
         weights = drops / score if score > 0 else drops
-        maps.append(weighted_sum(weights[None], acts[None])[0])
+        maps.append(weighted_terms(weights[None], acts[None])[0])
     return torch.stack(maps)
 
 
-@register_cam_method("fullgrad", "FullGrad", needs_gradients=False, source="the input and every bias")
+@register_cam_method("fullgrad", "FullGrad", needs_gradients=False, source="the input and every bias",
+                     channel_terms=False)
 def fullgrad(i: CamInputs) -> torch.Tensor:
     """FullGrad (Srinivas & Fleuret 2019), as pytorch-grad-cam's ``FullGrad`` and the authors' code
     compute it, at the input's resolution (the layer plays no part): the sum of ``|x * dY_c/dx|`` for
@@ -391,7 +425,7 @@ def finercam(i: CamInputs) -> torch.Tensor:
     the class score against the probability-weighted scores of the 3 classes nearest it (see
     :func:`convscope.techniques.targets.finer_score`), so the map shows what sets the class apart
     from the ones it is most easily confused with."""
-    return weighted_sum(i.grads.mean(dim=(2, 3)), i.acts)
+    return weighted_terms(i.grads.mean(dim=(2, 3)), i.acts)
 
 
 @register_cam_method("shapleycam", "ShapleyCAM", needs_hessian=True)
@@ -400,7 +434,78 @@ def shapleycam(i: CamInputs) -> torch.Tensor:
     Hessian of Y_c at the layer (its product with A from a double backward); map = ReLU(sum_k w_k
     A_k). Where the network after the layer is piecewise linear and the target a logit, H A = 0 and
     the map is Grad-CAM's (``evaluate`` shows them as one row)."""
-    return weighted_sum((i.grads - 0.5 * i.hvp).mean(dim=(2, 3)), i.acts)
+    return weighted_terms((i.grads - 0.5 * i.hvp).mean(dim=(2, 3)), i.acts)
+
+
+@register_cam_method("smoothgradcam++", "Smooth Grad-CAM++", samples=4, seeded=True)
+def smooth_gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
+    """Smooth Grad-CAM++ (Omeiza et al. 2019; torchcam's ``SmoothGradCAMpp``): Grad-CAM++ with each
+    derivative the mean over ``samples`` copies of the input with Gaussian noise (std
+    :data:`SMOOTHGRADCAMPP_STD`): ``d_p = mean_m g_m^p``, ``alpha = d2 / (2 d2 + sum_ij A * d3)``,
+    ``w_k = sum_ij alpha ReLU(d1)``, map = ReLU(sum_k w_k A_k) with A the image's own activations.
+    torchcam takes ``ReLU`` of the last copy's gradient alone, the map from the last copy's
+    activations, and ``sum_ij A d3`` where the paper has ``sum_ij A`` times ``d3``."""
+    d1 = d2 = d3 = torch.zeros_like(i.acts)
+    for _ in range(i.samples):
+        g = i.pass_on(i.x + i.noise(i.x.shape, SMOOTHGRADCAMPP_STD).to(i.x.dtype)).grads
+        d1, d2, d3 = d1 + g, d2 + g.pow(2), d3 + g.pow(3)
+        if i.progress is not None:
+            i.progress(1)
+    return weighted_terms(plus_plus_weights(d1 / i.samples, d2 / i.samples, d3 / i.samples, i.acts), i.acts)
+
+
+@register_cam_method("sscam", "SS-CAM", needs_gradients=False, samples=35, seeded=True, masks_input=True)
+def sscam(i: CamInputs) -> torch.Tensor:
+    """SS-CAM (Wang et al. 2020; torchcam's ``SSCAM``): each channel, min-max normalized at the
+    layer's size and upsampled to the input's, plus Gaussian noise (std :data:`SSCAM_STD`, one
+    draw per copy and channel, at the input's size), masks the input; ``w = softmax_k`` of the mean
+    over ``samples`` copies of the class score's increase over the image's; map = ReLU(sum_k w_k A_k)."""
+    return _score_increases(i, lambda masks, _: masks + i.noise(masks.shape, SSCAM_STD))
+
+
+@register_cam_method("iscam", "IS-CAM", needs_gradients=False, samples=10, masks_input=True)
+def iscam(i: CamInputs) -> torch.Tensor:
+    """IS-CAM (Naidu et al. 2020; torchcam's ``ISCAM``): as SS-CAM without noise, the masked input
+    scaled by ``s / samples`` for s = 1..samples, the integral from the black image to the masked
+    one; ``w = softmax_k`` of the mean increase. torchcam accumulates the factors (``coeff +=
+    s / N``), scaling the last copy by (N + 1) / 2, past the image itself (see :func:`iscam_factor`)."""
+    return _score_increases(i, lambda masks, copy: masks * iscam_factor(copy, i.samples), random=False)
+
+
+def iscam_factor(copy: int, samples: int) -> float:
+    """IS-CAM's factor for copy ``copy`` (0-based) of ``samples``: (copy + 1) / samples."""
+    return (copy + 1) / samples
+
+
+def _score_increases(i: CamInputs, masks_of_copy: Callable[[torch.Tensor, int], torch.Tensor],
+                     random: bool = True) -> torch.Tensor:
+    """torchcam's Score-CAM family: each channel min-max normalized at the layer's size (eps 1e-8)
+    and upsampled to the input; for each of ``samples`` copies, ``masks_of_copy(masks, copy)`` masks
+    the input, ``batch_size`` masked inputs a pass; the weights are the softmax over channels of the
+    mean increase of the class score over the image's own; returns the terms w_k A_k. Without
+    ``random`` noise, a constant channel's mask is zero in every copy: the black image's score,
+    computed once, stands for all of them."""
+    size = (i.x.shape[2], i.x.shape[3])
+    low = i.acts - i.acts.amin(dim=(2, 3), keepdim=True)
+    low = low / (low.amax(dim=(2, 3), keepdim=True) + 1e-8)
+    increases = torch.zeros(i.acts.shape[:2], dtype=torch.float32, device=i.acts.device)
+    for row, (image, cls) in enumerate(zip(i.x, i.classes)):
+        baseline = i.logits[row, cls]
+        channels = torch.arange(low.shape[1], device=low.device)
+        if not random:
+            constant = low[row].flatten(1).amax(dim=1) == 0
+            if bool(constant.any()):
+                increases[row, constant] = i.forward(torch.zeros_like(image[None]))[0, cls] - baseline
+                channels = channels[~constant]
+        for copy in range(i.samples):
+            for start in range(0, len(channels), i.batch_size):
+                chunk = channels[start:start + i.batch_size]
+                masks = F.interpolate(low[row, chunk, None], size=size, mode="bilinear", align_corners=False)
+                masked = image[None] * masks_of_copy(masks, copy).to(i.x.dtype)
+                increases[row, chunk] += (i.forward(masked)[:, cls] - baseline) / i.samples
+                if i.progress is not None:
+                    i.progress(len(chunk))
+    return weighted_terms(torch.softmax(increases, dim=1), i.acts)
 
 
 def _not_gap_linear(channels: int) -> InputError:
@@ -431,13 +536,40 @@ def upsample(maps: torch.Tensor, size: tuple[int, int], relu_after: bool = False
 # -- running the model -----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CamSettings:
-    """A map's settings, checked by :func:`cam_settings`: the layer, the method, the precision and
-    whether the map is the mean over :data:`AUGMENTATIONS` (``aug_smooth``)."""
+    """A map's settings, checked by :func:`cam_settings`: the layer, the method, the precision;
+    ``aug_smooth`` (the mean over :data:`AUGMENTATIONS`), ``eigen_smooth`` (the first principal
+    component of the map's channel terms instead of their sum), the ``seed`` and number of
+    ``samples`` of a sampled method, and ``fuse_with``: more layers whose maps are fused with the
+    layer's, by ``fuse`` (:data:`~convscope.catalog.FUSE_MODES`, see :func:`fuse_maps`)."""
 
     layer: str
     method: CamMethod
     precision: str = MAPS_PRECISION
     aug_smooth: bool = False
+    eigen_smooth: bool = False
+    seed: int = 0
+    samples: int = 0
+    fuse_with: tuple[str, ...] = ()
+    fuse: str = FUSE_MODES[0]
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """Every layer whose map makes the result: the layer, then those it is fused with."""
+        return (self.layer, *self.fuse_with)
+
+    def passes_per_image(self, model: Model) -> str | None:
+        """In words, the passes a map costs per image where a method runs the model many times
+        (masked inputs, noisy copies), for the user to read before the work starts; else None."""
+        method = self.method
+        if method.masks_input:
+            channels = sum(model.layer(name).shape[0] for name in self.layers)
+            copies = max(1, self.samples)
+            per = f"{copies} copies x {channels} channels" if self.samples else f"{channels} channels"
+            return f"{method.title}: {copies * channels:,} masked inputs per image ({per}), one forward pass each"
+        if method.samples:
+            return (f"{method.title}: {self.samples} noisy copies per image, one forward and backward pass each"
+                    f"{f' per layer ({len(self.layers)})' if self.fuse_with else ''}")
+        return None
 
 
 #: ``aug_smooth``'s augmentations, as pytorch-grad-cam's: each (horizontal flip, factor the model
@@ -445,34 +577,62 @@ class CamSettings:
 AUGMENTATIONS = tuple((flip, factor) for flip in (False, True) for factor in (1.0, 0.9, 1.1))
 
 
-def cam_settings(model: Model, layer: str | None = None, method: str = DEFAULT_METHOD,
-                 precision: str = MAPS_PRECISION, aug_smooth: bool = False) -> CamSettings:
-    """The layer (default: the last feature map before global pooling), method and precision, each
-    checked here, once, where the user's values enter."""
+def cam_settings(model: Model, layer: str | Sequence[str] | None = None, method: str = DEFAULT_METHOD,
+                 precision: str = MAPS_PRECISION, aug_smooth: bool = False, *, eigen_smooth: bool = False,
+                 seed: int = 0, samples: int | None = None, fuse: str | None = None) -> CamSettings:
+    """The layer (default: the last feature map before global pooling) or several layers to fuse,
+    the method and its options, each checked here, once, where the user's values enter."""
     chosen = cam_method(method)
-    return CamSettings(cam_layer(model, layer), chosen, check_precision(precision, model.device), bool(aug_smooth))
+    names = [layer] if layer is None or isinstance(layer, str) else list(layer)
+    if not names:
+        raise InputError("layer: no layer given", parameter="layer")
+    layers = [cam_layer(model, name) for name in names]
+    if fuse is not None:
+        check_choice("fuse", fuse, FUSE_MODES)
+        if len(layers) == 1:
+            raise InputError(f"fuse {fuse}: one layer has nothing to fuse with; give several layers "
+                             "(--layer A --layer B)", parameter="fuse")
+    repeated = sorted({name for name in layers if layers.count(name) > 1})
+    if repeated:
+        raise InputError(f"layer {repeated[0]}: given twice", parameter="layer")
+    if len(layers) > 1 and chosen.source:
+        raise InputError(f"method {chosen.name}: its map comes from {chosen.source}, not from a layer, so there "
+                         "is nothing to fuse; give one layer", parameter="layer")
+    if eigen_smooth and not chosen.channel_terms:
+        raise InputError(f"eigen_smooth: {chosen.title}'s map is not a sum over channels, so it has no terms to "
+                         "take the principal component of", parameter="eigen_smooth")
+    if samples is not None and not chosen.samples:
+        raise InputError(f"samples: {chosen.title} draws no samples (the sampled methods: "
+                         f"{', '.join(name for name, m in METHODS.items() if m.samples)})", parameter="samples")
+    if samples is not None:
+        check_at_least("samples", samples, 1)
+    return CamSettings(layers[0], chosen, check_precision(precision, model.device), bool(aug_smooth),
+                       bool(eigen_smooth), int(seed), chosen.samples if samples is None else int(samples),
+                       tuple(layers[1:]), FUSE_MODES[0] if fuse is None else fuse)
 
 
 def compute_cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
-                classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
+                classes: int | str | Sequence[int | str] | None = None, layer: str | Sequence[str] | None = None,
                 method: str = DEFAULT_METHOD, precision: str = MAPS_PRECISION,
                 scorecam_batch: int | None = None, progress: Callable[[int], None] | None = None,
                 watch: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
-                aug_smooth: bool = False) -> CamResult:
+                aug_smooth: bool = False, **options: Any) -> CamResult:
     """Class activation maps with everything around them (see :class:`CamResult`). ``aug_smooth``:
     each map the mean of the maps of the image flipped or not and multiplied by 0.9, 1 and 1.1
     (:data:`AUGMENTATIONS`, each map put back in place and min-max normalized, then the mean
-    normalized again), for the classes of the image as it is. ``scorecam_batch``:
-    masked inputs per forward pass of Score-CAM (default by device, :data:`SCORECAM_BATCH`);
-    ``progress`` is called with the number of masked inputs after each of its passes; ``watch``
-    (layer name -> function) hands the functions those layers' outputs in the pass that makes the maps.
+    normalized again), for the classes of the image as it is. ``options``: ``eigen_smooth``,
+    ``seed``, ``samples`` and ``fuse`` (with several ``layer`` values), see :func:`cam_settings`.
+    ``scorecam_batch``: masked inputs per forward pass of the methods that mask the input (default
+    by device, :data:`SCORECAM_BATCH`); ``progress`` is called with the number of masked inputs (or
+    noisy copies) after each of their passes; ``watch`` (layer name -> function) hands the functions
+    those layers' outputs in the pass that makes the maps.
 
     Everything is resolved before any hook is registered (the layer, the class labels); a layer the
     input never reaches raises :class:`~convscope.errors.LayerError`, whatever the method.
     """
     model = as_model(model, x)
-    return cam_maps(model, as_input(model, x), cam_settings(model, layer, method, precision, aug_smooth), classes,
-                    scorecam_batch, progress, watch)
+    return cam_maps(model, as_input(model, x), cam_settings(model, layer, method, precision, aug_smooth, **options),
+                    classes, scorecam_batch, progress, watch)
 
 
 def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
@@ -483,6 +643,8 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
     evaluation and dataset runs check once, then make many maps)."""
     if settings.aug_smooth:
         return _augmentation_smoothed(model, x, settings, classes, scorecam_batch, progress, watch)
+    if settings.fuse_with:
+        return _fused(model, x, settings, classes, scorecam_batch, progress, watch)
     method = settings.method
     scorecam_batch = default_scorecam_batch(model.device) if scorecam_batch is None else scorecam_batch
     check_at_least("scorecam_batch", scorecam_batch, 1)
@@ -502,14 +664,70 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
                            method.needs_hessian)
         acts, logits, chosen = found.acts, found.logits, found.classes
         with torch.no_grad():
-            raw = method.compute(CamInputs(
+            terms = method.compute(CamInputs(
                 acts, found.grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
                 lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision),
-                lambda: full_gradients(model, x, chosen, precision), found.hvp))
+                lambda: full_gradients(model, x, chosen, precision), found.hvp, settings.samples,
+                torch.Generator().manual_seed(settings.seed),
+                lambda inputs: layer_pass(model, inputs, settings.layer, precision, chosen, True,
+                                          target=method.target)))
+            raw = map_of_terms(terms, settings.eigen_smooth)
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
                     relu_after=method.relu_after_upsampling)
     return CamResult(maps, low_res, chosen, settings.layer, method.name, logits, precision, reason)
+
+
+def map_of_terms(terms: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
+    """A method's map before its final ReLU (B x h x w) from what it computed: the sum of its
+    channel terms (B x K x h x w) or, with ``eigen_smooth`` (pytorch-grad-cam's option), their first
+    principal component, signed to correlate positively with their sum (Eigen-CAM's rule; the peer
+    leaves the sign to the SVD routine). A map (B x h x w) is returned as it is."""
+    if terms.dim() == 3:
+        return terms
+    if eigen_smooth:
+        return _per_image(terms, lambda m: first_component(m, sign=m.sum(dim=1)))
+    return terms.sum(dim=1)
+
+
+def fuse_maps(results: Sequence[CamResult], fuse: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused ``(maps, low_res)`` of one map per layer (each B x h_l x w_l after its ReLU):
+    ``mean`` as pytorch-grad-cam fuses its target layers -- each map min-max normalized at its own
+    size, upsampled to the input, then the mean, normalized again (``low_res`` is then at the input's
+    size); ``max`` as torchcam's ``LayerCAM.fuse_cams`` -- each map min-max normalized, scaled by
+    ``tanh(2 m)`` (Jiang et al. 2021, Eq. 9), upsampled to the largest map's size, then the
+    element-wise maximum, which is upsampled to the input and normalized like any map."""
+    check_choice("fuse", fuse, FUSE_MODES)
+    if fuse == "mean":
+        fused = minmax(torch.stack([_resized(minmax(r.low_res), size) for r in results]).mean(dim=0))
+        return fused, fused
+    largest = (max(r.low_res.shape[1] for r in results), max(r.low_res.shape[2] for r in results))
+    fused = torch.stack([_resized(torch.tanh(2 * minmax(r.low_res)), largest) for r in results]).amax(dim=0)
+    return upsample(fused, size), fused
+
+
+def _resized(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """B x h x w -> B x H x W, bilinear with align_corners=False (unchanged where the size is)."""
+    if tuple(maps.shape[1:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def _fused(model: Model, x: torch.Tensor, settings: CamSettings,
+           classes: int | str | Sequence[int | str] | None, scorecam_batch: int | None,
+           progress: Callable[[int], None] | None,
+           watch: Mapping[str, Callable[[torch.Tensor], None]] | None) -> CamResult:
+    """Several layers: a map per layer (one pass each; the first fixes the classes), then
+    :func:`fuse_maps`. The result's layer names them all, joined by `` + ``."""
+    results = []
+    for layer in settings.layers:
+        one = replace(settings, layer=layer, fuse_with=())
+        results.append(cam_maps(model, x, one, classes if not results else results[0].classes, scorecam_batch,
+                                progress, watch if not results else None))
+    first = results[0]
+    maps, low_res = fuse_maps(results, settings.fuse, (x.shape[2], x.shape[3]))
+    return CamResult(maps, low_res, first.classes, " + ".join(settings.layers), first.method, first.logits,
+                     first.precision, first.precision_reason)
 
 
 def _augmentation_smoothed(model: Model, x: torch.Tensor, settings: CamSettings,
