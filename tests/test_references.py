@@ -235,3 +235,151 @@ def test_torchcam_gradcampp_never_divides():
     ours = compute_cam(model, x, 0, "conv", "gradcam++").low_res
     torch.testing.assert_close(ours, torch.relu((paper[:, :, None, None] * acts).sum(dim=1)), atol=1e-6, rtol=1e-4)
     assert float((minmax(ours) - minmax(theirs)).abs().max()) > 0.1  # the defect changes the map
+
+
+# -- the sampled methods against torchcam ---------------------------------------------------------------
+#: Per model, a small input size and a layer with few channels for the methods that run the model once
+#: per channel and copy (the default layers have 1280 and 512 channels).
+SMALL = {"default": (32, "_blocks.0"), "vgg19": (32, "block1_conv1")}
+
+
+def _small(model, model_name, photos, count=1):
+    size, layer = SMALL[model_name]
+    x = torch.nn.functional.interpolate(model.preprocess(photos[:count]), size=(size, size), mode="bilinear")
+    return x, layer
+
+
+def _torchcam_maps(model, x, layer, extractor_class, classes, seed=None, call_options=None, **options):
+    """torchcam's normalized maps, upsampled as convscope upsamples (torchcam keeps them at the
+    layer's size); ``seed`` seeds torch's global generator, which torchcam draws its noise from;
+    ``call_options`` go to the extractor's call, ``options`` to its constructor."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    module = model.module
+    with extractor_class(module, target_layer=model.submodule(layer), input_shape=tuple(x.shape[1:]),
+                         **options) as extractor:
+        scores = module(x)
+        maps = extractor(class_idx=classes, scores=scores, **(call_options or {}))[0].detach()
+    module.zero_grad(set_to_none=True)
+    return upsample(maps, tuple(x.shape[2:]))
+
+
+@pytest.mark.parametrize("model_name", ["default", "vgg19"])
+def test_iscam_equals_torchcam_given_its_factors_and_follows_the_integral(model_name, default_model, vgg19_random,
+                                                                          photos, monkeypatch):
+    """torchcam's ``ISCAM`` accumulates its factor (``coeff += (s + 1) / N``): copy s is the masked
+    input times (s + 1)(s + 2) / 2N, the last (N + 1) / 2 times the image. Given those factors
+    convscope's IS-CAM is torchcam's within 1e-4; its own, (s + 1) / N, run from black to the image."""
+    from convscope.techniques import cams
+
+    model = default_model if model_name == "default" else vgg19_random
+    x, layer = _small(model, model_name, photos, 2)
+    ours = compute_cam(model, x, None, layer, "iscam", scorecam_batch=64, samples=3)
+    theirs = _torchcam_maps(model, x, layer, torchcam_methods.ISCAM, ours.classes, num_samples=3, batch_size=64)
+    monkeypatch.setattr(cams, "iscam_factor", lambda copy, samples: (copy + 1) * (copy + 2) / (2 * samples))
+    accumulated = compute_cam(model, x, ours.classes, layer, "iscam", scorecam_batch=64, samples=3)
+    torch.testing.assert_close(accumulated.maps, theirs, atol=1e-4, rtol=0)
+    assert float((ours.maps - theirs).abs().max()) > 1e-3
+
+
+@pytest.mark.parametrize("model_name", ["default", "vgg19"])
+def test_sscam_has_torchcams_mean_over_32_seeds(model_name, default_model, vgg19_random, photos):
+    """SS-CAM is random: over 32 seeds each, convscope's mean map and torchcam's agree within 5 % of
+    the map's range everywhere (one noisy copy per seed, on a layer with few channels)."""
+    model = default_model if model_name == "default" else vgg19_random
+    x, layer = _small(model, model_name, photos)
+    classes = compute_cam(model, x, None, layer, "gradcam").classes
+    ours = torch.stack([compute_cam(model, x, classes, layer, "sscam", scorecam_batch=64, seed=seed,
+                                    samples=1).maps for seed in range(32)])
+    theirs = torch.stack([_torchcam_maps(model, x, layer, torchcam_methods.SSCAM, classes, seed, num_samples=1,
+                                         batch_size=64) for seed in range(1000, 1032)])
+    assert float((ours.mean(dim=0) - theirs.mean(dim=0)).abs().max()) <= 0.05
+    assert not torch.equal(ours[0], ours[1])  # the seeds do differ
+
+
+def test_smooth_gradcam_plus_plus_equals_torchcam_without_noise_and_fixes_its_last_copy(default_model, photos,
+                                                                                        monkeypatch):
+    """With (almost) no noise, convscope's Smooth Grad-CAM++ is torchcam's within 1e-4 (on the
+    default layer, which feeds pooling and one Linear layer, torchcam's sum_ij A d3 equals the
+    paper's sum_ij A times d3; torchcam's eps, 1e-8, is set to 0: here g^2 is about 1e-6, and the
+    eps alone moves its map by 1.5e-3). With torchcam's noise (std 0.3) the gradients there do not depend on
+    the input: convscope's map is Grad-CAM++'s whatever the seed, while torchcam's changes with the
+    last noisy copy, whose activations it maps -- its mean over 32 seeds differs."""
+    from convscope.techniques import cams
+
+    x = default_model.preprocess(photos[:1])
+    layer = "_act1"
+    plus_plus = compute_cam(default_model, x, None, layer, "gradcam++")
+    classes = plus_plus.classes
+    monkeypatch.setattr(cams, "SMOOTHGRADCAMPP_STD", 1e-6)
+    quiet = compute_cam(default_model, x, classes, layer, "smoothgradcam++")
+    theirs = _torchcam_maps(default_model, x, layer, torchcam_methods.SmoothGradCAMpp, classes, 0, {"eps": 0.0},
+                            std=1e-6)
+    torch.testing.assert_close(quiet.maps, theirs, atol=1e-4, rtol=0)
+    monkeypatch.undo()
+    ours = [compute_cam(default_model, x, classes, layer, "smoothgradcam++", seed=seed).maps for seed in range(3)]
+    for one in ours:
+        torch.testing.assert_close(one, plus_plus.maps, atol=1e-5, rtol=0)
+    theirs = torch.stack([_torchcam_maps(default_model, x, layer, torchcam_methods.SmoothGradCAMpp, classes, seed)
+                          for seed in range(32)])
+    assert float((theirs[0] - theirs[1]).abs().max()) > 0.05
+    assert float((theirs.mean(dim=0) - ours[0]).abs().max()) > 0.05
+
+
+# -- eigen_smooth and several layers ---------------------------------------------------------------------
+@pytest.mark.parametrize("model_name", ["default", "vgg19"])
+@pytest.mark.parametrize("method, peer", [("gradcam", "GradCAM"), ("layercam", "LayerCAM"),
+                                          ("hirescam", "HiResCAM"), ("gradcam-elementwise", "GradCAMElementWise")])
+def test_eigen_smooth_equals_pytorch_grad_cams(method, peer, model_name, default_model, vgg19_random, photos):
+    """The first principal component of the channel terms; the peer leaves its sign to the SVD
+    routine, convscope makes it correlate with the plain map: ours or its opposite is theirs."""
+    model = default_model if model_name == "default" else vgg19_random
+    x = torch.nn.functional.interpolate(model.preprocess(photos), size=(128, 128), mode="bilinear")
+    result = compute_cam(model, x, None, None, method, eigen_smooth=True)
+    assert float((result.maps - compute_cam(model, x, None, None, method).maps).abs().max()) > 0.01
+    with getattr(pytorch_grad_cam, peer)(model=model.module, target_layers=[model.submodule(result.layer)]) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c) for c in
+                                                                       result.classes], eigen_smooth=True))
+    model.module.zero_grad(set_to_none=True)
+    found = layer_pass(model, x, result.layer, "fp32", result.classes, True)
+    terms = METHODS[method].compute(CamInputs(found.acts, found.grads, x, found.logits, found.classes, None, 1))
+    flipped = upsample(torch.relu(-map_of_terms(terms, eigen_smooth=True)), tuple(x.shape[2:]))
+    for ours_map, other_map, their_map in zip(result.maps, flipped, theirs):
+        assert min(float((ours_map - their_map).abs().max()), float((other_map - their_map).abs().max())) <= 1e-4
+
+
+FUSED_LAYERS = {"default": ["_blocks.10", "_act1"], "vgg19": ["block4_conv4", "block5_conv4"]}
+
+
+@pytest.mark.parametrize("model_name", ["default", "vgg19"])
+@pytest.mark.parametrize("method, grad_cam_peer, torchcam_peer", [("gradcam", "GradCAM", "GradCAM"),
+                                                                  ("layercam", "LayerCAM", "LayerCAM")])
+def test_fused_layers_equal_the_peers(method, grad_cam_peer, torchcam_peer, model_name, default_model, vgg19_random,
+                                      photos):
+    """``mean``: pytorch-grad-cam with both target layers; ``max``: torchcam's maps of both layers
+    fused by ``LayerCAM.fuse_cams`` (tanh(2 m), the maximum at the larger layer's size). The peers
+    get the input in the memory layout convscope runs in (channels-last): in the other layout the
+    kernels round differently, and below the last layer a few ReLU6 kinks then pass the gradient
+    differently (0.4 % of the gradient's range at ``_blocks.10``)."""
+    model = default_model if model_name == "default" else vgg19_random
+    x = model.preprocess(photos).contiguous(memory_format=torch.channels_last)
+    layers = FUSED_LAYERS[model_name]
+    mean = compute_cam(model, x, None, layers, method)
+    assert mean.layer == " + ".join(layers)
+    with getattr(pytorch_grad_cam, grad_cam_peer)(model=model.module,
+                                                  target_layers=[model.submodule(name) for name in layers]) as cam:
+        theirs = torch.from_numpy(cam(input_tensor=x.clone(), targets=[ClassifierOutputTarget(c)
+                                                                       for c in mean.classes]))
+    model.module.zero_grad(set_to_none=True)
+    torch.testing.assert_close(mean.maps, theirs, atol=1e-4, rtol=0)
+
+    most = compute_cam(model, x, mean.classes, layers, method, fuse="max")
+    module = model.module
+    with getattr(torchcam_methods, torchcam_peer)(module, target_layer=[model.submodule(n) for n in layers],
+                                                  input_shape=tuple(x.shape[1:])) as extractor:
+        scores = module(x)
+        per_layer = [m.detach() for m in extractor(class_idx=mean.classes, scores=scores)]
+    module.zero_grad(set_to_none=True)
+    fused = torchcam_methods.LayerCAM.fuse_cams(per_layer)
+    torch.testing.assert_close(most.maps, upsample(fused, tuple(x.shape[2:])), atol=1e-4, rtol=0)
+    assert float((most.maps - mean.maps).abs().max()) > 0.01

@@ -693,17 +693,25 @@ def map_of_terms(terms: torch.Tensor, eigen_smooth: bool = False) -> torch.Tenso
 def fuse_maps(results: Sequence[CamResult], fuse: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused ``(maps, low_res)`` of one map per layer (each B x h_l x w_l after its ReLU):
     ``mean`` as pytorch-grad-cam fuses its target layers -- each map min-max normalized at its own
-    size, upsampled to the input, then the mean, normalized again (``low_res`` is then at the input's
-    size); ``max`` as torchcam's ``LayerCAM.fuse_cams`` -- each map min-max normalized, scaled by
+    size (:func:`_scaled`), upsampled to the input, then the mean, normalized again (``low_res`` is
+    then at the input's size); ``max`` as torchcam's ``LayerCAM.fuse_cams`` -- each map normalized, scaled by
     ``tanh(2 m)`` (Jiang et al. 2021, Eq. 9), upsampled to the largest map's size, then the
     element-wise maximum, which is upsampled to the input and normalized like any map."""
     check_choice("fuse", fuse, FUSE_MODES)
     if fuse == "mean":
-        fused = minmax(torch.stack([_resized(minmax(r.low_res), size) for r in results]).mean(dim=0))
+        fused = minmax(torch.stack([_resized(_scaled(r.low_res, 1e-7), size) for r in results]).mean(dim=0))
         return fused, fused
     largest = (max(r.low_res.shape[1] for r in results), max(r.low_res.shape[2] for r in results))
-    fused = torch.stack([_resized(torch.tanh(2 * minmax(r.low_res)), largest) for r in results]).amax(dim=0)
+    fused = torch.stack([_resized(torch.tanh(2 * _scaled(r.low_res, 1e-8)), largest) for r in results]).amax(dim=0)
     return upsample(fused, size), fused
+
+
+def _scaled(maps: torch.Tensor, eps: float) -> torch.Tensor:
+    """Each map (B x h x w) as the peers scale it before fusing: ``(m - min) / (max - min + eps)``
+    (pytorch-grad-cam's eps 1e-7, torchcam's 1e-8; on a map whose values are about 1e-4, as Grad-CAM's
+    on a middle layer can be, the eps weighs 0.1 %)."""
+    shifted = maps - maps.amin(dim=(1, 2), keepdim=True)
+    return shifted / (shifted.amax(dim=(1, 2), keepdim=True) + eps)
 
 
 def _resized(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
