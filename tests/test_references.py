@@ -383,3 +383,32 @@ def test_fused_layers_equal_the_peers(method, grad_cam_peer, torchcam_peer, mode
     fused = torchcam_methods.LayerCAM.fuse_cams(per_layer)
     torch.testing.assert_close(most.maps, upsample(fused, tuple(x.shape[2:])), atol=1e-4, rtol=0)
     assert float((most.maps - mean.maps).abs().max()) > 0.01
+
+
+def test_torchcams_smooth_gradcam_plus_plus_sums_a_times_d3_where_the_paper_sums_a(vgg19_random, photos,
+                                                                                   monkeypatch):
+    """On VGG19's last conv (max pooling and three Linear layers follow, so g varies over the map),
+    without noise: torchcam's weights are sum_ij alpha ReLU(g) with alpha = g^2 / (2 g^2 + sum_ab
+    A_ab g_ab^3); the paper's (and convscope's) denominator is 2 g^2 + (sum_ab A_ab) g^3. Each
+    library equals its own formula within 1e-4, and the two maps differ (here by 6e-3 of the range)."""
+    from convscope.techniques import cams
+
+    model = vgg19_random
+    x = model.preprocess(photos[1:]).contiguous(memory_format=torch.channels_last)
+    monkeypatch.setattr(cams, "SMOOTHGRADCAMPP_STD", 1e-6)
+    ours = compute_cam(model, x, None, None, "smoothgradcam++")
+    found = layer_pass(model, x, ours.layer, "fp32", ours.classes, True)
+    a, g = found.acts, found.grads
+
+    def map_of(denominator):
+        alpha = torch.where(denominator != 0, g.pow(2) / torch.where(denominator != 0, denominator, 1.0), 0.0)
+        weights = (alpha * torch.relu(g)).sum(dim=(2, 3))
+        return upsample(torch.relu((weights[:, :, None, None] * a).sum(dim=1)), tuple(x.shape[2:]))
+
+    paper = map_of(2 * g.pow(2) + a.sum(dim=(2, 3), keepdim=True) * g.pow(3))
+    torchcams = map_of(2 * g.pow(2) + (a * g.pow(3)).sum(dim=(2, 3), keepdim=True))
+    theirs = _torchcam_maps(model, x, ours.layer, torchcam_methods.SmoothGradCAMpp, ours.classes, 0, {"eps": 0.0},
+                            std=1e-6)
+    torch.testing.assert_close(ours.maps, paper, atol=1e-4, rtol=0)
+    torch.testing.assert_close(theirs, torchcams, atol=1e-4, rtol=0)
+    assert float((ours.maps - theirs).abs().max()) > 1e-3  # 6e-3 with random weights
