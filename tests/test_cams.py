@@ -470,3 +470,49 @@ def test_fullgrad_says_where_its_map_comes_from(tmp_path, capsys):
     assert "FullGrad on the input and every bias: 1 maps in" in capsys.readouterr().out
     assert METHODS["fullgrad"].where("_act1") == "the input and every bias"
     assert METHODS["gradcam"].where("_act1") == "layer _act1"
+
+
+def test_sampled_methods_fused_layers_and_eigen_smooth_from_the_command_line(tmp_path, capsys):
+    """The options of the sampled methods, several layers and eigen_smooth: each reaches the map (the
+    same map as the library's), the passes are announced before the work, and a wrong combination
+    is one line and exit 2."""
+    out = tmp_path / "o"
+    capsys.readouterr()
+    assert main(["cam", "sample:coffee", "--layer", "_blocks.10", "--layer", "_act1", "--fuse", "max",
+                 "--method", "layercam", "--save-raw", "--out", str(out)]) == 0
+    assert "Layer-CAM on layer _blocks.10 + _act1: 1 maps" in capsys.readouterr().out
+    model = convscope.load_model()
+    x = model.preprocess([sample_array("coffee")])
+    fused = compute_cam(model, x, 967, ["_blocks.10", "_act1"], "layercam", fuse="max")
+    np.testing.assert_allclose(np.load(out / "cam" / "coffee_967.npy"), fused.maps[0].numpy(), atol=1e-6)
+
+    assert main(["cam", "sample:coffee", "--method", "smoothgradcam++", "--samples", "2", "--seed", "3",
+                 "--eigen-smooth", "--save-raw", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "Smooth Grad-CAM++: up to 2 forward passes (per map: 2 noisy copies, each with a backward pass; 1 map)" \
+        in err
+    smooth = compute_cam(model, x, 967, None, "smoothgradcam++", samples=2, seed=3, eigen_smooth=True)
+    np.testing.assert_allclose(np.load(out / "cam" / "coffee_967.npy"), smooth.maps[0].numpy(), atol=1e-6)
+
+    assert_usage_errors(capsys, ["cam", "sample:coffee", "--out", str(out)], [
+        (["--fuse", "max"], "--fuse max: one layer has nothing to fuse with"),
+        (["--layer", "_act1", "--fuse", "mean"], "--fuse mean: one layer has nothing to fuse with"),
+        (["--layer", "_act1", "--layer", "_act1"], "--layer _act1: given twice"),
+        (["--samples", "3"], "--samples: gradcam draws no samples"),
+        (["--method", "eigencam", "--eigen-smooth"], "--eigen-smooth: Eigen-CAM's map is not a sum over channels"),
+        (["--method", "fullgrad", "--layer", "_act1", "--layer", "_blocks.10"], "nothing to fuse"),
+        (["--fuse", "min", "--layer", "_act1", "--layer", "_blocks.10"], "invalid choice"),
+    ])
+
+
+def test_score_cam_family_announces_its_passes_before_the_work(hand_model, capsys):
+    """Per map: channels x copies masked inputs (Score-CAM: one per channel)."""
+    from convscope.techniques.cams import cam_settings
+
+    assert cam_settings(hand_model, "feat", "sscam").passes_per_image(hand_model) == \
+        (70, "35 copies x 2 channels of masked inputs")
+    assert cam_settings(hand_model, "feat", "iscam", samples=3).passes_per_image(hand_model) == \
+        (6, "3 copies x 2 channels of masked inputs")
+    assert cam_settings(hand_model, "feat", "scorecam").passes_per_image(hand_model) == \
+        (2, "2 channels of masked inputs")
+    assert cam_settings(hand_model, "feat", "gradcam").passes_per_image(hand_model) is None

@@ -16,6 +16,7 @@ from conftest import assert_usage_errors
 from convscope import metrics
 from convscope.cli.main import main
 from convscope.errors import InputError
+from convscope.techniques.cams import compute_cam
 
 
 def test_every_method_measured_and_ranked(tiny_model):
@@ -36,6 +37,9 @@ def test_every_method_measured_and_ranked(tiny_model):
         assert gradcam.average_drop == pytest.approx(float(metrics.average_drop(
             tiny_model, one, gradcam.map[None], [evaluation.class_index])[0]), abs=1e-4)
         assert gradcam.sanity.stages == ["classifier", "stage 2 (8x8)", "stage 1 (16x16)"]
+        for measured in methods:  # each map as compute_cam makes it, the sampled ones with their default copies
+            torch.testing.assert_close(measured.map, compute_cam(tiny_model, one, [evaluation.class_index], None,
+                                                                 measured.method).maps[0].cpu())
         # relu2 feeds global average pooling and a linear layer: the gradient is the same everywhere, and
         # Grad-CAM is the original CAM; the network after it is piecewise linear, so ShapleyCAM is Grad-CAM
         assert sorted(gradcam.same_as) == ["cam", "hirescam", "shapleycam", "xgradcam"]  # ShapleyCAM: H A = 0 here

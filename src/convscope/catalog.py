@@ -31,6 +31,8 @@ RECIPE_STEPS = {"lucid": 64, "classic": 40}
 CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "scorecam", "eigencam",
                     "gradcam-elementwise", "eigengradcam", "segeigencam", "kpcacam", "fem", "cam", "ablationcam",
                     "fullgrad", "finercam", "shapleycam", "smoothgradcam++", "sscam", "iscam")
+#: The CAM methods that draw copies of the input (noisy or scaled), with torchcam's default number of copies.
+SAMPLED_CAM_METHODS = {"smoothgradcam++": 4, "sscam": 35, "iscam": 10}
 #: How the maps of several layers are fused: the first is the default (pytorch-grad-cam's mean).
 FUSE_MODES = ("mean", "max")
 CAM_ALPHA = 0.4

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .catalog import METRIC_NAMES
+from .catalog import FUSE_MODES, METRIC_NAMES, SAMPLED_CAM_METHODS
 from .errors import InputError
 
 
@@ -77,3 +77,25 @@ def filter_spec(spec: str) -> int | list[int]:
             raise InputError(f"filters {spec!r}: empty range {part!r}", parameter="filters")
         indices.extend(i for i in range(first, last + 1) if i not in indices)
     return indices
+
+
+def check_fuse(fuse: str | None, layers: int) -> None:
+    """``fuse`` is one of :data:`~convscope.catalog.FUSE_MODES` and there are layers to fuse."""
+    if fuse is None:
+        return
+    check_names("fuse", [fuse], FUSE_MODES)
+    if layers < 2:
+        raise InputError(f"fuse {fuse}: one layer has nothing to fuse with; give several layers "
+                         "(--layer A --layer B)", parameter="fuse")
+
+
+def check_samples(method: str, samples: int | None) -> None:
+    """``samples`` is given only to a method that draws copies (:data:`~convscope.catalog.SAMPLED_CAM_METHODS`),
+    and is at least 1."""
+    if samples is None:
+        return
+    if method not in SAMPLED_CAM_METHODS:
+        raise InputError(f"samples: {method} draws no samples (the sampled methods: "
+                         f"{', '.join(SAMPLED_CAM_METHODS)})", parameter="samples")
+    if samples < 1:
+        raise InputError(f"samples: must be at least 1, got {samples}", parameter="samples")

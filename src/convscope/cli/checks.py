@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ..catalog import CAM_METHOD_NAMES, CMAP, DATASET_METRICS, FILTER_SIZES, SAMPLES
 from ..errors import InputError, check_at_least, check_between
-from ..specs import check_metrics, filter_spec, parse_methods, parse_metrics
+from ..specs import check_fuse, check_metrics, check_samples, filter_spec, parse_methods, parse_metrics
 
 #: How an image argument names a bundled sample photo.
 SAMPLE_PREFIX = "sample:"
@@ -92,6 +92,12 @@ def _check_evaluate(args: argparse.Namespace) -> None:
     check_metrics(args.metrics, args.boxes is not None)
 
 
+def _check_cam(args: argparse.Namespace) -> None:
+    check_between("alpha", args.alpha, 0, 1)
+    check_fuse(args.fuse, len(args.layer or ()))
+    check_samples(args.method, args.samples)
+
+
 def _check_dataset(args: argparse.Namespace) -> None:
     check_at_least("workers", args.workers, 0)
     check_dataset_metrics(args.metrics)
@@ -104,7 +110,7 @@ COMMAND_CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "activations": lambda args: check_colormap(args.cmap),
     "filters": _check_filters,
     "run": _check_run,
-    "cam": lambda args: check_between("alpha", args.alpha, 0, 1),
+    "cam": _check_cam,
     "evaluate": _check_evaluate,
     "dataset": _check_dataset,
 }

@@ -28,6 +28,7 @@ from ..presentation.plans import check_top, plan_activations, plan_cam, plan_eva
 from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import image_stems
 from ..samples import DEMO_SAMPLES, sample_array
+from ..techniques.cams import AUGMENTATIONS
 from ..techniques.cams import METHODS as CAM_METHODS
 from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
@@ -142,7 +143,8 @@ def cmd_activations(args: argparse.Namespace) -> int:
 def cmd_cam(args: argparse.Namespace) -> int:
     photos, model = _photos_then_model(args)
     plan = plan_cam(model, args.layer, args.classes or (), args.top, method=args.method, precision=args.precision,
-                    alpha=args.alpha, save_raw=args.save_raw, aug_smooth=args.aug_smooth)
+                    alpha=args.alpha, save_raw=args.save_raw, aug_smooth=args.aug_smooth,
+                    eigen_smooth=args.eigen_smooth, seed=args.seed, samples=args.samples, fuse=args.fuse)
     if CAM_METHODS[plan.method].class_independent and (args.classes or args.top):
         print(f"convscope: note: {CAM_METHODS[plan.method].title} does not depend on the class: its map is the "
               "same for every class", file=sys.stderr)
@@ -152,7 +154,16 @@ def cmd_cam(args: argparse.Namespace) -> int:
     _print_predictions(args.images, ranked, 5)
     if args.save_raw:
         _save_input(x, out)
-    with _progress_bar(False, "masked inputs") as bar:  # Score-CAM: one forward pass per channel
+    cost = plan.settings.passes_per_image(model)
+    if cost is not None:  # the methods that run the model once per channel or copy say so before they start
+        per_map, how = cost
+        maps = len(plan.pairs(ranked))
+        runs = maps * (len(AUGMENTATIONS) if plan.settings.aug_smooth else 1)
+        augmented = f" x {len(AUGMENTATIONS)} augmentations" if plan.settings.aug_smooth else ""
+        print(f"{plan.settings.method.title}: up to {per_map * runs:,} forward passes (per map: {how}; "
+              f"{maps} map{'s' if maps != 1 else ''}{augmented})", file=sys.stderr, flush=True)
+    unit = "masked inputs" if plan.settings.method.masks_input else "noisy copies"
+    with _progress_bar(False, unit) as bar:  # the methods that run the model once per channel or copy
         written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / CAM_DIR,
                              progress=bar.update)
     print(f"{CAM_METHODS[plan.method].title} on {CAM_METHODS[plan.method].where(plan.layer)}: {len(written)} maps in "

@@ -20,6 +20,7 @@ from ..catalog import (
     EXAMPLES_TOP,
     EXPLAIN_TOP,
     FILTERS_PRECISION,
+    FUSE_MODES,
     MAPS_PRECISION,
     METRIC_NAMES,
     NORMALIZATIONS,
@@ -28,6 +29,7 @@ from ..catalog import (
     PER_ROW,
     PRECISIONS,
     RECIPE_STEPS,
+    SAMPLED_CAM_METHODS,
     SAMPLES,
     SANITY_SEEDS,
     STEPS,
@@ -241,8 +243,13 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                        description="Show which parts of each image made the network choose a class: a "
                                    "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
-    p.add_argument("--layer", metavar="NAME",
-                   help="the feature maps to explain (default: the last spatial layer before global pooling)")
+    p.add_argument("--layer", metavar="NAME", action="append",
+                   help="the feature maps to explain (default: the last spatial layer before global pooling); "
+                        "give it again for several layers, whose maps are fused (--fuse)")
+    p.add_argument("--fuse", choices=FUSE_MODES,
+                   help="how the maps of several --layer values are fused: mean (pytorch-grad-cam: each layer's "
+                        "map normalized, upsampled, averaged; the default) or max (torchcam's Layer-CAM fusion: "
+                        "tanh(2 m), element-wise maximum)")
     which = p.add_mutually_exclusive_group()
     _classes_option(which, "the top-1 prediction")
     which.add_argument("--top", type=_positive_int, metavar="K", help="maps for the K most probable classes")
@@ -252,6 +259,14 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"heatmap weight in the overlay (default {CAM_ALPHA})")
     p.add_argument("--aug-smooth", action="store_true",
                    help="the mean map of the image flipped or not and multiplied by 0.9, 1 and 1.1 (6 passes)")
+    p.add_argument("--eigen-smooth", action="store_true",
+                   help="the first principal component of the map's channel terms instead of their sum "
+                        "(pytorch-grad-cam's eigen_smooth; for the methods whose map is such a sum)")
+    p.add_argument("--seed", type=int, default=0, metavar="N",
+                   help=f"random seed of the sampled methods ({', '.join(SAMPLED_CAM_METHODS)}; default 0)")
+    p.add_argument("--samples", type=_positive_int, metavar="N",
+                   help="noisy or scaled copies a sampled method draws (default: torchcam's: "
+                        f"{', '.join(f'{name} {n}' for name, n in SAMPLED_CAM_METHODS.items())})")
     _precision_option(p, MAPS_PRECISION)
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")

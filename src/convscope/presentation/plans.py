@@ -36,7 +36,7 @@ from ..model import Model, Prediction
 from ..precision import check_precision
 from ..techniques.activations import activation_layers, capture, check_memory
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
-from ..techniques.cams import METHODS, CamSettings, cam_maps, cam_settings
+from ..techniques.cams import CamSettings, cam_maps, cam_settings
 from ..techniques.capture import cam_layer
 from ..techniques.evaluate import DEFAULT_METRICS, Evaluation, check_methods, check_metrics, evaluations
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
@@ -174,21 +174,23 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
 # -- class activation maps ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class CamPlan:
-    """Which layer and method, and for each image the given classes or the ``top`` predicted ones."""
+    """The map settings (checked by :func:`plan_cam`: layer or layers, method and its options), the
+    overlay's alpha, and for each image the given classes or the ``top`` predicted ones."""
 
-    layer: str
-    method: str = DEFAULT_CAM_METHOD
-    precision: str = MAPS_PRECISION
+    settings: CamSettings
     alpha: float = CAM_ALPHA
     classes: tuple[int, ...] = ()
     top: int = 1
     save_raw: bool = False
-    aug_smooth: bool = False
 
     @property
-    def settings(self) -> CamSettings:
-        """The map settings, as :func:`plan_cam` checked them."""
-        return CamSettings(self.layer, METHODS[self.method], self.precision, self.aug_smooth)
+    def layer(self) -> str:
+        """The layer the maps are of: the settings' layer, or every fused layer joined by `` + ``."""
+        return " + ".join(self.settings.layers)
+
+    @property
+    def method(self) -> str:
+        return self.settings.method.name
 
     def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
         """(image index, class) for each map: the given classes for every image, else its top ones."""
@@ -199,7 +201,7 @@ class CamPlan:
               pairs: Sequence[tuple[int, int]], folder: Path, map_size: tuple[int, int] | None = None,
               progress: Callable[[int], None] | None = None) -> list[WrittenCam]:
         """Compute the maps of ``pairs``, :data:`CAM_BATCH` at a time, and write them into ``folder``
-        (``progress``: Score-CAM's masked inputs as they are done)."""
+        (``progress``: the masked inputs or noisy copies as they are done)."""
         written = []
         for start in range(0, len(pairs), CAM_BATCH):
             chunk = pairs[start:start + CAM_BATCH]
@@ -210,16 +212,17 @@ class CamPlan:
         return written
 
 
-def plan_cam(model: Model, layer: str | None = None, classes: Sequence[int | str] = (), top: int | None = None, *,
-             method: str = DEFAULT_CAM_METHOD, precision: str = MAPS_PRECISION, alpha: float = CAM_ALPHA,
-             save_raw: bool = False, aug_smooth: bool = False) -> CamPlan:
-    """The layer (default: the last feature map before global pooling), classes, method, overlay
-    settings and ``aug_smooth`` (see :func:`~convscope.techniques.cams.compute_cam`), checked."""
+def plan_cam(model: Model, layer: str | Sequence[str] | None = None, classes: Sequence[int | str] = (),
+             top: int | None = None, *, method: str = DEFAULT_CAM_METHOD, precision: str = MAPS_PRECISION,
+             alpha: float = CAM_ALPHA, save_raw: bool = False, **options: Any) -> CamPlan:
+    """The layer (default: the last feature map before global pooling) or layers, classes, method,
+    overlay settings and the map's ``options`` (``aug_smooth``, ``eigen_smooth``, ``seed``,
+    ``samples``, ``fuse``; see :func:`~convscope.techniques.cams.cam_settings`), checked."""
     check_between("alpha", alpha, 0, 1)
-    settings = cam_settings(model, layer, method, precision, aug_smooth)
+    settings = cam_settings(model, layer, method, precision, **options)
     fixed = tuple(model.class_index(value) for value in classes)
     top = 1 if top is None else check_top(model, top)
-    return CamPlan(settings.layer, method, settings.precision, alpha, fixed, top, save_raw, settings.aug_smooth)
+    return CamPlan(settings, alpha, fixed, top, save_raw)
 
 
 # -- which map to trust ------------------------------------------------------------------------------------

@@ -34,12 +34,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..catalog import CAM_METHOD_NAMES, FUSE_MODES, MAPS_PRECISION
+from ..catalog import CAM_METHOD_NAMES, FUSE_MODES, MAPS_PRECISION, SAMPLED_CAM_METHODS
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
+from ..specs import check_fuse, check_samples
 from .capture import LayerPass, batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
 from .targets import DEFAULT_TARGET
 
@@ -437,7 +438,8 @@ def shapleycam(i: CamInputs) -> torch.Tensor:
     return weighted_terms((i.grads - 0.5 * i.hvp).mean(dim=(2, 3)), i.acts)
 
 
-@register_cam_method("smoothgradcam++", "Smooth Grad-CAM++", samples=4, seeded=True)
+@register_cam_method("smoothgradcam++", "Smooth Grad-CAM++", samples=SAMPLED_CAM_METHODS["smoothgradcam++"],
+                     seeded=True)
 def smooth_gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
     """Smooth Grad-CAM++ (Omeiza et al. 2019; torchcam's ``SmoothGradCAMpp``): Grad-CAM++ with each
     derivative the mean over ``samples`` copies of the input with Gaussian noise (std
@@ -454,7 +456,8 @@ def smooth_gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
     return weighted_terms(plus_plus_weights(d1 / i.samples, d2 / i.samples, d3 / i.samples, i.acts), i.acts)
 
 
-@register_cam_method("sscam", "SS-CAM", needs_gradients=False, samples=35, seeded=True, masks_input=True)
+@register_cam_method("sscam", "SS-CAM", needs_gradients=False, samples=SAMPLED_CAM_METHODS["sscam"], seeded=True,
+                     masks_input=True)
 def sscam(i: CamInputs) -> torch.Tensor:
     """SS-CAM (Wang et al. 2020; torchcam's ``SSCAM``): each channel, min-max normalized at the
     layer's size and upsampled to the input's, plus Gaussian noise (std :data:`SSCAM_STD`, one
@@ -463,7 +466,7 @@ def sscam(i: CamInputs) -> torch.Tensor:
     return _score_increases(i, lambda masks, _: masks + i.noise(masks.shape, SSCAM_STD))
 
 
-@register_cam_method("iscam", "IS-CAM", needs_gradients=False, samples=10, masks_input=True)
+@register_cam_method("iscam", "IS-CAM", needs_gradients=False, samples=SAMPLED_CAM_METHODS["iscam"], masks_input=True)
 def iscam(i: CamInputs) -> torch.Tensor:
     """IS-CAM (Naidu et al. 2020; torchcam's ``ISCAM``): as SS-CAM without noise, the masked input
     scaled by ``s / samples`` for s = 1..samples, the integral from the black image to the masked
@@ -548,27 +551,33 @@ class CamSettings:
     aug_smooth: bool = False
     eigen_smooth: bool = False
     seed: int = 0
-    samples: int = 0
+    samples: int | None = None
     fuse_with: tuple[str, ...] = ()
     fuse: str = FUSE_MODES[0]
+
+    @property
+    def copies(self) -> int:
+        """The copies a sampled method draws: ``samples``, or the method's default (0 for the others)."""
+        return self.method.samples if self.samples is None else self.samples
 
     @property
     def layers(self) -> tuple[str, ...]:
         """Every layer whose map makes the result: the layer, then those it is fused with."""
         return (self.layer, *self.fuse_with)
 
-    def passes_per_image(self, model: Model) -> str | None:
-        """In words, the passes a map costs per image where a method runs the model many times
-        (masked inputs, noisy copies), for the user to read before the work starts; else None."""
+    def passes_per_image(self, model: Model) -> tuple[int, str] | None:
+        """Where a method runs the model once per channel or copy: the passes one map costs (at
+        most: Score-CAM and IS-CAM skip constant channels) and, in words, how they add up; else None."""
         method = self.method
         if method.masks_input:
             channels = sum(model.layer(name).shape[0] for name in self.layers)
-            copies = max(1, self.samples)
-            per = f"{copies} copies x {channels} channels" if self.samples else f"{channels} channels"
-            return f"{method.title}: {copies * channels:,} masked inputs per image ({per}), one forward pass each"
+            copies = max(1, self.copies)
+            how = f"{copies} {'copy' if copies == 1 else 'copies'} x {channels:,} channels" if self.copies \
+                else f"{channels:,} channels"
+            return copies * channels, f"{how} of masked inputs"
         if method.samples:
-            return (f"{method.title}: {self.samples} noisy copies per image, one forward and backward pass each"
-                    f"{f' per layer ({len(self.layers)})' if self.fuse_with else ''}")
+            per_layer = f" x {len(self.layers)} layers" if self.fuse_with else ""
+            return self.copies * len(self.layers), f"{self.copies} noisy copies{per_layer}, each with a backward pass"
         return None
 
 
@@ -586,28 +595,20 @@ def cam_settings(model: Model, layer: str | Sequence[str] | None = None, method:
     names = [layer] if layer is None or isinstance(layer, str) else list(layer)
     if not names:
         raise InputError("layer: no layer given", parameter="layer")
+    check_fuse(fuse, len(names))
+    check_samples(method, samples)
     layers = [cam_layer(model, name) for name in names]
-    if fuse is not None:
-        check_choice("fuse", fuse, FUSE_MODES)
-        if len(layers) == 1:
-            raise InputError(f"fuse {fuse}: one layer has nothing to fuse with; give several layers "
-                             "(--layer A --layer B)", parameter="fuse")
     repeated = sorted({name for name in layers if layers.count(name) > 1})
     if repeated:
         raise InputError(f"layer {repeated[0]}: given twice", parameter="layer")
     if len(layers) > 1 and chosen.source:
         raise InputError(f"method {chosen.name}: its map comes from {chosen.source}, not from a layer, so there "
-                         "is nothing to fuse; give one layer", parameter="layer")
+                         "is nothing to fuse; give one layer", parameter="method")
     if eigen_smooth and not chosen.channel_terms:
         raise InputError(f"eigen_smooth: {chosen.title}'s map is not a sum over channels, so it has no terms to "
                          "take the principal component of", parameter="eigen_smooth")
-    if samples is not None and not chosen.samples:
-        raise InputError(f"samples: {chosen.title} draws no samples (the sampled methods: "
-                         f"{', '.join(name for name, m in METHODS.items() if m.samples)})", parameter="samples")
-    if samples is not None:
-        check_at_least("samples", samples, 1)
     return CamSettings(layers[0], chosen, check_precision(precision, model.device), bool(aug_smooth),
-                       bool(eigen_smooth), int(seed), chosen.samples if samples is None else int(samples),
+                       bool(eigen_smooth), int(seed), None if samples is None else int(samples),
                        tuple(layers[1:]), FUSE_MODES[0] if fuse is None else fuse)
 
 
@@ -667,7 +668,7 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
             terms = method.compute(CamInputs(
                 acts, found.grads, x, logits, chosen, forward, scorecam_batch, progress, last_linear(model.module),
                 lambda image, replacement: replaced_pass(model, image, settings.layer, replacement, precision),
-                lambda: full_gradients(model, x, chosen, precision), found.hvp, settings.samples,
+                lambda: full_gradients(model, x, chosen, precision), found.hvp, settings.copies,
                 torch.Generator().manual_seed(settings.seed),
                 lambda inputs: layer_pass(model, inputs, settings.layer, precision, chosen, True,
                                           target=method.target)))

@@ -155,6 +155,10 @@ def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[
         image = row if len(first.classes) == len(x) else 0
         say = progress or (lambda _: None)
         say(f"{names[image]}, class {cls}: maps")
+        for method in chosen_methods:  # the methods that run the model once per channel or copy say so first
+            cost = CamSettings(layer, METHODS[method], precision).passes_per_image(model)
+            if cost is not None:
+                say(f"{METHODS[method].title}: up to {cost[0]:,} forward passes ({cost[1]})")
         one = x[image:image + 1]
         results = [first if method == chosen_methods[0] else None for method in chosen_methods]
         maps = torch.stack([(result.maps[row] if result is not None else
