@@ -330,3 +330,20 @@ def test_library_errors_are_worded_with_flags():
     assert InputError("no parameter here").worded_for(flag_for) == "no parameter here"
     with pytest.raises(ValueError):
         InputError("a message not starting with it", parameter="alpha")
+
+
+def test_the_command_line_keeps_freed_memory_for_reuse(monkeypatch, capsys):
+    """glibc unmaps large freed blocks, so each forward pass faults its activations in again; the
+    command line keeps them (benchmarks/allocator.py: 2x faster passes). The library never sets it."""
+    import platform
+
+    import convscope.cli.main as cli_main
+    from convscope.allocator import keep_freed_memory
+
+    calls = []
+    monkeypatch.setattr(cli_main, "keep_freed_memory", lambda: calls.append(True))
+    assert main(["cam", "sample:coffee", "--alpha", "7"]) == 2  # refused before any work, after the setting
+    assert calls == [True]
+    capsys.readouterr()
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert keep_freed_memory() is True

@@ -23,6 +23,7 @@ import traceback
 import warnings
 from collections.abc import Callable, Sequence
 
+from ..allocator import keep_freed_memory
 from ..errors import ConvscopeError, ConvscopeWarning
 from . import parser as cli_parser
 from .checks import check_args
@@ -66,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args.argv = argv
+    keep_freed_memory()  # forward passes 2x faster on glibc (see convscope.allocator)
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _print_warning
