@@ -3,6 +3,7 @@
 floor = the forward passes of Score-CAM's masked inputs alone (built beforehand, one per
         non-constant channel, channels_last, fp32, no gradients) at the best of several batch sizes
 ours  = ``compute_cam(..., method="scorecam")`` with its default batch for the device
+Both with freed memory kept for reuse, as the command line runs (:mod:`convscope.allocator`).
 Target: ours <= 1.15x the floor. Also prints the floor at each batch size (why the default is what it is).
 
 Run: .venv/bin/python benchmarks/scorecam_speed.py
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import convscope
+from convscope.allocator import keep_freed_memory
 from convscope.precision import prepare_input
 from convscope.samples import sample_array
 from convscope.techniques.cams import compute_cam, default_scorecam_batch, minmax
@@ -24,6 +26,7 @@ from convscope.techniques.capture import cam_layer
 
 
 def main() -> int:
+    keep_freed_memory()
     model = convscope.load_model("efficientnet_lite0")
     layer = cam_layer(model)
     x = model.preprocess(sample_array("chelsea"))

@@ -516,3 +516,15 @@ def test_score_cam_family_announces_its_passes_before_the_work(hand_model, capsy
     assert cam_settings(hand_model, "feat", "scorecam").passes_per_image(hand_model) == \
         (2, "2 channels of masked inputs")
     assert cam_settings(hand_model, "feat", "gradcam").passes_per_image(hand_model) is None
+
+
+def test_masked_inputs_per_pass_follow_the_allocator(monkeypatch):
+    """4 per pass on a CPU with glibc's allocator as it comes, 16 where freed memory is kept."""
+    from convscope.techniques import cams
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(cams, "keeps_freed_memory", lambda: False)
+    assert cams.default_scorecam_batch(cpu) == 4
+    monkeypatch.setattr(cams, "keeps_freed_memory", lambda: True)
+    assert cams.default_scorecam_batch(cpu) == 16
+    assert cams.default_scorecam_batch(torch.device("cuda")) == 32

@@ -20,6 +20,15 @@ M_MMAP_THRESHOLD = -3
 KEEP_BYTES = 1 << 30
 
 
+_kept = False
+
+
+def keeps_freed_memory() -> bool:
+    """Whether :func:`keep_freed_memory` took effect in this process (batch sizes can then be larger:
+    a large block no longer costs page faults at every pass)."""
+    return _kept
+
+
 def keep_freed_memory(limit: int = KEEP_BYTES) -> bool:
     """Serve blocks up to ``limit`` bytes from the heap and keep freed memory for reuse (glibc's
     ``M_MMAP_THRESHOLD`` and ``M_TRIM_THRESHOLD``); True where glibc took both settings, False
@@ -30,5 +39,7 @@ def keep_freed_memory(limit: int = KEEP_BYTES) -> bool:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
+    global _kept
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt(M_MMAP_THRESHOLD, limit) == 1 and mallopt(M_TRIM_THRESHOLD, limit) == 1
+    _kept = _kept or (mallopt(M_MMAP_THRESHOLD, limit) == 1 and mallopt(M_TRIM_THRESHOLD, limit) == 1)
+    return _kept

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from PIL import Image
@@ -181,11 +182,11 @@ def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
-        classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-        method: str = cams_technique.DEFAULT_METHOD, precision: str = MAPS_PRECISION) -> CamMaps:
+        classes: int | str | Sequence[int | str] | None = None, layer: str | Sequence[str] | None = None,
+        method: str = cams_technique.DEFAULT_METHOD, precision: str = MAPS_PRECISION, **options: Any) -> CamMaps:
     model = as_model(model, x)
     inputs = as_input(model, x)
-    maps = cams_technique.cam(model, inputs, classes, layer, method, precision).as_subclass(CamMaps)
+    maps = cams_technique.cam(model, inputs, classes, layer, method, precision, **options).as_subclass(CamMaps)
     rgb = model.preprocessing.denormalize(inputs.detach().float()).cpu()
     maps.rgb = rgb.expand(len(maps), *rgb.shape[1:]) if len(rgb) == 1 else rgb
     return maps

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..allocator import keeps_freed_memory
 from ..catalog import CAM_METHOD_NAMES, FUSE_MODES, MAPS_PRECISION, SAMPLED_CAM_METHODS
 from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
@@ -44,9 +45,13 @@ from ..specs import check_fuse, check_samples
 from .capture import LayerPass, batch_for_classes, cam_layer, full_gradients, layer_pass, replaced_pass
 from .targets import DEFAULT_TARGET
 
-#: Masked inputs per forward pass in Score-CAM, by device type: small batches are fastest on CPUs
-#: (measured on the default model: 4 per pass 2.7x faster than 32), larger ones on GPUs.
+#: Masked inputs per forward pass of the methods that mask the input, by device type: on CPUs small
+#: batches are fastest with glibc's allocator as it comes (measured on the default model: 4 per pass
+#: 2.7x faster than 32: a larger batch's blocks are mapped and unmapped at every pass), 16 where the
+#: process keeps freed memory (:mod:`convscope.allocator`, as the command line does: 16 per pass
+#: 1.15x faster than 4); larger ones on GPUs.
 SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
+SCORECAM_BATCH_CPU_KEPT = 16
 
 
 #: The epsilon of FullGrad's per-term scaling in pytorch-grad-cam (a term whose values are all tiny,
@@ -72,7 +77,9 @@ def last_linear(module: nn.Module) -> nn.Linear | None:
 
 
 def default_scorecam_batch(device: torch.device) -> int:
-    """Masked inputs per Score-CAM forward pass on ``device``."""
+    """Masked inputs per forward pass on ``device`` (see :data:`SCORECAM_BATCH`)."""
+    if device.type == "cpu" and keeps_freed_memory():
+        return SCORECAM_BATCH_CPU_KEPT
     return SCORECAM_BATCH.get(device.type, 8)
 
 
@@ -762,8 +769,8 @@ def _augmentation_smoothed(model: Model, x: torch.Tensor, settings: CamSettings,
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
-        classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
-        method: str = DEFAULT_METHOD, precision: str = MAPS_PRECISION) -> torch.Tensor:
+        classes: int | str | Sequence[int | str] | None = None, layer: str | Sequence[str] | None = None,
+        method: str = DEFAULT_METHOD, precision: str = MAPS_PRECISION, **options: Any) -> torch.Tensor:
     """Class activation maps, B x H x W in [0, 1] at the input size.
 
     ``classes``: one class (index or label) for every image, a list with one per image, for a
@@ -772,6 +779,8 @@ def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[Image
     global pooling. ``method``: one of :data:`METHODS`. ``precision``: ``fp32`` (TF32 off), ``tf32``,
     ``bf16`` (autocast with channels_last input; the maps are computed in fp32) or ``auto`` (the
     fastest of them measured on this work, see :mod:`convscope.precision`).
-    ``model`` may be a plain module: its input size is then the tensor's.
+    ``model`` may be a plain module: its input size is then the tensor's. ``layer`` may name several
+    layers, whose maps are fused; ``options``: ``aug_smooth``, ``eigen_smooth``, ``seed``, ``samples``,
+    ``fuse`` (see :func:`compute_cam`).
     """
-    return compute_cam(model, x, classes, layer, method, precision).maps
+    return compute_cam(model, x, classes, layer, method, precision, **options).maps
