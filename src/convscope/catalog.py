@@ -33,6 +33,12 @@ CAM_METHOD_NAMES = ("gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", 
                     "fullgrad", "finercam", "shapleycam", "smoothgradcam++", "sscam", "iscam")
 #: The CAM methods that draw copies of the input (noisy or scaled), with torchcam's default number of copies.
 SAMPLED_CAM_METHODS = {"smoothgradcam++": 4, "sscam": 35, "iscam": 10}
+#: The pixel attributions (techniques/attributions.py registers each; a test checks the two agree).
+ATTRIBUTION_METHOD_NAMES = ("saliency", "inputxgradient", "integratedgradients", "smoothgrad", "guidedbackprop",
+                            "deconvolution", "guidedgradcam", "occlusion")
+#: The signed overlay's strength at the largest magnitude, and the attributions' option defaults.
+ATTRIBUTION_ALPHA = 0.6
+ATTRIBUTION_DEFAULTS = {"steps": 50, "samples": 50, "sigma": 0.15, "window": 16, "stride": 8}
 #: How the maps of several layers are fused: the first is the default (pytorch-grad-cam's mean).
 FUSE_MODES = ("mean", "max")
 CAM_ALPHA = 0.4
@@ -66,6 +72,7 @@ MAPS_PRECISION = "fp32"
 #: The sub-folders of an output folder, one per kind of file.
 ACTIVATIONS_DIR = "activations"
 FILTERS_DIR = "filters"
+ATTRIBUTE_DIR = "attribute"
 CAM_DIR = "cam"
 EXPLAIN_DIR = "explain"
 EVALUATE_DIR = "evaluate"

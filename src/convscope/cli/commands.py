@@ -17,14 +17,22 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import dataset, models
-from ..catalog import ACTIVATIONS_DIR, CAM_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
+from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
 from ..errors import InputError
 from ..images import ImageSource, load_image
 from ..model import Model
 from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
-from ..presentation.plans import check_top, plan_activations, plan_cam, plan_evaluate, plan_explain, plan_filters
+from ..presentation.plans import (
+    check_top,
+    plan_activations,
+    plan_attribute,
+    plan_cam,
+    plan_evaluate,
+    plan_explain,
+    plan_filters,
+)
 from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import image_stems
 from ..samples import DEMO_SAMPLES, sample_array
@@ -169,6 +177,26 @@ def cmd_cam(args: argparse.Namespace) -> int:
     print(f"{CAM_METHODS[plan.method].title} on {CAM_METHODS[plan.method].where(plan.layer)}: {len(written)} maps in "
           f"{out / 'cam'} "
           f"({_precisions([(w.precision, w.precision_reason) for w in written])})")
+    return 0
+
+
+def cmd_attribute(args: argparse.Namespace) -> int:
+    photos, model = _photos_then_model(args)
+    plan = plan_attribute(model, args.method, args.classes or (), args.top, alpha=args.alpha, save_raw=args.save_raw,
+                          steps=args.steps, samples=args.samples, sigma=args.sigma, seed=args.seed,
+                          window=args.window, stride=args.stride, layer=args.layer)
+    out = prepare_out_dir(args.out, ATTRIBUTE_DIR)
+    x = model.preprocess(photos, names=args.images)
+    ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
+    _print_predictions(args.images, ranked, 5)
+    written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / ATTRIBUTE_DIR)
+    for w in written:
+        if w.gap is not None:
+            share = f" ({abs(w.gap / w.change):.1%} of it)" if w.change else ""
+            print(f"{w.heatmap.name.removesuffix('_heatmap.png')}: the score rose {w.change:+.4g} from the black "
+                  f"baseline; the attributions sum to {w.change + w.gap:+.4g}, a completeness gap of {w.gap:+.4g}"
+                  f"{share} (more --steps narrow it)")
+    print(f"{plan.settings.method.title}: {len(written)} attributions in {out / ATTRIBUTE_DIR}")
     return 0
 
 

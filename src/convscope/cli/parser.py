@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ..catalog import (
+    ATTRIBUTION_ALPHA,
+    ATTRIBUTION_DEFAULTS,
+    ATTRIBUTION_METHOD_NAMES,
     CAM_ALPHA,
     CAM_METHOD_NAMES,
     CMAP,
@@ -271,6 +274,35 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=handlers["cam"])
+
+    p = sub.add_parser("attribute", parents=[*on_model, shared["out"], shared["images"]],
+                       help="pixel attributions (saliency, integrated gradients, SmoothGrad, guided backprop, ...)",
+                       description="How much each input pixel counts for a class: a signed map per image and class "
+                                   "(red for, blue against) and an overlay on the photo, in DIR/attribute/.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
+    p.add_argument("--method", choices=ATTRIBUTION_METHOD_NAMES, default=ATTRIBUTION_METHOD_NAMES[0],
+                   help=f"default {ATTRIBUTION_METHOD_NAMES[0]}")
+    which = p.add_mutually_exclusive_group()
+    _classes_option(which, "the top-1 prediction")
+    which.add_argument("--top", type=_positive_int, metavar="K", help="attributions for the K most probable classes")
+    p.add_argument("--steps", type=int, default=ATTRIBUTION_DEFAULTS["steps"], metavar="N",
+                   help=f"integratedgradients: Gauss-Legendre points (default {ATTRIBUTION_DEFAULTS['steps']})")
+    p.add_argument("--samples", type=int, default=ATTRIBUTION_DEFAULTS["samples"], metavar="N",
+                   help=f"smoothgrad: noisy copies (default {ATTRIBUTION_DEFAULTS['samples']})")
+    p.add_argument("--sigma", type=float, default=ATTRIBUTION_DEFAULTS["sigma"], metavar="S",
+                   help="smoothgrad: the noise's standard deviation as a fraction of the image's range "
+                        f"(default {ATTRIBUTION_DEFAULTS['sigma']}, as the paper)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="smoothgrad: random seed (default 0)")
+    p.add_argument("--window", type=int, default=ATTRIBUTION_DEFAULTS["window"], metavar="PX",
+                   help=f"occlusion: the occluding square's side (default {ATTRIBUTION_DEFAULTS['window']})")
+    p.add_argument("--stride", type=int, default=ATTRIBUTION_DEFAULTS["stride"], metavar="PX",
+                   help=f"occlusion: how far the square moves (default {ATTRIBUTION_DEFAULTS['stride']})")
+    p.add_argument("--layer", metavar="NAME", help="guidedgradcam: the Grad-CAM layer (default: as for cam)")
+    p.add_argument("--alpha", type=float, default=ATTRIBUTION_ALPHA, metavar="A",
+                   help=f"the overlay's strength at the largest magnitude (default {ATTRIBUTION_ALPHA})")
+    p.add_argument("--save-raw", action="store_true",
+                   help="also write DIR/attribute/<stem>_<class>_<method>.npy (float32 C x H x W)")
+    p.set_defaults(handler=handlers["attribute"])
 
     p = sub.add_parser("evaluate", parents=[*on_model, shared["out"], shared["images"]],
                        help="which map to trust: every CAM method measured and ranked",

@@ -368,3 +368,45 @@ def filter_pictures(images: torch.Tensor) -> list[Image.Image]:
     """Each of N x C x S x S pictures in [0, 1] as a PIL image (8 bits; gray for one channel)."""
     pixels = (images.permute(0, 2, 3, 1).numpy() * 255).round().clip(0, 255).astype(np.uint8)
     return [Image.fromarray(picture.squeeze(-1) if picture.shape[-1] == 1 else picture) for picture in pixels]
+
+
+#: The diverging colormap of signed attributions: blue below zero, white at zero, red above.
+DIVERGING = "RdBu_r"
+
+
+def signed_scale(values: np.ndarray) -> np.ndarray:
+    """A signed map scaled to [-1, 1] by its largest magnitude (zeros stay zeros; an all-zero map stays zero)."""
+    values = np.asarray(values, np.float32)
+    peak = float(np.abs(values).max()) if values.size else 0.0
+    return values / peak if peak > 0 else np.zeros_like(values)
+
+
+def diverging_png(values: np.ndarray, title: str) -> bytes:
+    """A signed map drawn with zero at white (:data:`DIVERGING`, limits +-its largest magnitude) and a
+    colour bar, as PNG bytes."""
+    values = np.asarray(values, np.float32)
+    peak = float(np.abs(values).max()) or 1.0
+    figure = Figure(figsize=(5.2, 4.6), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    image = axes.imshow(values, cmap=DIVERGING, vmin=-peak, vmax=peak, interpolation="nearest")
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set_title(title, fontsize=10, parse_math=False)
+    axes.set_xticks([])
+    axes.set_yticks([])
+    return _png_of(figure)
+
+
+def signed_overlay(photo: Image.Image, values: np.ndarray, alpha: float = 0.6) -> Image.Image:
+    """A signed map (H x W at the photo's size) over the photo: each pixel blended towards red
+    (positive) or blue (negative) by ``alpha`` times its magnitude relative to the largest; where the
+    map is zero the photo shows as it is."""
+    check_between("alpha", alpha, 0, 1)
+    rgb = np.asarray(photo.convert("RGB"), np.float32)
+    scaled = signed_scale(values)
+    if scaled.shape != rgb.shape[:2]:
+        raise InputError(f"values: a map of shape {scaled.shape} does not match the photo's {rgb.shape[:2]}",
+                         parameter="values")
+    colours = colormap_lut(DIVERGING)[np.clip(np.rint((scaled + 1) * 127.5), 0, 255).astype(np.uint8)]
+    weight = alpha * np.abs(scaled)[..., None]
+    blended = (1.0 - weight) * rgb + weight * colours.astype(np.float32)
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 from ..catalog import (
+    ATTRIBUTION_ALPHA,
     CAM_ALPHA,
     CMAP,
     EXPLAIN_DIR,
@@ -35,6 +36,7 @@ from ..layers import default_filter_layers
 from ..model import Model, Prediction
 from ..precision import check_precision
 from ..techniques.activations import activation_layers, capture, check_memory
+from ..techniques.attributions import AttributionSettings, attribution_settings, attributions
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import CamSettings, cam_maps, cam_settings
 from ..techniques.capture import cam_layer
@@ -56,11 +58,13 @@ from ..techniques.metrics import STEPS, check_box
 from .drawing import NORMALIZATIONS, colormap_lut
 from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, filter_settings, missing_steps
 from .writers import (
+    WrittenAttribution,
     WrittenCam,
     WrittenEvaluation,
     WrittenExplanation,
     WrittenGrid,
     write_activation_grids,
+    write_attribution_files,
     write_cam_files,
     write_evaluations,
     write_explanations,
@@ -223,6 +227,47 @@ def plan_cam(model: Model, layer: str | Sequence[str] | None = None, classes: Se
     fixed = tuple(model.class_index(value) for value in classes)
     top = 1 if top is None else check_top(model, top)
     return CamPlan(settings, alpha, fixed, top, save_raw)
+
+
+# -- pixel attributions -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AttributePlan:
+    """The attribution's settings (checked by :func:`plan_attribute`), the overlay's alpha, and for
+    each image the given classes or the ``top`` predicted ones."""
+
+    settings: AttributionSettings
+    alpha: float = ATTRIBUTION_ALPHA
+    classes: tuple[int, ...] = ()
+    top: int = 1
+    save_raw: bool = False
+
+    def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
+        """(image index, class) for each attribution: the given classes for every image, else its top ones."""
+        return [(i, cls) for i, predictions in enumerate(ranked)
+                for cls in (self.classes or [p.index for p in predictions[:self.top]])]
+
+    def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
+              pairs: Sequence[tuple[int, int]], folder: Path) -> list[WrittenAttribution]:
+        """Compute the attributions of ``pairs``, :data:`CAM_BATCH` at a time, and write them into ``folder``."""
+        written = []
+        for start in range(0, len(pairs), CAM_BATCH):
+            chunk = pairs[start:start + CAM_BATCH]
+            images = [i for i, _ in chunk]
+            result = attributions(model, x[images], self.settings, [c for _, c in chunk])
+            written += write_attribution_files(result, images, photos, stems, model.labels, folder, alpha=self.alpha,
+                                               save_raw=self.save_raw)
+        return written
+
+
+def plan_attribute(model: Model, method: str, classes: Sequence[int | str] = (), top: int | None = None, *,
+                   alpha: float = ATTRIBUTION_ALPHA, save_raw: bool = False, **options: Any) -> AttributePlan:
+    """The method and its ``options`` (see :func:`~convscope.techniques.attributions.attribution_settings`),
+    classes and overlay settings, checked."""
+    check_between("alpha", alpha, 0, 1)
+    settings = attribution_settings(model, method, **options)
+    fixed = tuple(model.class_index(value) for value in classes)
+    top = 1 if top is None else check_top(model, top)
+    return AttributePlan(settings, alpha, fixed, top, save_raw)
 
 
 # -- which map to trust ------------------------------------------------------------------------------------

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..catalog import MAPS_PRECISION
+from ..techniques.attributions import METHODS as ATTRIBUTION_METHODS
+from ..techniques.attributions import AttributionResult
 from ..techniques.cams import METHODS, CamResult, minmax
 from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
@@ -22,6 +25,7 @@ from .drawing import (
     PICTURE_COLUMNS,
     colorize,
     curves_png,
+    diverging_png,
     explanation_png,
     heatmap_png,
     methods_png,
@@ -29,6 +33,7 @@ from .drawing import (
     picture_grid,
     render_grid,
     resized_map,
+    signed_overlay,
 )
 from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
 
@@ -81,6 +86,47 @@ class WrittenCam:
     color_map: Path | None = None
     precision: str = MAPS_PRECISION
     precision_reason: str = "as asked"
+
+
+@dataclass(frozen=True)
+class WrittenAttribution:
+    """One image-and-class attribution as written: image index, class, the files and, for integrated
+    gradients, the score's change from the baseline ``Y(x) - Y(x')`` and the completeness gap
+    ``sum(attr) - change``."""
+
+    image: int
+    class_index: int
+    heatmap: Path
+    overlay: Path
+    raw: Path | None
+    change: float | None = None
+    gap: float | None = None
+
+
+def write_attribution_files(result: AttributionResult, images: Sequence[int], photos: Sequence[Image.Image],
+                            stems: Sequence[str], labels: Sequence[str], folder: str | os.PathLike, *,
+                            alpha: float, save_raw: bool) -> list[WrittenAttribution]:
+    """For row r of ``result`` (image ``images[r]``), write ``<stem>_<class>_<method>_heatmap.png``
+    (the attribution summed over the input channels, zero at white), ``..._overlay.jpg`` (that map
+    over the photo at its own resolution, red positive, blue negative) and, with ``save_raw``,
+    ``<stem>_<class>_<method>.npy`` (float32 C x H x W at the model input size) into ``folder``."""
+    folder = Path(folder)
+    method = ATTRIBUTION_METHODS[result.method]
+    written = []
+    for row, (i, cls) in enumerate(zip(images, result.classes)):
+        base = folder / f"{stems[i]}_{cls}_{result.method}"
+        signed = result.maps[row]
+        change = None if result.change is None else float(result.change[row])
+        gap = None if result.gap is None else float(result.gap[row])
+        title = f"{method.title}: {labels[cls]} ({cls})"
+        heat = write_bytes(f"{base}_heatmap.png", diverging_png(signed.cpu().numpy(), title))
+        photo = photos[i]
+        at_photo = F.interpolate(signed[None, None].float(), size=(photo.height, photo.width), mode="bilinear",
+                                 align_corners=False)[0, 0].cpu().numpy()
+        jpg = save_image(signed_overlay(photo, at_photo, alpha), f"{base}_overlay.jpg", quality=90)
+        raw = save_npy(result.attributions[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
+        written.append(WrittenAttribution(i, cls, heat, jpg, raw, change, gap))
+    return written
 
 
 def image_stems(names: Sequence[str]) -> list[str]:

@@ -12,6 +12,8 @@ pass and the backward pass to the layer.
   score by default), and the logits. The hook makes the output a leaf: gradient recording starts
   there, backward stops there, no parameter's ``.grad`` is filled and an in-place op downstream
   cannot change ``A``.
+* :func:`input_pass` runs it once more with the backward pass to the input (the pixel attributions),
+  optionally under a backward rule for ReLU-like units (:mod:`convscope.techniques.backward_rules`).
 * :func:`stopping_at` holds a layer's output (graph kept) and stops the forward pass there: filter
   ascent and receptive fields need nothing after the layer.
 
@@ -33,6 +35,7 @@ from ..hooks import ForwardHook, LayerHooks, StopForward, layer_hooks, run_until
 from ..layers import default_cam_layer, warn_if_called_again
 from ..model import Model
 from ..precision import computing_in, prepare_input
+from .backward_rules import backward_rule
 from .targets import DEFAULT_TARGET, target_named
 
 
@@ -234,3 +237,29 @@ def stopping_at(module: nn.Module, name: str, layer_module: nn.Module) -> Iterat
 
     with layer_hooks({name: layer_module}, hook_for) as hooks:
         yield Stopped(module, hooks, held)
+
+
+@dataclass(frozen=True)
+class InputPass:
+    """What :func:`input_pass` found, fp32: ``grads`` dT/dx (B x C x H x W, under the backward
+    ``rule``), the ``logits`` and each row's class."""
+
+    grads: torch.Tensor
+    logits: torch.Tensor
+    classes: list[int]
+
+
+def input_pass(model: Model, x: torch.Tensor, precision: str, classes: list[int] | None, rule: str | None = None,
+               method: str = "", target: str = DEFAULT_TARGET) -> InputPass:
+    """One forward and one full backward pass to the input: ``dT/dx`` for each row's class (None: its
+    top-1), T the ``target``'s score; ``rule`` (see :mod:`convscope.techniques.backward_rules`)
+    changes how the gradient passes ReLU-like units. The gradient goes to a copy of the input only:
+    no parameter's ``.grad`` is filled. The input keeps its memory layout outside bf16 (as in
+    :func:`full_gradients`)."""
+    score = target_named(target)
+    leaf = x.detach().clone().requires_grad_(True)
+    with backward_rule(rule, method), torch.enable_grad(), computing_in(model.device, precision):
+        logits = model.scores(prepare_input(leaf) if precision == "bf16" else leaf)
+        chosen = logits.argmax(dim=1).tolist() if classes is None else classes
+        (grads,) = torch.autograd.grad(score(logits, chosen).sum(), leaf)
+    return InputPass(grads.detach().float(), logits.detach().float(), chosen)
