@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_net
-from convscope.catalog import CAM_METHOD_NAMES
+from convscope.catalog import CAM_METHOD_NAMES, RANKED_METHOD_NAMES
 from convscope.cli.main import main
 
 
@@ -154,7 +154,7 @@ def test_help_and_usage_errors_answer_without_importing_torch():
 
 
 SAMPLES_HINT = "choose from sample:chelsea, sample:coffee, sample:grace_hopper"
-CAM_METHODS_HINT = "choose from " + ", ".join(CAM_METHOD_NAMES)
+CAM_METHODS_HINT = "choose from " + ", ".join(RANKED_METHOD_NAMES)
 #: Checks that need no model: the command line and the one line it answers, in the library's words,
 #: before torch is imported (x.jpg and DIR do not exist: the value is checked before the files).
 EARLY_ERRORS = [

@@ -14,8 +14,10 @@ from torch import nn
 import convscope
 from conftest import assert_usage_errors
 from convscope import metrics
+from convscope.catalog import ATTRIBUTION_METHOD_NAMES
 from convscope.cli.main import main
 from convscope.errors import InputError
+from convscope.techniques.attributions import attribute
 from convscope.techniques.cams import compute_cam
 
 
@@ -25,7 +27,7 @@ def test_every_method_measured_and_ranked(tiny_model):
     assert [(e.image, e.class_index) for e in result] == [(0, 1), (1, 3)]
     for evaluation in result:
         methods = evaluation.methods
-        assert sorted(m.method for m in methods) == sorted(convscope.CAM_METHODS)
+        assert sorted(m.method for m in methods) == sorted([*convscope.CAM_METHODS, *ATTRIBUTION_METHOD_NAMES])
         scores = [m.score for m in methods]
         assert scores == sorted(scores, reverse=True)  # best first
         gradcam = next(m for m in methods if m.method == "gradcam")
@@ -38,6 +40,13 @@ def test_every_method_measured_and_ranked(tiny_model):
             tiny_model, one, gradcam.map[None], [evaluation.class_index])[0]), abs=1e-4)
         assert gradcam.sanity.stages == ["classifier", "stage 2 (8x8)", "stage 1 (16x16)"]
         for measured in methods:  # each map as compute_cam makes it, the sampled ones with their default copies
+            if measured.method in ATTRIBUTION_METHOD_NAMES:  # the positive part of the summed attribution, min-max
+                found = attribute(tiny_model, one, [evaluation.class_index], measured.method)
+                expected = torch.relu(found.attributions.sum(dim=1))[0]
+                span = expected.max() - expected.min()
+                expected = (expected - expected.min()) / span if span > 0 else (expected > 0).float()  # constant
+                torch.testing.assert_close(measured.map, expected, atol=1e-6, rtol=1e-5)
+                continue
             torch.testing.assert_close(measured.map, compute_cam(tiny_model, one, [evaluation.class_index], None,
                                                                  measured.method).maps[0].cpu())
         # relu2 feeds global average pooling and a linear layer: the gradient is the same everywhere, and

@@ -36,6 +36,8 @@ SAMPLED_CAM_METHODS = {"smoothgradcam++": 4, "sscam": 35, "iscam": 10}
 #: The pixel attributions (techniques/attributions.py registers each; a test checks the two agree).
 ATTRIBUTION_METHOD_NAMES = ("saliency", "inputxgradient", "integratedgradients", "smoothgrad", "guidedbackprop",
                             "deconvolution", "guidedgradcam", "occlusion")
+#: What "which map to trust" ranks: every layer map and every pixel attribution.
+RANKED_METHOD_NAMES = CAM_METHOD_NAMES + ATTRIBUTION_METHOD_NAMES
 #: The signed overlay's strength at the largest magnitude, and the attributions' option defaults.
 ATTRIBUTION_ALPHA = 0.6
 ATTRIBUTION_DEFAULTS = {"steps": 50, "samples": 50, "sigma": 0.15, "window": 16, "stride": 8}

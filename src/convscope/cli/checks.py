@@ -18,7 +18,7 @@ import argparse
 import os
 from collections.abc import Callable
 
-from ..catalog import CAM_METHOD_NAMES, CMAP, DATASET_METRICS, FILTER_SIZES, SAMPLES
+from ..catalog import CMAP, DATASET_METRICS, FILTER_SIZES, RANKED_METHOD_NAMES, SAMPLES
 from ..errors import InputError, check_at_least, check_between
 from ..specs import check_fuse, check_metrics, check_samples, filter_spec, parse_methods, parse_metrics
 
@@ -41,7 +41,7 @@ def sample_name(arg: str) -> str | None:
 
 def check_methods(methods: str) -> None:
     """``all`` or a comma list of the CAM methods the command line offers."""
-    parse_methods(methods, CAM_METHOD_NAMES)
+    parse_methods(methods, RANKED_METHOD_NAMES)
 
 
 def check_dataset_metrics(metrics: str) -> None:

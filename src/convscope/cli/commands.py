@@ -38,7 +38,7 @@ from ..presentation.writers import image_stems
 from ..samples import DEMO_SAMPLES, sample_array
 from ..techniques.cams import AUGMENTATIONS
 from ..techniques.cams import METHODS as CAM_METHODS
-from ..techniques.evaluate import Evaluation, group_title
+from ..techniques.evaluate import Evaluation, class_independent, group_title
 from ..techniques.explain import Explanation
 from .checks import SAMPLE_PREFIX, sample_name
 
@@ -231,7 +231,7 @@ def _print_evaluation(evaluation: Evaluation) -> None:
         sanity = "-" if best.sanity is None or not best.sanity.spearman else (
             f"{'passed' if best.sanity.passed else 'FAILED'} (Spearman {best.sanity.spearman[0]:.2f} "
             f"\u00b1 {best.sanity.spread[0]:.2f} over {best.sanity.seeds} randomizations of the classifier)")
-        if all(CAM_METHODS[m.method].class_independent for m in group):
+        if all(class_independent(m.method) for m in group):
             sanity = "ignores the class"
         pointing = "" if best.pointing is None else f"  pointing {'hit' if best.pointing[0] else 'miss'} " \
                                                      f"{best.pointing[1]:.2f}"

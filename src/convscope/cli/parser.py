@@ -31,6 +31,7 @@ from ..catalog import (
     OBJECTIVES,
     PER_ROW,
     PRECISIONS,
+    RANKED_METHOD_NAMES,
     RECIPE_STEPS,
     SAMPLED_CAM_METHODS,
     SAMPLES,
@@ -305,7 +306,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.set_defaults(handler=handlers["attribute"])
 
     p = sub.add_parser("evaluate", parents=[*on_model, shared["out"], shared["images"]],
-                       help="which map to trust: every CAM method measured and ranked",
+                       help="which map to trust: every CAM method and pixel attribution measured and ranked",
                        description="Draw every CAM method's map for each image and class, measure them (deletion "
                                    "and insertion AUCs, Average Drop, Increase in Confidence, the randomization "
                                    "sanity check, the pointing game with --boxes) and rank them by insertion - "
@@ -313,7 +314,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                                    "<stem>_<class>_curves.png and <stem>_<class>_methods.png.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
     p.add_argument("--methods", default="all", metavar="LIST",
-                   help=f"all (default) or a comma list of {', '.join(CAM_METHOD_NAMES)}")
+                   help=f"all (default) or a comma list of {', '.join(RANKED_METHOD_NAMES)}")
     _classes_option(p, "each image's top-1 prediction")
     p.add_argument("--layer", metavar="NAME", help="the feature maps to explain (default: as for cam)")
     p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), metavar="LIST",

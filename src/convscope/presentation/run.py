@@ -37,7 +37,7 @@ from ..layers import default_activation_layers
 from ..model import Model, as_model
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import METHODS as CAM_METHODS
-from ..techniques.evaluate import group_title
+from ..techniques.evaluate import class_independent, group_title, method_title
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
 from ..techniques.filters import DEFAULT_SIZE
@@ -365,7 +365,7 @@ def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.I
         images.append(TrustImage(evaluation.name, stems[evaluation.image], evaluation.class_index, evaluation.label,
                                  _rel(w.methods, out), _rel(w.curves, out), rows,
                                  recommendation(evaluation.groups()), evaluation.notes))
-    return TrustSection(plan.layer, plan.steps, images, [CAM_METHODS[name].title for name in plan.methods],
+    return TrustSection(plan.layer, plan.steps, images, [method_title(name) for name in plan.methods],
                         plan.sanity_seeds, SANITY_THRESHOLD)
 
 
@@ -386,7 +386,7 @@ def _trust_row(group: list) -> TrustRow:
 
 def _class_independent(group: list) -> bool:
     """Whether the maps of a group ignore the class by construction (Eigen-CAM, FEM, KPCA-CAM)."""
-    return all(CAM_METHODS[m.method].class_independent for m in group)
+    return all(class_independent(m.method) for m in group)
 
 
 def sanity_verdict(titles: str, sanity: SanityResult | None, several: bool = False,

@@ -43,7 +43,7 @@ from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import computing_in
 from .cams import METHODS as CAM_METHODS
-from .cams import CamSettings, cam_maps
+from .cams import CamSettings, cam_maps, minmax
 from .capture import InputPass, batch_for_classes, cam_layer, input_pass
 
 #: Rows (copies of the input) per forward and backward pass of integrated gradients and SmoothGrad,
@@ -269,6 +269,13 @@ def gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
     """The Gauss-Legendre nodes and weights of ``steps`` points on [0, 1] (as Captum's ``gausslegendre``)."""
     nodes, weights = np.polynomial.legendre.leggauss(steps)
     return list(0.5 * (nodes + 1)), list(0.5 * weights)
+
+
+def importance(maps: torch.Tensor) -> torch.Tensor:
+    """Signed maps (B x H x W, each attribution summed over the input channels) as maps of importance
+    in [0, 1], as "which map to trust" measures every map: the evidence for the class (the positive
+    part; saliency and SmoothGrad are magnitudes, positive already), min-max normalized per map."""
+    return minmax(torch.relu(maps.float()))
 
 
 # -- running the model -------------------------------------------------------------------------------

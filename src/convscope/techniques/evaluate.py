@@ -20,6 +20,7 @@ from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision
 from ..specs import check_metrics, parse_methods
+from . import attributions as pixel
 from . import metrics as measure
 from .cams import METHODS, CamSettings, cam_maps
 from .capture import cam_layer
@@ -109,7 +110,35 @@ def _round(value: float | None) -> float | None:
 
 def check_methods(methods: str | Sequence[str]) -> list[str]:
     """``all`` or names (comma lists allowed) of registered methods -> method names, each checked."""
-    return parse_methods(methods, list(METHODS))
+    return parse_methods(methods, ranked_method_names())
+
+
+def ranked_method_names() -> list[str]:
+    """Every method "which map to trust" ranks: the layer maps, then the pixel attributions."""
+    return [*METHODS, *pixel.METHODS]
+
+
+def method_title(name: str) -> str:
+    """A ranked method's title (a layer map's or a pixel attribution's)."""
+    return pixel.METHODS[name].title if name in pixel.METHODS else METHODS[name].title
+
+
+def class_independent(name: str) -> bool:
+    """Whether the method's map is the same for every class (by construction)."""
+    return name not in pixel.METHODS and METHODS[name].class_independent
+
+
+def method_maps(model: Model, x: torch.Tensor, name: str, layer: str, precision: str,
+                classes: int | str | Sequence[int | str] | None) -> tuple[torch.Tensor, list[int]]:
+    """The maps (B x H x W in [0, 1]) a method makes for "which map to trust", and each row's class: a
+    layer map at ``layer`` in ``precision``; a pixel attribution with its default settings (guided
+    Grad-CAM at ``layer``), as importance (:func:`~convscope.techniques.attributions.importance`)."""
+    if name in pixel.METHODS:
+        settings = pixel.attribution_settings(model, name, layer=layer if name == "guidedgradcam" else None)
+        result = pixel.attributions(model, x, settings, classes)
+        return pixel.importance(result.maps), result.classes
+    result = cam_maps(model, x, CamSettings(layer, METHODS[name], precision), classes)
+    return result.maps, result.classes
 
 
 def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
@@ -149,23 +178,23 @@ def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[
     """:func:`evaluate` with every setting already checked (by :func:`evaluate` or the plan)."""
     chosen_methods, chosen_metrics = methods, metrics
     names = list(names) if names is not None else [f"image{i + 1}" for i in range(len(x))]
-    first = cam_maps(model, x, CamSettings(layer, METHODS[chosen_methods[0]], precision), classes)
+    first_maps, first_classes = method_maps(model, x, chosen_methods[0], layer, precision, classes)
     evaluations = []
-    for row, cls in enumerate(first.classes):
-        image = row if len(first.classes) == len(x) else 0
+    for row, cls in enumerate(first_classes):
+        image = row if len(first_classes) == len(x) else 0
         say = progress or (lambda _: None)
         say(f"{names[image]}, class {cls}: maps")
         for method in chosen_methods:  # the methods that run the model once per channel or copy say so first
-            cost = CamSettings(layer, METHODS[method], precision).passes_per_image(model)
+            cost = CamSettings(layer, METHODS[method], precision).passes_per_image(model) \
+                if method in METHODS else None
             if cost is not None:
                 say(f"{METHODS[method].title}: up to {cost[0]:,} forward passes ({cost[1]})")
         one = x[image:image + 1]
-        results = [first if method == chosen_methods[0] else None for method in chosen_methods]
-        maps = torch.stack([(result.maps[row] if result is not None else
-                             cam_maps(model, one, CamSettings(layer, METHODS[method], precision), [cls]).maps[0])
-                            for result, method in zip(results, chosen_methods)])
+        maps = torch.stack([first_maps[row] if method == chosen_methods[0] else
+                            method_maps(model, one, method, layer, precision, [cls])[0][0]
+                            for method in chosen_methods])
         evaluation = Evaluation(image, names[image], cls, model.labels[cls], layer,
-                                [MethodEvaluation(method, METHODS[method].title, heat.cpu())
+                                [MethodEvaluation(method, method_title(method), heat.cpu())
                                  for method, heat in zip(chosen_methods, maps)])
         _measure(model, one, cls, maps, evaluation, chosen_metrics, steps, precision, (cascade, sanity_seeds), say,
                  (boxes or {}).get((image, cls)), photo_sizes[image] if photo_sizes else None)
@@ -195,7 +224,7 @@ def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, eval
         say(f"{evaluation.name}, class {cls}: sanity check")
         for method, heat in zip(evaluation.methods, maps):
             def draw(m: Model, inputs: torch.Tensor, classes: Sequence[int], name: str = method.method) -> torch.Tensor:
-                return cam_maps(m, inputs, CamSettings(evaluation.layer, METHODS[name], precision), classes).maps
+                return method_maps(m, inputs, name, evaluation.layer, precision, classes)[0]
             method.sanity = measure.sanity(model, one, [cls], draw, evaluation.layer, heat[None], seeds=sanity[1],
                                            cascade=sanity[0])[0]
     if "pointing" in chosen and boxes:
@@ -221,6 +250,6 @@ def _group_and_note(evaluation: Evaluation) -> None:
     for method in evaluation.methods:
         if method.empty:
             evaluation.notes.append(f"{method.title}: the map is empty -- no position raised the class score.")
-    independent = [METHODS[name].title for name in names if METHODS[name].class_independent]
+    independent = [method_title(name) for name in names if class_independent(name)]
     for title in independent:
         evaluation.notes.append(f"{title} does not depend on the class: its map is the same for every class.")
