@@ -14,6 +14,7 @@ from conftest import assert_usage_errors
 from convscope.catalog import ATTRIBUTION_METHOD_NAMES
 from convscope.cli.main import main
 from convscope.errors import InputError
+from convscope.samples import sample_array
 from convscope.techniques.attributions import METHODS, attribute, gauss_legendre
 from convscope.techniques.backward_rules import backward_rule
 
@@ -213,7 +214,7 @@ def test_the_command_line_writes_each_attribution(tmp_path, capsys):
                      "coffee_967_integratedgradients_overlay.jpg"]
     raw = np.load(out / "attribute" / "coffee_967_integratedgradients.npy")
     model = convscope.load_model()
-    x = model.preprocess([convscope.samples.sample_array("coffee")])
+    x = model.preprocess([sample_array("coffee")])
     expected = attribute(model, x, 967, "integratedgradients", steps=8).attributions[0].numpy()
     assert raw.shape == (3, 224, 224) and raw.dtype == np.float32
     np.testing.assert_allclose(raw, expected, atol=1e-6)

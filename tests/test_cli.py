@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import tiny_net
-from convscope.catalog import CAM_METHOD_NAMES, RANKED_METHOD_NAMES
+from convscope.catalog import RANKED_METHOD_NAMES
 from convscope.cli.main import main
 
 

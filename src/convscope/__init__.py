@@ -38,6 +38,7 @@ _PUBLIC = {
                      "evaluate", "explain", "filters"), "presentation.notebook"),
     "html_report": "presentation.run",
     "CamResult": "techniques.cams", "compute_cam": "techniques.cams",
+    "AttributionResult": "techniques.attributions", "attribute": "techniques.attributions",
     "FilterResult": "techniques.filters", "optimize_filters": "techniques.filters",
 }
 #: Submodules reachable as attributes (``convscope.dataset.run``, ``convscope.metrics.deletion``).
@@ -50,7 +51,7 @@ __all__ = [
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "picture_grid", "overlay", "colorize", "html_report",
     "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "dataset", "__version__",
-    "Explanations", "explain",
+    "Explanations", "explain", "AttributionResult", "attribute",
 ]
 
 
