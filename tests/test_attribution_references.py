@@ -28,10 +28,24 @@ def _inputs(model, model_name, photos):
     return torch.nn.functional.interpolate(x, size=(SIZES[model_name],) * 2, mode="bilinear")
 
 
+class ChannelsLast(torch.nn.Module):
+    """The model as convscope runs it: on its input in channels-last layout (Captum's own code then
+    sees the same kernels; integrated gradients' path points would otherwise be built contiguous)."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x.contiguous(memory_format=torch.channels_last))
+
+
 def _captum(model, x, method, classes, **options):
-    """Captum's attributions of ``method`` (convscope's name) with the same settings; the model's
-    ``.grad`` cleared afterwards (Captum fills none, but guided backprop's hooks run a backward)."""
-    module = model.module
+    """Captum's attributions of ``method`` (convscope's name) with the same settings, on the input in
+    the memory layout convscope runs the model in (channels-last: in the other layout the kernels
+    round differently, and VGG's max-pooling near-ties then route some gradients elsewhere); the
+    model's ``.grad`` cleared afterwards."""
+    module = ChannelsLast(model.module)
     baselines = black_baseline(model).expand_as(x).contiguous()
     if method == "saliency":
         found = captum_attr.Saliency(module).attribute(x.clone(), target=classes)
@@ -54,7 +68,7 @@ def _captum(model, x, method, classes, **options):
                                                         target=classes, perturbations_per_eval=16)
     else:
         raise AssertionError(method)
-    module.zero_grad(set_to_none=True)
+    model.module.zero_grad(set_to_none=True)
     return found.detach()
 
 

@@ -177,26 +177,21 @@ def integrated_gradients(i: AttributionInputs) -> torch.Tensor:
     """(x - x') * sum_i w_i g(x' + a_i (x - x')), Gauss-Legendre on [0, 1]."""
     alphas, weights = gauss_legendre(i.settings.steps)
     delta = i.x - i.baseline
-    total = torch.zeros_like(i.x, dtype=torch.float32)
-    for row in range(len(i.x)):
-        path = [(i.baseline[0] + a * delta[row], w) for a, w in zip(alphas, weights)]
-        total[row] = _weighted_gradients(i, path, i.classes[row])
-    return delta.float() * total
+    points = [(row, i.baseline[0] + a * delta[row], w) for a, w in zip(alphas, weights) for row in range(len(i.x))]
+    return delta.float() * _weighted_gradients(i, points)
 
 
 @register_attribution("smoothgrad", "SmoothGrad", seeded=True, gradient_at_input=False)
 def smoothgrad(i: AttributionInputs) -> torch.Tensor:
     """The mean of |g(x + n)| over ``samples`` noisy copies, n ~ N(0, (sigma * range)^2) per image."""
     generator = torch.Generator().manual_seed(i.settings.seed)
-    total = torch.zeros_like(i.x, dtype=torch.float32)
     weight = 1.0 / i.settings.samples
-    for row in range(len(i.x)):
-        image = i.x[row]
+    points = []
+    for row, image in enumerate(i.x):
         spread = float(image.max() - image.min()) * i.settings.sigma
-        noisy = [(image + (torch.randn(image.shape, generator=generator) * spread).to(image.device, image.dtype),
-                  weight) for _ in range(i.settings.samples)]
-        total[row] = _weighted_gradients(i, noisy, i.classes[row], absolute=True)
-    return total
+        points += [(row, image + (torch.randn(image.shape, generator=generator) * spread).to(image.device, image.dtype),
+                    weight) for _ in range(i.settings.samples)]
+    return _weighted_gradients(i, points, absolute=True)
 
 
 @register_attribution("guidedbackprop", "Guided Backprop", rule="guided")
@@ -250,18 +245,19 @@ def _starts(size: int, window: int, stride: int) -> list[int]:
     return [k * stride for k in range(int(np.ceil((size - window) / stride)) + 1)]
 
 
-def _weighted_gradients(i: AttributionInputs, points: Sequence[tuple[torch.Tensor, float]], cls: int,
+def _weighted_gradients(i: AttributionInputs, points: Sequence[tuple[int, torch.Tensor, float]],
                         absolute: bool = False) -> torch.Tensor:
-    """sum_p w_p dY_c/dx at the inputs ``points`` ((C x H x W, w) pairs), ``batch`` inputs per pass
-    (|dY_c/dx| with ``absolute``)."""
-    total = torch.zeros_like(points[0][0], dtype=torch.float32)
+    """For each row of ``x``, sum_p w_p dY_c/dx at its ``points`` ((row, C x H x W input, w) triples,
+    the rows' points together ``batch`` per pass; |dY_c/dx| with ``absolute``): B x C x H x W."""
+    total = torch.zeros_like(i.x, dtype=torch.float32)
     for start in range(0, len(points), i.batch):
         chunk = points[start:start + i.batch]
-        grads = i.gradients(torch.stack([p for p, _ in chunk]), [cls] * len(chunk), None).grads
+        rows = [row for row, _, _ in chunk]
+        grads = i.gradients(torch.stack([p for _, p, _ in chunk]), [i.classes[row] for row in rows], None).grads
         if absolute:
             grads = grads.abs()
-        weights = torch.tensor([w for _, w in chunk], dtype=torch.float32, device=grads.device)
-        total += (weights[:, None, None, None] * grads).sum(dim=0)
+        weights = torch.tensor([w for _, _, w in chunk], dtype=torch.float32, device=grads.device)
+        total.index_add_(0, torch.tensor(rows, device=grads.device), weights[:, None, None, None] * grads)
     return total
 
 
@@ -315,7 +311,8 @@ def attributions(model: Model, x: torch.Tensor, settings: AttributionSettings,
         change = gap = None
         if settings.method.name == "integratedgradients":
             rows = torch.arange(len(x), device=logits.device)
-            change = logits[rows, chosen] - scores(baseline.expand_as(x).contiguous())[rows, chosen]
+            black = scores(baseline.expand(1, *x.shape[1:]).contiguous())[0]  # one black image serves every row
+            change = logits[rows, chosen] - black[chosen]
             gap = found.flatten(1).sum(dim=1) - change
     return AttributionResult(found.detach(), chosen, settings.method.name, logits, change, gap)
 
