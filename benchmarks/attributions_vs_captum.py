@@ -6,7 +6,8 @@ Captum = its own class on the same module (``internal_batch_size`` / ``perturbat
          ``--repeat`` runs
 floor  = for integrated gradients, its forward and backward passes alone (steps x images rows at the
          best batch of 4, 8, 16, 32, the time per row measured on 64 rows, times the rows); for
-         occlusion, its forward passes alone (squares x images inputs, likewise)
+         occlusion, its forward passes alone (squares x images inputs, likewise); channels-last, as
+         convscope runs them
 
 Targets: ours <= Captum's time for every method; integrated gradients and occlusion within 1.15x of
 their floor. Batch 8 of the sample photos, CPU, freed memory kept (as the command line). The default
@@ -30,7 +31,7 @@ import torch
 import convscope
 from convscope.allocator import keep_freed_memory
 from convscope.catalog import ATTRIBUTION_METHOD_NAMES
-from convscope.precision import computing_in
+from convscope.precision import computing_in, prepare_input
 from convscope.samples import SAMPLES, sample_array
 from convscope.techniques.attributions import attribute, black_baseline
 from convscope.techniques.capture import cam_layer, input_pass
@@ -98,7 +99,7 @@ def floor(model, x, rows: int, backward: bool, repeat: int) -> tuple[float, int]
                     input_pass(model, inputs, "fp32", [0] * batch)
                 else:
                     with torch.no_grad(), computing_in(model.device, "fp32"):
-                        model.scores(inputs)
+                        model.scores(prepare_input(inputs))
         per_row = timed(run, repeat) / (max(1, 64 // batch) * batch)
         best = (per_row * rows, batch) if best is None or per_row * rows < best[0] else best
     return best

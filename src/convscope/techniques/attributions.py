@@ -41,7 +41,7 @@ from ..errors import InputError, check_at_least, check_choice
 from ..hooks import evaluating
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
-from ..precision import computing_in
+from ..precision import computing_in, prepare_input
 from .cams import METHODS as CAM_METHODS
 from .cams import CamSettings, cam_maps, minmax
 from .capture import InputPass, batch_for_classes, cam_layer, input_pass
@@ -222,20 +222,20 @@ def occlusion(i: AttributionInputs) -> torch.Tensor:
     height, width = i.x.shape[2:]
     window, stride = i.settings.window, i.settings.stride
     squares = [(top, left) for top in _starts(height, window, stride) for left in _starts(width, window, stride)]
-    total = torch.zeros_like(i.x, dtype=torch.float32)
     counts = torch.zeros((height, width), dtype=torch.float32, device=i.x.device)
     for top, left in squares:
         counts[top:top + window, left:left + window] += 1
-    for row in range(len(i.x)):
-        score = i.logits[row, i.classes[row]]
-        for start in range(0, len(squares), i.batch):
-            chunk = squares[start:start + i.batch]
-            occluded = i.x[row][None].repeat(len(chunk), 1, 1, 1)
-            for n, (top, left) in enumerate(chunk):
-                occluded[n, :, top:top + window, left:left + window] = i.baseline[0]
-            drops = score - i.scores(occluded)[:, i.classes[row]]
-            for drop, (top, left) in zip(drops, chunk):
-                total[row, :, top:top + window, left:left + window] += drop
+    total = torch.zeros_like(i.x, dtype=torch.float32)
+    work = [(row, top, left) for row in range(len(i.x)) for top, left in squares]  # every image's squares together
+    for start in range(0, len(work), i.batch):
+        chunk = work[start:start + i.batch]
+        occluded = i.x[[row for row, _, _ in chunk]].clone()
+        for n, (_, top, left) in enumerate(chunk):
+            occluded[n, :, top:top + window, left:left + window] = i.baseline[0]
+        scores = i.scores(occluded)
+        for n, (row, top, left) in enumerate(chunk):
+            cls = i.classes[row]
+            total[row, :, top:top + window, left:left + window] += i.logits[row, cls] - scores[n, cls]
     return total / counts
 
 
@@ -293,7 +293,7 @@ def attributions(model: Model, x: torch.Tensor, settings: AttributionSettings,
 
     def scores(inputs: torch.Tensor) -> torch.Tensor:
         with torch.no_grad(), computing_in(model.device, MAPS_PRECISION):
-            return model.scores(inputs).float()
+            return model.scores(prepare_input(inputs)).float()
 
     def gradients(inputs: torch.Tensor, chosen: list[int] | None, rule: str | None) -> InputPass:
         return input_pass(model, inputs, MAPS_PRECISION, chosen, rule, settings.method.name)
