@@ -51,3 +51,19 @@ def test_cam_maps_show_themselves_over_their_images(tiny_model):
     expected = np.asarray(convscope.overlay(photo, maps[1].as_subclass(torch.Tensor).numpy()))
     np.testing.assert_array_equal(picture[:, 20:], expected)
     assert _image((maps * 2)._repr_png_()).size == (36, 16)  # derived tensors still draw (as heatmaps)
+
+
+def test_attributions_show_themselves_over_their_images(tiny_model):
+    from convscope.presentation.drawing import signed_overlay
+    from convscope.techniques.attributions import attribute as plain_attribute
+
+    x = torch.randn(2, 3, 16, 16)
+    result = convscope.attribute(tiny_model, x, [1, 2], "inputxgradient")
+    assert isinstance(result, convscope.AttributionResult) and result.classes == [1, 2]
+    plain = plain_attribute(tiny_model, x, [1, 2], "inputxgradient")
+    torch.testing.assert_close(result.attributions, plain.attributions)
+    picture = np.asarray(_image(result._repr_png_()).convert("RGB"))
+    assert picture.shape == (16, 2 * 16 + 4, 3)
+    rgb = tiny_model.preprocessing.denormalize(x)[1].clamp(0, 1)
+    photo = Image.fromarray((rgb.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
+    np.testing.assert_array_equal(picture[:, 20:], np.asarray(signed_overlay(photo, result.maps[1].numpy())))

@@ -38,7 +38,8 @@ _PUBLIC = {
                      "evaluate", "explain", "filters"), "presentation.notebook"),
     "html_report": "presentation.run",
     "CamResult": "techniques.cams", "compute_cam": "techniques.cams",
-    "AttributionResult": "techniques.attributions", "attribute": "techniques.attributions",
+    "AttributionResult": "techniques.attributions", "Attributions": "presentation.notebook",
+    "attribute": "presentation.notebook",
     "FilterResult": "techniques.filters", "optimize_filters": "techniques.filters",
 }
 #: Submodules reachable as attributes (``convscope.dataset.run``, ``convscope.metrics.deletion``).
@@ -51,7 +52,7 @@ __all__ = [
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "picture_grid", "overlay", "colorize", "html_report",
     "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "dataset", "__version__",
-    "Explanations", "explain", "AttributionResult", "attribute",
+    "Explanations", "explain", "AttributionResult", "Attributions", "attribute",
 ]
 
 

@@ -21,11 +21,13 @@ from ..errors import ConvscopeError
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..techniques import activations as activations_technique
+from ..techniques import attributions as attributions_technique
 from ..techniques import cams as cams_technique
 from ..techniques import evaluate as evaluate_technique
 from ..techniques import explain as explain_technique
 from ..techniques import filters as filters_technique
-from .drawing import overlay, photo_of_input, picture_grid, png_bytes, render_grid, side_by_side
+from ..techniques.attributions import AttributionResult
+from .drawing import overlay, photo_of_input, picture_grid, png_bytes, render_grid, side_by_side, signed_overlay
 from .filter_cache import filter_picture_images
 from .html import data_uri_img
 from .plans import plan_explain
@@ -87,6 +89,22 @@ class CamMaps(torch.Tensor):
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
             pictures.append(overlay(photo_of_input(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
+        return png_bytes(side_by_side(pictures), width=NOTEBOOK_WIDTH * 2)
+
+
+class Attributions(AttributionResult):
+    """:class:`~convscope.techniques.attributions.AttributionResult` as :func:`convscope.attribute`
+    returns it; in a notebook, each attribution (summed over the channels) over the image it
+    explains, red for the class and blue against (the first :data:`NOTEBOOK_IMAGES`)."""
+
+    rgb: torch.Tensor | None = None
+
+    def _repr_png_(self) -> bytes:
+        maps = self.maps.detach().float().cpu()
+        rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else \
+            torch.zeros(len(maps), 3, *maps.shape[1:])
+        pictures = [signed_overlay(photo_of_input(image), signed.numpy())
+                    for signed, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES])]
         return png_bytes(side_by_side(pictures), width=NOTEBOOK_WIDTH * 2)
 
 
@@ -192,6 +210,18 @@ def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[Image
     return maps
 
 
+def attribute(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
+              classes: int | str | Sequence[int | str] | None = None, method: str = "saliency",
+              **options: Any) -> Attributions:
+    model = as_model(model, x)
+    inputs = as_input(model, x)
+    found = attributions_technique.attribute(model, inputs, classes, method, **options)
+    result = Attributions(**{name: getattr(found, name) for name in found.__dataclass_fields__})
+    rgb = model.preprocessing.denormalize(inputs.detach().float()).cpu()
+    result.rgb = rgb.expand(len(found.classes), *rgb.shape[1:]) if len(rgb) == 1 else rgb
+    return result
+
+
 def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],
              classes: int | str | Sequence[int | str] | None = None, layer: str | None = None,
              methods: str | Sequence[str] = "all",
@@ -222,5 +252,5 @@ explain.__doc__ = (explain_technique.explain.__doc__ or "") + """
 
 for _public, _technique in ((activations, activations_technique.activations), (filters, filters_technique.filters),
                             (cam, cams_technique.cam), (evaluate, evaluate_technique.evaluate),
-                            (explain, explain)):
+                            (explain, explain), (attribute, attributions_technique.attribute)):
     _public.__doc__ = (_technique.__doc__ or "") + "\n\n    The result displays itself in a notebook."
