@@ -36,6 +36,8 @@ SAMPLED_CAM_METHODS = {"smoothgradcam++": 4, "sscam": 35, "iscam": 10}
 #: The pixel attributions (techniques/attributions.py registers each; a test checks the two agree).
 ATTRIBUTION_METHOD_NAMES = ("saliency", "inputxgradient", "integratedgradients", "smoothgrad", "guidedbackprop",
                             "deconvolution", "guidedgradcam", "occlusion")
+#: Concepts per factorization by default (pytorch-grad-cam's run_dff_on_image).
+CONCEPTS_N = 5
 #: What "which map to trust" ranks: every layer map and every pixel attribution.
 RANKED_METHOD_NAMES = CAM_METHOD_NAMES + ATTRIBUTION_METHOD_NAMES
 #: The signed overlay's strength at the largest magnitude, and the attributions' option defaults.
@@ -75,6 +77,7 @@ MAPS_PRECISION = "fp32"
 ACTIVATIONS_DIR = "activations"
 FILTERS_DIR = "filters"
 ATTRIBUTE_DIR = "attribute"
+CONCEPTS_DIR = "concepts"
 CAM_DIR = "cam"
 EXPLAIN_DIR = "explain"
 EVALUATE_DIR = "evaluate"

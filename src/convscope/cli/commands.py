@@ -17,10 +17,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import dataset, models
-from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
+from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, CONCEPTS_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
-from ..errors import InputError
+from ..errors import InputError, check_at_least, check_between
 from ..images import ImageSource, load_image
 from ..model import Model
 from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
@@ -34,7 +34,7 @@ from ..presentation.plans import (
     plan_filters,
 )
 from ..presentation.run import ReportOptions, run_all
-from ..presentation.writers import image_stems
+from ..presentation.writers import concept_names, image_stems, write_concept_files
 from ..samples import DEMO_SAMPLES, sample_array
 from ..techniques.cams import AUGMENTATIONS
 from ..techniques.cams import METHODS as CAM_METHODS
@@ -197,6 +197,27 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                   f"baseline; the attributions sum to {w.change + w.gap:+.4g}, a completeness gap of {w.gap:+.4g}"
                   f"{share} (more --steps narrow it)")
     print(f"{plan.settings.method.title}: {len(written)} attributions in {out / ATTRIBUTE_DIR}")
+    return 0
+
+
+def cmd_concepts(args: argparse.Namespace) -> int:
+    from ..techniques.concepts import concepts
+
+    check_between("alpha", args.alpha, 0, 1)
+    check_at_least("n", args.n, 1)
+    photos, model = _photos_then_model(args)
+    x = model.preprocess(photos, names=args.images)
+    found = concepts(model, x, args.n, args.layer)
+    out = prepare_out_dir(args.out, CONCEPTS_DIR)
+    pictures, table = write_concept_files(found, photos, image_stems(args.images), model.labels, out / CONCEPTS_DIR,
+                                          alpha=args.alpha)
+    for name in concept_names(found, model.labels):
+        print(name)
+    if found.top is None:
+        print(f"(layer {found.layer} does not feed global average pooling and one Linear layer: the concepts have no "
+              "class labels)")
+    print(f"{len(found.vectors)} concepts of layer {found.layer}: {len(pictures)} pictures and {table.name} in "
+          f"{out / CONCEPTS_DIR}")
     return 0
 
 

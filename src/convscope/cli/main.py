@@ -35,8 +35,8 @@ FLAG_NAMES = {"classes": "--class", "source": "SOURCE"}
 COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "method": "--cam-method"},
                       "run": {"method": "--cam-method", "steps": "--filters-steps"}}
 #: Every command, each run by ``convscope.cli.commands.cmd_<name>``.
-COMMANDS = ("layers", "predict", "activations", "filters", "run", "demo", "cam", "attribute", "evaluate", "explain",
-            "dataset")
+COMMANDS = ("layers", "predict", "activations", "filters", "run", "demo", "cam", "attribute", "concepts", "evaluate",
+            "explain", "dataset")
 
 
 def flag_for(parameter: str, command: str | None = None) -> str:

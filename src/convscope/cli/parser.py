@@ -15,6 +15,7 @@ from ..catalog import (
     CAM_ALPHA,
     CAM_METHOD_NAMES,
     CMAP,
+    CONCEPTS_N,
     DEFAULT_FILTERS,
     DEFAULT_METRICS,
     DEFAULT_MODEL,
@@ -304,6 +305,19 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--save-raw", action="store_true",
                    help="also write DIR/attribute/<stem>_<class>_<method>.npy (float32 C x H x W)")
     p.set_defaults(handler=handlers["attribute"])
+
+    p = sub.add_parser("concepts", parents=[*on_model, shared["out"], shared["images"]],
+                       help="concepts shared by the images (Deep Feature Factorization)",
+                       description="Factorize a layer's activations over all the images into N concepts "
+                                   "(non-negative matrix factorization, as pytorch-grad-cam's "
+                                   "DeepFeatureFactorization), each labelled by the classes its vector scores "
+                                   "highest: DIR/concepts/<stem>_concepts.png and concepts.json. Needs "
+                                   "scikit-learn (pip install 'convscope[concepts]').")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
+    p.add_argument("--n", type=int, default=CONCEPTS_N, metavar="N", help=f"concepts (default {CONCEPTS_N})")
+    p.add_argument("--layer", metavar="NAME", help="the layer to factorize (default: as for cam)")
+    p.add_argument("--alpha", type=float, default=0.5, metavar="A", help="the colours' strength (default 0.5)")
+    p.set_defaults(handler=handlers["concepts"])
 
     p = sub.add_parser("evaluate", parents=[*on_model, shared["out"], shared["images"]],
                        help="which map to trust: every CAM method and pixel attribution measured and ranked",

@@ -410,3 +410,43 @@ def signed_overlay(photo: Image.Image, values: np.ndarray, alpha: float = 0.6) -
     weight = alpha * np.abs(scaled)[..., None]
     blended = (1.0 - weight) * rgb + weight * colours.astype(np.float32)
     return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
+
+
+def concept_overlay(photo: Image.Image, maps: np.ndarray, alpha: float = 0.5) -> Image.Image:
+    """Concept maps (n x H x W in [0, 1], at the photo's size) over the photo: each pixel coloured by
+    its strongest concept (matplotlib's ``tab10``, then ``tab20``), blended by ``alpha`` times that
+    concept's value there."""
+    check_between("alpha", alpha, 0, 1)
+    rgb = np.asarray(photo.convert("RGB"), np.float32)
+    maps = np.asarray(maps, np.float32)
+    if maps.shape[1:] != rgb.shape[:2]:
+        raise InputError(f"maps: shape {maps.shape[1:]} does not match the photo's {rgb.shape[:2]}",
+                         parameter="maps")
+    palette = concept_colours(len(maps))
+    strongest = maps.argmax(axis=0)
+    weight = alpha * maps.max(axis=0)[..., None]
+    blended = (1.0 - weight) * rgb + weight * palette[strongest]
+    return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
+
+
+def concept_colours(count: int) -> np.ndarray:
+    """``count`` distinct RGB colours (0-255, float): tab10, then tab20 beyond ten."""
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if count <= 10 else "tab20"]
+    return np.array([cmap(i % cmap.N)[:3] for i in range(count)], np.float32) * 255.0
+
+
+def concepts_png(picture: Image.Image, names: Sequence[str], title: str) -> bytes:
+    """The concept overlay with a legend of each concept's colour and name, as PNG bytes."""
+    from matplotlib.patches import Patch
+
+    figure = Figure(figsize=(6.4, 4.8), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    axes.imshow(np.asarray(picture))
+    axes.set_axis_off()
+    axes.set_title(title, fontsize=10, parse_math=False)
+    colours = concept_colours(len(names)) / 255.0
+    axes.legend(handles=[Patch(color=colour, label=name) for colour, name in zip(colours, names)], fontsize=7,
+                loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    return _png_of(figure)

@@ -18,12 +18,15 @@ from ..catalog import MAPS_PRECISION
 from ..techniques.attributions import METHODS as ATTRIBUTION_METHODS
 from ..techniques.attributions import AttributionResult
 from ..techniques.cams import METHODS, CamResult, minmax
+from ..techniques.concepts import Concepts
 from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
 from ..techniques.filters import FilterResult
 from .drawing import (
     PICTURE_COLUMNS,
     colorize,
+    concept_overlay,
+    concepts_png,
     curves_png,
     diverging_png,
     explanation_png,
@@ -127,6 +130,38 @@ def write_attribution_files(result: AttributionResult, images: Sequence[int], ph
         raw = save_npy(result.attributions[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
         written.append(WrittenAttribution(i, cls, heat, jpg, raw, change, gap))
     return written
+
+
+def concept_names(found: Concepts, labels: Sequence[str]) -> list[str]:
+    """Each concept's name: ``concept k: label (probability), ...`` from its top classes, or ``concept k``."""
+    names = []
+    for k in range(len(found.vectors)):
+        tops = found.top[k] if found.top is not None else []
+        described = ", ".join(f"{labels[c]} {p:.0%}" for c, p in tops)
+        names.append(f"concept {k}" + (f": {described}" if described else ""))
+    return names
+
+
+def write_concept_files(found: Concepts, photos: Sequence[Image.Image], stems: Sequence[str],
+                        labels: Sequence[str], folder: str | os.PathLike, *, alpha: float) -> tuple[list[Path], Path]:
+    """``<stem>_concepts.png`` per image (its concepts over the photo, each pixel in its strongest
+    concept's colour, with a legend) and ``concepts.json`` (the layer; each concept's index, vector
+    norm and top classes) into ``folder``."""
+    folder = Path(folder)
+    names = concept_names(found, labels)
+    pictures = []
+    for image, (photo, stem) in enumerate(zip(photos, stems)):
+        at_photo = F.interpolate(found.maps[image][None].float(), size=(photo.height, photo.width), mode="bilinear",
+                                 align_corners=False)[0].clamp(0, 1).cpu().numpy()
+        title = f"{len(names)} concepts of layer {found.layer}"
+        pictures.append(write_bytes(folder / f"{stem}_concepts.png",
+                                    concepts_png(concept_overlay(photo, at_photo, alpha), names, title)))
+    rows = [{"concept": k, "name": names[k], "norm": round(float(found.vectors[k].norm()), 4),
+             "top": [] if found.top is None else [{"class": c, "label": labels[c], "probability": round(p, 4)}
+                                                   for c, p in found.top[k]]}
+            for k in range(len(names))]
+    table = save_json({"layer": found.layer, "images": list(stems), "concepts": rows}, folder / "concepts.json")
+    return pictures, table
 
 
 def image_stems(names: Sequence[str]) -> list[str]:
