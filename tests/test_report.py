@@ -50,8 +50,15 @@ def vgg_report(tmp_path_factory) -> Path:
 def test_report_files_and_no_external_references(tiny_report):
     out = tiny_report.parent
     html = tiny_report.read_text()
-    for folder in ("activations", "filters", "cam", "images"):
+    for folder in ("activations", "filters", "cam", "images", "attribute"):
         assert any((out / folder).iterdir()), folder
+    # the pixel attribution (saliency by default) of each image's top class, beside its maps
+    data = json.loads(html.split('<script type="application/json" id="report-data">')[1].split("</script>")[0])
+    for image in data["images"]:
+        attribution = image["attribution"]
+        assert attribution["method"] == "Saliency" and attribution["class"] == image["cams"][0]["class"]
+        assert (out / attribution["overlay"]).exists() and (out / attribution["heatmap"]).exists()
+        assert f'id="attribution/{image["stem"]}"' in html
     assert (out / "activations" / "conv1.png").exists() and (out / "filters" / "conv1.png").exists()
     assert (out / "activations" / "second" / "conv1.png").exists()  # the other images in a folder each
     assert "http://" not in html and "https://" not in html and "fetch(" not in html
@@ -334,7 +341,7 @@ def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
     out = tmp_path / "cli"
     code = main(["run", "sample:coffee", "--model", "torchvision:squeezenet1_1", "--weights", "random", "--quiet",
                  "--layers", "features.0", "--size", "32", "--filters-steps", "1", "--cam-method", "gradcam++",
-                 "--top", "2", "--objective", "neuron", "--out", str(out)])
+                 "--top", "2", "--objective", "neuron", "--attribution", "occlusion", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     assert [p.name for p in (out / "activations").glob("*.png")] == ["features.0.png"]
     saved = [json.loads(p.read_text()) for p in (out / "filters").glob("*.json")]
@@ -344,6 +351,8 @@ def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
     assert len(list((out / "cam").glob("*_cam.jpg"))) == 2
     assert all(Image.open(p).size[0] == 8 * (32 + 4) + 4 for p in (out / "filters").glob("*.png"))
     assert "Grad-CAM++" in (out / "index.html").read_text()
+    assert len(list((out / "attribute").glob("coffee_*_occlusion_overlay.jpg"))) == 1  # the top class only
+    assert "Pixel attribution: Occlusion" in (out / "index.html").read_text()
 
 
 def test_html_report_for_a_custom_module_from_python(tmp_path):

@@ -89,6 +89,9 @@ class ReportImage:
     predictions: list[Prediction]
     cams: list[CamEntry] = field(default_factory=list)
     why: WhyThisClass | None = None
+    #: The pixel attribution of the top-1 class: {"method", "class", "label", "overlay", "heatmap"} (files
+    #: relative to the report), or None.
+    attribution: dict[str, Any] | None = None
 
 
 @dataclass

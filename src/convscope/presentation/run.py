@@ -21,6 +21,8 @@ from PIL import Image
 
 from ..catalog import (
     ACTIVATIONS_DIR,
+    ATTRIBUTE_DIR,
+    ATTRIBUTION_METHOD_NAMES,
     CAM_DIR,
     EVALUATE_DIR,
     EXAMPLES_DIR,
@@ -48,11 +50,13 @@ from .filter_cache import FilterSettings, cached_filter_result, missing_steps
 from .plans import (
     EXPLAIN_FILTER_METHOD,
     ActivationsPlan,
+    AttributePlan,
     CamPlan,
     EvaluatePlan,
     ExplainPlan,
     FiltersPlan,
     plan_activations,
+    plan_attribute,
     plan_cam,
     plan_evaluate,
     plan_explain,
@@ -102,7 +106,8 @@ class ReportOptions:
     whether to draw filters at all, with ``filters_steps``, ``filters_size``, ``filters_count`` per
     layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean`` pictures are drawn
     again with ``neuron``); ``method`` and ``top`` (default 3) classes per image for the maps;
-    ``trust``: the "Which map to trust" section (``trust_methods``, default
+    ``attribution``: the pixel attribution shown beside each image's maps, for its top class (None:
+    none); ``trust``: the "Which map to trust" section (``trust_methods``, default
     :data:`~convscope.catalog.TRUST_METHODS`, or ``all``, measured and ranked for each image's top
     class; see :mod:`convscope.techniques.evaluate`); ``dataset``: the folder of a dataset run made
     with examples, whose examples the filter pictures link to.
@@ -116,6 +121,7 @@ class ReportOptions:
     objective: str = OBJECTIVES[0]
     method: str = DEFAULT_CAM_METHOD
     top: int | None = None
+    attribution: str | None = ATTRIBUTION_METHOD_NAMES[0]
     trust: bool = True
     trust_methods: str | Sequence[str] = TRUST_METHODS
     sanity_seeds: int = SANITY_SEEDS
@@ -143,6 +149,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     dataset_examples = example_links(options.dataset, out) if options.dataset is not None else None
     top = min(CAM_TOP, len(model.labels)) if options.top is None else options.top
     cam_plan = plan_cam(model, top=top, method=options.method)
+    attribute_plan = None if options.attribution in (None, "none") else plan_attribute(model, options.attribution)
     layers = options.layers
     if layers is None:  # the default layers, and the CAM layer whose channels "Why this class" links to
         layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))
@@ -159,7 +166,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     trust_plan = plan_evaluate(model, cam_plan.layer, options.trust_methods, TRUST_METRICS, cascade=False,
                                sanity_seeds=options.sanity_seeds) if options.trust else None
     out = prepare_out_dir(out, ACTIVATIONS_DIR, FILTERS_DIR, CAM_DIR, EXPLAIN_DIR, IMAGES_DIR,
-                          *([EVALUATE_DIR] if options.trust else []))
+                          *([EVALUATE_DIR] if options.trust else []), *([ATTRIBUTE_DIR] if attribute_plan else []))
     stems = image_stems(names)
     clock.lap("planning")
 
@@ -197,6 +204,9 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     title = CAM_METHODS[cam_plan.method].title
     say(f"[4/6] class activation maps ({title}, layer {cam_plan.layer})")
     _add_cams(model, cam_plan, x, photos, stems, ranked, images, out)
+    if attribute_plan is not None:
+        say(f"      and pixel attributions ({attribute_plan.settings.method.title}) for each image's top class")
+        _add_attributions(model, attribute_plan, x, photos, stems, ranked, images, out)
     clock.lap("class activation maps")
 
     say(f"[5/6] why this class: the top {explain_plan.top} channels of {explain_plan.layer} for each image's top class")
@@ -330,6 +340,15 @@ def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], ste
         images[cam.image].cams.append(CamEntry(
             cam.class_index, model.labels[cam.class_index], probabilities[(cam.image, cam.class_index)],
             _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out)))
+
+
+def _add_attributions(model: Model, plan: AttributePlan, x, photos: Sequence[Image.Image], stems: Sequence[str],
+                      ranked, images: list[ReportImage], out: Path) -> None:
+    """The pixel attribution of each image's top class, beside its maps: ``out/attribute/...``."""
+    for w in plan.write(model, x, photos, stems, plan.pairs(ranked), out / ATTRIBUTE_DIR):
+        images[w.image].attribution = {"method": plan.settings.method.title, "class": w.class_index,
+                                       "label": model.labels[w.class_index], "overlay": _rel(w.overlay, out),
+                                       "heatmap": _rel(w.heatmap, out)}
 
 
 def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation], photos: Sequence[Image.Image],
