@@ -79,3 +79,18 @@ def test_the_command_line(tmp_path, capsys):
         (["--layer", "nope"], "unknown layer 'nope'"),
         (["--alpha", "2"], "--alpha must be between 0 and 1"),
     ])
+
+
+def test_the_report_has_a_concepts_section_when_asked(tmp_path, capsys):
+    out = tmp_path / "report"
+    assert main(["run", "sample:chelsea", "sample:coffee", "--no-filters", "--trust", "none", "--layers", "_conv_stem",
+                 "--concepts", "3", "--quiet", "--out", str(out)]) == 0, capsys.readouterr().err
+    html = (out / "index.html").read_text()
+    assert 'id="concepts"' in html and 'href="#concepts"' in html and "Deep Feature Factorization" in html
+    assert 'src="concepts/chelsea_concepts.png"' in html and (out / "concepts" / "coffee_concepts.png").exists()
+    assert main(["run", "sample:coffee", "--no-filters", "--trust", "none", "--out", str(tmp_path / "plain")]) == 0
+    assert 'id="concepts"' not in (tmp_path / "plain" / "index.html").read_text()  # only when asked
+    assert_usage_errors(capsys, ["run", "sample:coffee", "--out", str(tmp_path / "bad")], [
+        (["--concepts", "0"], "--concepts must be at least 1, got 0"),
+        (["--concepts", "2000"], "--concepts 2000: more concepts than layer _act1's 1280 channels"),
+    ])

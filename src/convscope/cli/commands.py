@@ -345,7 +345,7 @@ def _report_options(args: argparse.Namespace) -> ReportOptions:
     return ReportOptions(layers=args.layers, filters=not args.no_filters, filters_steps=args.filters_steps,
                          filters_size=args.size, objective=args.objective, method=args.cam_method, top=args.top,
                          dataset=args.dataset, trust=args.trust != "none", trust_methods=args.trust,
-                         sanity_seeds=args.sanity_seeds, attribution=args.attribution)
+                         sanity_seeds=args.sanity_seeds, attribution=args.attribution, concepts=args.concepts)
 
 
 def _run_report(args: argparse.Namespace, model: Model, photos: list[Image.Image], names: Sequence[str]) -> int:

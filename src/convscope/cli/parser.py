@@ -231,6 +231,9 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--attribution", choices=(*ATTRIBUTION_METHOD_NAMES, "none"), default=ATTRIBUTION_METHOD_NAMES[0],
                    help="the pixel attribution beside each image's maps, for its top class "
                         f"(default {ATTRIBUTION_METHOD_NAMES[0]}; none for none)")
+    p.add_argument("--concepts", type=int, metavar="N",
+                   help="a section of N concepts shared by the images (Deep Feature Factorization; needs "
+                        "scikit-learn)")
     p.add_argument("--trust", default=",".join(TRUST_METHODS), metavar="all|none|LIST",
                    help="the methods 'Which map to trust' ranks: all, none (no such section) or a comma list "
                         f"(default {','.join(TRUST_METHODS)})")

@@ -228,6 +228,8 @@ class Report:
     dataset_examples: dict[str, Any] | None = None
     #: Seconds per section (planning, predictions, ..., the page), in the order they ran.
     timings: dict[str, float] = field(default_factory=dict)
+    #: Concepts when asked: {"layer", "names": [each concept's name], "pictures": [one per image, relative]}.
+    concepts: dict[str, Any] | None = None
 
     def as_json(self) -> dict[str, Any]:
         """Plain data (the form embedded in the page)."""

@@ -24,6 +24,7 @@ from ..catalog import (
     ATTRIBUTE_DIR,
     ATTRIBUTION_METHOD_NAMES,
     CAM_DIR,
+    CONCEPTS_DIR,
     EVALUATE_DIR,
     EXAMPLES_DIR,
     EXPLAIN_DIR,
@@ -39,6 +40,7 @@ from ..layers import default_activation_layers
 from ..model import Model, as_model
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import METHODS as CAM_METHODS
+from ..techniques.concepts import check_concepts, concepts
 from ..techniques.evaluate import class_independent, group_title, method_title
 from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
@@ -79,7 +81,7 @@ from .report import (
     WhyThisClass,
     write_report,
 )
-from .writers import image_stems, report_size, write_filter_grids
+from .writers import concept_names, image_stems, report_size, write_concept_files, write_filter_grids
 
 PHOTO_LIMIT = (960, 720)  # the size photos are shown at in the report
 CAM_TOP = 3  # classes per image in the report
@@ -107,6 +109,7 @@ class ReportOptions:
     layer and ``objective`` (``mean`` or ``neuron``; flat or unreached ``mean`` pictures are drawn
     again with ``neuron``); ``method`` and ``top`` (default 3) classes per image for the maps;
     ``attribution``: the pixel attribution shown beside each image's maps, for its top class (None:
+    none); ``concepts``: that many concepts shared by the images, in a section of their own (None:
     none); ``trust``: the "Which map to trust" section (``trust_methods``, default
     :data:`~convscope.catalog.TRUST_METHODS`, or ``all``, measured and ranked for each image's top
     class; see :mod:`convscope.techniques.evaluate`); ``dataset``: the folder of a dataset run made
@@ -122,6 +125,7 @@ class ReportOptions:
     method: str = DEFAULT_CAM_METHOD
     top: int | None = None
     attribution: str | None = ATTRIBUTION_METHOD_NAMES[0]
+    concepts: int | None = None
     trust: bool = True
     trust_methods: str | Sequence[str] = TRUST_METHODS
     sanity_seeds: int = SANITY_SEEDS
@@ -150,6 +154,8 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     top = min(CAM_TOP, len(model.labels)) if options.top is None else options.top
     cam_plan = plan_cam(model, top=top, method=options.method)
     attribute_plan = None if options.attribution in (None, "none") else plan_attribute(model, options.attribution)
+    if options.concepts is not None:
+        check_concepts(model, cam_plan.layer, options.concepts)
     layers = options.layers
     if layers is None:  # the default layers, and the CAM layer whose channels "Why this class" links to
         layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))
@@ -207,6 +213,10 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     if attribute_plan is not None:
         say(f"      and pixel attributions ({attribute_plan.settings.method.title}) for each image's top class")
         _add_attributions(model, attribute_plan, x, photos, stems, ranked, images, out)
+    concepts_section = None
+    if options.concepts:
+        say(f"      and {options.concepts} concepts shared by the images (Deep Feature Factorization)")
+        concepts_section = _concepts_section(model, options.concepts, x, photos, stems, out)
     clock.lap("class activation maps")
 
     say(f"[5/6] why this class: the top {explain_plan.top} channels of {explain_plan.layer} for each image's top class")
@@ -223,7 +233,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     report = Report(model.name, model.weights, list(model.input_size), images, activations, filters_section,
                     CamSection(title, cam_plan.layer, cam_plan.alpha, cam_plan.top), trust_section,
                     round(clock.elapsed(), 1), package_versions(), command, dataset_examples,
-                    clock.rounded())
+                    clock.rounded(), concepts_section)
     written = write_report(out, report)
     clock.lap("the page")
     if on_timings is not None:
@@ -349,6 +359,16 @@ def _add_attributions(model: Model, plan: AttributePlan, x, photos: Sequence[Ima
         images[w.image].attribution = {"method": plan.settings.method.title, "class": w.class_index,
                                        "label": model.labels[w.class_index], "overlay": _rel(w.overlay, out),
                                        "heatmap": _rel(w.heatmap, out)}
+
+
+def _concepts_section(model: Model, n: int, x, photos: Sequence[Image.Image], stems: Sequence[str],
+                      out: Path) -> dict[str, Any]:
+    """``n`` concepts of the CAM layer shared by the images: ``out/concepts/`` and the section's data."""
+    found = concepts(model, x, n)
+    pictures, _ = write_concept_files(found, photos, stems, model.labels, prepare_out_dir(out / CONCEPTS_DIR),
+                                      alpha=0.5)
+    return {"layer": found.layer, "names": concept_names(found, model.labels),
+            "pictures": [_rel(p, out) for p in pictures]}
 
 
 def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation], photos: Sequence[Image.Image],

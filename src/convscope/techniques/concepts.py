@@ -62,6 +62,19 @@ def factorize(acts: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
     return w + shift[:, None], factorization.components_
 
 
+def check_concepts(model: Model, layer: str, n: int) -> None:
+    """``n`` concepts can be found at ``layer``: at least 1, at most its channels, scikit-learn installed."""
+    check_at_least("concepts", n, 1)
+    channels = model.layer(layer).shape[0]
+    if n > channels:
+        raise InputError(f"concepts {n}: more concepts than layer {layer}'s {channels} channels", parameter="concepts")
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        raise InputError("concepts need scikit-learn: pip install 'convscope[concepts]'",
+                         parameter="concepts") from None
+
+
 def concepts(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource], n: int = 5,
              layer: str | None = None) -> Concepts:
     """``n`` concepts shared by the images at ``layer`` (default: the CAM layer), see :class:`Concepts`."""
