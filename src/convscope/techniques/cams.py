@@ -54,9 +54,12 @@ SCORECAM_BATCH = {"cpu": 4, "cuda": 32}
 SCORECAM_BATCH_CPU_KEPT = 16
 
 
-#: The epsilon of FullGrad's per-term scaling in pytorch-grad-cam (a term whose values are all tiny,
-#: such as |b g| = 1e-6, is scaled to well below 1 by it; the test against the peer relies on it).
+#: The epsilon of the peers' per-map scaling (:func:`minmax_channels`): pytorch-grad-cam's (FullGrad's
+#: terms, its fusion of layers) and torchcam's (its Score-CAM family's masks, its Layer-CAM fusion). A
+#: map whose values are all tiny, such as |b g| = 1e-6 or a middle layer's Grad-CAM at 1e-4, is scaled
+#: visibly below 1 by it; the tests against the peers rely on it.
 FULLGRAD_EPS = 1e-7
+TORCHCAM_EPS = 1e-8
 #: Ablated copies of a layer's output per forward pass of Ablation-CAM.
 ABLATION_BATCH = 256
 #: FEM's threshold: a position counts where the channel exceeds its mean by this many standard deviations.
@@ -191,7 +194,7 @@ def cam_method(name: str) -> CamMethod:
     return METHODS[name]
 
 
-# -- the methods (each returns the map before its final ReLU: B x h x w) ------------------------------
+# -- the methods (each returns its channel terms B x K x h x w, or its map B x h x w, before the final ReLU) --
 def weighted_terms(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """The terms w_k A_k of the map sum_k w_k A_k: weights B x K, acts B x K x h x w -> B x K x h x w."""
     return weights[:, :, None, None] * acts
@@ -352,21 +355,21 @@ def class_activation_map(i: CamInputs) -> torch.Tensor:
     """CAM (Zhou et al. 2016): w_k = the weight of class c for channel k in the one Linear layer that
     follows global average pooling of the layer; map = ReLU(sum_k w_k A_k). Refused (InputError)
     unless the logits are exactly that Linear layer applied to the spatial means of A."""
-    if not feeds_gap_linear(i):
+    if not feeds_gap_linear(i.acts, i.logits, i.classifier):
         raise _not_gap_linear(i.acts.shape[1])
     return weighted_terms(i.classifier.weight.float()[i.classes], i.acts)
 
 
-def feeds_gap_linear(i: CamInputs) -> bool:
-    """Whether the logits are the model's last Linear layer applied to the spatial means of the
-    layer's activations (to float precision): global average pooling and one Linear layer follow it."""
-    linear = i.classifier
-    means = i.acts.mean(dim=(2, 3))
-    if linear is None or linear.in_features != means.shape[1] or linear.out_features != i.logits.shape[1]:
+def feeds_gap_linear(acts: torch.Tensor, logits: torch.Tensor, linear: nn.Linear | None) -> bool:
+    """Whether the ``logits`` are ``linear`` (the model's last Linear layer) applied to the spatial
+    means of the layer's activations ``acts`` (to float precision): global average pooling and one
+    Linear layer follow the layer."""
+    means = acts.mean(dim=(2, 3))
+    if linear is None or linear.in_features != means.shape[1] or linear.out_features != logits.shape[1]:
         return False
     with torch.no_grad():
         predicted = F.linear(means, linear.weight.float(), None if linear.bias is None else linear.bias.float())
-    return torch.allclose(predicted, i.logits, rtol=1e-3, atol=1e-3 * float(i.logits.abs().max()) + 1e-5)
+    return torch.allclose(predicted, logits, rtol=1e-3, atol=1e-3 * float(logits.abs().max()) + 1e-5)
 
 
 @register_cam_method("ablationcam", "Ablation-CAM", needs_gradients=False)
@@ -379,7 +382,7 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
     keeps the paper's zero and the sign of the score's change. Where global average pooling and one
     Linear layer follow the layer (:func:`feeds_gap_linear`), zeroing channel k lowers Y_c by exactly
     ``w_ck mean(A_k)``: no copy has to run."""
-    if feeds_gap_linear(i):
+    if feeds_gap_linear(i.acts, i.logits, i.classifier):
         drops = i.classifier.weight.float()[i.classes] * i.acts.mean(dim=(2, 3))
         scores = i.logits.gather(1, torch.tensor(i.classes, device=i.logits.device)[:, None]).abs()
         weights = torch.where(scores > 0, drops / torch.where(scores > 0, scores, 1.0), drops)
@@ -421,8 +424,9 @@ def fullgrad(i: CamInputs) -> torch.Tensor:
 
 
 def minmax_channels(maps: torch.Tensor, eps: float = FULLGRAD_EPS) -> torch.Tensor:
-    """Each channel of B x K x h x w scaled as FullGrad's reference code scales its terms:
-    ``(m - min) / (max - min + eps)`` (a constant channel becomes zero)."""
+    """Each channel of B x K x h x w scaled as the peers scale a map (FullGrad's terms, the Score-CAM
+    family's masks, maps before fusing): ``(m - min) / (max - min + eps)`` (a constant channel
+    becomes zero)."""
     shifted = maps - maps.amin(dim=(2, 3), keepdim=True)
     return shifted / (shifted.amax(dim=(2, 3), keepdim=True) + eps)
 
@@ -496,8 +500,7 @@ def _score_increases(i: CamInputs, masks_of_copy: Callable[[torch.Tensor, int], 
     ``random`` noise, a constant channel's mask is zero in every copy: the black image's score,
     computed once, stands for all of them."""
     size = (i.x.shape[2], i.x.shape[3])
-    low = i.acts - i.acts.amin(dim=(2, 3), keepdim=True)
-    low = low / (low.amax(dim=(2, 3), keepdim=True) + 1e-8)
+    low = minmax_channels(i.acts, TORCHCAM_EPS)
     increases = torch.zeros(i.acts.shape[:2], dtype=torch.float32, device=i.acts.device)
     for row, (image, cls) in enumerate(zip(i.x, i.classes)):
         baseline = i.logits[row, cls]
@@ -701,25 +704,24 @@ def map_of_terms(terms: torch.Tensor, eigen_smooth: bool = False) -> torch.Tenso
 def fuse_maps(results: Sequence[CamResult], fuse: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """The fused ``(maps, low_res)`` of one map per layer (each B x h_l x w_l after its ReLU):
     ``mean`` as pytorch-grad-cam fuses its target layers -- each map min-max normalized at its own
-    size (:func:`_scaled`), upsampled to the input, then the mean, normalized again (``low_res`` is
-    then at the input's size); ``max`` as torchcam's ``LayerCAM.fuse_cams`` -- each map normalized, scaled by
-    ``tanh(2 m)`` (Jiang et al. 2021, Eq. 9), upsampled to the largest map's size, then the
-    element-wise maximum, which is upsampled to the input and normalized like any map."""
+    size (:func:`minmax_channels`, pytorch-grad-cam's eps), upsampled to the input, then the mean,
+    normalized again (``low_res`` is then at the input's size); ``max`` as torchcam's
+    ``LayerCAM.fuse_cams`` -- each map normalized (torchcam's eps), scaled by ``tanh(2 m)`` (Jiang et
+    al. 2021, Eq. 9), upsampled to the largest map's size, then the element-wise maximum, which is
+    upsampled to the input and normalized like any map."""
     check_choice("fuse", fuse, FUSE_MODES)
     if fuse == "mean":
-        fused = minmax(torch.stack([_resized(_scaled(r.low_res, 1e-7), size) for r in results]).mean(dim=0))
+        fused = minmax(torch.stack([_resized(_scaled(r.low_res, FULLGRAD_EPS), size) for r in results]).mean(dim=0))
         return fused, fused
     largest = (max(r.low_res.shape[1] for r in results), max(r.low_res.shape[2] for r in results))
-    fused = torch.stack([_resized(torch.tanh(2 * _scaled(r.low_res, 1e-8)), largest) for r in results]).amax(dim=0)
+    fused = torch.stack([_resized(torch.tanh(2 * _scaled(r.low_res, TORCHCAM_EPS)), largest)
+                         for r in results]).amax(dim=0)
     return upsample(fused, size), fused
 
 
 def _scaled(maps: torch.Tensor, eps: float) -> torch.Tensor:
-    """Each map (B x h x w) as the peers scale it before fusing: ``(m - min) / (max - min + eps)``
-    (pytorch-grad-cam's eps 1e-7, torchcam's 1e-8; on a map whose values are about 1e-4, as Grad-CAM's
-    on a middle layer can be, the eps weighs 0.1 %)."""
-    shifted = maps - maps.amin(dim=(1, 2), keepdim=True)
-    return shifted / (shifted.amax(dim=(1, 2), keepdim=True) + eps)
+    """Each map (B x h x w) as the peers scale it before fusing (:func:`minmax_channels`)."""
+    return minmax_channels(maps[:, None], eps)[:, 0]
 
 
 def _resized(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import InputError, check_at_least
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
-from .cams import CamInputs, feeds_gap_linear, last_linear
+from .cams import FULLGRAD_EPS, feeds_gap_linear, last_linear, minmax_channels
 from .capture import cam_layer, layer_pass
 
 #: How many classes label each concept.
@@ -89,14 +89,11 @@ def concepts(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
         raise InputError(f"n {n}: more concepts than the layer's {channels} channels", parameter="n")
     vectors, components = factorize(acts, n)
     low_res = torch.from_numpy(components.reshape(n, batch, h, w).transpose(1, 0, 2, 3).astype(np.float32))
-    shifted = low_res - low_res.amin(dim=(2, 3), keepdim=True)
-    scaled = shifted / (shifted.amax(dim=(2, 3), keepdim=True) + 1e-7)
-    maps = F.interpolate(scaled, size=x.shape[2:], mode="bilinear", align_corners=False)
+    maps = F.interpolate(minmax_channels(low_res, FULLGRAD_EPS), size=x.shape[2:], mode="bilinear", align_corners=False)
     vectors_t = torch.from_numpy(vectors.T.astype(np.float32))
     scores = top = None
     linear = last_linear(model.module)
-    probe = CamInputs(acts, None, x, found.logits, found.classes, None, 1, classifier=linear)
-    if linear is not None and feeds_gap_linear(probe):
+    if feeds_gap_linear(acts, found.logits, linear):
         with torch.no_grad():
             scores = F.linear(vectors_t.to(linear.weight.device), linear.weight.float(),
                               None if linear.bias is None else linear.bias.float()).cpu()
