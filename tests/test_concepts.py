@@ -75,7 +75,7 @@ def test_the_command_line(tmp_path, capsys):
     assert {"concept", "name", "norm", "top"} == set(table["concepts"][0])
     assert_usage_errors(capsys, ["concepts", "sample:coffee", "--out", str(out)], [
         (["--n", "0"], "--n must be at least 1, got 0"),
-        (["--n", "5000"], "--n 5000: more concepts than the layer's 1280 channels"),
+        (["--n", "5000"], "--n 5000: more concepts than layer _act1's 1280 channels"),
         (["--layer", "nope"], "unknown layer 'nope'"),
         (["--alpha", "2"], "--alpha must be between 0 and 1"),
     ])

@@ -98,6 +98,11 @@ def _check_cam(args: argparse.Namespace) -> None:
     check_samples(args.method, args.samples)
 
 
+def _check_concepts(args: argparse.Namespace) -> None:
+    check_between("alpha", args.alpha, 0, 1)
+    check_at_least("n", args.n, 1)
+
+
 def _check_dataset(args: argparse.Namespace) -> None:
     check_at_least("workers", args.workers, 0)
     check_dataset_metrics(args.metrics)
@@ -111,6 +116,7 @@ COMMAND_CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "filters": _check_filters,
     "run": _check_run,
     "cam": _check_cam,
+    "concepts": _check_concepts,
     "evaluate": _check_evaluate,
     "dataset": _check_dataset,
 }

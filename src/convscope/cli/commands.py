@@ -20,7 +20,7 @@ from .. import dataset, models
 from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, CONCEPTS_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
-from ..errors import InputError, check_at_least, check_between
+from ..errors import InputError
 from ..images import ImageSource, load_image
 from ..model import Model
 from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
@@ -203,8 +203,6 @@ def cmd_attribute(args: argparse.Namespace) -> int:
 def cmd_concepts(args: argparse.Namespace) -> int:
     from ..techniques.concepts import concepts
 
-    check_between("alpha", args.alpha, 0, 1)
-    check_at_least("n", args.n, 1)
     photos, model = _photos_then_model(args)
     x = model.preprocess(photos, names=args.images)
     found = concepts(model, x, args.n, args.layer)

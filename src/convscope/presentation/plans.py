@@ -176,6 +176,13 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
 
 
 # -- class activation maps ----------------------------------------------------------------------------
+def class_pairs(classes: Sequence[int], top: int, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
+    """(image index, class) for each map of a plan: the given ``classes`` for every image, else its
+    ``top`` predicted ones (``ranked``: each image's predictions, best first)."""
+    return [(i, cls) for i, predictions in enumerate(ranked)
+            for cls in (classes or [p.index for p in predictions[:top]])]
+
+
 @dataclass(frozen=True)
 class CamPlan:
     """The map settings (checked by :func:`plan_cam`: layer or layers, method and its options), the
@@ -197,9 +204,8 @@ class CamPlan:
         return self.settings.method.name
 
     def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
-        """(image index, class) for each map: the given classes for every image, else its top ones."""
-        return [(i, cls) for i, predictions in enumerate(ranked)
-                for cls in (self.classes or [p.index for p in predictions[:self.top]])]
+        """(image index, class) for each map: see :func:`class_pairs`."""
+        return class_pairs(self.classes, self.top, ranked)
 
     def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
               pairs: Sequence[tuple[int, int]], folder: Path, map_size: tuple[int, int] | None = None,
@@ -242,9 +248,8 @@ class AttributePlan:
     save_raw: bool = False
 
     def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
-        """(image index, class) for each attribution: the given classes for every image, else its top ones."""
-        return [(i, cls) for i, predictions in enumerate(ranked)
-                for cls in (self.classes or [p.index for p in predictions[:self.top]])]
+        """(image index, class) for each map: see :func:`class_pairs`."""
+        return class_pairs(self.classes, self.top, ranked)
 
     def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
               pairs: Sequence[tuple[int, int]], folder: Path) -> list[WrittenAttribution]:

@@ -155,7 +155,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     cam_plan = plan_cam(model, top=top, method=options.method)
     attribute_plan = None if options.attribution in (None, "none") else plan_attribute(model, options.attribution)
     if options.concepts is not None:
-        check_concepts(model, cam_plan.layer, options.concepts)
+        check_concepts(model, cam_plan.layer, options.concepts, "concepts")
     layers = options.layers
     if layers is None:  # the default layers, and the CAM layer whose channels "Why this class" links to
         layers = list(dict.fromkeys([*default_activation_layers(model.all_layers()), cam_plan.layer]))

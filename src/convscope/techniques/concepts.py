@@ -50,29 +50,33 @@ class Concepts:
 def factorize(acts: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(W + shift, H)`` of the non-negative factorization of the activations (B x K x h x w) as in
     the module notes: W K x n, H n x (B h w)."""
-    try:
-        from sklearn.decomposition import NMF
-    except ImportError:
-        raise InputError("concepts need scikit-learn: pip install 'convscope[concepts]'", parameter="n") from None
     matrix = acts.detach().float().cpu().numpy().transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
     matrix = np.nan_to_num(matrix)
     shift = matrix.min(axis=-1)
-    factorization = NMF(n_components=n, init="random", random_state=0)
+    factorization = _nmf_class("n")(n_components=n, init="random", random_state=0)
     w = factorization.fit_transform(matrix - shift[:, None])
     return w + shift[:, None], factorization.components_
 
 
-def check_concepts(model: Model, layer: str, n: int) -> None:
-    """``n`` concepts can be found at ``layer``: at least 1, at most its channels, scikit-learn installed."""
-    check_at_least("concepts", n, 1)
-    channels = model.layer(layer).shape[0]
-    if n > channels:
-        raise InputError(f"concepts {n}: more concepts than layer {layer}'s {channels} channels", parameter="concepts")
+def _nmf_class(parameter: str) -> type:
+    """scikit-learn's ``NMF``, or an InputError naming ``parameter`` that says how to install it."""
     try:
-        import sklearn  # noqa: F401
+        from sklearn.decomposition import NMF
     except ImportError:
         raise InputError("concepts need scikit-learn: pip install 'convscope[concepts]'",
-                         parameter="concepts") from None
+                         parameter=parameter) from None
+    return NMF
+
+
+def check_concepts(model: Model, layer: str, n: int, parameter: str = "n") -> None:
+    """``n`` concepts can be found at ``layer``: at least 1, at most its channels, scikit-learn
+    installed; errors name ``parameter``."""
+    check_at_least(parameter, n, 1)
+    channels = model.layer(layer).shape[0]
+    if n > channels:
+        raise InputError(f"{parameter} {n}: more concepts than layer {layer}'s {channels} channels",
+                         parameter=parameter)
+    _nmf_class(parameter)
 
 
 def concepts(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource], n: int = 5,
@@ -80,13 +84,11 @@ def concepts(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     """``n`` concepts shared by the images at ``layer`` (default: the CAM layer), see :class:`Concepts`."""
     model = as_model(model, x)
     x = as_input(model, x)
-    check_at_least("n", n, 1)
     layer = cam_layer(model, layer)
+    check_concepts(model, layer, n)
     found = layer_pass(model, x, layer, "fp32", None, False)
     acts = found.acts
-    batch, channels, h, w = acts.shape
-    if n > channels:
-        raise InputError(f"n {n}: more concepts than the layer's {channels} channels", parameter="n")
+    batch, _, h, w = acts.shape
     vectors, components = factorize(acts, n)
     low_res = torch.from_numpy(components.reshape(n, batch, h, w).transpose(1, 0, 2, 3).astype(np.float32))
     maps = F.interpolate(minmax_channels(low_res, FULLGRAD_EPS), size=x.shape[2:], mode="bilinear", align_corners=False)
