@@ -22,19 +22,17 @@ Needs the test extras (captum).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
 import convscope
 from convscope.allocator import keep_freed_memory
 from convscope.catalog import ATTRIBUTION_METHOD_NAMES
-from convscope.precision import computing_in, prepare_input
 from convscope.samples import SAMPLES, sample_array
 from convscope.techniques.attributions import attribute, black_baseline
-from convscope.techniques.capture import cam_layer, input_pass
+from convscope.techniques.capture import cam_layer
+from timing import passes_floor, timed
 
 SETTINGS = {"default": {"steps": 50, "samples": 16, "window": 16, "stride": 16},
             "vgg19": {"steps": 8, "samples": 4, "window": 56, "stride": 56}}
@@ -42,16 +40,6 @@ SETTINGS = {"default": {"steps": 50, "samples": 16, "window": 16, "stride": 16},
 
 #: The options each method takes.
 OPTIONS_OF = {"integratedgradients": ("steps",), "smoothgrad": ("samples",), "occlusion": ("window", "stride")}
-
-
-def timed(work, repeat: int) -> float:
-    work()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        work()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def captum_work(model, x, method, classes, options):
@@ -87,24 +75,6 @@ def captum_work(model, x, method, classes, options):
     return run
 
 
-def floor(model, x, rows: int, backward: bool, repeat: int) -> tuple[float, int]:
-    """``rows`` passes (forward and backward to the input with ``backward``) at the best batch."""
-    best = None
-    for batch in (4, 8, 16, 32):
-        inputs = torch.randn(batch, *x.shape[1:])
-
-        def run(inputs=inputs, batch=batch):
-            for _ in range(max(1, 64 // batch)):
-                if backward:
-                    input_pass(model, inputs, "fp32", [0] * batch)
-                else:
-                    with torch.no_grad(), computing_in(model.device, "fp32"):
-                        model.scores(prepare_input(inputs))
-        per_row = timed(run, repeat) / (max(1, 64 // batch) * batch)
-        best = (per_row * rows, batch) if best is None or per_row * rows < best[0] else best
-    return best
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=("default", "vgg19"), default="default")
@@ -129,7 +99,8 @@ def main() -> int:
             size = x.shape[2]
             squares = (-(-(size - options["window"]) // options["stride"]) + 1) ** 2
             rows = len(x) * (options["steps"] if method == "integratedgradients" else squares)
-            seconds, batch = floor(model, x, rows, method == "integratedgradients", args.repeat)
+            seconds, batch = passes_floor(model, x, rows, args.repeat, backward=method == "integratedgradients",
+                                          batches=(4, 8, 16, 32), sample=64)
             line += f"   floor ({rows} rows, batch {batch}) {seconds:.2f} s = {ours / seconds:.2f}x"
             ok = ok and ours <= 1.15 * seconds
         print(line + ("" if ok else "   FAIL"), flush=True)

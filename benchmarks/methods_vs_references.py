@@ -25,19 +25,17 @@ Needs the test extras (pytorch-grad-cam, torchcam).
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 
 import torch
 
 import convscope
 from convscope.allocator import keep_freed_memory
 from convscope.catalog import CAM_METHOD_NAMES
-from convscope.precision import computing_in, prepare_input
 from convscope.samples import SAMPLES, sample_array
 from convscope.techniques.cams import compute_cam
 from convscope.techniques.capture import cam_layer, replaced_pass
+from timing import passes_floor, timed
 
 #: convscope method -> pytorch-grad-cam class (``cam`` is torchcam's; Score-CAM's reference is the
 #: authors' loop, benchmarked by scorecam_speed.py).
@@ -51,17 +49,6 @@ PEERS = {
 }
 #: The methods whose copies ``--copies`` sets (Smooth Grad-CAM++ keeps torchcam's default of 4).
 COPIES_SET = ("sscam", "iscam")
-
-
-def timed(work, repeat: int, warm_up: bool = True) -> float:
-    if warm_up:  # the first calls pay for kernel selection
-        work()
-    runs = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        work()
-        runs.append(time.perf_counter() - start)
-    return statistics.median(runs)
 
 
 def peer_work(model, x, layer, classes, peer, copies=None):
@@ -119,23 +106,6 @@ def ablation_floor(model, x, layer, classes, repeat: int) -> tuple[float, int]:
     return best
 
 
-def forward_floor(model, x, passes: int, repeat: int) -> tuple[float, int]:
-    """``passes`` whole-network forward passes of inputs shaped as ``x``'s at the best batch, as the
-    methods that mask the input run them (fp32, channels-last): the time per input measured on 256
-    inputs at each batch, times ``passes``."""
-    best = None
-    for batch in (1, 2, 4, 8, 16, 32):
-        inputs = torch.randn(batch, *x.shape[1:])
-
-        def run(inputs=inputs, batch=batch):
-            with torch.no_grad(), computing_in(model.device, "fp32"):
-                for _ in range(256 // batch):
-                    model.scores(prepare_input(inputs))
-        per_input = timed(run, repeat) / (256 // batch * batch)
-        best = (per_input * passes, batch) if best is None or per_input * passes < best[0] else best
-    return best
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=8)
@@ -179,7 +149,7 @@ def main() -> int:
             ok = ok and ours <= 1.15 * floor
         if masks_input:
             count = sum(passes) // repeat + len(x)  # the masked inputs, and each image's own pass
-            floor, batch = forward_floor(model, x, count, args.repeat)
+            floor, batch = passes_floor(model, x, count, args.repeat)
             line += (f"   ({copies} copies) floor ({count:,} forward passes, batch {batch}) {floor:.2f} s = "
                      f"{ours / floor:.2f}x")
             ok = ok and ours <= 1.15 * floor
