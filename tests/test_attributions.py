@@ -15,7 +15,7 @@ from convscope.catalog import ATTRIBUTION_METHOD_NAMES
 from convscope.cli.main import main
 from convscope.errors import InputError
 from convscope.samples import sample_array
-from convscope.techniques.attributions import METHODS, attribute, gauss_legendre
+from convscope.techniques.attributions import METHODS, attribute, attribution_settings, gauss_legendre
 from convscope.techniques.backward_rules import backward_rule
 
 SCALE = np.array([1.0, -2.0, 0.5])  # the 1x1 depthwise conv: h_c = ReLU6(a_c x_c)
@@ -229,3 +229,14 @@ def test_the_command_line_writes_each_attribution(tmp_path, capsys):
         (["--method", "integratedgradients", "--steps", "0"], "--steps must be at least 1"),
         (["--class", "1000"], "class index 1000 is out of range"),
     ])
+
+
+def test_occlusion_defaults_fit_a_small_input(pixel_model):
+    """The 16 px window and 8 px stride are cut to a 3 x 3 input (so `evaluate --methods all` runs on it);
+    a window the user gives must fit."""
+    settings = attribution_settings(pixel_model, "occlusion")
+    assert (settings.window, settings.stride) == (3, 3)
+    x = torch.tensor(X[None], dtype=torch.float32)
+    assert torch.equal(attribute(pixel_model, x, 1, "occlusion").attributions,
+                       attribute(pixel_model, x, 1, "occlusion", window=3, stride=3).attributions)
+    assert attribution_settings(pixel_model, "occlusion", window=2).stride == 2

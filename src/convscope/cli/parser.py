@@ -301,10 +301,12 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="smoothgrad: the noise's standard deviation as a fraction of the image's range "
                         f"(default {ATTRIBUTION_DEFAULTS['sigma']}, as the paper)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="smoothgrad: random seed (default 0)")
-    p.add_argument("--window", type=int, default=ATTRIBUTION_DEFAULTS["window"], metavar="PX",
-                   help=f"occlusion: the occluding square's side (default {ATTRIBUTION_DEFAULTS['window']})")
-    p.add_argument("--stride", type=int, default=ATTRIBUTION_DEFAULTS["stride"], metavar="PX",
-                   help=f"occlusion: how far the square moves (default {ATTRIBUTION_DEFAULTS['stride']})")
+    p.add_argument("--window", type=int, metavar="PX",
+                   help=f"occlusion: the occluding square's side (default {ATTRIBUTION_DEFAULTS['window']}, "
+                        "or the input's shorter side where smaller)")
+    p.add_argument("--stride", type=int, metavar="PX",
+                   help=f"occlusion: how far the square moves (default {ATTRIBUTION_DEFAULTS['stride']}, "
+                        "or the window where smaller)")
     p.add_argument("--layer", metavar="NAME", help="guidedgradcam: the Grad-CAM layer (default: as for cam)")
     p.add_argument("--alpha", type=float, default=ATTRIBUTION_ALPHA, metavar="A",
                    help=f"the overlay's strength at the largest magnitude (default {ATTRIBUTION_ALPHA})")

@@ -99,17 +99,23 @@ class AttributionSettings:
 
 def attribution_settings(model: Model, method: str = "saliency", *, steps: int = ATTRIBUTION_DEFAULTS["steps"],
                          samples: int = ATTRIBUTION_DEFAULTS["samples"], sigma: float = ATTRIBUTION_DEFAULTS["sigma"],
-                         seed: int = 0, window: int = ATTRIBUTION_DEFAULTS["window"],
-                         stride: int = ATTRIBUTION_DEFAULTS["stride"], layer: str | None = None) -> AttributionSettings:
-    """The method and its options, each checked here, once, where the user's values enter."""
+                         seed: int = 0, window: int | None = None, stride: int | None = None,
+                         layer: str | None = None) -> AttributionSettings:
+    """The method and its options, each checked here, once, where the user's values enter. Occlusion's
+    ``window`` and ``stride`` default to 16 and 8 px, cut to the input's shorter side where it is smaller
+    (a window the user gives must fit)."""
     check_choice("method", method, METHODS, "attribution method")
     check_at_least("steps", steps, 1)
     check_at_least("samples", samples, 1)
     if not sigma > 0:
         raise InputError(f"sigma: must be above 0, got {sigma}", parameter="sigma")
+    height, width = model.input_size
+    if window is None:
+        window = min(ATTRIBUTION_DEFAULTS["window"], height, width)
+    if stride is None:
+        stride = min(ATTRIBUTION_DEFAULTS["stride"], window)
     check_at_least("window", window, 1)
     check_at_least("stride", stride, 1)
-    height, width = model.input_size
     if method == "occlusion" and window > min(height, width):
         raise InputError(f"window {window}: larger than the {height}x{width} input", parameter="window")
     if method == "occlusion" and stride > window:
@@ -322,7 +328,8 @@ def attribute(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence
               **options: float | int | str | None) -> AttributionResult:
     """Pixel attributions for each image and class (see the module notes): ``classes`` as for
     :func:`~convscope.cam`; ``options``: ``steps`` (integrated gradients, default 50), ``samples``,
-    ``sigma``, ``seed`` (SmoothGrad: 50, 0.15, 0), ``window``, ``stride`` (occlusion: 16, 8),
+    ``sigma``, ``seed`` (SmoothGrad: 50, 0.15, 0), ``window``, ``stride`` (occlusion: 16, 8, cut to a
+    smaller input),
     ``layer`` (guided Grad-CAM; default the CAM layer)."""
     model = as_model(model, x)
     return attributions(model, as_input(model, x), attribution_settings(model, method, **options), classes)
