@@ -123,7 +123,7 @@ def test_internal_errors_are_one_line_too(capsys, monkeypatch):
     def broken(self, x):
         raise RuntimeError("kaboom\nsecond line")
 
-    monkeypatch.setattr(convscope.model.Model, "logits", broken)
+    monkeypatch.setattr(convscope.model.Model, "raw_output", broken)
     code, _, err = run(capsys, "predict", "sample:coffee")
     assert code == 1
     assert_one_line_error(err, "internal error", "kaboom second line", "--debug")

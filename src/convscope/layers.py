@@ -209,14 +209,17 @@ def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
 PASS_THROUGH_TYPES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
 
 
-def default_cam_layer(layers: Sequence[LayerInfo], num_outputs: int | None = None) -> str:
+def default_cam_layer(layers: Sequence[LayerInfo], num_outputs: int | None = None, within: str | None = None) -> str:
     """The last feature map larger than 1x1 in the forward pass: the tensor that enters the final
     global pooling or flatten, found on the main path even where squeeze-and-excitation blocks pool
     to 1x1 in between. Pass-through layers (dropout, identity) are skipped, and so are trailing maps
     with one channel per class (a conv classifier such as SqueezeNet's), given ``num_outputs``. On a
-    model with aliases, the last such alias."""
+    model with aliases, the last such alias. ``within``: only the layers under that module path (a
+    segmentation model's ``backbone``: its last stage), where it has any."""
     maps = [layer for layer in named_layers(layers)
             if layer.is_map_larger_than_1x1 and layer.type not in PASS_THROUGH_TYPES]
+    inside = [layer for layer in maps if within is not None and layer.name.startswith(within + ".")]
+    maps = inside or maps
     if not maps:
         raise InputError("layer: the model has no layer with a spatial output; name one", parameter="layer")
     while len(maps) > 1 and num_outputs is not None and maps[-1].shape[0] == num_outputs:

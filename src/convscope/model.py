@@ -8,7 +8,6 @@ import difflib
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,23 +19,12 @@ from .images import ImageSource, Preprocessing, as_list, describe, load_image
 from .labels import imagenet_labels, numbered_labels
 from .layers import LayerAlias, LayerInfo, discover_layers, select_layers, unknown_layer
 from .precision import computing_in
+from .targets import Prediction, Target, TargetOptions, describe_output, detected_target_name, make_target
 
 #: Aspect-ratio distortion above which resizing the whole image gets a warning (4:1 for a square input).
 MAX_SQUASH = 4.0
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One class of a prediction: index, label and softmax probability."""
-
-    index: int
-    label: str
-    probability: float
-
-    def as_json(self) -> dict:
-        return {"index": self.index, "label": self.label, "probability": self.probability}
 
 
 class Model:
@@ -48,6 +36,11 @@ class Model:
     layer names (Keras names on VGG) and ``hidden`` module paths not listed by :meth:`layers`.
     ``output`` picks the class scores from a module that returns more than one tensor: an index (of
     a tuple or list), a key (of a dict) or a function of the output.
+
+    ``target`` (:mod:`convscope.targets`) says what a map explains: a name (``class``, ``softmax``,
+    ``rest``, ``multilabel``, ``segmentation``, ``embedding``, ``output``) or a Target; None detects
+    it from what the module returns (``multilabel`` for a sigmoid model's B x N scores when
+    ``multilabel``); ``target_options`` its settings. :meth:`use_target` changes it later.
     """
 
     def __init__(self, module: nn.Module, *, name: str = "custom", weights: str = "custom",
@@ -56,7 +49,9 @@ class Model:
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  labels: Sequence[str] | None = None,
                  aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = (),
-                 output: int | str | Callable[[Any], torch.Tensor] | None = None) -> None:
+                 output: int | str | Callable[[Any], torch.Tensor] | None = None,
+                 target: str | Target | None = None, multilabel: bool = False,
+                 target_options: TargetOptions | None = None) -> None:
         if not isinstance(module, nn.Module):
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
                              parameter="module")
@@ -80,6 +75,10 @@ class Model:
         self.hidden = tuple(hidden)
         self.output = output
         self._all_layers: list[LayerInfo] | None = None
+        self._target = target if isinstance(target, Target) else None
+        self._target_name = target if isinstance(target, str) else None
+        self.multilabel = multilabel
+        self._target_options = target_options or TargetOptions()
 
     def __repr__(self) -> str:
         return f"<convscope.Model {self.name} weights={self.weights} input={self.input_size}>"
@@ -107,11 +106,12 @@ class Model:
 
     @property
     def labels(self) -> tuple[str, ...]:
-        """Class names in index order (ImageNet's for 1000 outputs, ``class N`` otherwise, unless given)."""
+        """The names of the target's scores: the class names in index order (ImageNet's for 1000
+        outputs, ``class N`` otherwise, unless given), or the target's own (``similarity to ...``)."""
         if self._labels is None:
             outputs = self.num_outputs
             self._labels = imagenet_labels() if outputs == 1000 else numbered_labels(outputs)
-        return self._labels
+        return self.target.labels(self._labels)
 
     @labels.setter
     def labels(self, labels: Sequence[str]) -> None:
@@ -119,16 +119,61 @@ class Model:
 
     @property
     def num_outputs(self) -> int:
-        """Scores the module outputs per image (one forward pass on the first use, then remembered)."""
+        """Target scores per image (found with the target: one forward pass on the first use)."""
         if self._num_outputs is None:
-            with evaluating(self.module), torch.no_grad():
-                self._num_outputs = int(self.scores(self.dummy_input()).shape[-1])
+            name, options = (self._target_name, self._target_options) if self._target is None \
+                else (self._target.name, self._target.options)
+            self.use_target(name, options, self.multilabel)
         return self._num_outputs
 
     @property
     def num_classes(self) -> int:
         """How many classes the model names: one per label."""
         return len(self.labels)
+
+    # -- what a map explains -------------------------------------------------------------------
+    @property
+    def target(self) -> Target:
+        """What a map explains (see :mod:`convscope.targets`): the target given, or the one the
+        module's output calls for (found with one forward pass on the first use)."""
+        if self._target is None:
+            self.use_target(self._target_name, self._target_options, self.multilabel)
+        return self._target
+
+    def use_target(self, name: str | None = None, options: TargetOptions | None = None,
+                   multilabel: bool = False) -> Model:
+        """This model explaining the target ``name`` with ``options`` from now on (None: the one its
+        output calls for, ``multilabel`` for a sigmoid model), checked against what the module
+        returns; returns the model."""
+        output = self._dummy_output()
+        options = options or TargetOptions()
+        name = name or detected_target_name(output, multilabel, options.reference is not None)
+        if name is None:
+            self.class_scores(output)  # the error that says how to pick the scores
+        self._target = make_target(name, output, options)
+        self.multilabel, self._target_options = multilabel, options
+        self._num_outputs = int(self._target.scores(output).shape[-1])
+        return self
+
+    def resolve(self) -> Model:
+        """Find the target and the labels now (one forward pass on a dummy batch, the first time only),
+        so that no hidden forward pass runs later while a technique's hooks are live."""
+        self.labels  # noqa: B018 -- resolving is the point
+        return self
+
+    def outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The module's output tensor for the model input ``x`` (B x ..., fp32), in eval mode without
+        gradients: an embedding model's embeddings."""
+        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
+            return self.class_scores(self.raw_output(x.to(device=self.device, dtype=self.dtype))).float()
+
+    def _dummy_output(self) -> Any:
+        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
+            return self.raw_output(self.dummy_input())
+
+    def describe_target(self) -> str:
+        """One line: the target, what it explains and what the module returns."""
+        return self.target.describe(self._dummy_output())
 
     def check_convolutional(self) -> None:
         """InputError for a vision transformer: its layers output tokens (ViT) or channels-last maps
@@ -140,24 +185,48 @@ class Model:
                              "tokens, not C x H x W feature maps, and convscope explains convolutional networks "
                              "only", parameter="model")
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """The module's class scores for the model input ``x`` (B x classes), with gradients and modes
-        as the caller has them: the module's output, or the part of it that ``output`` picks."""
-        return self.class_scores(self.module(x))
+    def raw_output(self, x: torch.Tensor) -> Any:
+        """The module's output for the model input ``x``, or the part of it that ``output`` picks."""
+        output = self.module(x)
+        if self.output is None:
+            return output
+        try:
+            return self.output(output) if callable(self.output) else output[self.output]
+        except (KeyError, IndexError, TypeError) as exc:
+            raise InputError(f"output {self.output!r} does not pick the class scores from the module's "
+                             f"{describe_output(output)} ({type(exc).__name__}: {exc})",
+                             parameter="output") from None
 
-    def class_scores(self, output: Any) -> torch.Tensor:
-        """The class scores in a module's output (see ``output``); InputError saying how to pick them."""
-        if self.output is not None:
-            try:
-                output = self.output(output) if callable(self.output) else output[self.output]
-            except (KeyError, IndexError, TypeError) as exc:
-                raise InputError(f"output {self.output!r} does not pick the class scores from the module's "
-                                 f"{_describe_output(output)} ({type(exc).__name__}: {exc})",
-                                 parameter="output") from None
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The target's scores for the model input ``x`` (B x N), with gradients and modes as the
+        caller has them."""
+        return self.target.scores(self.raw_output(x))
+
+    def scores_for(self, x: torch.Tensor, classes: Sequence[int] | None) -> tuple[torch.Tensor, list[int]]:
+        """The target's scores for ``x`` and each row's entry to explain: ``classes``, or where None
+        the target's first choice for each image (a classifier's top-1)."""
+        output = self.raw_output(x)
+        scores = self.target.scores(output)
+        return scores, (self.target.first_choice(output, self.labels) if classes is None else list(classes))
+
+    def regions(self, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor | None:
+        """Each row's region (B x H x W, 1 inside) where the target sums over one (segmentation:
+        the pixels of row b assigned to ``classes[b]``, or the fixed region), else None."""
+        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
+            return self.target.regions(self.raw_output(x.to(device=self.device, dtype=self.dtype)), classes)
+
+    def measure(self, x: torch.Tensor) -> torch.Tensor:
+        """What the metrics follow for ``x`` (B x N): a class's softmax probability for the class
+        targets, a multilabel model's sigmoid, the target's scores otherwise."""
+        return self.target.measure(self.raw_output(x))
+
+    @staticmethod
+    def class_scores(output: Any) -> torch.Tensor:
+        """``output`` as one tensor of scores; else an InputError saying how to pick them."""
         if isinstance(output, torch.Tensor):
             return output
         example = "'logits'" if isinstance(output, Mapping) else "0"
-        raise InputError(f"output: the module returns {_describe_output(output)}, not one tensor of class scores; "
+        raise InputError(f"output: the module returns {describe_output(output)}, not one tensor of class scores; "
                          f"say which part holds them: load_model(module, output={example}) (an index, a key or "
                          "a function)", parameter="output")
 
@@ -230,24 +299,26 @@ class Model:
 
     # -- predictions ---------------------------------------------------------------------------
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores before softmax, in eval mode without gradients (the module's mode is restored)."""
+        """The target's scores (a classifier's class scores before softmax), in eval mode without
+        gradients (the module's mode is restored)."""
         with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
             return self.scores(x.to(device=self.device, dtype=self.dtype)).float()
 
     def predict(self, x: torch.Tensor, top: int = 5, batch_size: int = 16) -> list[list[Prediction]]:
-        """The ``top`` most probable classes of each image of the batch ``x``, best first."""
-        classes = len(self.labels)
-        check_between("top", top, 1, classes)
+        """Each image's ``top`` candidates as the target ranks them (a classifier's most probable
+        classes), best first, the target's default ones marked ``chosen``."""
+        labels = self.labels
+        check_between("top", top, 1, len(labels))
         results = []
         for start in range(0, x.shape[0], batch_size):
-            logits = self.logits(x[start:start + batch_size])
-            if logits.dim() != 2 or logits.shape[-1] != classes:
-                raise InputError(f"the model outputs {tuple(logits.shape[1:])} per image but has {classes} "
+            chunk = x[start:start + batch_size].to(device=self.device, dtype=self.dtype)
+            with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
+                output = self.raw_output(chunk)
+                scores = self.target.scores(output)
+            if scores.dim() != 2 or scores.shape[-1] != len(labels):
+                raise InputError(f"the model outputs {tuple(scores.shape[1:])} per image but has {len(labels)} "
                                  "class labels; give one label per output")
-            probs = logits.softmax(dim=-1)
-            values, indices = probs.topk(top, dim=-1)
-            for row_values, row_indices in zip(values.tolist(), indices.tolist()):
-                results.append([Prediction(i, self.labels[i], p) for i, p in zip(row_indices, row_values)])
+            results.extend(self.target.predictions(output, labels, top))
         return results
 
     def class_index(self, value: int | str) -> int:
@@ -275,14 +346,6 @@ def _check_input_channels(module: nn.Module, channels: int) -> None:
         fix = "mean=(m,), std=(s,)" if first.in_channels == 1 else "three values each for mean and std"
         raise InputError(f"mean: {channels} value(s) for {channels} input channel(s), but the module's first "
                          f"convolution takes {first.in_channels}: give {fix}", parameter="mean")
-
-
-def _describe_output(output: Any) -> str:
-    if isinstance(output, Mapping):
-        return f"a dict with keys {', '.join(repr(k) for k in list(output)[:5])}"
-    if isinstance(output, (tuple, list)):
-        return f"a {type(output).__name__} of {len(output)} items"
-    return f"a {type(output).__name__}"
 
 
 #: The layers of plain modules already wrapped, per module and input size: wrapping a module discovers

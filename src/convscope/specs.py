@@ -99,3 +99,12 @@ def check_samples(method: str, samples: int | None) -> None:
                          f"{', '.join(SAMPLED_CAM_METHODS)})", parameter="samples")
     if samples < 1:
         raise InputError(f"samples: must be at least 1, got {samples}", parameter="samples")
+
+
+def parse_box(text: str) -> list[float] | None:
+    """``x0,y0,x1,y1`` as four numbers (None when ``text`` is not four comma-separated numbers)."""
+    try:
+        box = [float(part) for part in text.split(",")]
+    except ValueError:
+        return None
+    return box if len(box) == 4 else None

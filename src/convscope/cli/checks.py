@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 from ..catalog import CMAP, DATASET_METRICS, FILTER_SIZES, RANKED_METHOD_NAMES, SAMPLES
 from ..errors import InputError, check_at_least, check_between
-from ..specs import check_fuse, check_metrics, check_samples, filter_spec, parse_methods, parse_metrics
+from ..specs import check_fuse, check_metrics, check_samples, filter_spec, parse_box, parse_methods, parse_metrics
 
 #: How an image argument names a bundled sample photo.
 SAMPLE_PREFIX = "sample:"
@@ -68,6 +68,34 @@ def check_colormap(name: str) -> None:
         raise InputError(f"cmap: unknown colormap {name!r} (any matplotlib colormap, e.g. viridis, gray, magma, "
                          "inferno, plasma, jet, turbo)",
                          parameter="cmap") from None
+
+
+def check_target(args: argparse.Namespace) -> None:
+    """The target flags agree with each other: the threshold a probability, ``--reference`` for the
+    embedding target only (and needed by it), ``--region`` for segmentation only, a box well formed."""
+    target = "multilabel" if args.multilabel else args.target
+    if args.multilabel and args.target not in (None, "multilabel"):
+        raise InputError(f"multilabel: a multilabel model, but target {args.target} asked for", parameter="multilabel")
+    check_between("threshold", args.threshold, 0, 1)
+    if target == "embedding" and args.reference is None:
+        raise InputError("reference: the embedding target compares with a reference image's embedding; give "
+                         "--reference IMAGE or DIR", parameter="reference")
+    if args.reference is not None:
+        if target not in (None, "embedding"):
+            raise InputError(f"reference {args.reference}: only the embedding target compares with a reference, "
+                             f"not {target}", parameter="reference")
+        if sample_name(args.reference) is None and not os.path.exists(args.reference):
+            raise InputError(f"reference {args.reference}: no such file or folder", parameter="reference")
+    if args.region is not None:
+        if target not in (None, "segmentation"):
+            raise InputError(f"region {args.region}: only the segmentation target sums over a region, not {target}",
+                             parameter="region")
+        box = parse_box(args.region)
+        if box is None and not os.path.exists(args.region):
+            raise InputError(f"region {args.region}: neither a box x0,y0,x1,y1 nor a mask image file",
+                             parameter="region")
+        if box is not None and not (box[0] < box[2] and box[1] < box[3]):
+            raise InputError(f"region {args.region}: a box x0,y0,x1,y1 needs x0 < x1 and y0 < y1", parameter="region")
 
 
 def _images(args: argparse.Namespace) -> list[str]:
@@ -131,4 +159,6 @@ def check_args(args: argparse.Namespace) -> None:
                          "for a folder of images use `convscope dataset FOLDER`")
     for arg in images:
         sample_name(arg)
+    if hasattr(args, "target"):
+        check_target(args)
     COMMAND_CHECKS.get(args.command, lambda args: None)(args)

@@ -20,9 +20,10 @@ from .. import dataset, models
 from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, CONCEPTS_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
+from ..dataset.sources import IMAGE_SUFFIXES
 from ..errors import InputError
 from ..images import ImageSource, load_image
-from ..model import Model
+from ..model import Model, Prediction
 from ..presentation.files import check_out_dir, prepare_out_dir, save_npy
 from ..presentation.plans import (
     check_top,
@@ -36,6 +37,7 @@ from ..presentation.plans import (
 from ..presentation.run import ReportOptions, run_all
 from ..presentation.writers import concept_names, image_stems, write_concept_files
 from ..samples import DEMO_SAMPLES, sample_array
+from ..targets import TargetOptions, region_mask
 from ..techniques.cams import AUGMENTATIONS
 from ..techniques.cams import METHODS as CAM_METHODS
 from ..techniques.evaluate import Evaluation, class_independent, group_title
@@ -43,11 +45,18 @@ from ..techniques.explain import Explanation
 from .checks import SAMPLE_PREFIX, sample_name
 
 
-def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence], top: int) -> None:
+def _print_predictions(names: Sequence[str], ranked: Sequence[Sequence[Prediction]], top: int) -> None:
+    """Each image's ``top`` predictions (more where its target chooses more), the chosen ones marked
+    ``*`` where the target chooses other than the first."""
     for name, preds in zip(names, ranked):
         print(name)
-        for rank, p in enumerate(preds[:top], 1):
-            print(f"  {rank:>2}. {p.label:<30} {p.probability:7.2%}  (class {p.index})")
+        shown = max(top, max((rank for rank, p in enumerate(preds, 1) if p.chosen), default=0))
+        mark = any(p.chosen for p in preds[1:])
+        for rank, p in enumerate(preds[:shown], 1):
+            value = f"{p.value:.4f}" if p.kind in ("similarity", "value") else f"{p.value:7.2%}"
+            unit = " of the pixels" if p.kind == "pixels" else ""
+            star = (" *" if p.chosen else "  ") if mark else ""
+            print(f"  {rank:>2}. {p.label:<30} {value}{unit}  (class {p.index}){star}")
 
 
 def _resolve_device(name: str) -> str:
@@ -69,7 +78,30 @@ def _resolve_device(name: str) -> str:
 
 
 def _load(args: argparse.Namespace) -> Model:
-    return models.load_model(args.model, args.weights, device=_resolve_device(args.device))
+    """The model, with the target the flags ask for or the one its output calls for: said in one line on
+    stdout unless it is a class's logit (or the command prints JSON)."""
+    model = models.load_model(args.model, args.weights, device=_resolve_device(args.device))
+    if hasattr(args, "target"):
+        region = None if args.region is None else region_mask(args.region, model.input_size)
+        reference, reference_name = _reference(model, args.reference) if args.reference else (None, "the reference")
+        options = TargetOptions(args.threshold, region, reference, reference_name)
+        model.use_target(args.target, options, args.multilabel)
+        if model.target.name != "class" and not getattr(args, "json", False):  # a classifier's is no news
+            print(model.describe_target())
+    return model
+
+
+def _reference(model: Model, arg: str) -> tuple[torch.Tensor, str]:
+    """The embedding a ``--reference`` names: an image's (file or sample), or a folder's images' mean."""
+    path = Path(arg)
+    files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) \
+        if path.is_dir() else [arg]
+    if not files:
+        raise InputError(f"reference {arg}: the folder holds no images", parameter="reference")
+    embeddings = torch.cat([model.outputs(model.preprocess([load_image(image_source(f)) for f in files[i:i + 16]]))
+                            for i in range(0, len(files), 16)])
+    name = path.name if len(files) == 1 else f"{path.name} ({len(files)} images)"
+    return embeddings.flatten(1).mean(dim=0), name
 
 
 def image_source(arg: str) -> ImageSource:
@@ -120,14 +152,14 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
     model = _load(args)
-    check_top(model, args.top)
+    top = min(5, len(model.labels)) if args.top is None else check_top(model, args.top)
     x = model.preprocess(images, crop=args.crop, names=args.images)
-    results = model.predict(x, top=args.top)
+    results = model.predict(x, top=top)
     if args.json:
         print(json.dumps([{"image": image, "predictions": [p.as_json() for p in preds]}
                           for image, preds in zip(args.images, results)], indent=2))
         return 0
-    _print_predictions(args.images, results, args.top)
+    _print_predictions(args.images, results, top)
     return 0
 
 
@@ -158,21 +190,22 @@ def cmd_cam(args: argparse.Namespace) -> int:
               "same for every class", file=sys.stderr)
     out = prepare_out_dir(args.out, CAM_DIR)
     x = model.preprocess(photos, names=args.images)
-    ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
+    ranked = model.predict(x, top=min(max(5, plan.top or 1), len(model.labels)))
     _print_predictions(args.images, ranked, 5)
+    pairs = plan.pairs(ranked, args.images, model.labels)
     if args.save_raw:
         _save_input(x, out)
     cost = plan.settings.passes_per_image(model)
     if cost is not None:  # the methods that run the model once per channel or copy say so before they start
         per_map, how = cost
-        maps = len(plan.pairs(ranked))
+        maps = len(pairs)
         runs = maps * (len(AUGMENTATIONS) if plan.settings.aug_smooth else 1)
         augmented = f" x {len(AUGMENTATIONS)} augmentations" if plan.settings.aug_smooth else ""
         print(f"{plan.settings.method.title}: up to {per_map * runs:,} forward passes (per map: {how}; "
               f"{maps} map{'s' if maps != 1 else ''}{augmented})", file=sys.stderr, flush=True)
     unit = "masked inputs" if plan.settings.method.masks_input else "noisy copies"
     with _progress_bar(False, unit) as bar:  # the methods that run the model once per channel or copy
-        written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / CAM_DIR,
+        written = plan.write(model, x, photos, image_stems(args.images), pairs, out / CAM_DIR,
                              progress=bar.update)
     print(f"{CAM_METHODS[plan.method].title} on {CAM_METHODS[plan.method].where(plan.layer)}: {len(written)} maps in "
           f"{out / 'cam'} "
@@ -187,9 +220,10 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                           window=args.window, stride=args.stride, layer=args.layer)
     out = prepare_out_dir(args.out, ATTRIBUTE_DIR)
     x = model.preprocess(photos, names=args.images)
-    ranked = model.predict(x, top=min(max(5, plan.top), len(model.labels)))
+    ranked = model.predict(x, top=min(max(5, plan.top or 1), len(model.labels)))
     _print_predictions(args.images, ranked, 5)
-    written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked), out / ATTRIBUTE_DIR)
+    written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked, args.images, model.labels),
+                         out / ATTRIBUTE_DIR)
     for w in written:
         if w.gap is not None:
             share = f" ({abs(w.gap / w.change):.1%} of it)" if w.change else ""

@@ -38,6 +38,8 @@ from ..catalog import (
     SAMPLES,
     SANITY_SEEDS,
     STEPS,
+    TARGET_NAMES,
+    TARGET_THRESHOLD,
     TRUST_METHODS,
 )
 
@@ -104,7 +106,21 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     images.add_argument("--crop", action="store_true",
                         help="resize the short side and cut the centre, as torchvision's weights expect "
                              "(default: the whole image, resized)")
-    return {"run": run, "model": model, "out": out, "quiet": quiet, "images": images}
+    target = argparse.ArgumentParser(add_help=False)
+    group = target.add_argument_group("target (what a map explains)")
+    group.add_argument("--target", choices=TARGET_NAMES,
+                       help="class (a class's logit), softmax, rest (logit minus cross-entropy), multilabel, "
+                            "segmentation, embedding or output (default: chosen from what the model returns)")
+    group.add_argument("--multilabel", action="store_true",
+                       help="a sigmoid model: every class above --threshold gets its map (as --target multilabel)")
+    group.add_argument("--threshold", type=float, default=TARGET_THRESHOLD, metavar="P",
+                       help=f"multilabel: the sigmoid probability a class must exceed (default {TARGET_THRESHOLD})")
+    group.add_argument("--reference", metavar="IMAGE|DIR",
+                       help="embedding: the image (or folder of images, their mean embedding) each map compares with")
+    group.add_argument("--region", metavar="X0,Y0,X1,Y1|MASK",
+                       help="segmentation: a box in the model input's pixels or a mask image (nonzero = inside) "
+                            "whose summed class logits a map explains (default: the pixels assigned to the class)")
+    return {"run": run, "model": model, "out": out, "quiet": quiet, "images": images, "target": target}
 
 
 def _classes_option(parser: Any, default: str) -> None:
@@ -158,11 +174,12 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--json", action="store_true", help='print a JSON array of {"name", "type", "shape"}')
     p.set_defaults(handler=handlers["layers"])
 
-    p = sub.add_parser("predict", parents=[*on_model, shared["images"]], help="top-K classes for images",
+    p = sub.add_parser("predict", parents=[*on_model, shared["target"], shared["images"]],
+                       help="top-K classes for images",
                        description="Print the K most probable classes of each image. IMAGE is a file "
                                    f"or {SAMPLE_NAMES}.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help=IMAGES_HELP)
-    p.add_argument("--top", type=_positive_int, default=5, metavar="K", help="how many classes (default 5)")
+    p.add_argument("--top", type=_positive_int, metavar="K", help="how many classes (default 5)")
     p.add_argument("--json", action="store_true",
                    help='print a JSON array: {"image", "predictions": [{"index", "label", "probability"}]}')
     p.set_defaults(handler=handlers["predict"])
@@ -209,7 +226,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.set_defaults(handler=handlers["filters"])
 
     report_steps = f"optimization steps for the filters (default {default_steps})"
-    p = sub.add_parser("run", parents=[*on_model, shared["out"], shared["quiet"], shared["images"]],
+    p = sub.add_parser("run", parents=[*on_model, shared["target"], shared["out"], shared["quiet"], shared["images"]],
                        help="everything for some images, as a browsable HTML report",
                        description="Run predictions, intermediate outputs, filters and class activation maps, "
                                    "and write DIR/index.html beside the images it links "
@@ -249,7 +266,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     _timings_option(p)
     p.set_defaults(handler=handlers["demo"])
 
-    p = sub.add_parser("cam", parents=[*on_model, shared["out"], shared["images"]],
+    p = sub.add_parser("cam", parents=[*on_model, shared["target"], shared["out"], shared["images"]],
                        help="class activation maps (Grad-CAM and family)",
                        description="Show which parts of each image made the network choose a class: a "
                                    "heatmap and an overlay on the photo per image and class, in DIR/cam/.")
@@ -283,7 +300,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help="also write DIR/input.npy and DIR/cam/<stem>_<class>.npy (float32 H x W in [0, 1])")
     p.set_defaults(handler=handlers["cam"])
 
-    p = sub.add_parser("attribute", parents=[*on_model, shared["out"], shared["images"]],
+    p = sub.add_parser("attribute", parents=[*on_model, shared["target"], shared["out"], shared["images"]],
                        help="pixel attributions (saliency, integrated gradients, SmoothGrad, guided backprop, ...)",
                        description="How much each input pixel counts for a class: a signed map per image and class "
                                    "(red for, blue against) and an overlay on the photo, in DIR/attribute/.")
@@ -327,7 +344,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--alpha", type=float, default=0.5, metavar="A", help="the colours' strength (default 0.5)")
     p.set_defaults(handler=handlers["concepts"])
 
-    p = sub.add_parser("evaluate", parents=[*on_model, shared["out"], shared["images"]],
+    p = sub.add_parser("evaluate", parents=[*on_model, shared["target"], shared["out"], shared["images"]],
                        help="which map to trust: every CAM method and pixel attribution measured and ranked",
                        description="Draw every CAM method's map for each image and class, measure them (deletion "
                                    "and insertion AUCs, Average Drop, Increase in Confidence, the randomization "
@@ -352,7 +369,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--json", action="store_true", help="print the objects of metrics.json on stdout")
     p.set_defaults(handler=handlers["evaluate"])
 
-    p = sub.add_parser("explain", parents=[*on_model, shared["out"], shared["quiet"], shared["images"]],
+    p = sub.add_parser("explain",
+                       parents=[*on_model, shared["target"], shared["out"], shared["quiet"], shared["images"]],
                        help="why this class: the channels that carried the decision",
                        description="Attribute a class score to the channels of a layer (gradient x activation, "
                                    "summed over positions) and show the top channels, each with its filter picture "
@@ -368,7 +386,7 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--json", action="store_true", help="print the objects of the JSON files on stdout")
     p.set_defaults(handler=handlers["explain"])
 
-    p = sub.add_parser("dataset", parents=[*on_model, shared["out"], shared["quiet"]],
+    p = sub.add_parser("dataset", parents=[*on_model, shared["target"], shared["out"], shared["quiet"]],
                        help="a whole folder: predictions and class activation maps, as resumable Parquet shards",
                        description="Stream every image of SOURCE (a folder, searched recursively; a glob in quotes; "
                                    "or a text file listing paths) through the model: top-5 predictions, the CAM of "

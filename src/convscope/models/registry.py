@@ -19,6 +19,7 @@ from torch import nn
 from ..catalog import DEFAULT_MODEL, DEFAULT_WEIGHTS
 from ..errors import InputError, WeightsError
 from ..model import IMAGENET_MEAN, IMAGENET_STD, Model
+from ..targets import TargetOptions
 from .weights import NAMED_WEIGHTS, apply_state_dict, read_state_dict
 
 #: Seed for ``random`` weights, so that an untrained model is the same every time.
@@ -63,7 +64,9 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
                device: str | torch.device | None = None, labels: Sequence[str] | None = None,
                input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
                std: Sequence[float] = IMAGENET_STD,
-               output: int | str | Callable[[Any], torch.Tensor] | None = None) -> Model:
+               output: int | str | Callable[[Any], torch.Tensor] | None = None,
+               target: str | None = None, multilabel: bool = False,
+               target_options: TargetOptions | None = None) -> Model:
     """Load a model by name, or wrap a ``torch.nn.Module``.
 
     ``weights``: ``imagenet`` (the default; pretrained, for torchvision models fetched into torch's
@@ -76,7 +79,18 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     error: move it yourself). Named models are built in eval mode on ``device`` (default cpu).
     ``output`` picks the class scores from a module that returns a tuple, a list or a dict: an
     index, a key or a function of the output (Inception's aux logits, ``(logits, features)``, ...).
+    ``target`` says what a map explains (:mod:`convscope.targets`; None: the one the output calls
+    for, ``multilabel=True`` for a sigmoid classifier), ``target_options`` its settings.
     """
+    model = _load(name, weights, device, labels, input_size, mean, std, output)
+    if target is not None or multilabel or target_options is not None:
+        model.use_target(target, target_options, multilabel)
+    return model
+
+
+def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch.device | None,
+          labels: Sequence[str] | None, input_size: int | tuple[int, int], mean: Sequence[float],
+          std: Sequence[float], output: int | str | Callable[[Any], torch.Tensor] | None) -> Model:
     if isinstance(name, nn.Module):
         model = _wrap_module(name, weights, device, labels, input_size, mean, std)
         model.output = output

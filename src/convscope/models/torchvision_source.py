@@ -1,5 +1,6 @@
-"""The ``torchvision:`` model source: any torchvision classification model by name, its ImageNet
-weights fetched into torch's cache (a clear WeightsError offline), preprocessing and labels from
+"""The ``torchvision:`` model source: any torchvision classification or segmentation model by name,
+its pretrained weights (ImageNet; COCO with the VOC classes for segmentation) fetched into torch's
+cache (a clear WeightsError offline), preprocessing and labels from
 torchvision's weights metadata.
 """
 
@@ -33,27 +34,41 @@ def build_torchvision_model(name: str, spec: str, display_name: str, keras_names
     ``keras_names`` adds Keras layer names (VGG). InputError for an unknown name."""
     import torchvision.models as tvm
 
-    available = tvm.list_models(module=tvm)
+    segmentation = tvm.list_models(module=tvm.segmentation)
+    available = tvm.list_models(module=tvm) + segmentation
     if name not in available:
         close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown torchvision classification model {name!r}{hint}")
+        raise InputError(f"unknown torchvision classification or segmentation model {name!r}{hint}")
     weights_enum = tvm.get_model_weights(name).DEFAULT
-    module = build_seeded(lambda: tvm.get_model(name, weights=None))
+    # a segmentation model: no backbone weights fetched, and the auxiliary head its pretrained weights have
+    options = {"weights_backbone": None, "aux_loss": spec == "imagenet" and _has_aux_head(name)} \
+        if name in segmentation else {}
+    module = build_seeded(lambda: tvm.get_model(name, weights=None, **options))
     if spec == "imagenet":
         apply_state_dict(module, _fetch_torchvision_weights(weights_enum, display_name), "imagenet", display_name)
     elif spec != "random":
         load_file_weights(module, spec, display_name)
     labels = weights_enum.meta.get("categories")
     transforms = weights_enum.transforms()
-    crop = getattr(transforms, "crop_size", [224])
-    size = (crop[0], crop[0]) if crop else (224, 224)
+    crop = getattr(transforms, "crop_size", None) or getattr(transforms, "resize_size", None) or [224]
+    size = (crop[0], crop[0])
     mean = tuple(getattr(transforms, "mean", IMAGENET_MEAN))
     std = tuple(getattr(transforms, "std", IMAGENET_STD))
     aliases, hidden = keras_aliases(module) if keras_names else ([], [])
+    outputs = len(labels) if name in segmentation and labels else _out_features(module)
     return Model(module, name=display_name, weights=spec, preprocessing=Preprocessing(size, mean, std),
-                 labels=labels if labels and len(labels) == _out_features(module) else None,
-                 aliases=aliases, hidden=hidden)
+                 labels=labels if labels and len(labels) == outputs else None, aliases=aliases, hidden=hidden)
+
+
+def _has_aux_head(name: str) -> bool:
+    """Whether torchvision's segmentation model ``name`` takes ``aux_loss`` (its pretrained weights then
+    include the auxiliary classifier)."""
+    import inspect
+
+    import torchvision.models as tvm
+
+    return "aux_loss" in inspect.signature(tvm.segmentation.__dict__[name]).parameters
 
 
 def _fetch_torchvision_weights(weights_enum, model_name: str) -> dict[str, torch.Tensor]:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from matplotlib import colormaps
 from matplotlib.figure import Figure
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
 from ..catalog import NORMALIZATIONS
 from ..errors import InputError, check_at_least, check_between, check_choice
@@ -157,6 +157,19 @@ def overlay(photo: Image.Image, heat: np.ndarray, alpha: float = 0.4, cmap: str 
                          parameter="heat")
     blended = (1.0 - alpha) * rgb + alpha * colorize(heat, cmap).astype(np.float32)
     return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
+
+
+def outlined(picture: Image.Image, region: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255),
+             width: int = 2) -> Image.Image:
+    """``picture`` with the outline of ``region`` (H x W, nonzero inside, at any size: resized to the
+    picture, nearest) drawn in ``colour``: the pixels within ``width`` of the region's edge, inside."""
+    inside = (np.asarray(region) > 0).astype(np.uint8) * 255
+    mask = Image.fromarray(inside).resize(picture.size, Image.Resampling.NEAREST)
+    inner = mask.filter(ImageFilter.MinFilter(2 * width + 1))
+    edge = np.asarray(mask) > np.asarray(inner)
+    rgb = np.array(picture.convert("RGB"))
+    rgb[edge] = colour
+    return Image.fromarray(rgb, "RGB")
 
 
 def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:

@@ -176,22 +176,51 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
 
 
 # -- class activation maps ----------------------------------------------------------------------------
-def class_pairs(classes: Sequence[int], top: int, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
+def chosen(predictions: Sequence[Prediction], image: str) -> list[int]:
+    """The classes the target explains by default for one image (a classifier's top-1, a multilabel
+    model's every class above the threshold): an InputError naming ``image`` when there is none."""
+    picked = [p.index for p in predictions if p.chosen]
+    if not picked:
+        best = f" (highest: {predictions[0].label} {predictions[0].value:.0%})" if predictions else ""
+        raise InputError(f"threshold: no class of {image} is above it{best}; lower --threshold or give --class",
+                         parameter="threshold")
+    return picked
+
+
+def class_pairs(classes: Sequence[int], top: int | None, ranked: Sequence[Sequence[Prediction]],
+                names: Sequence[str] = (), labels: Sequence[str] = ()) -> list[tuple[int, int]]:
     """(image index, class) for each map of a plan: the given ``classes`` for every image, else its
-    ``top`` predicted ones (``ranked``: each image's predictions, best first)."""
-    return [(i, cls) for i, predictions in enumerate(ranked)
-            for cls in (classes or [p.index for p in predictions[:top]])]
+    ``top`` predicted ones, else (None) the ones its target chooses (``ranked``: each image's
+    predictions, best first). A given class with an empty region (a segmentation class no pixel of
+    the image is assigned to: not among its predictions) is an InputError naming the image (``names``)
+    and the class (``labels``)."""
+    pairs = []
+    for i, predictions in enumerate(ranked):
+        image = names[i] if i < len(names) else f"image {i + 1}"
+        if classes and predictions and predictions[0].kind == "pixels":
+            listed = {p.index for p in predictions}
+            for cls in classes:
+                if cls not in listed:
+                    name = labels[cls] if cls < len(labels) else str(cls)
+                    present = ", ".join(f"{p.label} {p.value:.0%}" for p in predictions[:3])
+                    raise InputError(f"classes: no pixel of {image} is assigned to {name!r}, so its region is "
+                                     f"empty (the model assigns {present}); give another class or a region",
+                                     parameter="classes")
+        picked = classes or ([p.index for p in predictions[:top]] if top is not None else chosen(predictions, image))
+        pairs += [(i, cls) for cls in picked]
+    return pairs
 
 
 @dataclass(frozen=True)
 class CamPlan:
     """The map settings (checked by :func:`plan_cam`: layer or layers, method and its options), the
-    overlay's alpha, and for each image the given classes or the ``top`` predicted ones."""
+    overlay's alpha, and for each image the given classes, the ``top`` predicted ones or (None) those
+    its target chooses."""
 
     settings: CamSettings
     alpha: float = CAM_ALPHA
     classes: tuple[int, ...] = ()
-    top: int = 1
+    top: int | None = None
     save_raw: bool = False
 
     @property
@@ -203,9 +232,10 @@ class CamPlan:
     def method(self) -> str:
         return self.settings.method.name
 
-    def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
+    def pairs(self, ranked: Sequence[Sequence[Prediction]], names: Sequence[str] = (),
+              labels: Sequence[str] = ()) -> list[tuple[int, int]]:
         """(image index, class) for each map: see :func:`class_pairs`."""
-        return class_pairs(self.classes, self.top, ranked)
+        return class_pairs(self.classes, self.top, ranked, names, labels)
 
     def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
               pairs: Sequence[tuple[int, int]], folder: Path, map_size: tuple[int, int] | None = None,
@@ -218,7 +248,8 @@ class CamPlan:
             images = [i for i, _ in chunk]
             result = cam_maps(model, x[images], self.settings, [c for _, c in chunk], progress=progress)
             written += write_cam_files(result, images, photos, stems, model.labels, folder, alpha=self.alpha,
-                                       save_raw=self.save_raw, map_size=map_size)
+                                       save_raw=self.save_raw, map_size=map_size,
+                                       regions=model.regions(x[images], result.classes))
         return written
 
 
@@ -231,7 +262,7 @@ def plan_cam(model: Model, layer: str | Sequence[str] | None = None, classes: Se
     check_between("alpha", alpha, 0, 1)
     settings = cam_settings(model, layer, method, precision, **options)
     fixed = tuple(model.class_index(value) for value in classes)
-    top = 1 if top is None else check_top(model, top)
+    top = None if top is None else check_top(model, top)
     return CamPlan(settings, alpha, fixed, top, save_raw)
 
 
@@ -239,17 +270,18 @@ def plan_cam(model: Model, layer: str | Sequence[str] | None = None, classes: Se
 @dataclass(frozen=True)
 class AttributePlan:
     """The attribution's settings (checked by :func:`plan_attribute`), the overlay's alpha, and for
-    each image the given classes or the ``top`` predicted ones."""
+    each image the given classes, the ``top`` predicted ones or (None) those its target chooses."""
 
     settings: AttributionSettings
     alpha: float = ATTRIBUTION_ALPHA
     classes: tuple[int, ...] = ()
-    top: int = 1
+    top: int | None = None
     save_raw: bool = False
 
-    def pairs(self, ranked: Sequence[Sequence[Prediction]]) -> list[tuple[int, int]]:
+    def pairs(self, ranked: Sequence[Sequence[Prediction]], names: Sequence[str] = (),
+              labels: Sequence[str] = ()) -> list[tuple[int, int]]:
         """(image index, class) for each map: see :func:`class_pairs`."""
-        return class_pairs(self.classes, self.top, ranked)
+        return class_pairs(self.classes, self.top, ranked, names, labels)
 
     def write(self, model: Model, x: torch.Tensor, photos: Sequence[Image.Image], stems: Sequence[str],
               pairs: Sequence[tuple[int, int]], folder: Path) -> list[WrittenAttribution]:
@@ -271,7 +303,7 @@ def plan_attribute(model: Model, method: str, classes: Sequence[int | str] = (),
     check_between("alpha", alpha, 0, 1)
     settings = attribution_settings(model, method, **options)
     fixed = tuple(model.class_index(value) for value in classes)
-    top = 1 if top is None else check_top(model, top)
+    top = None if top is None else check_top(model, top)
     return AttributePlan(settings, alpha, fixed, top, save_raw)
 
 
@@ -292,8 +324,9 @@ class EvaluatePlan:
     sanity_seeds: int = SANITY_SEEDS
 
     def classes_for(self, ranked: Sequence[Sequence[Prediction]]) -> list[list[int]]:
-        """Per image, the classes to evaluate: the given ones, or its top-1."""
-        return [list(self.classes) or [predictions[0].index] for predictions in ranked]
+        """Per image, the classes to evaluate: the given ones, or the ones its target chooses (a
+        classifier's top-1)."""
+        return [list(self.classes) or chosen(predictions, f"image {i + 1}") for i, predictions in enumerate(ranked)]
 
     def boxes(self, model: Model, names: Sequence[str], photos: Sequence[Image.Image],
               classes: Sequence[Sequence[int]]) -> dict[tuple[int, int], list[list[float]]]:

@@ -32,6 +32,7 @@ from .drawing import (
     explanation_png,
     heatmap_png,
     methods_png,
+    outlined,
     overlay,
     picture_grid,
     render_grid,
@@ -178,12 +179,14 @@ def report_size(width: int, height: int, limit: tuple[int, int]) -> tuple[int, i
 
 def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[Image.Image], stems: Sequence[str],
                     labels: Sequence[str], folder: str | os.PathLike, *, alpha: float, save_raw: bool,
-                    map_size: tuple[int, int] | None = None) -> list[WrittenCam]:
+                    map_size: tuple[int, int] | None = None,
+                    regions: torch.Tensor | None = None) -> list[WrittenCam]:
     """For row r of ``result`` (image ``images[r]``, of ``photos`` and ``stems``), write
     ``<stem>_<class>_heatmap.png``, ``<stem>_<class>_cam.jpg`` and, with ``save_raw``,
     ``<stem>_<class>.npy`` into ``folder``. With ``map_size`` (the largest width, height the report
     shows a photo at, see :func:`report_size`), also the colour-mapped map alone,
-    ``<stem>_<class>_map.png``. Every picture of a map is min-max normalized, as the map itself."""
+    ``<stem>_<class>_map.png``. Every picture of a map is min-max normalized, as the map itself.
+    ``regions`` (one H x W mask per row: what a segmentation map explains) are outlined on the overlays."""
     folder = Path(folder)
     written = []
     for row, (i, cls) in enumerate(zip(images, result.classes)):
@@ -192,8 +195,10 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
         title = f"{METHODS[result.method].title}: {labels[cls]} ({cls})\n{METHODS[result.method].where(result.layer)}"
         heat = write_bytes(f"{base}_heatmap.png", heatmap_png(minmax(low[None])[0].cpu().numpy(), title))
         photo = photos[i]
-        jpg = save_image(overlay(photo, resized_map(low, photo.height, photo.width), alpha), f"{base}_cam.jpg",
-                         quality=90)
+        blended = overlay(photo, resized_map(low, photo.height, photo.width), alpha)
+        if regions is not None:
+            blended = outlined(blended, regions[row].cpu().numpy())
+        jpg = save_image(blended, f"{base}_cam.jpg", quality=90)
         raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
         color_map = None
         if map_size is not None:

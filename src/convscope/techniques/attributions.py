@@ -310,8 +310,9 @@ def attributions(model: Model, x: torch.Tensor, settings: AttributionSettings,
             first = gradients(x, fixed, method.rule)
             logits, chosen, at_input = first.logits, first.classes, first.grads
         else:
-            logits, at_input = scores(x), None
-            chosen = logits.argmax(dim=1).tolist() if fixed is None else fixed
+            with torch.no_grad(), computing_in(model.device, MAPS_PRECISION):
+                logits, chosen = model.scores_for(prepare_input(x), fixed)
+            logits, at_input = logits.float(), None
         inputs = AttributionInputs(model, x, chosen, logits, at_input, baseline, settings, batch, gradients, scores)
         found = settings.method.compute(inputs).float()
         change = gap = None

@@ -41,10 +41,11 @@ from .targets import DEFAULT_TARGET, target_named
 
 def cam_layer(model: Model, layer: str | None = None) -> str:
     """The layer to explain: ``layer`` checked to output a feature map larger than 1x1 (a warning
-    when its module runs more than once in a pass), or the default layer."""
+    when its module runs more than once in a pass), or the default layer (the target's choice: a
+    segmentation model's backbone's last stage)."""
     model.check_convolutional()
     if layer is None:
-        return default_cam_layer(model.all_layers(), model.num_outputs)
+        return default_cam_layer(model.all_layers(), model.num_outputs, model.target.default_layer_within)
     info = model.layer(layer)
     if not info.is_spatial:
         raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map",
@@ -113,6 +114,7 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
     its function.
     """
     score = target_named(target)
+    model.resolve()
     held: dict[str, torch.Tensor] = {}
     watch = watch or {}
 
@@ -136,9 +138,8 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
     hooked_layers = {name: model.submodule(name) for name in (layer, *watch)}
     with layer_hooks(hooked_layers, hook_for) as hooked, torch.no_grad(), \
             computing_in(model.device, precision):
-        logits = model.scores(prepare_input(x))
+        logits, chosen = model.scores_for(prepare_input(x), classes)
         hooked.check_ran()
-        chosen = logits.argmax(dim=1).tolist() if classes is None else classes
         if gradients:
             acts = held["acts"]
             (grads,) = torch.autograd.grad(score(logits, chosen).sum(), acts, create_graph=hessian)
@@ -257,9 +258,9 @@ def input_pass(model: Model, x: torch.Tensor, precision: str, classes: list[int]
     no parameter's ``.grad`` is filled. The model runs on the input in channels-last layout (1.3x
     faster on VGG19 here; a reference given the same layout computes the same values)."""
     score = target_named(target)
+    model.resolve()
     leaf = x.detach().requires_grad_(True)
     with backward_rule(rule, method), torch.enable_grad(), computing_in(model.device, precision):
-        logits = model.scores(prepare_input(leaf))
-        chosen = logits.argmax(dim=1).tolist() if classes is None else classes
+        logits, chosen = model.scores_for(prepare_input(leaf), classes)
         (grads,) = torch.autograd.grad(score(logits, chosen).sum(), leaf)
     return InputPass(grads.detach().float(), logits.detach().float(), chosen)

@@ -51,14 +51,16 @@ KINDS = ("deletion", "insertion")
 def class_probabilities(model: Model, inputs: Iterator[torch.Tensor] | torch.Tensor, classes: Sequence[int],
                         batch_size: int = METRIC_BATCH, precision: str = MAPS_PRECISION) -> torch.Tensor:
     """p(class_i | input_i) for a stream of model inputs (a tensor or an iterator of N x C x H x W
-    chunks, matched in order with ``classes``), ``batch_size`` per forward pass, fp32 softmax."""
+    chunks, matched in order with ``classes``), ``batch_size`` per forward pass, fp32: the softmax
+    probability for the class targets, what the model's target measures otherwise (a multilabel
+    model's sigmoid, a region's summed logits, a similarity; :meth:`convscope.Model.measure`)."""
     check_at_least("batch_size", batch_size, 1)
     chunks = [inputs] if isinstance(inputs, torch.Tensor) else inputs
     results: list[torch.Tensor] = []
 
     def run(batch: torch.Tensor) -> None:
         with computing_in(model.device, precision):
-            results.append(model.scores(prepare_input(batch)).float().softmax(dim=1))
+            results.append(model.measure(prepare_input(batch)).float())
 
     with evaluating(model.module), torch.no_grad():
         buffer: torch.Tensor | None = None
