@@ -15,6 +15,7 @@ from convscope.catalog import TARGET_NAMES
 from convscope.cli.main import main
 from convscope.errors import InputError
 from convscope.presentation.plans import class_pairs
+from convscope.samples import sample_array
 from convscope.targets import TARGETS, TargetOptions, detected_target_name, make_target, region_mask
 from convscope.techniques.cams import compute_cam
 
@@ -151,7 +152,7 @@ def test_segmentation_sums_a_class_over_its_pixels():
     assert ranked[0][0].probability == pytest.approx(float((assigned == present[0]).float().mean()))
     choice = next(c for c in present if c != 0)
     assert [p.index for p in ranked[0] if p.chosen] == [choice]  # the largest class but the background
-    scores = model.scores(x)
+    scores = model.logits(x)
     for c in range(3):
         assert float(scores[0, c]) == pytest.approx(float(out[0, c][assigned == c].sum()), abs=1e-5)
     assert model.target.first_choice({"out": out}, model.labels) == [choice]
@@ -261,3 +262,42 @@ def test_a_target_that_does_not_fit_the_model_is_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "--target segmentation: needs a model returning B x classes x H x W scores" in err
     assert "the model returns a tensor 1 x 1000" in err and "Traceback" not in err
+
+
+SEGMENTER = ["--model", "torchvision:lraspp_mobilenet_v3_large", "--weights", "random"]
+
+
+def test_cam_on_a_segmentation_model_outlines_the_region(capsys, tmp_path):
+    assert main(["cam", "sample:chelsea", *SEGMENTER, "--region", "104,104,416,416", "--class", "cat",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "target: segmentation -- the sum of a class's logits over a fixed region (the model returns a dict" in out
+    overlay = np.asarray(Image.open(tmp_path / "cam" / "chelsea_8_cam.jpg").convert("L"), np.float32)
+    height, width = overlay.shape  # the photo's size: the box is a fifth of the input in from each side
+    top, left = round(height * 104 / 520), round(width * 104 / 520)
+    assert overlay[top + 1, left + 10:width - left - 10].mean() > 200  # the outline, white
+    assert overlay[height // 2, width // 2 - 20:width // 2 + 20].mean() < 200  # inside: the blended map
+
+
+def test_segmentation_errors_are_one_line(capsys, tmp_path):
+    assert main(["cam", "sample:chelsea", *SEGMENTER, "--class", "cat", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--class: no pixel of sample:chelsea is assigned to 'cat', so its region is empty (the model assigns cow" \
+        in err and err.count("\n") == 1
+    assert not (tmp_path / "cam").exists() or not list((tmp_path / "cam").iterdir())
+
+
+def test_embedding_and_multilabel_from_the_command_line(capsys, tmp_path):
+    folder = tmp_path / "refs"
+    folder.mkdir()
+    for name in ("coffee", "grace_hopper"):
+        Image.fromarray(sample_array(name)).save(folder / f"{name}.png")
+    model = ["--model", "torchvision:resnet18", "--weights", "random"]
+    assert main(["cam", "sample:chelsea", *model, "--reference", str(folder), "--out", str(tmp_path / "a")]) == 0
+    out = capsys.readouterr().out
+    assert "target: embedding -- the cosine similarity of the embedding to refs (2 images)'s" in out
+    assert "similarity to refs (2 images)" in out and (tmp_path / "a" / "cam" / "chelsea_0_cam.jpg").exists()
+    assert main(["cam", "sample:chelsea", *model, "--multilabel", "--threshold", "0.99",
+                 "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "--threshold: no class of sample:chelsea is above it (highest:" in err and err.count("\n") == 1
