@@ -148,6 +148,10 @@ class Model:
         output = self._dummy_output()
         options = options or TargetOptions()
         name = name or detected_target_name(output, multilabel, options.reference is not None)
+        if name is None and isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping) \
+                and "boxes" in output[0]:
+            raise InputError(f"model: {self.name} returns detections ({describe_output(output)}); detection "
+                             "targets are not in this version of convscope", parameter="model")
         if name is None:
             self.class_scores(output)  # the error that says how to pick the scores
         self._target = make_target(name, output, options)

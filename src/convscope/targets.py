@@ -85,6 +85,9 @@ class Target:
     explains: ClassVar[str]
     #: What each prediction's value is.
     kind: ClassVar[str] = "probability"
+    #: Whether its entries are classes ranked by probability, several worth a map each (a report shows
+    #: a classifier's top 3; other targets, the entries they choose).
+    ranks_classes: ClassVar[bool] = False
     #: The default CAM layer is the last feature map under this module path, where there is one.
     default_layer_within: ClassVar[str | None] = None
 
@@ -156,6 +159,8 @@ def _ranked(values: torch.Tensor, labels: Sequence[str], top: int, kind: str,
 class _ClassScores(Target):
     """The class targets: predictions by softmax, the top one chosen; the metrics follow the class's
     softmax probability."""
+
+    ranks_classes = True
 
     def measure(self, output: Any) -> torch.Tensor:
         return output.float().softmax(dim=1)

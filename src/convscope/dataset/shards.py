@@ -213,8 +213,12 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
                 watch: dict[str, Callable[[torch.Tensor], None]] | None = None) -> list[dict]:
     checked = CamSettings(settings.cam_layer, METHODS[settings.method], settings.precision)  # checked by run()
     result = cam_maps(model, x, checked, None, watch=watch)
-    probabilities = result.logits.softmax(dim=1)
-    values, indices = probabilities.topk(min(TOP, probabilities.shape[1]), dim=1)
+    if model.target.ranks_classes:  # a classifier's ranking comes from the pass the maps made
+        values, indices = result.logits.softmax(dim=1).topk(min(TOP, result.logits.shape[1]), dim=1)
+        tops = list(zip(indices.tolist(), values.tolist()))
+    else:  # other targets rank from the whole output (a segmentation's pixel shares): one more pass
+        tops = [([p.index for p in ranked], [p.value for p in ranked])
+                for ranked in model.predict(x, top=min(TOP, len(model.labels)))]
     others = [i for i, (cls, true) in enumerate(zip(result.classes, truth)) if true is not None and true != cls]
     true_maps = {}
     if others:
@@ -231,7 +235,7 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
     for i, (cls, true) in enumerate(zip(result.classes, truth)):
         low = result.low_res[i]
         rows.append({
-            "top_classes": indices[i].tolist(), "top_probabilities": [round(v, 6) for v in values[i].tolist()],
+            "top_classes": tops[i][0], "top_probabilities": [round(v, 6) for v in tops[i][1]],
             "true_class": true, "correct": None if true is None else bool(cls == true),
             "cam_class": cls, "cam_shape": list(low.shape), "cam": low.flatten().tolist(),
             "true_cam": true_maps[i].flatten().tolist() if i in true_maps else None,

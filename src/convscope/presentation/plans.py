@@ -423,10 +423,11 @@ class ExplainPlan:
     filters: FilterSettings | None = None
 
     def explain(self, model: Model, x: torch.Tensor, ranked: Sequence[Sequence[Prediction]]) -> list[Explanation]:
-        """Every image's explanations: one per given class, or of its top-1 prediction."""
+        """Every image's explanations: one per given class, or of the first its target chooses (a
+        classifier's top-1; the most probable where none is chosen)."""
         found = []
         for index, predictions in enumerate(ranked):
-            classes = list(self.classes) or [predictions[0].index]
+            classes = list(self.classes) or ([p.index for p in predictions if p.chosen] or [predictions[0].index])[:1]
             for explanation in explanations(model, x[index:index + 1], classes, self.layer, self.top,
                                             self.precision):
                 explanation.image = index

@@ -151,7 +151,10 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         photos = [photo.convert("L").convert("RGB") for photo in photos]
     x = model.preprocess(photos, names=names)
     dataset_examples = example_links(options.dataset, out) if options.dataset is not None else None
-    top = min(CAM_TOP, len(model.labels)) if options.top is None else options.top
+    # a classifier's report shows its top classes; other targets, the ones they choose (a multilabel
+    # model's classes above the threshold, a segmentation's largest class)
+    default_top = min(CAM_TOP, len(model.labels)) if model.target.ranks_classes else None
+    top = default_top if options.top is None else options.top
     cam_plan = plan_cam(model, top=top, method=options.method)
     attribute_plan = None if options.attribution in (None, "none") else plan_attribute(model, options.attribution)
     if options.concepts is not None:
@@ -189,7 +192,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     activations = _activations_section(model, activations_plan, x, names, stems, out)
     clock.lap("intermediate outputs")
 
-    explanations = explain_plan.explain(model, x, [predictions[:1] for predictions in ranked])
+    explanations = explain_plan.explain(model, x, ranked)
     clock.lap("why this class")
     if filters_plan is None:
         say("[3/6] filters: skipped")
