@@ -13,7 +13,7 @@ from torch import nn
 import convscope
 from convscope.cli.main import main
 from convscope.errors import ConvscopeWarning, InputError, LayerError
-from convscope.layers import default_filter_layers
+from convscope.layers import ChannelsLast, Tokens, default_filter_layers
 from convscope.presentation.drawing import colormap_lut, render_grid
 from convscope.presentation.plans import plan_filters
 from convscope.techniques.capture import cam_layer
@@ -201,36 +201,63 @@ def test_a_fixed_size_module_without_its_size_names_input_size(model_state):
     assert convscope.load_model(net, input_size=32).layer("2").shape == (10,)
 
 
-# -- transformers: refused in one line, never misread -------------------------------------------------------
+# -- transformers: token grids and channels-last maps seen as feature maps ------------------------------------
 def _small_transformers() -> dict[str, nn.Module]:
     from torchvision.models import VisionTransformer
     from torchvision.models.swin_transformer import SwinTransformer
 
     torch.manual_seed(0)
-    return {"vit": VisionTransformer(image_size=32, patch_size=16, num_layers=1, num_heads=2, hidden_dim=8,
-                                     mlp_dim=16, num_classes=3),
+    return {"vit": VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=8,
+                                     mlp_dim=16, num_classes=3).eval(),
             "swin": SwinTransformer(patch_size=[4, 4], embed_dim=8, depths=[1, 1], num_heads=[1, 1],
-                                    window_size=[2, 2], num_classes=3)}
+                                    window_size=[2, 2], num_classes=3).eval()}
 
 
-@pytest.mark.parametrize("kind", ["vit", "swin"])
-def test_transformers_are_refused_with_one_line(kind):
-    model = convscope.load_model(_small_transformers()[kind], input_size=32)
+def test_token_grids_are_feature_maps():
+    """ViT's tokens B x (1 + 16) x 8: the class token dropped, the 4 x 4 patch grid as B x 8 x 4 x 4; Swin's
+    B x H x W x C stages as B x C x H x W. Each technique sees the map; the network downstream the tokens."""
+    nets = _small_transformers()
+    vit = convscope.load_model(nets["vit"], input_size=32)
+    block = vit.layer("encoder.layers.encoder_layer_1")
+    assert block.shape == (8, 4, 4) and block.view == Tokens(1, 4, 4)
+    assert vit.layer("conv_proj").view is None and vit.layer("heads.head").shape == (3,)
+    tokens = torch.randn(2, 17, 8)
+    grid = block.view.to_map(tokens)
+    assert torch.equal(grid[1, :, 2, 3], tokens[1, 1 + 2 * 4 + 3])  # row-major patches after the class token
+    assert torch.equal(block.view.from_map(grid, tokens), tokens)
+    swin = convscope.load_model(nets["swin"], input_size=32)
+    stage = swin.layer("features.3")
+    assert stage.shape == (16, 4, 4) and stage.view == ChannelsLast()
+    assert swin.layer("permute").view is None  # already B x C x H x W
+    channels_last = torch.randn(1, 4, 4, 16)
+    assert torch.equal(stage.view.to_map(channels_last)[0, 5], channels_last[0, :, :, 5])
+
+
+@pytest.mark.parametrize("kind, layer", [("vit", "encoder.layers.encoder_layer_1.ln_1"),
+                                         ("swin", "features.3.0.norm1")])
+def test_transformers_work_with_every_technique(kind, layer, model_state):
+    """The default CAM layer is the last block's first norm (pytorch-grad-cam's tutorials' choice); maps,
+    intermediate outputs and filter pictures run, and the model is left as it was."""
+    net = _small_transformers()[kind]
+    before = model_state(net)
+    model = convscope.load_model(net, input_size=32)
     x = torch.randn(1, 3, 32, 32)
-    assert model.predict(x, top=1)  # predictions still work: they do not read layers
-    for call in (lambda: convscope.cam(model, x), lambda: convscope.activations(model, x),
-                 lambda: convscope.filters(model, model.layer_names[0], 1, steps=1, size=32),
-                 lambda: plan_filters(model)):
-        with pytest.raises(InputError, match=r"^model: \w+ is a transformer \(it has \w*Attention layers\): its "
-                                             "outputs are tokens, not C x H x W feature maps"):
-            call()
+    assert cam_layer(model) == layer
+    assert convscope.cam(model, x).shape == (1, 32, 32)
+    grids = convscope.activations(model, x)
+    assert all(grid.dim() == 4 for grid in grids.values()) and model.layer_names[0] in grids
+    last = default_filter_layers(model.all_layers())[-1]
+    pictures = convscope.filters(model, last, 2, steps=2, size=24)
+    assert pictures.images.shape == (2, 3, 24, 24)
+    before.assert_unchanged(net)
 
 
 def test_a_transformer_from_the_cli(capsys, tmp_path):
     assert main(["cam", "sample:coffee", "--model", "torchvision:swin_t", "--weights", "random",
-                 "--out", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("convscope: error: --model: torchvision:swin_t is a transformer") and "\n" not in err
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "Grad-CAM on layer features.7.1.norm1: 1 maps" in out
+    assert list((tmp_path / "cam").glob("coffee_*_cam.jpg"))
 
 
 # -- grayscale models -----------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ConvscopeWarning, InputError, LayerError
-from .hooks import evaluating, record_call_order
+from .hooks import ModuleCall, evaluating, record_call_order
 from .specs import split_spec
 
 CONV_TYPES = (nn.modules.conv._ConvNd,)
@@ -51,6 +51,90 @@ class LayerAlias:
     source: str
 
 
+# -- how a transformer's layer is seen as a feature map ---------------------------------------------------
+class LayerView:
+    """How a layer whose output is not B x C x H x W is seen as one: :meth:`to_map` gives the map,
+    :meth:`from_map` puts a map back where the output was (what the network downstream then sees)."""
+
+    def to_map(self, output: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def from_map(self, maps: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The map's shape (C, H, W) for one item's output ``shape``."""
+        return tuple(self.to_map(torch.zeros(1, *shape)).shape[1:])
+
+
+@dataclass(frozen=True)
+class Tokens(LayerView):
+    """A vision transformer's tokens B x N x D: the ``prefix`` tokens (class, register, distillation)
+    dropped, the other ``height x width`` the patch grid in row-major order, as B x D x h x w
+    (pytorch-grad-cam's ``reshape_transform`` for ViT)."""
+
+    prefix: int
+    height: int
+    width: int
+
+    def to_map(self, output: torch.Tensor) -> torch.Tensor:
+        patches = output[:, self.prefix:]
+        return patches.transpose(1, 2).reshape(len(output), output.shape[2], self.height, self.width)
+
+    def from_map(self, maps: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        prefix = output[:, :self.prefix].detach().expand(len(maps), -1, -1)
+        return torch.cat([prefix, maps.flatten(2).transpose(1, 2)], dim=1)
+
+
+@dataclass(frozen=True)
+class ChannelsLast(LayerView):
+    """A Swin stage's B x H x W x C map, as B x C x H x W."""
+
+    def to_map(self, output: torch.Tensor) -> torch.Tensor:
+        return output.permute(0, 3, 1, 2)
+
+    def from_map(self, maps: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+        return maps.permute(0, 2, 3, 1).clone()
+
+
+#: Tokens before the patch grid that a layer may carry (class, distillation, register tokens).
+MAX_PREFIX_TOKENS = 16
+
+
+def is_attention(module: nn.Module) -> bool:
+    """A transformer's attention module (``nn.MultiheadAttention`` or a type named ``*Attention``)."""
+    return isinstance(module, nn.MultiheadAttention) or type(module).__name__.endswith("Attention")
+
+
+def layer_view(shape: tuple[int, ...] | None, grid: tuple[int, int] | None) -> LayerView | None:
+    """How a transformer's layer output (one item's ``shape``) is a feature map, given the patch
+    ``grid`` (h, w): tokens N x D with N - h w prefix tokens; an H x W x C map at the grid's size or a
+    power-of-two fraction of it (Swin's stages, channels last); None for anything else."""
+    if shape is None or grid is None:
+        return None
+    height, width = grid
+    if len(shape) == 2 and 0 <= shape[0] - height * width <= MAX_PREFIX_TOKENS:
+        return Tokens(shape[0] - height * width, height, width)
+    scales = {(height >> k, width >> k) for k in range(6) if height >> k and width >> k}
+    if len(shape) == 3 and tuple(shape[:2]) in scales and shape[2] != shape[1]:
+        return ChannelsLast()
+    return None
+
+
+def patch_grid(calls: Sequence[ModuleCall]) -> tuple[int, int] | None:
+    """A transformer's patch grid: the output size of its patch embedding, the first convolution
+    whose stride equals its kernel (larger than 1); None for a network without attention or without
+    such a convolution."""
+    if not any(is_attention(call.module) for call in calls):
+        return None
+    for call in calls:
+        module = call.module
+        if isinstance(module, nn.Conv2d) and call.shape is not None and len(call.shape) == 3 \
+                and tuple(module.stride) == tuple(module.kernel_size) and max(module.kernel_size) > 1:
+            return int(call.shape[1]), int(call.shape[2])
+    return None
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """One layer: its name, the module type, the output shape for one image (``[C, H, W]`` for a
@@ -59,7 +143,9 @@ class LayerInfo:
     ``kind`` is ``conv``, ``pool``, ``norm`` or ``other``; ``source`` the module the layer is named
     after (for an alias, e.g. the conv behind ``block1_conv1``; otherwise ``module`` itself);
     ``kernel`` a conv's kernel size (None for other layers); ``calls`` how often the module runs in
-    one forward pass (the captured output is always its first call's)."""
+    one forward pass (the captured output is always its first call's); ``view`` how a transformer's
+    output (tokens, a channels-last map) is seen as the feature map ``shape`` describes (None: the
+    output is what ``shape`` says)."""
 
     name: str
     type: str
@@ -70,6 +156,7 @@ class LayerInfo:
     source: str = ""
     kernel: tuple[int, ...] | None = None
     calls: int = 1
+    view: LayerView | None = None
 
     @property
     def is_spatial(self) -> bool:
@@ -97,22 +184,26 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     ``dummy_input`` (eval mode, no gradients; hooks removed and the mode restored afterwards).
 
     Every submodule that runs gets an entry under its path, listed unless it is in ``hidden``; an
-    alias gets a listed entry of its own just before its target module's entry.
+    alias gets a listed entry of its own just before its target module's entry. In a vision
+    transformer, token and channels-last outputs get a :class:`LayerView` and the shape of its map.
     """
     by_target = {alias.target: alias for alias in aliases}
     hidden = set(hidden)
     with evaluating(module), torch.no_grad(), record_call_order(module) as calls:
         module(dummy_input)
+    grid = patch_grid(calls)
     layers = []
     for call in calls:
+        view = layer_view(call.shape, grid)
+        shape = view.shape(call.shape) if view is not None else call.shape
         if call.path in by_target:
             alias = by_target[call.path]
             source = module.get_submodule(alias.source)
-            layers.append(LayerInfo(alias.name, alias.type, call.shape, call.path, kind=module_kind(source),
-                                    source=alias.source, kernel=_kernel(source), calls=call.calls))
-        layers.append(LayerInfo(call.path, type(call.module).__name__, call.shape, call.path,
+            layers.append(LayerInfo(alias.name, alias.type, shape, call.path, kind=module_kind(source),
+                                    source=alias.source, kernel=_kernel(source), calls=call.calls, view=view))
+        layers.append(LayerInfo(call.path, type(call.module).__name__, shape, call.path,
                                 listed=call.path not in hidden, kind=module_kind(call.module), source=call.path,
-                                kernel=_kernel(call.module), calls=call.calls))
+                                kernel=_kernel(call.module), calls=call.calls, view=view))
     return layers
 
 
@@ -181,11 +272,25 @@ def named_layers(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
     return aliases or listed
 
 
+def transformer_blocks(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """A vision transformer's blocks, in the order the network reaches them: each module that holds an
+    attention module, where its output is seen as a map (a token grid); empty for other networks."""
+    by_module = {layer.module: layer for layer in layers if not layer.is_alias}
+    blocks = []
+    for layer in layers:
+        if layer.type == "MultiheadAttention" or layer.type.endswith("Attention"):
+            block = by_module.get(layer.module.rpartition(".")[0])
+            if block is not None and block.view is not None and block not in blocks:
+                blocks.append(block)
+    return sorted(blocks, key=list(layers).index)
+
+
 def default_activation_layers(layers: Sequence[LayerInfo]) -> list[str]:
     """Every convolution and pooling layer with a feature map larger than 1x1 (VGG19: the 21 layers
-    block1_conv1 ... block5_pool)."""
+    block1_conv1 ... block5_pool); in a vision transformer, also each block's token grid."""
     return [layer.name for layer in named_layers(layers)
-            if layer.kind in ("conv", "pool") and layer.is_map_larger_than_1x1]
+            if (layer.kind in ("conv", "pool") and layer.is_map_larger_than_1x1)
+            or layer in transformer_blocks(layers)]
 
 
 def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
@@ -193,7 +298,8 @@ def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
     reaches them, the first conv with a kernel larger than 1x1 that outputs it (the first 1x1 conv
     where there is none). Convs with a 1x1 output (squeeze-and-excitation) are never chosen, nor a
     shortcut's 1x1 projection. VGG: block1_conv1 ... block5_conv1; ResNet: the stem conv, then the
-    3x3 conv of each stage's first block."""
+    3x3 conv of each stage's first block. A vision transformer: its patch embedding and the blocks
+    ending each quarter of its depth (whose channels are then optimized as they are, after the block)."""
     stages: dict[tuple[int, ...], list[LayerInfo]] = {}
     for layer in named_layers(layers):
         if layer.kind == "conv" and layer.is_map_larger_than_1x1:
@@ -202,7 +308,9 @@ def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
     for convs in stages.values():
         wide = [conv for conv in convs if conv.kernel is not None and max(conv.kernel) > 1]
         chosen.append((wide or convs)[0])
-    return [layer.name for layer in sorted(chosen, key=list(layers).index)]
+    blocks = transformer_blocks(layers)
+    chosen += [blocks[len(blocks) * quarter // 4 - 1] for quarter in range(1, 5) if len(blocks) * quarter // 4]
+    return [layer.name for layer in sorted(dict.fromkeys(chosen), key=list(layers).index)]
 
 
 #: Layers that hand on their input unchanged in eval mode: never the CAM layer themselves.
@@ -215,7 +323,11 @@ def default_cam_layer(layers: Sequence[LayerInfo], num_outputs: int | None = Non
     to 1x1 in between. Pass-through layers (dropout, identity) are skipped, and so are trailing maps
     with one channel per class (a conv classifier such as SqueezeNet's), given ``num_outputs``. On a
     model with aliases, the last such alias. ``within``: only the layers under that module path (a
-    segmentation model's ``backbone``: its last stage), where it has any."""
+    segmentation model's ``backbone``: its last stage), where it has any. A vision transformer's is
+    :func:`last_block_norm`."""
+    first_norm = last_block_norm(layers)
+    if first_norm is not None:
+        return first_norm
     maps = [layer for layer in named_layers(layers)
             if layer.is_map_larger_than_1x1 and layer.type not in PASS_THROUGH_TYPES]
     inside = [layer for layer in maps if within is not None and layer.name.startswith(within + ".")]
@@ -227,13 +339,30 @@ def default_cam_layer(layers: Sequence[LayerInfo], num_outputs: int | None = Non
     return maps[-1].name
 
 
+def last_block_norm(layers: Sequence[LayerInfo]) -> str | None:
+    """A vision transformer's default CAM layer, as pytorch-grad-cam's tutorials choose it: the first
+    norm of the last block (the block holding the last attention module) whose output is seen as a
+    map (``encoder.layers.encoder_layer_11.ln_1`` on torchvision's ViT, ``features.7.1.norm1`` on
+    Swin); None for a network without one."""
+    attention = [layer for layer in layers if layer.type == "MultiheadAttention" or layer.type.endswith("Attention")]
+    if not attention or not any(layer.view is not None for layer in layers):
+        return None
+    block = attention[-1].module.rpartition(".")[0]
+    norms = [layer for layer in layers if layer.module.startswith(block + ".") and "Norm" in layer.type
+             and layer.view is not None and layer.is_map_larger_than_1x1]
+    return norms[0].name if norms else None
+
+
 def preactivation(layers: Sequence[LayerInfo], name: str) -> LayerInfo:
     """The pre-activation of conv layer ``name``: the conv itself (for an alias, the conv it is named
-    after), or the batch norm that directly follows it in the forward pass with as many channels."""
+    after), or the batch norm that directly follows it in the forward pass with as many channels; a
+    transformer's layer seen as a map is its own."""
     by_name = {layer.name: layer for layer in layers}
+    if by_name[name].view is not None:  # a transformer's token grid: its channels as they are
+        return by_name[name]
     if by_name[name].kind != "conv":
-        raise InputError(f"layers: {name} is not a convolution layer (filters are drawn for conv layers)",
-                         parameter="layers")
+        raise InputError(f"layers: {name} is not a convolution layer (filters are drawn for conv layers and "
+                         "a transformer's token grids)", parameter="layers")
     modules = [layer for layer in layers if not layer.is_alias]
     position = next(i for i, layer in enumerate(modules) if layer.module == by_name[name].source)
     conv = modules[position]

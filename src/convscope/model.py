@@ -179,16 +179,6 @@ class Model:
         """One line: the target, what it explains and what the module returns."""
         return self.target.describe(self._dummy_output())
 
-    def check_convolutional(self) -> None:
-        """InputError for a vision transformer: its layers output tokens (ViT) or channels-last maps
-        (Swin), which convscope's techniques would silently misread as C x H x W feature maps."""
-        attention = next((type(m).__name__ for m in self.module.modules()
-                          if isinstance(m, nn.MultiheadAttention) or type(m).__name__.endswith("Attention")), None)
-        if attention is not None:
-            raise InputError(f"model: {self.name} is a transformer (it has {attention} layers): its outputs are "
-                             "tokens, not C x H x W feature maps, and convscope explains convolutional networks "
-                             "only", parameter="model")
-
     def raw_output(self, x: torch.Tensor) -> Any:
         """The module's output for the model input ``x``, or the part of it that ``output`` picks."""
         output = self.module(x)

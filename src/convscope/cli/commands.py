@@ -136,12 +136,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
         return 0
     rows = [(layer.name, layer.type, "x".join(map(str, layer.shape)) if layer.shape else "-") for layer in layers]
     widths = [max(len(r[i]) for r in rows + [("layer", "type", "output")]) for i in range(3)]
-    try:
-        model.check_convolutional()
-        layout = "C x H x W"
-    except InputError:  # a transformer: tokens or channels-last maps, shown as the module returns them
-        layout = "per item, as the module returns it"
-    print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output ({layout})")
+    # a transformer's tokens and channels-last maps are shown as the maps convscope sees (D x h x w)
+    print(f"{'layer':<{widths[0]}}  {'type':<{widths[1]}}  output (C x H x W)")
     for name, kind, shape in rows:
         print(f"{name:<{widths[0]}}  {kind:<{widths[1]}}  {shape}")
     height, width = model.input_size

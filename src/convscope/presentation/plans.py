@@ -164,7 +164,6 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
                  objective: str = "mean") -> FiltersPlan:
     """The conv layers (default: the first of each block) with their filter indices, checked."""
     steps = check_filter_settings(method, steps, size, objective)
-    model.check_convolutional()
     names = default_filter_layers(model.all_layers()) if layers is None else model.select_layers(layers, "conv")
     if not names:
         raise InputError("layers: no convolution layers found", parameter="layers")

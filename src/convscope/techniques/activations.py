@@ -16,6 +16,7 @@ from ..hooks import capture_outputs, evaluating, run_until_stopped
 from ..images import ImageSource
 from ..layers import default_activation_layers, warn_if_called_again
 from ..model import Model, as_input, as_model
+from .capture import as_map
 
 #: Default limit on the memory the captured activations may take.
 DEFAULT_MAX_BYTES = 4 * 1024**3
@@ -26,7 +27,6 @@ def activation_layers(model: Model, layers: str | Sequence[str] | None = None,
     """The layers to capture: ``layers`` resolved (names, comma lists, globs, ``all``) and, with
     ``feature_maps_only``, checked to output feature maps; by default every conv and pooling layer
     larger than 1x1. A layer whose module runs more than once gets a warning (its first call is kept)."""
-    model.check_convolutional()
     if layers is None:
         names = default_activation_layers(model.all_layers())
         if not names:
@@ -76,7 +76,7 @@ def capture(model: Model, x: torch.Tensor, names: Sequence[str]) -> dict[str, to
     modules = {name: model.submodule(name) for name in names}
     with evaluating(model.module), torch.no_grad(), capture_outputs(modules, stop=True) as captured:
         run_until_stopped(model.module, x)
-    return {name: captured[name] for name in names}
+    return {name: as_map(model, name, captured[name]) for name in names}
 
 
 def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],

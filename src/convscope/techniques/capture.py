@@ -32,18 +32,24 @@ from torch import nn
 
 from ..errors import InputError
 from ..hooks import ForwardHook, LayerHooks, StopForward, layer_hooks, run_until_stopped
-from ..layers import default_cam_layer, warn_if_called_again
+from ..layers import LayerView, default_cam_layer, warn_if_called_again
 from ..model import Model
 from ..precision import computing_in, prepare_input
 from .backward_rules import backward_rule
 from .targets import DEFAULT_TARGET, target_named
 
 
+def as_map(model: Model, layer: str, output: Any) -> Any:
+    """A layer's output as the feature map convscope sees (a transformer's tokens or channels-last map
+    through its :class:`~convscope.layers.LayerView`; other outputs as they are)."""
+    view = model.layer(layer).view
+    return output if view is None else view.to_map(output)
+
+
 def cam_layer(model: Model, layer: str | None = None) -> str:
     """The layer to explain: ``layer`` checked to output a feature map larger than 1x1 (a warning
     when its module runs more than once in a pass), or the default layer (the target's choice: a
     segmentation model's backbone's last stage)."""
-    model.check_convolutional()
     if layer is None:
         return default_cam_layer(model.all_layers(), model.num_outputs, model.target.default_layer_within)
     info = model.layer(layer)
@@ -118,20 +124,23 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
     held: dict[str, torch.Tensor] = {}
     watch = watch or {}
 
+    view = model.layer(layer).view
+
     def hook_for(name: str) -> ForwardHook:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             if name in watch:
-                watch[name](output.detach())
+                watch[name](as_map(model, name, output).detach())
             if name != layer:
                 return None
-            if not isinstance(output, torch.Tensor) or output.dim() != 4:
+            maps = as_map(model, name, output)
+            if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
                 raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
             if not gradients:
-                held["acts"] = output.detach().clone()
+                held["acts"] = maps.detach().clone()
                 return None
-            held["acts"] = output.detach().requires_grad_(True)
+            held["acts"] = maps.detach().requires_grad_(True)
             torch.set_grad_enabled(True)
-            return held["acts"].clone()
+            return held["acts"].clone() if view is None else view.from_map(held["acts"], output)
         return hook
 
     grads = hvp = None
@@ -155,9 +164,12 @@ def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.
     """The logits (n x N, fp32) of the model run on the one image ``x`` (1 x C x H x W) with ``layer``'s
     output replaced by ``replacement`` (n x K x h x w): the layers before it run once, on the one
     image, the rest on the n replacements in one batch (Ablation-CAM's passes)."""
+    view = model.layer(layer).view
+
     def hook_for(_name: str) -> ForwardHook:
         def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
-            return replacement.to(output.dtype)
+            maps = replacement.to(output.dtype)
+            return maps if view is None else view.from_map(maps, output)
         return hook
 
     with layer_hooks({layer: model.submodule(layer)}, hook_for) as hooked, torch.no_grad(), \
@@ -213,21 +225,24 @@ class Stopped:
     """What :func:`stopping_at` yields: ``run(x)`` runs the module until the layer and returns its
     output (the graph kept, for gradients); ``hooks`` tells which layers ran."""
 
-    def __init__(self, module: nn.Module, hooks: LayerHooks, held: dict[str, torch.Tensor]) -> None:
-        self._module, self.hooks, self._held = module, hooks, held
+    def __init__(self, module: nn.Module, hooks: LayerHooks, held: dict[str, torch.Tensor],
+                 view: LayerView | None = None) -> None:
+        self._module, self.hooks, self._held, self.view = module, hooks, held, view
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         self.hooks.start_pass()
         run_until_stopped(self._module, x)
         self.hooks.check_ran()
-        return self._held.pop("output")
+        output = self._held.pop("output")
+        return output if self.view is None else self.view.to_map(output)
 
 
 @contextmanager
-def stopping_at(module: nn.Module, name: str, layer_module: nn.Module) -> Iterator[Stopped]:
+def stopping_at(module: nn.Module, name: str, layer_module: nn.Module,
+                view: LayerView | None = None) -> Iterator[Stopped]:
     """Inside the block, :meth:`Stopped.run` runs ``module`` until ``layer_module`` (named ``name``)
-    and returns that layer's output as it is, skipping the rest of the network; one hook for every
-    pass, removed on exit."""
+    and returns that layer's output as it is (through ``view``: a transformer's tokens as a map),
+    skipping the rest of the network; one hook for every pass, removed on exit."""
     held: dict[str, torch.Tensor] = {}
 
     def hook_for(_name: str) -> ForwardHook:
@@ -237,7 +252,7 @@ def stopping_at(module: nn.Module, name: str, layer_module: nn.Module) -> Iterat
         return hook
 
     with layer_hooks({name: layer_module}, hook_for) as hooks:
-        yield Stopped(module, hooks, held)
+        yield Stopped(module, hooks, held, view)
 
 
 @dataclass(frozen=True)

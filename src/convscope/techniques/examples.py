@@ -126,7 +126,7 @@ def receptive_field(model: Model, layer: str, samples: int = 4, seed: int = 0) -
     x = torch.randn(samples, model.preprocessing.channels, height, width, generator=generator)
     x = x.to(model.device, model.dtype).requires_grad_(True)
     with evaluating(model.module), torch.enable_grad(), \
-            stopping_at(model.module, layer, model.submodule(layer)) as stopped:
+            stopping_at(model.module, layer, model.submodule(layer), model.layer(layer).view) as stopped:
         output = stopped.run(x)
         rows, columns = output.shape[2], output.shape[3]
         centre = output[:, :, rows // 2, columns // 2]

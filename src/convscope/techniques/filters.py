@@ -26,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTER_SIZES, FILTERS_PRECISION, OBJECTIVES
@@ -74,7 +75,6 @@ def _check_indices(indices: list[int], channels: int, spec: str) -> list[int]:
 
 def preactivation_path(model: Model, layer: str) -> str:
     """Module path of a conv layer's pre-activation (see :func:`convscope.layers.preactivation`)."""
-    model.check_convolutional()
     return preactivation(model.all_layers(), layer).module
 
 
@@ -82,10 +82,14 @@ def preactivation_path(model: Model, layer: str) -> str:
 @contextmanager
 def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, str], torch.Tensor]]:
     """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
-    pre-activation of ``layer`` and returns it (B x C x h x w); one hook for all the passes."""
-    path = preactivation_path(model, layer)
-    with stopping_at(model.module, layer, model.module.get_submodule(path)) as stopped:
+    pre-activation of ``layer`` and returns it (B x C x h x w; a transformer's layer as its map, the
+    pictures resized to its input size); one hook for all the passes."""
+    target = preactivation(model.all_layers(), layer)
+    with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view) as stopped:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
+            if target.view is not None and tuple(rgb.shape[2:]) != model.input_size:
+                # a transformer's patch grid is fixed: its pictures are seen at its input size
+                rgb = F.interpolate(rgb, size=model.input_size, mode="bilinear", align_corners=False)
             with computing_in(model.device, precision):
                 return stopped.run(prepare_input(model.preprocessing.normalize(rgb)))
         yield run
