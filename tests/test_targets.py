@@ -301,19 +301,3 @@ def test_embedding_and_multilabel_from_the_command_line(capsys, tmp_path):
                  "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "--threshold: no class of sample:chelsea is above it (highest:" in err and err.count("\n") == 1
-
-
-def test_a_detector_is_refused_in_one_line():
-    class Detector(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv = nn.Conv2d(3, 2, 3)
-
-        def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
-            found = self.conv(x).amax(dim=(1, 2, 3))
-            return [{"boxes": torch.zeros(1, 4), "labels": torch.ones(1, dtype=torch.long), "scores": s[None]}
-                    for s in found]
-
-    with pytest.raises(InputError, match=r"^model: Detector returns detections \(a list of 1 items \(dicts with keys "
-                                         r"'boxes', 'labels', 'scores'\)\); detection targets are not in this version"):
-        convscope.load_model(Detector(), input_size=8).target

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 #: What a map explains (convscope/targets.py registers each; a test checks the two agree) and the
 #: multilabel target's default threshold on the sigmoid probability.
-TARGET_NAMES = ("class", "softmax", "rest", "multilabel", "segmentation", "embedding", "output")
+TARGET_NAMES = ("class", "softmax", "rest", "multilabel", "segmentation", "embedding", "output", "detection")
 TARGET_THRESHOLD = 0.5
 
 #: The embedded default model and its weights.

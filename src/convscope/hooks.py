@@ -147,6 +147,8 @@ class ModuleCall:
     module: nn.Module
     shape: tuple[int, ...] | None
     calls: int = 1
+    #: For a dict of B x C x H x W tensors (an FPN's levels): each key and its map's shape for one item.
+    levels: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
 
 @contextmanager
@@ -163,7 +165,10 @@ def record_call_order(module: nn.Module) -> Iterator[list[ModuleCall]]:
                 by_path[path].calls += 1
                 return
             is_tensor = isinstance(output, torch.Tensor) and output.dim() >= 1
-            by_path[path] = ModuleCall(path, sub, tuple(output.shape[1:]) if is_tensor else None)
+            levels = tuple((str(key), tuple(value.shape[1:])) for key, value in output.items()) \
+                if isinstance(output, Mapping) and output and \
+                all(isinstance(v, torch.Tensor) and v.dim() == 4 for v in output.values()) else ()
+            by_path[path] = ModuleCall(path, sub, tuple(output.shape[1:]) if is_tensor else None, levels=levels)
             calls.append(by_path[path])
         return hook
 

@@ -17,8 +17,10 @@ import fnmatch
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .errors import ConvscopeWarning, InputError, LayerError
@@ -95,6 +97,32 @@ class ChannelsLast(LayerView):
 
     def from_map(self, maps: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
         return maps.permute(0, 2, 3, 1).clone()
+
+
+@dataclass(frozen=True)
+class PyramidLevels(LayerView):
+    """A feature pyramid's levels (a dict of B x C_i x H_i x W_i, torchvision's FPN) as one map:
+    each level's absolute value resized bilinearly to the ``pool`` level's size (else the last
+    level's) and the levels stacked along the channels, as pytorch-grad-cam's
+    ``fasterrcnn_reshape_transform``. Not invertible: for the methods that need no gradient."""
+
+    keys: tuple[str, ...]
+
+    def to_map(self, output: Any) -> torch.Tensor:
+        size = output["pool" if "pool" in output else list(output)[-1]].shape[-2:]
+        return torch.cat([F.interpolate(value.abs(), size, mode="bilinear") for value in output.values()], dim=1)
+
+    def from_map(self, maps: torch.Tensor, output: Any) -> torch.Tensor:
+        raise InputError("layer: a feature pyramid's levels are seen as one map for the methods without gradients "
+                         "(eigencam, scorecam, ...); for gradients choose one level's layer, such as the "
+                         "backbone's last stage (the default)", parameter="layer")
+
+    @staticmethod
+    def stacked_shape(levels: tuple[tuple[str, tuple[int, ...]], ...]) -> tuple[int, ...]:
+        """The stacked map's shape (C, H, W) for one item, from each level's key and shape."""
+        sizes = dict(levels)
+        last = sizes.get("pool", levels[-1][1])
+        return (sum(shape[0] for _, shape in levels), last[1], last[2])
 
 
 #: Tokens before the patch grid that a layer may carry (class, distillation, register tokens).
@@ -194,8 +222,11 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     grid = patch_grid(calls)
     layers = []
     for call in calls:
-        view = layer_view(call.shape, grid)
+        view: LayerView | None = layer_view(call.shape, grid)
         shape = view.shape(call.shape) if view is not None else call.shape
+        if len(call.levels) > 1:
+            view = PyramidLevels(tuple(key for key, _ in call.levels))
+            shape = PyramidLevels.stacked_shape(call.levels)
         if call.path in by_target:
             alias = by_target[call.path]
             source = module.get_submodule(alias.source)

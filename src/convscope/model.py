@@ -108,10 +108,10 @@ class Model:
     def labels(self) -> tuple[str, ...]:
         """The names of the target's scores: the class names in index order (ImageNet's for 1000
         outputs, ``class N`` otherwise, unless given), or the target's own (``similarity to ...``)."""
-        if self._labels is None:
+        if self._labels is None and not self.target.finds_entries:  # a detector's labels name its boxes
             outputs = self.num_outputs
             self._labels = imagenet_labels() if outputs == 1000 else numbered_labels(outputs)
-        return self.target.labels(self._labels)
+        return self.target.labels(self._labels or ())
 
     @labels.setter
     def labels(self, labels: Sequence[str]) -> None:
@@ -148,10 +148,6 @@ class Model:
         output = self._dummy_output()
         options = options or TargetOptions()
         name = name or detected_target_name(output, multilabel, options.reference is not None)
-        if name is None and isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping) \
-                and "boxes" in output[0]:
-            raise InputError(f"model: {self.name} returns detections ({describe_output(output)}); detection "
-                             "targets are not in this version of convscope", parameter="model")
         if name is None:
             self.class_scores(output)  # the error that says how to pick the scores
         self._target = make_target(name, output, options)
@@ -204,10 +200,11 @@ class Model:
         return scores, (self.target.first_choice(output, self.labels) if classes is None else list(classes))
 
     def regions(self, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor | None:
-        """Each row's region (B x H x W, 1 inside) where the target sums over one (segmentation:
-        the pixels of row b assigned to ``classes[b]``, or the fixed region), else None."""
+        """Each row's region (B x H x W, 1 inside) where the target is about one (segmentation: the
+        pixels of row b assigned to ``classes[b]``, or the fixed region; detection: the box), else None."""
         with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-            return self.target.regions(self.raw_output(x.to(device=self.device, dtype=self.dtype)), classes)
+            return self.target.regions(self.raw_output(x.to(device=self.device, dtype=self.dtype)), classes,
+                                       tuple(x.shape[2:]))
 
     def measure(self, x: torch.Tensor) -> torch.Tensor:
         """What the metrics follow for ``x`` (B x N): a class's softmax probability for the class
@@ -300,20 +297,36 @@ class Model:
 
     def predict(self, x: torch.Tensor, top: int = 5, batch_size: int = 16) -> list[list[Prediction]]:
         """Each image's ``top`` candidates as the target ranks them (a classifier's most probable
-        classes), best first, the target's default ones marked ``chosen``."""
-        labels = self.labels
-        check_between("top", top, 1, len(labels))
-        results = []
+        classes), best first, the target's default ones marked ``chosen``. A detector's target takes
+        the boxes found here as the ones it explains (their indices are the "classes" of its maps)."""
+        outputs = []
         for start in range(0, x.shape[0], batch_size):
             chunk = x[start:start + batch_size].to(device=self.device, dtype=self.dtype)
             with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-                output = self.raw_output(chunk)
+                outputs.append(self.raw_output(chunk))
+        found = self.target.found_in(outputs)
+        if found is not None:
+            self.use_target(self.target.name, found)
+            if not found.detections:
+                raise InputError(f"score_threshold: the detector finds no box above {found.score_threshold} in "
+                                 "any image; lower it to see weaker boxes", parameter="score_threshold")
+            top = min(top, len(self.labels))
+        labels = self.labels
+        check_between("top", top, 1, len(labels))
+        results = []
+        for output in outputs:
+            with torch.no_grad():
                 scores = self.target.scores(output)
             if scores.dim() != 2 or scores.shape[-1] != len(labels):
                 raise InputError(f"the model outputs {tuple(scores.shape[1:])} per image but has {len(labels)} "
                                  "class labels; give one label per output")
             results.extend(self.target.predictions(output, labels, top))
         return results
+
+    def shown(self, wanted: int) -> int:
+        """How many predictions to ask :meth:`predict` for: ``wanted``, cut to the labels there are
+        (not for a detector, whose boxes -- its labels -- are found by ``predict`` itself)."""
+        return wanted if self.target.finds_entries else min(wanted, len(self.labels))
 
     def class_index(self, value: int | str) -> int:
         """A class given as an index or a label (exact, then case-insensitive) -> its index."""

@@ -27,6 +27,7 @@ Built in (one registered class each, :func:`register_target`):
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
@@ -69,12 +70,27 @@ class TargetOptions:
     """A target's settings: ``threshold`` (multilabel: the sigmoid probability a chosen class
     exceeds), ``region`` (segmentation: an H x W mask at the input size, None for the pixels assigned
     to each class), ``reference`` (embedding: the D-vector compared with), ``reference_name`` (its
-    name in labels)."""
+    name in labels), ``score_threshold`` (detection: the score a box explained by default exceeds),
+    ``detections`` (detection: the boxes found, each a :class:`Detected`; set by
+    :meth:`convscope.Model.predict`)."""
 
     threshold: float = TARGET_THRESHOLD
     region: torch.Tensor | None = field(default=None, repr=False)
     reference: torch.Tensor | None = field(default=None, repr=False)
     reference_name: str = "the reference"
+    score_threshold: float = TARGET_THRESHOLD
+    detections: tuple[Detected, ...] = ()
+
+
+@dataclass(frozen=True)
+class Detected:
+    """A box the detection target explains: the ``image`` (its row in the batch it was found in), the
+    ``box`` (x0, y0, x1, y1 in the model input's pixels), its ``label`` (class index) and ``score``."""
+
+    image: int
+    box: tuple[float, float, float, float]
+    label: int
+    score: float
 
 
 class Target:
@@ -85,6 +101,9 @@ class Target:
     explains: ClassVar[str]
     #: What each prediction's value is.
     kind: ClassVar[str] = "probability"
+    #: Whether its entries are found in the images :meth:`convscope.Model.predict` is given (a
+    #: detector's boxes), so that its labels are known only after it.
+    finds_entries: ClassVar[bool] = False
     #: Whether its entries are classes ranked by probability, several worth a map each (a report shows
     #: a classifier's top 3; other targets, the entries they choose).
     ranks_classes: ClassVar[bool] = False
@@ -122,8 +141,14 @@ class Target:
         """Each image's entry explained when no class is given: its best chosen candidate."""
         return [next(p.index for p in row if p.chosen) for row in self.predictions(output, labels, 1)]
 
-    def regions(self, output: Any, classes: Sequence[int]) -> torch.Tensor | None:
-        """Each row's region (B x H x W) where the score sums over one; None for targets without."""
+    def regions(self, output: Any, classes: Sequence[int], size: tuple[int, int]) -> torch.Tensor | None:
+        """Each row's region (B x H x W; ``size``: the input's) where the score is about one (a
+        segmentation's pixels, a detection's box); None for targets without."""
+        return None
+
+    def found_in(self, outputs: Sequence[Any]) -> TargetOptions | None:
+        """Options with what the target takes from the images it predicts on (a detector's boxes), given
+        the outputs of the batches of one :meth:`convscope.Model.predict`; None where it takes nothing."""
         return None
 
     def describe(self, output: Any) -> str:
@@ -257,7 +282,7 @@ class Segmentation(Target):
         logits = _segmentation_scores(output)
         return (logits * self.region_masks(output)).sum(dim=(2, 3))
 
-    def regions(self, output: Any, classes: Sequence[int]) -> torch.Tensor:
+    def regions(self, output: Any, classes: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
         masks = self.region_masks(output)
         return masks[torch.arange(len(masks)), torch.as_tensor(list(classes))]
 
@@ -368,6 +393,92 @@ def region_mask(region: str | Sequence[float], size: tuple[int, int]) -> torch.T
     return mask
 
 
+def _detections(output: Any) -> list[Mapping[str, torch.Tensor]] | None:
+    """A detector's output -- a list of dicts with ``boxes``, ``labels`` and ``scores`` -- or None."""
+    if isinstance(output, (list, tuple)) and output and all(isinstance(o, Mapping) for o in output) \
+            and all(key in output[0] for key in ("boxes", "labels", "scores")):
+        return list(output)
+    return None
+
+
+#: A detection matches a box when their IoU is above this and the labels agree (FasterRCNNBoxScoreTarget's).
+IOU_THRESHOLD = 0.5
+
+
+@register_target
+class Detection(Target):
+    name = "detection"
+    kind = "score"
+    explains = ("the score of the detection matching a box (IoU above 0.5, the same label) plus that IoU, as "
+                "pytorch-grad-cam's FasterRCNNBoxScoreTarget")
+    default_layer_within = "backbone.body"  # the backbone's last stage
+    finds_entries = True
+
+    def misfit(self, output: Any) -> str | None:
+        return None if _detections(output) is not None else "a list of dicts with 'boxes', 'labels' and 'scores'"
+
+    def scores(self, output: Any) -> torch.Tensor:
+        """Row b, box k: IoU + score of the detection of row b with the largest IoU with box k, where
+        that IoU is above 0.5 and its label is box k's; else 0."""
+        from torchvision.ops import box_iou
+
+        found = _detections(output)
+        known = self.options.detections
+        rows = []
+        for detections in found:
+            boxes = detections["boxes"]
+            row = [boxes.new_zeros(())] * len(known)
+            if len(boxes) and known:
+                ious = box_iou(boxes.new_tensor([d.box for d in known]), boxes)
+                best, index = ious.max(dim=1)
+                matched = best.detach() > IOU_THRESHOLD
+                for k, detected in enumerate(known):
+                    i = int(index[k])
+                    if bool(matched[k]) and int(detections["labels"][i]) == detected.label:
+                        row[k] = best[k] + detections["scores"][i]
+            rows.append(torch.stack(row) if row else boxes.new_zeros(0))
+        return torch.stack(rows)
+
+    def labels(self, class_labels: Sequence[str]) -> tuple[str, ...]:
+        return tuple(f"{class_labels[d.label] if d.label < len(class_labels) else d.label} box {k}"
+                     for k, d in enumerate(self.options.detections))
+
+    def found_in(self, outputs: Sequence[Any]) -> TargetOptions:
+        """Every box of every image with a score above ``score_threshold``, the images numbered in order."""
+        found, image = [], 0
+        for output in outputs:
+            for detections in _detections(output):
+                for box, label, score in zip(detections["boxes"].tolist(), detections["labels"].tolist(),
+                                             detections["scores"].tolist()):
+                    if score > self.options.score_threshold:
+                        found.append(Detected(image, tuple(box), int(label), float(score)))
+                image += 1
+        return replace(self.options, detections=tuple(found))
+
+    def predictions(self, output: Any, labels: Sequence[str], top: int) -> list[list[Prediction]]:
+        """Row b's boxes (those found in image b), best score first, every one chosen."""
+        result = []
+        for row in range(len(_detections(output))):
+            mine = sorted((k for k, d in enumerate(self.options.detections) if d.image == row),
+                          key=lambda k: -self.options.detections[k].score)
+            result.append([Prediction(k, labels[k], self.options.detections[k].score, "score", True) for k in mine])
+        return result
+
+    def first_choice(self, output: Any, labels: Sequence[str]) -> list[int]:
+        chosen = [row[0].index if row else None for row in self.predictions(output, labels, 1)]
+        if None in chosen:
+            raise InputError(f"score_threshold: no box above {self.options.score_threshold} in image "
+                             f"{chosen.index(None) + 1}", parameter="score_threshold")
+        return chosen
+
+    def regions(self, output: Any, classes: Sequence[int], size: tuple[int, int]) -> torch.Tensor:
+        masks = torch.zeros(len(classes), *size)
+        for row, k in enumerate(classes):
+            x0, y0, x1, y1 = self.options.detections[k].box
+            masks[row, max(0, int(y0)):max(0, int(math.ceil(y1))), max(0, int(x0)):max(0, int(math.ceil(x1)))] = 1
+        return masks
+
+
 def describe_output(output: Any) -> str:
     """What a module returned, in a few words: ``a tensor 2 x 1000``, ``a dict with keys 'out', 'aux'``."""
     if isinstance(output, torch.Tensor):
@@ -383,10 +494,12 @@ def describe_output(output: Any) -> str:
 
 def detected_target_name(output: Any, multilabel: bool = False, reference: bool = False) -> str | None:
     """The target a module's output calls for: ``segmentation`` for B x classes x H x W scores or a
-    dict with ``out``, ``embedding`` where a reference is given, ``multilabel`` where asked, else
-    ``class`` for B x N scores; None when none fits."""
+    dict with ``out``, ``detection`` for a list of dicts with boxes, ``embedding`` where a reference is
+    given, ``multilabel`` where asked, else ``class`` for B x N scores; None when none fits."""
     if _segmentation_scores(output) is not None:
         return "segmentation"
+    if _detections(output) is not None:
+        return "detection"
     if isinstance(output, torch.Tensor) and output.dim() == 2:
         return "embedding" if reference else "multilabel" if multilabel else "class"
     return None
@@ -401,6 +514,7 @@ def make_target(name: str, output: Any, options: TargetOptions | None = None) ->
         raise InputError(f"target {name!r}: unknown{hint} (choose {', '.join(TARGETS)})", parameter="target")
     options = options or TargetOptions()
     check_between("threshold", options.threshold, 0.0, 1.0)
+    check_between("score_threshold", options.score_threshold, 0.0, 1.0)
     target = TARGETS[name](options)
     reason = target.misfit(output)
     if reason is not None:

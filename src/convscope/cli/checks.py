@@ -77,6 +77,7 @@ def check_target(args: argparse.Namespace) -> None:
     if args.multilabel and args.target not in (None, "multilabel"):
         raise InputError(f"multilabel: a multilabel model, but target {args.target} asked for", parameter="multilabel")
     check_between("threshold", args.threshold, 0, 1)
+    check_between("score_threshold", args.score_threshold, 0, 1)
     if target == "embedding" and args.reference is None:
         raise InputError("reference: the embedding target compares with a reference image's embedding; give "
                          "--reference IMAGE or DIR", parameter="reference")

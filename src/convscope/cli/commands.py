@@ -84,7 +84,7 @@ def _load(args: argparse.Namespace) -> Model:
     if hasattr(args, "target"):
         region = None if args.region is None else region_mask(args.region, model.input_size)
         reference, reference_name = _reference(model, args.reference) if args.reference else (None, "the reference")
-        options = TargetOptions(args.threshold, region, reference, reference_name)
+        options = TargetOptions(args.threshold, region, reference, reference_name, args.score_threshold)
         model.use_target(args.target, options, args.multilabel)
         if model.target.name != "class" and not getattr(args, "json", False):  # a classifier's is no news
             print(model.describe_target())
@@ -148,7 +148,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
     model = _load(args)
-    top = min(5, len(model.labels)) if args.top is None else check_top(model, args.top)
+    top = model.shown(5) if args.top is None else check_top(model, args.top)
     x = model.preprocess(images, crop=args.crop, names=args.images)
     results = model.predict(x, top=top)
     if args.json:
@@ -186,7 +186,7 @@ def cmd_cam(args: argparse.Namespace) -> int:
               "same for every class", file=sys.stderr)
     out = prepare_out_dir(args.out, CAM_DIR)
     x = model.preprocess(photos, names=args.images)
-    ranked = model.predict(x, top=min(max(5, plan.top or 1), len(model.labels)))
+    ranked = model.predict(x, top=model.shown(max(5, plan.top or 1)))
     _print_predictions(args.images, ranked, 5)
     pairs = plan.pairs(ranked, args.images, model.labels)
     if args.save_raw:
@@ -216,7 +216,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                           window=args.window, stride=args.stride, layer=args.layer)
     out = prepare_out_dir(args.out, ATTRIBUTE_DIR)
     x = model.preprocess(photos, names=args.images)
-    ranked = model.predict(x, top=min(max(5, plan.top or 1), len(model.labels)))
+    ranked = model.predict(x, top=model.shown(max(5, plan.top or 1)))
     _print_predictions(args.images, ranked, 5)
     written = plan.write(model, x, photos, image_stems(args.images), plan.pairs(ranked, args.images, model.labels),
                          out / ATTRIBUTE_DIR)

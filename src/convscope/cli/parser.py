@@ -110,11 +110,14 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     group = target.add_argument_group("target (what a map explains)")
     group.add_argument("--target", choices=TARGET_NAMES,
                        help="class (a class's logit), softmax, rest (logit minus cross-entropy), multilabel, "
-                            "segmentation, embedding or output (default: chosen from what the model returns)")
+                            "segmentation, embedding, output or detection (default: chosen from what the model "
+                            "returns)")
     group.add_argument("--multilabel", action="store_true",
                        help="a sigmoid model: every class above --threshold gets its map (as --target multilabel)")
     group.add_argument("--threshold", type=float, default=TARGET_THRESHOLD, metavar="P",
                        help=f"multilabel: the sigmoid probability a class must exceed (default {TARGET_THRESHOLD})")
+    group.add_argument("--score-threshold", type=float, default=TARGET_THRESHOLD, metavar="P",
+                       help=f"detection: the score of the boxes explained (default {TARGET_THRESHOLD})")
     group.add_argument("--reference", metavar="IMAGE|DIR",
                        help="embedding: the image (or folder of images, their mean embedding) each map compares with")
     group.add_argument("--region", metavar="X0,Y0,X1,Y1|MASK",

@@ -218,7 +218,7 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
         tops = list(zip(indices.tolist(), values.tolist()))
     else:  # other targets rank from the whole output (a segmentation's pixel shares): one more pass
         tops = [([p.index for p in ranked], [p.value for p in ranked])
-                for ranked in model.predict(x, top=min(TOP, len(model.labels)))]
+                for ranked in model.predict(x, top=model.shown(TOP))]
     others = [i for i, (cls, true) in enumerate(zip(result.classes, truth)) if true is not None and true != cls]
     true_maps = {}
     if others:

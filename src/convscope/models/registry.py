@@ -122,7 +122,10 @@ def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch
 
 
 def _check_labels(model: Model, labels: Sequence[str]) -> None:
-    """One label per class score, checked when the model is loaded (one forward pass)."""
+    """One label per class score, checked when the model is loaded (one forward pass); a detector's
+    labels name the classes of its boxes, whatever their number."""
+    if model.target.finds_entries:
+        return
     outputs = model.num_outputs
     if len(labels) != outputs:
         raise InputError(f"labels has {len(labels)} entries but the module outputs {outputs} class scores per image: "

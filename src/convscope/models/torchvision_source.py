@@ -1,5 +1,5 @@
-"""The ``torchvision:`` model source: any torchvision classification or segmentation model by name,
-its pretrained weights (ImageNet; COCO with the VOC classes for segmentation) fetched into torch's
+"""The ``torchvision:`` model source: any torchvision classification, segmentation or detection model
+by name, its pretrained weights (ImageNet; COCO, with the VOC classes for segmentation) fetched into torch's
 cache (a clear WeightsError offline), preprocessing and labels from
 torchvision's weights metadata.
 """
@@ -35,15 +35,18 @@ def build_torchvision_model(name: str, spec: str, display_name: str, keras_names
     import torchvision.models as tvm
 
     segmentation = tvm.list_models(module=tvm.segmentation)
-    available = tvm.list_models(module=tvm) + segmentation
+    detection = tvm.list_models(module=tvm.detection)
+    available = tvm.list_models(module=tvm) + segmentation + detection
     if name not in available:
         close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown torchvision classification or segmentation model {name!r}{hint}")
+        raise InputError(f"unknown torchvision classification, segmentation or detection model {name!r}{hint}")
     weights_enum = tvm.get_model_weights(name).DEFAULT
-    # a segmentation model: no backbone weights fetched, and the auxiliary head its pretrained weights have
-    options = {"weights_backbone": None, "aux_loss": spec == "imagenet" and _has_aux_head(name)} \
-        if name in segmentation else {}
+    options: dict = {}
+    if name in segmentation:  # no backbone weights fetched; the auxiliary head its pretrained weights have
+        options = {"weights_backbone": None, "aux_loss": spec == "imagenet" and _has_aux_head(name)}
+    elif name in detection:  # no backbone weights fetched; every box returned (--score-threshold chooses)
+        options = {"weights_backbone": None, _score_option(name): 0.0}
     module = build_seeded(lambda: tvm.get_model(name, weights=None, **options))
     if spec == "imagenet":
         apply_state_dict(module, _fetch_torchvision_weights(weights_enum, display_name), "imagenet", display_name)
@@ -55,10 +58,24 @@ def build_torchvision_model(name: str, spec: str, display_name: str, keras_names
     size = (crop[0], crop[0])
     mean = tuple(getattr(transforms, "mean", IMAGENET_MEAN))
     std = tuple(getattr(transforms, "std", IMAGENET_STD))
+    if name in detection:  # a detector normalizes and resizes inside: it takes RGB in [0, 1]
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+        size = (DETECTION_SIZES.get(name, DETECTION_SIZE),) * 2
     aliases, hidden = keras_aliases(module) if keras_names else ([], [])
-    outputs = len(labels) if name in segmentation and labels else _out_features(module)
+    outputs = len(labels) if name in segmentation + detection and labels else _out_features(module)
     return Model(module, name=display_name, weights=spec, preprocessing=Preprocessing(size, mean, std),
                  labels=labels if labels and len(labels) == outputs else None, aliases=aliases, hidden=hidden)
+
+
+#: The input a detector is given (it resizes inside, to 800 px for the R-CNNs): the SSDs' own sizes.
+DETECTION_SIZE = 512
+DETECTION_SIZES = {"ssd300_vgg16": 300, "ssdlite320_mobilenet_v3_large": 320,
+                   "fasterrcnn_mobilenet_v3_large_320_fpn": 320}
+
+
+def _score_option(name: str) -> str:
+    """The keyword of torchvision's detector ``name`` that drops weak boxes (R-CNNs: ``box_score_thresh``)."""
+    return "box_score_thresh" if "rcnn" in name else "score_thresh"
 
 
 def _has_aux_head(name: str) -> bool:

@@ -159,17 +159,26 @@ def overlay(photo: Image.Image, heat: np.ndarray, alpha: float = 0.4, cmap: str 
     return Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8), "RGB")
 
 
-def outlined(picture: Image.Image, region: np.ndarray, colour: tuple[int, int, int] = (255, 255, 255),
-             width: int = 2) -> Image.Image:
+def outlined(picture: Image.Image, region: np.ndarray, caption: str | None = None,
+             colour: tuple[int, int, int] = (255, 255, 255), width: int = 2) -> Image.Image:
     """``picture`` with the outline of ``region`` (H x W, nonzero inside, at any size: resized to the
-    picture, nearest) drawn in ``colour``: the pixels within ``width`` of the region's edge, inside."""
+    picture, nearest) drawn in ``colour``: the pixels within ``width`` of the region's edge, inside;
+    ``caption`` written on a dark label at the region's top left (a detection's class and box)."""
     inside = (np.asarray(region) > 0).astype(np.uint8) * 255
     mask = Image.fromarray(inside).resize(picture.size, Image.Resampling.NEAREST)
     inner = mask.filter(ImageFilter.MinFilter(2 * width + 1))
     edge = np.asarray(mask) > np.asarray(inner)
     rgb = np.array(picture.convert("RGB"))
     rgb[edge] = colour
-    return Image.fromarray(rgb, "RGB")
+    result = Image.fromarray(rgb, "RGB")
+    rows, columns = np.nonzero(np.asarray(mask))
+    if caption and len(rows):
+        draw = ImageDraw.Draw(result)
+        left, top, right, bottom = draw.textbbox((0, 0), caption)
+        x, y = int(columns.min()), max(0, int(rows.min()) - (bottom - top) - 4)
+        draw.rectangle((x, y, x + right - left + 4, y + bottom - top + 4), fill=(0, 0, 0))
+        draw.text((x + 2 - left, y + 2 - top), caption, fill=colour)
+    return result
 
 
 def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:

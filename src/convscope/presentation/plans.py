@@ -78,7 +78,7 @@ CAM_BATCH = 8
 def check_top(model: Model, top: int) -> int:
     """``top`` classes, checked against the model's class count."""
     check_at_least("top", top, 1)
-    if top > len(model.labels):
+    if not model.target.finds_entries and top > len(model.labels):  # a detector's boxes are found later
         raise InputError(f"top {top}: the model has only {len(model.labels)} classes", parameter="top")
     return top
 

@@ -180,7 +180,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     clock.lap("planning")
 
     say("[1/6] predictions")
-    ranked = model.predict(x, top=min(5, len(model.labels)))
+    ranked = model.predict(x, top=model.shown(5))
     images = []
     for stem, name, photo, predictions in zip(stems, names, photos, ranked):
         shown = photo.resize(report_size(photo.width, photo.height, PHOTO_LIMIT), Image.BILINEAR)

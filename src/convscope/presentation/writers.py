@@ -197,7 +197,7 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
         photo = photos[i]
         blended = overlay(photo, resized_map(low, photo.height, photo.width), alpha)
         if regions is not None:
-            blended = outlined(blended, regions[row].cpu().numpy())
+            blended = outlined(blended, regions[row].cpu().numpy(), labels[cls])
         jpg = save_image(blended, f"{base}_cam.jpg", quality=90)
         raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
         color_map = None
