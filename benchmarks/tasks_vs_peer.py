@@ -8,9 +8,10 @@ floor = the model's own forward pass and the backward pass of the same scores to
 
 Each timed after a warm-up, the median of ``--repeat`` runs. Targets: ours <= the peer's time and within
 1.2x of the floor. The models, random weights (seeded), at the peer's usual input size, the sample photos
-(``--batch`` of them, default 2): ``deeplabv3_mobilenet_v3_large`` (segmentation, 520 px: the summed logits
-of each image's largest non-background class over its pixels) and ``vit_b_16`` (224 px: a class logit,
-the last block's first norm).
+(``--batch`` of them, default 2): ``fasterrcnn_mobilenet_v3_large_fpn`` (512 px given, 800 inside: each
+image's best box, FasterRCNNBoxScoreTarget), ``deeplabv3_mobilenet_v3_large`` (segmentation, 520 px: the
+summed logits of each image's largest non-background class over its pixels) and ``vit_b_16`` (224 px: a
+class logit, the last block's first norm).
 
 Run alone on the machine (two torch processes distort each other):
     .venv/bin/python benchmarks/tasks_vs_peer.py [--batch 2] [--repeat 3] [--models all|LIST]
@@ -29,6 +30,7 @@ import torchvision.models as tvm
 from torch import nn
 
 import convscope
+import convscope.targets
 from convscope.allocator import keep_freed_memory
 from convscope.samples import SAMPLES, sample_array
 from convscope.techniques.cams import compute_cam
@@ -89,7 +91,22 @@ def vit_task() -> Task:
                 lambda x, classes: [ClassifierOutputTarget(c) for c in classes])
 
 
-TASKS = {"deeplabv3_mobilenet_v3_large": segmentation_task, "vit_b_16": vit_task}
+def detection_task() -> Task:
+    from pytorch_grad_cam.utils.model_targets import FasterRCNNBoxScoreTarget
+
+    net = _seeded(lambda: tvm.detection.fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None,
+                                                                         box_score_thresh=0.0))
+    model = convscope.load_model(net, input_size=512, mean=(0, 0, 0), std=(1, 1, 1),
+                                 target_options=convscope.targets.TargetOptions(score_threshold=0.01))
+
+    def targets(x, classes):
+        found = model.target.options.detections
+        return [FasterRCNNBoxScoreTarget([found[k].label], np.array([found[k].box])) for k in classes]
+    return Task(model, net, None, targets)
+
+
+TASKS = {"fasterrcnn_mobilenet_v3_large_fpn": detection_task, "deeplabv3_mobilenet_v3_large": segmentation_task,
+         "vit_b_16": vit_task}
 
 
 def floor_work(task: Task, x: torch.Tensor, layer: str, classes: list[int]) -> Callable[[], None]:
@@ -139,7 +156,9 @@ def main() -> None:
         model = task.model
         x = model.preprocess(photos)
         layer = cam_layer(model)
-        result = compute_cam(model, x, None, None, "gradcam")
+        ranked = model.predict(x, top=1)  # a detector's boxes are found here: each image's best is explained
+        result = compute_cam(model, x, [row[0].index for row in ranked] if model.target.finds_entries else None,
+                             None, "gradcam")
         classes = result.classes
         ours = timed(lambda: compute_cam(model, x, classes, None, "gradcam"), args.repeat)
         peer = timed(peer_work(task, x, layer, classes), args.repeat)

@@ -22,6 +22,10 @@ Built in (one registered class each, :func:`register_target`):
 * ``embedding``: B x D outputs; the cosine similarity to a ``reference`` embedding (one image's, or
   a folder's mean), pytorch-grad-cam's ``SimilarityToConceptTarget``.
 * ``output``: one raw output (regression heads); predictions in index order, output 0 chosen.
+* ``detection``: a list of dicts with ``boxes``, ``labels``, ``scores`` (torchvision's detectors): the
+  boxes found above ``score_threshold`` by :meth:`convscope.Model.predict` are the entries; box k's
+  score is that of the detection matching it (IoU above 0.5, the same label) plus the IoU, 0 when
+  none matches (pytorch-grad-cam's ``FasterRCNNBoxScoreTarget``).
 """
 
 from __future__ import annotations
