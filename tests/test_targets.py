@@ -301,3 +301,20 @@ def test_embedding_and_multilabel_from_the_command_line(capsys, tmp_path):
                  "--out", str(tmp_path / "b")]) == 2
     err = capsys.readouterr().err
     assert "--threshold: no class of sample:chelsea is above it (highest:" in err and err.count("\n") == 1
+
+
+def test_pointing_into_the_region_the_target_explains():
+    """No boxes needed: a segmentation map points into its class's pixels (hit: its maximum inside;
+    energy: its mass inside)."""
+    net = Segmenter().eval()
+    model = convscope.load_model(net, input_size=8)
+    x = torch.randn(1, 3, 8, 8)
+    found = convscope.evaluate(model, x, 1, methods="gradcam", metrics="pointing")[0].methods[0]
+    heat = compute_cam(model, x, 1, None, "gradcam").maps[0]
+    with torch.no_grad():
+        inside = net(x)["out"].argmax(dim=1)[0] == 1
+    energy = float(heat[inside].sum() / heat.sum())
+    assert 0 < energy < 1 and found.pointing == (bool(inside[heat == heat.max()].any()), pytest.approx(energy))
+    with pytest.raises(InputError, match="^metrics: pointing needs boxes"):
+        convscope.evaluate(convscope.load_model(Classifier(), input_size=6), torch.rand(1, 3, 6, 6), 0,
+                           methods="gradcam", metrics="pointing")

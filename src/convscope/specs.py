@@ -47,7 +47,8 @@ def check_metrics(names: str | Sequence[str], boxes_given: bool = False) -> list
     """The metrics of an evaluation (see :func:`parse_metrics`); ``pointing`` only where boxes are given."""
     chosen = parse_metrics(names)
     if "pointing" in chosen and not boxes_given:
-        raise InputError("metrics: pointing needs boxes", parameter="metrics")
+        raise InputError("metrics: pointing needs boxes (or a target that knows each map's region: segmentation, "
+                         "detection)", parameter="metrics")
     return chosen
 
 

@@ -105,6 +105,8 @@ class Target:
     explains: ClassVar[str]
     #: What each prediction's value is.
     kind: ClassVar[str] = "probability"
+    #: Whether it knows each map's region (:meth:`regions`): the pointing game needs no boxes then.
+    has_regions: ClassVar[bool] = False
     #: Whether its entries are found in the images :meth:`convscope.Model.predict` is given (a
     #: detector's boxes), so that its labels are known only after it.
     finds_entries: ClassVar[bool] = False
@@ -262,6 +264,7 @@ class Segmentation(Target):
     name = "segmentation"
     kind = "pixels"
     default_layer_within = "backbone"  # its last stage, as pytorch-grad-cam's segmentation tutorial
+    has_regions = True
 
     @property
     def explains(self) -> str:  # type: ignore[override]
@@ -417,6 +420,7 @@ class Detection(Target):
                 "pytorch-grad-cam's FasterRCNNBoxScoreTarget")
     default_layer_within = "backbone.body"  # the backbone's last stage
     finds_entries = True
+    has_regions = True
 
     def misfit(self, output: Any) -> str | None:
         return None if _detections(output) is not None else "a list of dicts with 'boxes', 'labels' and 'scores'"

@@ -118,7 +118,8 @@ def _check_filters(args: argparse.Namespace) -> None:
 
 def _check_evaluate(args: argparse.Namespace) -> None:
     check_methods(args.methods)
-    check_metrics(args.metrics, args.boxes is not None)
+    regions = args.target in ("segmentation", "detection") or args.region is not None  # flags that promise them
+    check_metrics(args.metrics, args.boxes is not None or regions)
 
 
 def _check_cam(args: argparse.Namespace) -> None:

@@ -394,7 +394,7 @@ def plan_evaluate(model: Model, layer: str | None = None, methods: str | Sequenc
     checked before any work."""
     check_at_least("sanity_seeds", sanity_seeds, 1)
     chosen_methods = check_methods(methods)
-    chosen_metrics = check_metrics(metrics, boxes is not None)
+    chosen_metrics = check_metrics(metrics, boxes is not None or model.target.has_regions)
     check_at_least("steps", steps, 1)
     boxes_file = read_boxes_file(boxes) if boxes is not None else None
     if boxes_file is not None and "pointing" not in chosen_metrics:

@@ -153,7 +153,8 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     ``classes``: as for :func:`~convscope.cam` (one for all images, one per image, None: each image's
     top-1). ``metrics``: any of :data:`METRIC_NAMES`; ``pointing`` needs ``boxes``, keyed by (image
     index, class index), in the photo's pixels (``photo_sizes``: each photo's (width, height)); an
-    image and class without boxes is not scored by it.
+    image and class without boxes is not scored by it, unless its target knows each map's region
+    (segmentation, detection): then it points into that region.
     ``cascade``: the whole sanity cascade, or only its classifier step (enough for the verdict);
     ``sanity_seeds``: the randomizations whose correlations the sanity check averages.
     ``progress`` is told what is being done.
@@ -164,7 +165,8 @@ def evaluate(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     check_at_least("sanity_seeds", sanity_seeds, 1)
     return evaluations(model, as_input(model, x), classes=classes, layer=cam_layer(model, layer),
                        methods=check_methods(methods),
-                       metrics=check_metrics(metrics, boxes is not None),  # images without boxes: no pointing game
+                       # images without boxes: no pointing game, unless the target knows each map's region
+                       metrics=check_metrics(metrics, boxes is not None or model.target.has_regions),
                        steps=steps, boxes=boxes, photo_sizes=photo_sizes, names=names, precision=precision,
                        cascade=cascade, sanity_seeds=sanity_seeds, progress=progress)
 
@@ -196,8 +198,11 @@ def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[
         evaluation = Evaluation(image, names[image], cls, model.labels[cls], layer,
                                 [MethodEvaluation(method, method_title(method), heat.cpu())
                                  for method, heat in zip(chosen_methods, maps)])
+        where = (boxes or {}).get((image, cls))
+        if where is None and "pointing" in chosen_metrics:
+            where = model.regions(one, [cls])  # the region the target explains, else None
         _measure(model, one, cls, maps, evaluation, chosen_metrics, steps, precision, (cascade, sanity_seeds), say,
-                 (boxes or {}).get((image, cls)), photo_sizes[image] if photo_sizes else None)
+                 where, photo_sizes[image] if photo_sizes else None)
         _group_and_note(evaluation)
         evaluations.append(evaluation)
     return evaluations
@@ -205,7 +210,9 @@ def evaluations(model: Model, x: torch.Tensor, *, classes: int | str | Sequence[
 
 def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, evaluation: Evaluation,
              chosen: list[str], steps: int, precision: str, sanity: tuple[bool, int], say: Callable[[str], None],
-             boxes: Sequence[Sequence[float]] | None, photo_size: tuple[int, int] | None) -> None:
+             boxes: Sequence[Sequence[float]] | torch.Tensor | None, photo_size: tuple[int, int] | None) -> None:
+    """The chosen metrics of one image and class's ``maps``; ``boxes``: the class's boxes in the photo's
+    pixels, or the region its target explains (1 x H x W), for the pointing game."""
     count = len(maps)
     inputs, targets = one.expand(count, *one.shape[1:]), [cls] * count
     for kind in ("deletion", "insertion"):
@@ -227,7 +234,11 @@ def _measure(model: Model, one: torch.Tensor, cls: int, maps: torch.Tensor, eval
                 return method_maps(m, inputs, name, evaluation.layer, precision, classes)[0]
             method.sanity = measure.sanity(model, one, [cls], draw, evaluation.layer, heat[None], seeds=sanity[1],
                                            cascade=sanity[0])[0]
-    if "pointing" in chosen and boxes:
+    if "pointing" in chosen and isinstance(boxes, torch.Tensor):
+        hits, energies = measure.pointing_in(maps, boxes.expand(count, -1, -1))
+        for method, hit, energy in zip(evaluation.methods, hits, energies):
+            method.pointing = (bool(hit), float(energy))
+    elif "pointing" in chosen and boxes:
         hits, energies = measure.pointing(maps, [boxes] * count, [photo_size] * count if photo_size else None)
         for method, hit, energy in zip(evaluation.methods, hits, energies):
             method.pointing = (bool(hit), float(energy))

@@ -321,15 +321,27 @@ def pointing(maps: torch.Tensor, boxes: Sequence[Sequence[Sequence[float]]],
         inside = torch.zeros(height, width, dtype=torch.bool)
         for x0, y0, x1, y1 in boxes[index]:
             inside |= ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
-        heat = heat.detach().double().cpu()
-        total = heat.sum()
-        if total <= 0:
-            hits.append(False)
-            energies.append(0.0)
-            continue
-        hits.append(bool(inside[heat == heat.max()].any()))
-        energies.append(float(heat[inside].sum() / total))
+        hit, energy = _point(heat, inside)
+        hits.append(hit)
+        energies.append(energy)
     return torch.tensor(hits), torch.tensor(energies, dtype=torch.float64)
+
+
+def pointing_in(maps: torch.Tensor, regions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hit, energy) per map, as :func:`pointing`, inside ``regions`` (B x H x W at the maps' size,
+    nonzero inside): the region a target explains (a segmentation's pixels, a detection's box)."""
+    found = [_point(heat, region.cpu() > 0) for heat, region in zip(maps, regions)]
+    return torch.tensor([hit for hit, _ in found]), torch.tensor([e for _, e in found], dtype=torch.float64)
+
+
+def _point(heat: torch.Tensor, inside: torch.Tensor) -> tuple[bool, float]:
+    """One map's hit (a pixel holding its maximum is inside) and energy (its mass inside); an all-zero
+    map is a miss with energy 0."""
+    heat = heat.detach().double().cpu()
+    total = heat.sum()
+    if total <= 0:
+        return False, 0.0
+    return bool(inside[heat == heat.max()].any()), float(heat[inside].sum() / total)
 
 
 def check_box(box: Sequence[float], photo_size: tuple[int, int], where: str) -> list[float]:
