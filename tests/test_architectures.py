@@ -304,3 +304,14 @@ def test_googlenet_and_inception_from_the_cli(name, tmp_path, capsys):
     assert main(["cam", "sample:coffee", "--model", f"torchvision:{name}", "--weights", "random",
                  "--out", str(tmp_path)]) == 0, capsys.readouterr().err
     assert "Grad-CAM on layer " + ("inception5b" if name == "googlenet" else "Mixed_7c") in capsys.readouterr().out
+
+
+def test_the_report_of_a_transformer(tmp_path):
+    """The whole report on a small ViT: each block's grid among the intermediate outputs, maps, "why this
+    class" with the CAM layer's own channels drawn, filter pictures."""
+    model = convscope.load_model(_small_transformers()["vit"], input_size=32, labels=["a", "b", "c"])
+    page = convscope.html_report(model, [np.zeros((40, 40, 3), np.uint8) + 90], tmp_path, filters_steps=2,
+                                 filters_size=32, trust_methods="gradcam")
+    html = page.read_text()
+    assert "encoder.layers.encoder_layer_1" in html and "encoder.layers.encoder_layer_1.ln_1" in html
+    assert list((tmp_path / "cam").glob("*_cam.jpg")) and list((tmp_path / "filters").glob("*.png"))

@@ -149,6 +149,12 @@ def layer_view(shape: tuple[int, ...] | None, grid: tuple[int, int] | None) -> L
     return None
 
 
+def has_fixed_grid(layers: Sequence[LayerInfo]) -> bool:
+    """Whether the network is a vision transformer with a fixed patch grid (token layers): it takes
+    inputs of its own size only."""
+    return any(isinstance(layer.view, Tokens) for layer in layers)
+
+
 def patch_grid(calls: Sequence[ModuleCall]) -> tuple[int, int] | None:
     """A transformer's patch grid: the output size of its patch embedding, the first convolution
     whose stride equals its kernel (larger than 1); None for a network without attention or without
@@ -408,11 +414,11 @@ def preactivation(layers: Sequence[LayerInfo], name: str) -> LayerInfo:
 def producing_conv(layers: Sequence[LayerInfo], name: str) -> str:
     """The convolution whose channels layer ``name`` shows: ``name`` itself for a conv; otherwise
     the last conv before it in the forward pass with as many channels (the conv under a norm, an
-    activation or a pooling layer: EfficientNet's ``_act1`` -> ``_conv_head``). Its alias where it
-    has one. InputError naming ``layer`` where there is none."""
+    activation or a pooling layer: EfficientNet's ``_act1`` -> ``_conv_head``); a transformer's layer
+    seen as a map, itself. Its alias where it has one. InputError naming ``layer`` where there is none."""
     by_name = {layer.name: layer for layer in layers}
     target = by_name[name]
-    if target.kind == "conv":
+    if target.kind == "conv" or target.view is not None:  # a transformer's grid: its own channels are drawn
         return name
     modules = [layer for layer in layers if not layer.is_alias]
     position = next(i for i, layer in enumerate(modules) if layer.module == target.module)

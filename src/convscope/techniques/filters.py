@@ -32,7 +32,7 @@ from torch import nn
 from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTER_SIZES, FILTERS_PRECISION, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..hooks import evaluating
-from ..layers import preactivation
+from ..layers import has_fixed_grid, preactivation
 from ..model import Model, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
 from ..specs import filter_spec
@@ -85,9 +85,10 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
     pre-activation of ``layer`` and returns it (B x C x h x w; a transformer's layer as its map, the
     pictures resized to its input size); one hook for all the passes."""
     target = preactivation(model.all_layers(), layer)
+    fixed = has_fixed_grid(model.all_layers())
     with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view) as stopped:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
-            if target.view is not None and tuple(rgb.shape[2:]) != model.input_size:
+            if fixed and tuple(rgb.shape[2:]) != model.input_size:
                 # a transformer's patch grid is fixed: its pictures are seen at its input size
                 rgb = F.interpolate(rgb, size=model.input_size, mode="bilinear", align_corners=False)
             with computing_in(model.device, precision):
