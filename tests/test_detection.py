@@ -153,3 +153,10 @@ def test_detection_from_the_command_line(capsys, tmp_path):
     assert "target: detection -- the score of the detection matching a box" in out
     assert "Grad-CAM on layer backbone.body.16: 2 maps" in out
     assert len(list((tmp_path / "b" / "cam").glob("coffee_*_cam.jpg"))) == 2
+
+
+def test_a_dataset_run_on_a_detector_is_one_line(tmp_path):
+    with pytest.raises(InputError, match="^model: TinyDetector is a detector; a dataset run of one row per image and "
+                                         "box is not in this version"):
+        convscope.dataset.run(_model(), tmp_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -93,6 +93,9 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     batch; with Ray, after each shard), after ``on_total`` was told how many images the run has."""
     options = check_options(DatasetOptions, options, keywords)
     check_choice("engine", options.engine, ENGINES)
+    if model.target.finds_entries:
+        raise InputError(f"model: {model.name} is a detector; a dataset run of one row per image and box is not "
+                         "in this version (convscope cam, evaluate and run explain its boxes)", parameter="model")
     if options.engine == "ray":
         from .ray_engine import check_ray
 
