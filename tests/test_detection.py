@@ -53,6 +53,9 @@ def test_each_box_is_explained_by_its_score_plus_iou():
     assert [(d.image, d.label) for d in found] == [(0, 1), (0, 2), (1, 1), (1, 2)]
     assert model.labels == ("cat box 0", "dog box 1", "cat box 2", "dog box 3")
     assert [sorted(p.index for p in row) for row in ranked] == [[0, 1], [2, 3]] and all(p.chosen for p in ranked[0])
+    box_1 = next(p for p in ranked[0] if p.index == 1)
+    assert box_1.as_json() == {"index": 1, "label": "dog box 1", "score": pytest.approx(float(scores[0]["scores"][1])),
+                               "class": 2, "box": BOXES[1]}
     table = model.logits(x)  # IoU 1 with itself + its score; image 1's boxes also match image 0's row
     torch.testing.assert_close(table[0], torch.tensor([1 + scores[0]["scores"][0], 1 + scores[0]["scores"][1]] * 2))
     # Grad-CAM of box 1 (channel 1's score): dT/dA = sigmoid'(m_1) / (h w) on channel 1, zero on channel 0

@@ -51,14 +51,17 @@ BACKGROUND = ("__background__", "background")
 class Prediction:
     """One entry of an image's target scores, as the target ranks them: ``index``, ``label``, and
     ``probability`` -- the value the target ranks by, named by ``kind`` (``probability`` for the
-    class targets, ``pixels`` for segmentation's share of the pixels, ``similarity``, ``value``).
-    ``chosen``: explained when no class is given."""
+    class targets, ``pixels`` for segmentation's share of the pixels, ``similarity``, ``value``,
+    ``score`` for a detection). ``chosen``: explained when no class is given."""
 
     index: int
     label: str
     probability: float
     kind: str = "probability"
     chosen: bool = False
+    #: A detection's class index and box (x0, y0, x1, y1 in the model input's pixels); None otherwise.
+    class_index: int | None = None
+    box: tuple[float, float, float, float] | None = None
 
     @property
     def value(self) -> float:
@@ -66,7 +69,10 @@ class Prediction:
         return self.probability
 
     def as_json(self) -> dict:
-        return {"index": self.index, "label": self.label, self.kind: self.probability}
+        found = {"index": self.index, "label": self.label, self.kind: self.probability}
+        if self.box is not None:
+            found.update({"class": self.class_index, "box": [round(v, 2) for v in self.box]})
+        return found
 
 
 @dataclass(frozen=True)
@@ -464,12 +470,15 @@ class Detection(Target):
         return replace(self.options, detections=tuple(found))
 
     def predictions(self, output: Any, labels: Sequence[str], top: int) -> list[list[Prediction]]:
-        """Row b's boxes (those found in image b), best score first, every one chosen."""
+        """Row b's boxes (those found in image b), best score first, every one chosen (``top`` does not
+        cut them: each is explained by default)."""
         result = []
         for row in range(len(_detections(output))):
             mine = sorted((k for k, d in enumerate(self.options.detections) if d.image == row),
                           key=lambda k: -self.options.detections[k].score)
-            result.append([Prediction(k, labels[k], self.options.detections[k].score, "score", True) for k in mine])
+            found = self.options.detections
+            result.append([Prediction(k, labels[k], found[k].score, "score", True, found[k].label, found[k].box)
+                           for k in mine])
         return result
 
     def first_choice(self, output: Any, labels: Sequence[str]) -> list[int]:
