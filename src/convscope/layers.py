@@ -8,6 +8,11 @@ still denotes the conv's own output, before the ReLU.
 
 Every layer has a :attr:`LayerInfo.kind` -- ``conv``, ``pool``, ``norm`` or ``other`` -- decided
 once here from its module's type (for an alias: the type of the module it is named after).
+
+A layer whose output is not B x C x H x W gets a :class:`LayerView` at discovery where convscope
+knows how to see it as one: a vision transformer's tokens (:class:`Tokens`), a Swin stage's
+channels-last map (:class:`ChannelsLast`), a feature pyramid's dict of levels
+(:class:`PyramidLevels`); its :attr:`LayerInfo.shape` is then the map's.
 """
 
 from __future__ import annotations
