@@ -266,3 +266,22 @@ def test_the_dataset_report(model, folder, tmp_path, monkeypatch):
     for page in pages.glob("*.html"):  # every relative link and picture resolves
         for target in re.findall(r'(?:href|src)="([^"#:]+)"', page.read_text()):
             assert (page.parent / target).exists(), (page.name, target)
+
+
+def test_a_segmentation_model_ranked_by_its_target(folder, tmp_path):
+    """A segmenter's rows rank classes by their share of the pixels (not a softmax of summed logits), its map
+    explains the largest class other than the background, and the deletion curve follows the region's logits."""
+    from test_targets import Segmenter
+
+    segmenter = convscope.load_model(Segmenter().eval(), input_size=16, labels=["__background__", "road", "car"])
+    dataset.run(segmenter, folder, tmp_path / "out", batch_size=2, metrics="deletion")
+    for row in dataset.load(tmp_path / "out").to_pylist():
+        if row["error"] is not None:
+            continue
+        x = segmenter.preprocess(row["path"])
+        ranked = segmenter.predict(x, top=3)[0]
+        assert row["top_classes"] == [p.index for p in ranked]
+        assert row["top_probabilities"] == pytest.approx([p.value for p in ranked], abs=1e-6)
+        assert sum(row["top_probabilities"]) == pytest.approx(1.0, abs=1e-5)  # shares of the pixels
+        assert row["cam_class"] == next(p.index for p in ranked if p.chosen)
+        assert row["deletion"] is not None

@@ -82,3 +82,10 @@ def test_timm_transformers(name, method):
     net = _seeded(lambda: timm.create_model(name, pretrained=False, num_classes=5, **options))
     transform = channels_last_transform if "swin" in name else vit_reshape_transform(prefix, grid, grid)
     _compare(net, layer(net), transform, method, size)
+
+
+@pytest.mark.parametrize("method", list(PEERS))
+def test_torchvision_maxvit_t(method):
+    """MaxViT's blocks already output B x C x H x W: no view, its default layer the last block's output."""
+    net = _seeded(lambda: tvm.maxvit_t(weights=None))
+    _compare(net, net.blocks[-1], None, method)
