@@ -202,6 +202,11 @@ class LayerInfo:
         """True when the output is a feature map (C x H x W)."""
         return self.shape is not None and len(self.shape) == 3
 
+    def as_map(self, output: Any) -> Any:
+        """The layer's output as the feature map ``shape`` describes: through ``view`` where it has one
+        (a transformer's tokens, a Swin stage), else as it is."""
+        return output if self.view is None else self.view.to_map(output)
+
     @property
     def is_alias(self) -> bool:
         """True for a friendly name of another module's output (``block1_conv1`` on VGG)."""

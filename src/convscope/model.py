@@ -37,9 +37,9 @@ class Model:
     ``output`` picks the class scores from a module that returns more than one tensor: an index (of
     a tuple or list), a key (of a dict) or a function of the output.
 
-    ``target`` (:mod:`convscope.targets`) says what a map explains: a name (``class``, ``softmax``,
-    ``rest``, ``multilabel``, ``segmentation``, ``embedding``, ``output``) or a Target; None detects
-    it from what the module returns (``multilabel`` for a sigmoid model's B x N scores when
+    ``target`` (:mod:`convscope.targets`) says what a map explains: a registered name (``class``,
+    ``softmax``, ``rest``, ``multilabel``, ``segmentation``, ``embedding``, ``output``,
+    ``detection``); None detects it from what the module returns (``multilabel`` for a sigmoid model's B x N scores when
     ``multilabel``); ``target_options`` its settings. :meth:`use_target` changes it later.
     """
 
@@ -50,7 +50,7 @@ class Model:
                  labels: Sequence[str] | None = None,
                  aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = (),
                  output: int | str | Callable[[Any], torch.Tensor] | None = None,
-                 target: str | Target | None = None, multilabel: bool = False,
+                 target: str | None = None, multilabel: bool = False,
                  target_options: TargetOptions | None = None) -> None:
         if not isinstance(module, nn.Module):
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
@@ -75,10 +75,11 @@ class Model:
         self.hidden = tuple(hidden)
         self.output = output
         self._all_layers: list[LayerInfo] | None = None
-        self._target = target if isinstance(target, Target) else None
-        self._target_name = target if isinstance(target, str) else None
+        self._target: Target | None = None
+        self._target_name = target
         self.multilabel = multilabel
         self._target_options = target_options or TargetOptions()
+        self._returns = ""  # what the module returns, in words (found with the target)
 
     def __repr__(self) -> str:
         return f"<convscope.Model {self.name} weights={self.weights} input={self.input_size}>"
@@ -120,10 +121,7 @@ class Model:
     @property
     def num_outputs(self) -> int:
         """Target scores per image (found with the target: one forward pass on the first use)."""
-        if self._num_outputs is None:
-            name, options = (self._target_name, self._target_options) if self._target is None \
-                else (self._target.name, self._target.options)
-            self.use_target(name, options, self.multilabel)
+        self.target  # noqa: B018 -- finding the target counts its scores
         return self._num_outputs
 
     @property
@@ -145,15 +143,19 @@ class Model:
         """This model explaining the target ``name`` with ``options`` from now on (None: the one its
         output calls for, ``multilabel`` for a sigmoid model), checked against what the module
         returns; returns the model."""
-        output = self._dummy_output()
+        output = self._plain_output(self.dummy_input())
         options = options or TargetOptions()
         name = name or detected_target_name(output, multilabel, options.reference is not None)
         if name is None:
             self.class_scores(output)  # the error that says how to pick the scores
-        self._target = make_target(name, output, options)
-        self.multilabel, self._target_options = multilabel, options
-        self._num_outputs = int(self._target.scores(output).shape[-1])
+        self.multilabel, self._returns = multilabel, describe_output(output)
+        self._adopt(make_target(name, output, options), output)
         return self
+
+    def _adopt(self, target: Target, output: Any) -> None:
+        """Explain ``target`` from now on, its score count taken from ``output`` (one it was checked against)."""
+        self._target, self._target_options = target, target.options
+        self._num_outputs = int(target.scores(output).shape[-1])
 
     def resolve(self) -> Model:
         """Find the target and the labels now (one forward pass on a dummy batch, the first time only),
@@ -164,16 +166,17 @@ class Model:
     def outputs(self, x: torch.Tensor) -> torch.Tensor:
         """The module's output tensor for the model input ``x`` (B x ..., fp32), in eval mode without
         gradients: an embedding model's embeddings."""
-        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-            return self.class_scores(self.raw_output(x.to(device=self.device, dtype=self.dtype))).float()
+        return self.class_scores(self._plain_output(x)).float()
 
-    def _dummy_output(self) -> Any:
+    def _plain_output(self, x: torch.Tensor) -> Any:
+        """:meth:`raw_output` for ``x`` moved to the model's device and dtype, in eval mode without
+        gradients, in fp32 (the module's mode is restored)."""
         with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-            return self.raw_output(self.dummy_input())
+            return self.raw_output(x.to(device=self.device, dtype=self.dtype))
 
     def describe_target(self) -> str:
         """One line: the target, what it explains and what the module returns."""
-        return self.target.describe(self._dummy_output())
+        return self.target.describe(self._returns)
 
     def raw_output(self, x: torch.Tensor) -> Any:
         """The module's output for the model input ``x``, or the part of it that ``output`` picks."""
@@ -202,9 +205,7 @@ class Model:
     def regions(self, x: torch.Tensor, classes: Sequence[int]) -> torch.Tensor | None:
         """Each row's region (B x H x W, 1 inside) where the target is about one (segmentation: the
         pixels of row b assigned to ``classes[b]``, or the fixed region; detection: the box), else None."""
-        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-            return self.target.regions(self.raw_output(x.to(device=self.device, dtype=self.dtype)), classes,
-                                       tuple(x.shape[2:]))
+        return self.target.regions(self._plain_output(x), classes, tuple(x.shape[2:]))
 
     def measure(self, x: torch.Tensor) -> torch.Tensor:
         """What the metrics follow for ``x`` (B x N): a class's softmax probability for the class
@@ -292,21 +293,17 @@ class Model:
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The target's scores (a classifier's class scores before softmax), in eval mode without
         gradients (the module's mode is restored)."""
-        with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-            return self.scores(x.to(device=self.device, dtype=self.dtype)).float()
+        with torch.no_grad():
+            return self.target.scores(self._plain_output(x)).float()
 
     def predict(self, x: torch.Tensor, top: int = 5, batch_size: int = 16) -> list[list[Prediction]]:
         """Each image's ``top`` candidates as the target ranks them (a classifier's most probable
         classes), best first, the target's default ones marked ``chosen``. A detector's target takes
         the boxes found here as the ones it explains (their indices are the "classes" of its maps)."""
-        outputs = []
-        for start in range(0, x.shape[0], batch_size):
-            chunk = x[start:start + batch_size].to(device=self.device, dtype=self.dtype)
-            with evaluating(self.module), torch.no_grad(), computing_in(self.device, "fp32"):
-                outputs.append(self.raw_output(chunk))
+        outputs = [self._plain_output(x[start:start + batch_size]) for start in range(0, x.shape[0], batch_size)]
         found = self.target.found_in(outputs)
-        if found is not None:
-            self.use_target(self.target.name, found)
+        if found is not None:  # checked against these outputs: no other forward pass
+            self._adopt(make_target(self.target.name, outputs[0], found), outputs[0])
             if not found.detections:
                 raise InputError(f"score_threshold: the detector finds no box above {found.score_threshold} in "
                                  "any image; lower it to see weaker boxes", parameter="score_threshold")

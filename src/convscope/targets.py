@@ -145,8 +145,9 @@ class Target:
         return tuple(class_labels)
 
     def predictions(self, output: Any, labels: Sequence[str], top: int) -> list[list[Prediction]]:
-        """Each image's ``top`` candidates, best first, the default ones ``chosen`` (segmentation:
-        the classes present, at most ``top`` unless the chosen one comes later)."""
+        """Each image's ``top`` candidates, best first, the default ones ``chosen`` (a target may list
+        more: a multilabel model's every class above the threshold, a segmentation's every class
+        present, a detector's every box)."""
         raise NotImplementedError
 
     def first_choice(self, output: Any, labels: Sequence[str]) -> list[int]:
@@ -163,9 +164,9 @@ class Target:
         the outputs of the batches of one :meth:`convscope.Model.predict`; None where it takes nothing."""
         return None
 
-    def describe(self, output: Any) -> str:
-        """One line: the target and what the model returned."""
-        return f"target: {self.name} -- {self.explains} (the model returns {describe_output(output)})"
+    def describe(self, returns: str) -> str:
+        """One line: the target and what the model returns (``returns``: :func:`describe_output`'s words)."""
+        return f"target: {self.name} -- {self.explains} (the model returns {returns})"
 
 
 #: Every target by name, in the order :data:`convscope.catalog.TARGET_NAMES` lists them.

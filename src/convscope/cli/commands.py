@@ -20,7 +20,7 @@ from .. import dataset, models
 from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, CONCEPTS_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
-from ..dataset.sources import IMAGE_SUFFIXES
+from ..dataset.sources import folder_images
 from ..errors import InputError
 from ..images import ImageSource, load_image
 from ..model import Model, Prediction
@@ -94,8 +94,7 @@ def _load(args: argparse.Namespace) -> Model:
 def _reference(model: Model, arg: str) -> tuple[torch.Tensor, str]:
     """The embedding a ``--reference`` names: an image's (file or sample), or a folder's images' mean."""
     path = Path(arg)
-    files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()) \
-        if path.is_dir() else [arg]
+    files = [str(p) for p in folder_images(path)] if path.is_dir() else [arg]
     if not files:
         raise InputError(f"reference {arg}: the folder holds no images", parameter="reference")
     embeddings = torch.cat([model.outputs(model.preprocess([load_image(image_source(f)) for f in files[i:i + 16]]))

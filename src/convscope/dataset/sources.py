@@ -18,6 +18,11 @@ from ..model import Model
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
+def folder_images(folder: Path) -> list[Path]:
+    """The images in ``folder`` and below (by their suffix), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def find_images(source: str | os.PathLike) -> tuple[list[Path], Path | None]:
     """The images of ``source`` (a folder, searched recursively; a glob; or a text file listing
     paths, one per line, relative to the file), sorted, and the folder they come from (None for a
@@ -25,7 +30,7 @@ def find_images(source: str | os.PathLike) -> tuple[list[Path], Path | None]:
     text = os.fspath(source)
     path = Path(text)
     if path.is_dir():
-        images = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = folder_images(path)
         root: Path | None = path
     elif path.is_file():
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]

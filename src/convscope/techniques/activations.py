@@ -16,7 +16,6 @@ from ..hooks import capture_outputs, evaluating, run_until_stopped
 from ..images import ImageSource
 from ..layers import default_activation_layers, warn_if_called_again
 from ..model import Model, as_input, as_model
-from .capture import as_map
 
 #: Default limit on the memory the captured activations may take.
 DEFAULT_MAX_BYTES = 4 * 1024**3
@@ -76,7 +75,7 @@ def capture(model: Model, x: torch.Tensor, names: Sequence[str]) -> dict[str, to
     modules = {name: model.submodule(name) for name in names}
     with evaluating(model.module), torch.no_grad(), capture_outputs(modules, stop=True) as captured:
         run_until_stopped(model.module, x)
-    return {name: as_map(model, name, captured[name]) for name in names}
+    return {name: model.layer(name).as_map(captured[name]) for name in names}
 
 
 def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],

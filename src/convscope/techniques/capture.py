@@ -39,13 +39,6 @@ from .backward_rules import backward_rule
 from .targets import DEFAULT_TARGET, target_named
 
 
-def as_map(model: Model, layer: str, output: Any) -> Any:
-    """A layer's output as the feature map convscope sees (a transformer's tokens or channels-last map
-    through its :class:`~convscope.layers.LayerView`; other outputs as they are)."""
-    view = model.layer(layer).view
-    return output if view is None else view.to_map(output)
-
-
 def cam_layer(model: Model, layer: str | None = None) -> str:
     """The layer to explain: ``layer`` checked to output a feature map larger than 1x1 (a warning
     when its module runs more than once in a pass), or the default layer (the target's choice: a
@@ -124,15 +117,16 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
     held: dict[str, torch.Tensor] = {}
     watch = watch or {}
 
-    view = model.layer(layer).view
+    infos = {name: model.layer(name) for name in (layer, *watch)}  # found once, not in every pass
+    view = infos[layer].view
 
     def hook_for(name: str) -> ForwardHook:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Any:
             if name in watch:
-                watch[name](as_map(model, name, output).detach())
+                watch[name](infos[name].as_map(output).detach())
             if name != layer:
                 return None
-            maps = as_map(model, name, output)
+            maps = infos[name].as_map(output)
             if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
                 raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
             if not gradients:
