@@ -173,11 +173,13 @@ def _reason(exc: BaseException) -> str:
 @dataclass(frozen=True)
 class Preprocessing:
     """How a model wants its input: RGB in [0, 1] (or gray, for one mean and std) resized to ``size``
-    (H, W), then ``(x - mean) / std``."""
+    (H, W), then ``(x - mean) / std``; a video network's ``frames`` (T) of each clip stacked along the
+    time axis (input B x C x T x H x W; None: an image network's B x C x H x W)."""
 
     size: tuple[int, int]
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    frames: int | None = None
 
     def centre_crop(self, image: Image.Image) -> Image.Image:
         """The largest centred box of ``image`` with the model's aspect ratio."""
@@ -217,24 +219,31 @@ class Preprocessing:
         return image.resize((width, height), Image.BILINEAR)
 
     def from_resized(self, resized: Image.Image) -> torch.Tensor:
-        """:meth:`resized`'s picture -> the normalized C x H x W float32 tensor."""
+        """:meth:`resized`'s picture -> the normalized C x H x W float32 tensor (one frame of a clip too)."""
         height, width = self.size
         pixels = np.asarray(resized, dtype=np.float32).reshape(height, width, -1) / 255.0
-        return self.normalize(torch.from_numpy(pixels).permute(2, 0, 1))
+        return self.normalize(torch.from_numpy(pixels).permute(2, 0, 1), clip=False)
 
-    def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (self.channels, 1, 1)
+    def clip_tensor(self, frames: Sequence[Image.Image], crop: bool = False) -> torch.Tensor:
+        """A clip's frames -> the normalized C x T x H x W float32 tensor (each frame as :meth:`to_tensor`)."""
+        return torch.stack([self.from_resized(self.resized(frame, crop)) for frame in frames], dim=1)
+
+    def _statistics(self, like: torch.Tensor, clip: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        clip = self.frames is not None if clip is None else clip
+        shape = (self.channels, 1, 1, 1) if clip else (self.channels, 1, 1)
         return (torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(shape),
                 torch.tensor(self.std, dtype=like.dtype, device=like.device).view(shape))
 
-    def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
-        """Pixels in [0, 1] (..., C, H, W) -> model input."""
-        mean, std = self._statistics(rgb)
+    def normalize(self, rgb: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
+        """Pixels in [0, 1] (..., C, H, W; a video network's (..., C, T, H, W) unless ``clip`` is
+        False) -> model input."""
+        mean, std = self._statistics(rgb, clip)
         return (rgb - mean) / std
 
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        """Model input (..., C, H, W) -> pixels in [0, 1] (not clipped)."""
-        mean, std = self._statistics(x)
+    def denormalize(self, x: torch.Tensor, clip: bool | None = None) -> torch.Tensor:
+        """Model input (..., C, H, W; a video network's (..., C, T, H, W) unless ``clip`` is False)
+        -> pixels in [0, 1] (not clipped)."""
+        mean, std = self._statistics(x, clip)
         return x * std + mean
 
 

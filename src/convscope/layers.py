@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -177,7 +178,8 @@ def patch_grid(calls: Sequence[ModuleCall]) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class LayerInfo:
     """One layer: its name, the module type, the output shape for one image (``[C, H, W]`` for a
-    feature map, ``[C]`` for a vector; None when the output is not a tensor) and the module path.
+    feature map, ``[C, T, H, W]`` for a video network's, ``[C]`` for a vector; None when the output
+    is not a tensor) and the module path.
     ``listed`` is False for names that are valid but not shown (module paths behind an alias);
     ``kind`` is ``conv``, ``pool``, ``norm`` or ``other``; ``source`` the module the layer is named
     after (for an alias, e.g. the conv behind ``block1_conv1``; otherwise ``module`` itself);
@@ -199,8 +201,8 @@ class LayerInfo:
 
     @property
     def is_spatial(self) -> bool:
-        """True when the output is a feature map (C x H x W)."""
-        return self.shape is not None and len(self.shape) == 3
+        """True when the output is a feature map (C x H x W; a video network's C x T x H x W)."""
+        return self.shape is not None and len(self.shape) in (3, 4)
 
     def as_map(self, output: Any) -> Any:
         """The layer's output as the feature map ``shape`` describes: through ``view`` where it has one
@@ -215,7 +217,7 @@ class LayerInfo:
     @property
     def is_map_larger_than_1x1(self) -> bool:
         """A feature map with more than one position (a 1x1 output is a vector in disguise)."""
-        return self.is_spatial and self.shape[1] * self.shape[2] > 1
+        return self.is_spatial and math.prod(self.shape[1:]) > 1
 
     def as_json(self) -> dict:
         return {"name": self.name, "type": self.type,

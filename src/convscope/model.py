@@ -8,12 +8,15 @@ import difflib
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import nn
 
-from .errors import ConvscopeWarning, InputError, check_between
+from .clips import Clip, is_clip_source, read_clip
+from .errors import ConvscopeWarning, InputError, check_at_least, check_between
 from .hooks import evaluating
 from .images import ImageSource, Preprocessing, as_list, describe, load_image
 from .labels import imagenet_labels, numbered_labels
@@ -41,6 +44,9 @@ class Model:
     ``softmax``, ``rest``, ``multilabel``, ``segmentation``, ``embedding``, ``output``,
     ``detection``); None detects it from what the module returns (``multilabel`` for a sigmoid model's B x N scores when
     ``multilabel``); ``target_options`` its settings. :meth:`use_target` changes it later.
+
+    A video network (its first convolution a ``Conv3d``, or ``frames`` given) takes clips: B x C x T x H
+    x W with ``frames`` = T (default :data:`DEFAULT_FRAMES`), read by :mod:`convscope.clips`.
     """
 
     def __init__(self, module: nn.Module, *, name: str = "custom", weights: str = "custom",
@@ -51,7 +57,7 @@ class Model:
                  aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = (),
                  output: int | str | Callable[[Any], torch.Tensor] | None = None,
                  target: str | None = None, multilabel: bool = False,
-                 target_options: TargetOptions | None = None) -> None:
+                 target_options: TargetOptions | None = None, frames: int | None = None) -> None:
         if not isinstance(module, nn.Module):
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
                              parameter="module")
@@ -64,6 +70,9 @@ class Model:
                 raise InputError(f"mean has {len(mean)} values and std {len(std)}: give 3 of each (RGB) or 1 "
                                  "(grayscale)", parameter="mean")
             preprocessing = Preprocessing((int(size[0]), int(size[1])), tuple(mean), tuple(std))
+        if frames is not None or (preprocessing.frames is None and _takes_clips(module)):
+            check_at_least("frames", DEFAULT_FRAMES if frames is None else frames, 1)
+            preprocessing = replace(preprocessing, frames=int(DEFAULT_FRAMES if frames is None else frames))
         _check_input_channels(module, preprocessing.channels)
         self.module = module
         self.name = name
@@ -89,6 +98,20 @@ class Model:
     def input_size(self) -> tuple[int, int]:
         """(height, width) of the model input."""
         return self.preprocessing.size
+
+    @property
+    def frames(self) -> int | None:
+        """Frames per clip of a video network (T of its B x C x T x H x W input); None for images."""
+        return self.preprocessing.frames
+
+    def with_frames(self, frames: int) -> Model:
+        """This video network taking clips of ``frames`` frames from now on (layers found again); returns it."""
+        check_at_least("frames", frames, 1)
+        if self.frames is None:
+            raise InputError(f"frames: {self.name} takes images, not clips", parameter="frames")
+        self.preprocessing = replace(self.preprocessing, frames=int(frames))
+        self._all_layers = None
+        return self
 
     @property
     def device(self) -> torch.device:
@@ -223,8 +246,10 @@ class Model:
                          "a function)", parameter="output")
 
     def dummy_input(self, batch: int = 1) -> torch.Tensor:
-        """A zero input batch of the model's size, device and dtype."""
-        return torch.zeros(batch, self.preprocessing.channels, *self.input_size, device=self.device, dtype=self.dtype)
+        """A zero input batch of the model's size, device and dtype (a video network's with its frames)."""
+        frames = () if self.frames is None else (self.frames,)
+        return torch.zeros(batch, self.preprocessing.channels, *frames, *self.input_size, device=self.device,
+                           dtype=self.dtype)
 
     # -- images --------------------------------------------------------------------------------
     def preprocess(self, images: ImageSource | Sequence[ImageSource], crop: bool = False,
@@ -237,10 +262,13 @@ class Model:
         entry in ``names`` when given). Raises
         :class:`~convscope.errors.ImageError` for bad images.
         """
-        sources = as_list(images)
+        sources = [images] if isinstance(images, Clip) else as_list(images)
         if not sources:
             raise InputError("images: no images given", parameter="images")
-        pictures = [load_image(src) for src in sources]
+        pictures = self.pictures(sources, names)
+        if self.frames is not None:
+            tensors = [self.preprocessing.clip_tensor(clip.frames, crop=crop) for clip in pictures]
+            return torch.stack(tensors).to(device=self.device, dtype=self.dtype)
         for name, picture in zip(names or [describe(source) for source in sources], pictures):
             if not crop and self.preprocessing.squash(picture) > MAX_SQUASH:
                 warnings.warn(f"{name}: {picture.width}x{picture.height} is squashed to "
@@ -248,6 +276,19 @@ class Model:
                               "centre with --crop or crop=True)", ConvscopeWarning, stacklevel=2)
         tensors = [self.preprocessing.to_tensor(picture, crop=crop) for picture in pictures]
         return torch.stack(tensors).to(device=self.device, dtype=self.dtype)
+
+    def pictures(self, sources: Sequence[ImageSource | Clip], names: Sequence[str] | None = None
+                 ) -> list[Image.Image | Clip]:
+        """What the model takes of each source: a video network's clips, read with its frames (an image
+        is a still clip), or an image network's images (a clip refused with one line naming it)."""
+        if self.frames is not None:
+            return [read_clip(source, self.frames) for source in sources]
+        for name, source in zip(names or [describe(source) for source in sources], sources):
+            if is_clip_source(source):
+                raise InputError(f"{name}: a clip (video, frame folder or volume), but {self.name} takes images; "
+                                 "a video network (torchvision:r3d_18, any Conv3d network) takes clips",
+                                 parameter="images")
+        return [load_image(source) for source in sources]
 
     # -- layers --------------------------------------------------------------------------------
     def all_layers(self) -> list[LayerInfo]:
@@ -343,6 +384,16 @@ class Model:
         raise InputError(f"unknown class label {value!r}{hint}")
 
 
+#: Frames per clip a video network takes unless told (torchvision's video models are trained on 16).
+DEFAULT_FRAMES = 16
+
+
+def _takes_clips(module: nn.Module) -> bool:
+    """Whether the module's first convolution is 3-D (a video network, or one for volumes)."""
+    first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
+    return isinstance(first, nn.Conv3d)
+
+
 def _check_input_channels(module: nn.Module, channels: int) -> None:
     """InputError when the module's first convolution takes another number of input channels."""
     first = next((m for m in module.modules() if isinstance(m, nn.modules.conv._ConvNd)), None)
@@ -355,7 +406,7 @@ def _check_input_channels(module: nn.Module, channels: int) -> None:
 #: The layers of plain modules already wrapped, per module and input size: wrapping a module discovers
 #: its layers with a forward pass, which a second call on the same module need not repeat. Only the
 #: layer facts are kept (they hold no reference to the module), so the module can still be freed.
-_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, int], list[LayerInfo]]] = \
+_DISCOVERED: weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], list[LayerInfo]]] = \
     weakref.WeakKeyDictionary()
 
 
@@ -370,7 +421,9 @@ def as_model(model: Model | nn.Module, x: torch.Tensor | object = None) -> Model
         raise InputError(f"model: expected a convscope Model or a torch.nn.Module, got {type(model).__name__}",
                          parameter="model")
     size = (int(x.shape[-2]), int(x.shape[-1])) if isinstance(x, torch.Tensor) and x.dim() >= 2 else (224, 224)
-    wrapper = Model(model, name=type(model).__name__, input_size=size)
+    frames = int(x.shape[-3]) if isinstance(x, torch.Tensor) and x.dim() == 5 else None
+    wrapper = Model(model, name=type(model).__name__, input_size=size, frames=frames)
+    size = (*size, wrapper.frames) if wrapper.frames is not None else size
     per_size = _DISCOVERED.setdefault(model, {})
     if size in per_size:
         wrapper._all_layers = per_size[size]
@@ -380,12 +433,15 @@ def as_model(model: Model | nn.Module, x: torch.Tensor | object = None) -> Model
 
 
 def as_input(model: Model, x: torch.Tensor | ImageSource | Sequence[ImageSource]) -> torch.Tensor:
-    """A B x 3 x H x W tensor as it is (moved to the model's device), or images preprocessed."""
+    """A B x 3 x H x W tensor (a video network's B x 3 x T x H x W) as it is (moved to the model's
+    device), or images (clips) preprocessed."""
     if isinstance(x, torch.Tensor):
-        if x.dim() == 3:
+        dims = 4 if model.frames is None else 5
+        if x.dim() == dims - 1:
             x = x.unsqueeze(0)
-        if x.dim() != 4:
-            raise InputError(f"x: expected an input of shape B x C x H x W, got {tuple(x.shape)}", parameter="x")
+        if x.dim() != dims:
+            expected = "B x C x H x W" if model.frames is None else "B x C x T x H x W"
+            raise InputError(f"x: expected an input of shape {expected}, got {tuple(x.shape)}", parameter="x")
         return x.to(device=model.device, dtype=model.dtype)
     return model.preprocess(x)
 

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from .. import dataset, models
 from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, CONCEPTS_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
+from ..clips import Clip, is_clip_source, probe_clip
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
 from ..dataset.sources import folder_images
@@ -109,15 +110,31 @@ def image_source(arg: str) -> ImageSource:
     return arg if name is None else sample_array(name)
 
 
-def _photos_then_model(args: argparse.Namespace) -> tuple[list[Image.Image], Model]:
-    """The command's images (bad ones fail first), the output folder checked, then the model; with
-    ``--crop`` each photo is cut to its centred box of the model's aspect ratio (pictures of the
+def _read_inputs(args: Sequence[str]) -> list[Image.Image | ImageSource]:
+    """The command's images read (bad ones fail first); a clip (a video file, a frame folder, a
+    ``.npy`` volume) checked and kept as its source: its frames are read once the model says how many."""
+    inputs = []
+    for arg in args:
+        source = image_source(arg)
+        if is_clip_source(source):
+            probe_clip(source)
+            inputs.append(source)
+        else:
+            inputs.append(load_image(source))
+    return inputs
+
+
+def _photos_then_model(args: argparse.Namespace) -> tuple[list[Image.Image | Clip], Model]:
+    """The command's images or clips (bad ones fail first), the output folder checked, then the model;
+    with ``--crop`` each photo is cut to its centred box of the model's aspect ratio (pictures of the
     photo, such as overlays, then show what the model saw)."""
-    photos = [load_image(image_source(arg)) for arg in args.images]
+    inputs = _read_inputs(args.images)
     check_out_dir(args.out)
     model = _load(args)
+    photos = model.pictures(inputs, args.images)
     if args.crop:
-        photos = [model.preprocessing.centre_crop(photo) for photo in photos]
+        crop = model.preprocessing.centre_crop
+        photos = [photo.map(crop) if isinstance(photo, Clip) else crop(photo) for photo in photos]
     return photos, model
 
 
@@ -145,8 +162,9 @@ def cmd_layers(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    images = [load_image(image_source(arg)) for arg in args.images]  # bad images fail before any work
+    inputs = _read_inputs(args.images)  # bad images fail before any work
     model = _load(args)
+    images = model.pictures(inputs, args.images)
     top = model.shown(5) if args.top is None else check_top(model, args.top)
     x = model.preprocess(images, crop=args.crop, names=args.images)
     results = model.predict(x, top=top)
@@ -159,9 +177,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_activations(args: argparse.Namespace) -> int:
-    image = load_image(image_source(args.image))
+    inputs = _read_inputs([args.image])
     check_out_dir(args.out)
     model = _load(args)
+    (image,) = model.pictures(inputs, [args.image])
     x = model.preprocess(image, crop=args.crop, names=[args.image])
     plan = plan_activations(model, x.shape, args.layers, per_row=args.per_row, normalize=args.normalize,
                             cmap=args.cmap, save_raw=args.save_raw)

@@ -66,7 +66,7 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
                std: Sequence[float] = IMAGENET_STD,
                output: int | str | Callable[[Any], torch.Tensor] | None = None,
                target: str | None = None, multilabel: bool = False,
-               target_options: TargetOptions | None = None) -> Model:
+               target_options: TargetOptions | None = None, frames: int | None = None) -> Model:
     """Load a model by name, or wrap a ``torch.nn.Module``.
 
     ``weights``: ``imagenet`` (the default; pretrained, for torchvision models fetched into torch's
@@ -81,8 +81,10 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     index, a key or a function of the output (Inception's aux logits, ``(logits, features)``, ...).
     ``target`` says what a map explains (:mod:`convscope.targets`; None: the one the output calls
     for, ``multilabel=True`` for a sigmoid classifier), ``target_options`` its settings.
+    ``frames``: the clip length T of a video network (a module whose first convolution is a ``Conv3d``
+    takes 16 unless told; a torchvision video model its own).
     """
-    model = _load(name, weights, device, labels, input_size, mean, std, output)
+    model = _load(name, weights, device, labels, input_size, mean, std, output, frames)
     if target is not None or multilabel or target_options is not None:
         model.use_target(target, target_options, multilabel)
     return model
@@ -90,9 +92,10 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
 
 def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch.device | None,
           labels: Sequence[str] | None, input_size: int | tuple[int, int], mean: Sequence[float],
-          std: Sequence[float], output: int | str | Callable[[Any], torch.Tensor] | None) -> Model:
+          std: Sequence[float], output: int | str | Callable[[Any], torch.Tensor] | None,
+          frames: int | None = None) -> Model:
     if isinstance(name, nn.Module):
-        model = _wrap_module(name, weights, device, labels, input_size, mean, std)
+        model = _wrap_module(name, weights, device, labels, input_size, mean, std, frames)
         model.output = output
         if labels is not None:
             _check_labels(model, labels)
@@ -114,6 +117,8 @@ def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch
         model.labels = labels
     if output is not None:
         model.output = output
+    if frames is not None:
+        model = model.with_frames(frames)
     model.module.eval()
     model.module.to("cpu" if device is None else device)
     if labels is not None:
@@ -134,10 +139,10 @@ def _check_labels(model: Model, labels: Sequence[str]) -> None:
 
 def _wrap_module(module: nn.Module, weights: str | Path | None, device: str | torch.device | None,
                  labels: Sequence[str] | None, input_size: int | tuple[int, int],
-                 mean: Sequence[float], std: Sequence[float]) -> Model:
+                 mean: Sequence[float], std: Sequence[float], frames: int | None = None) -> Model:
     """A user's module as a Model: its own weights, mode and device kept, or file weights loaded into it."""
     model = Model(module, name=type(module).__name__, weights="custom", input_size=input_size,
-                  mean=mean, std=std, labels=labels)
+                  mean=mean, std=std, labels=labels, frames=frames)
     wanted = None if device is None else torch.device(device)
     if wanted is not None:
         if wanted.type != model.device.type or wanted.index not in (None, model.device.index):

@@ -1,4 +1,4 @@
-"""The ``torchvision:`` model source: any torchvision classification, segmentation or detection model
+"""The ``torchvision:`` model source: any torchvision classification, segmentation, detection or video model
 by name, its pretrained weights (ImageNet; COCO, with the VOC classes for segmentation) fetched into torch's
 cache (a clear WeightsError offline), preprocessing and labels from
 torchvision's weights metadata.
@@ -36,11 +36,12 @@ def build_torchvision_model(name: str, spec: str, display_name: str, keras_names
 
     segmentation = tvm.list_models(module=tvm.segmentation)
     detection = tvm.list_models(module=tvm.detection)
-    available = tvm.list_models(module=tvm) + segmentation + detection
+    video = tvm.list_models(module=tvm.video)
+    available = tvm.list_models(module=tvm) + segmentation + detection + video
     if name not in available:
         close = difflib.get_close_matches(name, available, n=3, cutoff=0.6)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
-        raise InputError(f"unknown torchvision classification, segmentation or detection model {name!r}{hint}")
+        raise InputError(f"unknown torchvision classification, segmentation, detection or video model {name!r}{hint}")
     weights_enum = tvm.get_model_weights(name).DEFAULT
     options: dict = {}
     if name in segmentation:  # no backbone weights fetched; the auxiliary head its pretrained weights have
@@ -61,10 +62,15 @@ def build_torchvision_model(name: str, spec: str, display_name: str, keras_names
     if name in detection:  # a detector normalizes and resizes inside: it takes RGB in [0, 1]
         mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
         size = (DETECTION_SIZES.get(name, DETECTION_SIZE),) * 2
+    frames = VIDEO_FRAMES if name in video else None  # Kinetics-400 clips: 16 frames of 112 x 112
     aliases, hidden = keras_aliases(module) if keras_names else ([], [])
     outputs = len(labels) if name in segmentation + detection and labels else _out_features(module)
-    return Model(module, name=display_name, weights=spec, preprocessing=Preprocessing(size, mean, std),
+    return Model(module, name=display_name, weights=spec, preprocessing=Preprocessing(size, mean, std, frames),
                  labels=labels if labels and len(labels) == outputs else None, aliases=aliases, hidden=hidden)
+
+
+#: The clip length torchvision's video models are trained and evaluated on.
+VIDEO_FRAMES = 16
 
 
 #: The input a detector is given (it resizes inside, to 800 px for the R-CNNs): the SSDs' own sizes.

@@ -308,9 +308,39 @@ def map_over(photo: Image.Image, low_res: torch.Tensor, alpha: float = 0.4) -> I
     return overlay(photo, resized_map(low_res, photo.height, photo.width), alpha)
 
 
-def resized_map(low_res: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """A map upsampled bilinearly to height x width and min-max normalized (:func:`upsample`), as NumPy."""
-    return upsample(low_res[None], (height, width))[0].cpu().numpy()
+def resized_map(low_res: torch.Tensor, height: int, width: int, frames: int | None = None) -> np.ndarray:
+    """A map upsampled bilinearly to height x width and min-max normalized (:func:`upsample`), as NumPy;
+    a video's t x h x w map trilinearly to ``frames`` x height x width."""
+    size = (height, width) if low_res.dim() == 2 else (frames or low_res.shape[0], height, width)
+    return upsample(low_res[None], size)[0].cpu().numpy()
+
+
+#: The height of each frame in a frame strip (px).
+STRIP_HEIGHT = 112
+#: Frames a strip shows at most (evenly spaced over the clip).
+STRIP_FRAMES = 8
+
+
+def frame_strip(frames: Sequence[Image.Image], height: int = STRIP_HEIGHT, most: int = STRIP_FRAMES) -> Image.Image:
+    """At most ``most`` of ``frames`` (evenly spaced, first and last included) side by side, each
+    ``height`` px high."""
+    count = len(frames)
+    chosen = [frames[round(i * (count - 1) / (most - 1))] for i in range(most)] if count > most else list(frames)
+    scaled = [frame.resize((max(1, round(frame.width * height / frame.height)), height), Image.BILINEAR)
+              for frame in chosen]
+    return side_by_side(scaled, gap=2)
+
+
+def clip_overlays(frames: Sequence[Image.Image], low_res: torch.Tensor, alpha: float = 0.4) -> list[Image.Image]:
+    """A video's map (t x h x w) upsampled trilinearly to the clip (T x H x W), each frame under its slice."""
+    heat = resized_map(low_res, frames[0].height, frames[0].width, len(frames))
+    return [overlay(frame, slice_, alpha) for frame, slice_ in zip(frames, heat)]
+
+
+def frames_side_by_side(maps: np.ndarray) -> np.ndarray:
+    """A video's t x h x w map as one h x (t w) picture, its frames left to right (an image's map as it is)."""
+    maps = np.asarray(maps)
+    return np.concatenate(list(maps), axis=1) if maps.ndim == 3 else maps
 
 
 def thumbnail(photo: Image.Image, size: tuple[int, int] | None = None, longest: int = THUMB) -> Image.Image:

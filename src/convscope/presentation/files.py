@@ -106,6 +106,18 @@ def save_image(image: Image.Image, path: str | os.PathLike, **options: Any) -> P
     return write_bytes(path, buffer.getvalue())
 
 
+#: How long each frame of an animation shows, in milliseconds (8 frames a second).
+FRAME_MS = 125
+
+
+def save_animation(frames: Sequence[Image.Image], path: str | os.PathLike, frame_ms: int = FRAME_MS) -> Path:
+    """An animated WebP of ``frames`` (looping, ``frame_ms`` each, lossy quality 80), written atomically."""
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "WEBP", save_all=True, append_images=list(frames[1:]), duration=frame_ms, loop=0,
+                   quality=80, method=4)
+    return write_bytes(path, buffer.getvalue())
+
+
 def save_npy(array: np.ndarray, path: str | os.PathLike) -> Path:
     """Write a NumPy array as ``.npy`` atomically."""
     buffer = io.BytesIO()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..catalog import MAPS_PRECISION
+from ..clips import Clip
 from ..techniques.attributions import METHODS as ATTRIBUTION_METHODS
 from ..techniques.attributions import AttributionResult
 from ..techniques.cams import METHODS, CamResult, minmax
@@ -24,12 +25,15 @@ from ..techniques.explain import Explanation
 from ..techniques.filters import FilterResult
 from .drawing import (
     PICTURE_COLUMNS,
+    clip_overlays,
     colorize,
     concept_overlay,
     concepts_png,
     curves_png,
     diverging_png,
     explanation_png,
+    frame_strip,
+    frames_side_by_side,
     heatmap_png,
     methods_png,
     outlined,
@@ -39,7 +43,7 @@ from .drawing import (
     resized_map,
     signed_overlay,
 )
-from .files import distinct_safe_names, safe_name, save_image, save_json, save_npy, write_bytes
+from .files import distinct_safe_names, safe_name, save_animation, save_image, save_json, save_npy, write_bytes
 
 
 def unique_file_names(names: Sequence[str]) -> dict[str, str]:
@@ -90,6 +94,7 @@ class WrittenCam:
     color_map: Path | None = None
     precision: str = MAPS_PRECISION
     precision_reason: str = "as asked"
+    animation: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -186,15 +191,29 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
     ``<stem>_<class>.npy`` into ``folder``. With ``map_size`` (the largest width, height the report
     shows a photo at, see :func:`report_size`), also the colour-mapped map alone,
     ``<stem>_<class>_map.png``. Every picture of a map is min-max normalized, as the map itself.
-    ``regions`` (one H x W mask per row: what a segmentation map explains) are outlined on the overlays."""
+    ``regions`` (one H x W mask per row: what a segmentation map explains) are outlined on the overlays.
+    A clip (:class:`~convscope.clips.Clip`, a video network's input) gets the overlay of every frame as
+    an animated ``<stem>_<class>_cam.webp`` and a strip of frames as ``<stem>_<class>_cam.jpg``; its
+    heatmap shows the map's frames left to right."""
     folder = Path(folder)
     written = []
     for row, (i, cls) in enumerate(zip(images, result.classes)):
         base = folder / f"{stems[i]}_{cls}"
         low = result.low_res[row]
         title = f"{METHODS[result.method].title}: {labels[cls]} ({cls})\n{METHODS[result.method].where(result.layer)}"
-        heat = write_bytes(f"{base}_heatmap.png", heatmap_png(minmax(low[None])[0].cpu().numpy(), title))
         photo = photos[i]
+        if isinstance(photo, Clip):
+            title += f"\n{low.shape[0]} frames of the map, left to right"
+        heat = write_bytes(f"{base}_heatmap.png",
+                           heatmap_png(frames_side_by_side(minmax(low[None])[0].cpu().numpy()), title))
+        if isinstance(photo, Clip):
+            overlays = clip_overlays(photo.frames, low, alpha)
+            jpg = save_image(frame_strip(overlays), f"{base}_cam.jpg", quality=90)
+            animation = save_animation(overlays, f"{base}_cam.webp")
+            raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
+            written.append(WrittenCam(i, cls, heat, jpg, raw, None, result.precision, result.precision_reason,
+                                      animation))
+            continue
         blended = overlay(photo, resized_map(low, photo.height, photo.width), alpha)
         if regions is not None:
             blended = outlined(blended, regions[row].cpu().numpy(), labels[cls])

@@ -195,9 +195,23 @@ def cam_method(name: str) -> CamMethod:
 
 
 # -- the methods (each returns its channel terms B x K x h x w, or its map B x h x w, before the final ReLU) --
+def positions(tensor: torch.Tensor) -> tuple[int, ...]:
+    """The dimensions of a map's positions: (2, 3) for B x K x h x w, (2, 3, 4) for a video's or a
+    volume's B x K x t x h x w."""
+    return tuple(range(2, tensor.dim()))
+
+
+def resized_linearly(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """B x K x h x w -> B x K x H x W bilinearly (B x K x t x h x w -> B x K x T x H x W trilinearly),
+    align_corners=False, in fp32."""
+    mode = "bilinear" if len(size) == 2 else "trilinear"
+    return F.interpolate(maps.float(), size=tuple(size), mode=mode, align_corners=False)
+
+
 def weighted_terms(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
-    """The terms w_k A_k of the map sum_k w_k A_k: weights B x K, acts B x K x h x w -> B x K x h x w."""
-    return weights[:, :, None, None] * acts
+    """The terms w_k A_k of the map sum_k w_k A_k: weights B x K, acts B x K x h x w -> B x K x h x w
+    (a video's B x K x t x h x w likewise)."""
+    return weights.reshape(*weights.shape, *[1] * (acts.dim() - 2)) * acts
 
 
 def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
@@ -208,7 +222,7 @@ def weighted_sum(weights: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
 @register_cam_method("gradcam", "Grad-CAM")
 def gradcam(i: CamInputs) -> torch.Tensor:
     """w_k = mean_ij g_kij; map = ReLU(sum_k w_k A_k)."""
-    return weighted_terms(i.grads.mean(dim=(2, 3)), i.acts)
+    return weighted_terms(i.grads.mean(dim=positions(i.acts)), i.acts)
 
 
 @register_cam_method("gradcam++", "Grad-CAM++")
@@ -220,17 +234,17 @@ def gradcam_plus_plus(i: CamInputs) -> torch.Tensor:
 def plus_plus_weights(d1: torch.Tensor, d2: torch.Tensor, d3: torch.Tensor, acts: torch.Tensor) -> torch.Tensor:
     """Grad-CAM++'s weights from the first three derivatives of exp(Y_c) over exp(Y_c) (g, g^2, g^3):
     ``alpha = d2 / (2 d2 + sum_ij A * d3)`` (0 where the denominator is 0), ``w_k = sum_ij alpha ReLU(d1)``."""
-    denominator = 2 * d2 + acts.sum(dim=(2, 3), keepdim=True) * d3
+    denominator = 2 * d2 + acts.sum(dim=positions(acts), keepdim=True) * d3
     alpha = torch.where(denominator != 0, d2 / torch.where(denominator != 0, denominator, 1.0), 0.0)
-    return (alpha * torch.relu(d1)).sum(dim=(2, 3))
+    return (alpha * torch.relu(d1)).sum(dim=positions(acts))
 
 
 @register_cam_method("xgradcam", "XGrad-CAM")
 def xgradcam(i: CamInputs) -> torch.Tensor:
     """w_k = sum_ij (A_kij / sum_ij A_kij) g_kij (0 for a channel summing to 0)."""
-    total = i.acts.sum(dim=(2, 3), keepdim=True)
+    total = i.acts.sum(dim=positions(i.acts), keepdim=True)
     share = torch.where(total != 0, i.acts / torch.where(total != 0, total, 1.0), 0.0)
-    return weighted_terms((share * i.grads).sum(dim=(2, 3)), i.acts)
+    return weighted_terms((share * i.grads).sum(dim=positions(i.acts)), i.acts)
 
 
 @register_cam_method("layercam", "Layer-CAM")
@@ -252,7 +266,7 @@ def scorecam(i: CamInputs) -> torch.Tensor:
     the class for the masked input (constant channels weigh 0); map = ReLU(sum_k w_k up(A_k)), the
     ReLU taken after upsampling. ``batch_size`` masked inputs per forward pass; ``progress`` is told
     of each pass."""
-    size = (i.x.shape[2], i.x.shape[3])
+    size = i.x.shape[2:]
     maps = []
     for image, image_acts, cls in zip(i.x, i.acts, i.classes):
         flat = image_acts.flatten(1)
@@ -260,7 +274,7 @@ def scorecam(i: CamInputs) -> torch.Tensor:
         weights = torch.zeros(len(image_acts), dtype=torch.float32, device=image_acts.device)
         for start in range(0, varying.numel(), i.batch_size):
             channels = varying[start:start + i.batch_size]
-            masks = F.interpolate(image_acts[channels, None], size=size, mode="bilinear", align_corners=False)
+            masks = resized_linearly(image_acts[channels, None], size)
             masked = image[None] * minmax(masks[:, 0]).to(i.x.dtype)[:, None]
             weights[channels] = i.forward(masked).softmax(dim=1)[:, cls]
             if i.progress is not None:
@@ -295,9 +309,9 @@ def first_component(matrix: torch.Tensor, sign: torch.Tensor | None = None, kern
 
 
 def _per_image(values: torch.Tensor, project: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-    """``project`` applied to each image's (hw x K) matrix of ``values`` (B x K x h x w) -> B x h x w."""
-    b, k, h, w = values.shape
-    return torch.stack([project(v.reshape(k, h * w).T).reshape(h, w) for v in values])
+    """``project`` applied to each image's (hw x K) matrix of ``values`` (B x K x h x w) -> B x h x w
+    (a video's B x K x t x h x w: its (thw x K) matrix -> B x t x h x w)."""
+    return torch.stack([project(v.flatten(1).T).reshape(v.shape[1:]) for v in values])
 
 
 @register_cam_method("eigencam", "Eigen-CAM", needs_gradients=False, class_independent=True, channel_terms=False)
@@ -344,9 +358,9 @@ def fem(i: CamInputs) -> torch.Tensor:
     """Feature Explanation Method (Fuad et al. 2020; pytorch-grad-cam's ``FEM``, k = 2): w_k = the
     share of positions where A_k exceeds its mean plus 2 standard deviations (population std);
     map = ReLU(sum_k w_k A_k). The class plays no part."""
-    mean = i.acts.mean(dim=(2, 3), keepdim=True)
-    std = i.acts.std(dim=(2, 3), keepdim=True, unbiased=False)
-    weights = (i.acts > mean + FEM_K * std).float().mean(dim=(2, 3))
+    mean = i.acts.mean(dim=positions(i.acts), keepdim=True)
+    std = i.acts.std(dim=positions(i.acts), keepdim=True, unbiased=False)
+    weights = (i.acts > mean + FEM_K * std).float().mean(dim=positions(i.acts))
     return weighted_terms(weights, i.acts)
 
 
@@ -364,7 +378,7 @@ def feeds_gap_linear(acts: torch.Tensor, logits: torch.Tensor, linear: nn.Linear
     """Whether the ``logits`` are ``linear`` (the model's last Linear layer) applied to the spatial
     means of the layer's activations ``acts`` (to float precision): global average pooling and one
     Linear layer follow the layer."""
-    means = acts.mean(dim=(2, 3))
+    means = acts.mean(dim=positions(acts))
     if linear is None or linear.in_features != means.shape[1] or linear.out_features != logits.shape[1]:
         return False
     with torch.no_grad():
@@ -383,7 +397,7 @@ def ablationcam(i: CamInputs) -> torch.Tensor:
     Linear layer follow the layer (:func:`feeds_gap_linear`), zeroing channel k lowers Y_c by exactly
     ``w_ck mean(A_k)``: no copy has to run."""
     if feeds_gap_linear(i.acts, i.logits, i.classifier):
-        drops = i.classifier.weight.float()[i.classes] * i.acts.mean(dim=(2, 3))
+        drops = i.classifier.weight.float()[i.classes] * i.acts.mean(dim=positions(i.acts))
         scores = i.logits.gather(1, torch.tensor(i.classes, device=i.logits.device)[:, None]).abs()
         weights = torch.where(scores > 0, drops / torch.where(scores > 0, scores, 1.0), drops)
         return weighted_terms(weights, i.acts)
@@ -414,12 +428,12 @@ def fullgrad(i: CamInputs) -> torch.Tensor:
     (O the layer's output), each map scaled to [0, 1] on its own (:func:`minmax_channels`) and
     upsampled bilinearly to the input. Upsampling is linear, so each layer's channels are summed
     before it."""
-    size = (i.x.shape[2], i.x.shape[3])
+    size = i.x.shape[2:]
     input_grad, biases = i.gradients_everywhere()
     total = minmax_channels((input_grad * i.x.float()).abs()).sum(dim=1)
     for bias, grad in biases.values():
-        terms = minmax_channels((bias[None, :, None, None] * grad).abs()).sum(dim=1)
-        total = total + F.interpolate(terms[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+        terms = minmax_channels((weighted_terms(bias[None], grad)).abs()).sum(dim=1)
+        total = total + resized_linearly(terms[:, None], size)[:, 0]
     return total
 
 
@@ -427,8 +441,8 @@ def minmax_channels(maps: torch.Tensor, eps: float = FULLGRAD_EPS) -> torch.Tens
     """Each channel of B x K x h x w scaled as the peers scale a map (FullGrad's terms, the Score-CAM
     family's masks, maps before fusing): ``(m - min) / (max - min + eps)`` (a constant channel
     becomes zero)."""
-    shifted = maps - maps.amin(dim=(2, 3), keepdim=True)
-    return shifted / (shifted.amax(dim=(2, 3), keepdim=True) + eps)
+    shifted = maps - maps.amin(dim=positions(maps), keepdim=True)
+    return shifted / (shifted.amax(dim=positions(maps), keepdim=True) + eps)
 
 
 @register_cam_method("finercam", "FinerCAM", target="finer")
@@ -437,7 +451,7 @@ def finercam(i: CamInputs) -> torch.Tensor:
     the class score against the probability-weighted scores of the 3 classes nearest it (see
     :func:`convscope.techniques.targets.finer_score`), so the map shows what sets the class apart
     from the ones it is most easily confused with."""
-    return weighted_terms(i.grads.mean(dim=(2, 3)), i.acts)
+    return weighted_terms(i.grads.mean(dim=positions(i.acts)), i.acts)
 
 
 @register_cam_method("shapleycam", "ShapleyCAM", needs_hessian=True)
@@ -446,7 +460,7 @@ def shapleycam(i: CamInputs) -> torch.Tensor:
     Hessian of Y_c at the layer (its product with A from a double backward); map = ReLU(sum_k w_k
     A_k). Where the network after the layer is piecewise linear and the target a logit, H A = 0 and
     the map is Grad-CAM's (``evaluate`` shows them as one row)."""
-    return weighted_terms((i.grads - 0.5 * i.hvp).mean(dim=(2, 3)), i.acts)
+    return weighted_terms((i.grads - 0.5 * i.hvp).mean(dim=positions(i.acts)), i.acts)
 
 
 @register_cam_method("smoothgradcam++", "Smooth Grad-CAM++", samples=SAMPLED_CAM_METHODS["smoothgradcam++"],
@@ -499,7 +513,7 @@ def _score_increases(i: CamInputs, masks_of_copy: Callable[[torch.Tensor, int], 
     mean increase of the class score over the image's own; returns the terms w_k A_k. Without
     ``random`` noise, a constant channel's mask is zero in every copy: the black image's score,
     computed once, stands for all of them."""
-    size = (i.x.shape[2], i.x.shape[3])
+    size = i.x.shape[2:]
     low = minmax_channels(i.acts, TORCHCAM_EPS)
     increases = torch.zeros(i.acts.shape[:2], dtype=torch.float32, device=i.acts.device)
     for row, (image, cls) in enumerate(zip(i.x, i.classes)):
@@ -513,7 +527,7 @@ def _score_increases(i: CamInputs, masks_of_copy: Callable[[torch.Tensor, int], 
         for copy in range(i.samples):
             for start in range(0, len(channels), i.batch_size):
                 chunk = channels[start:start + i.batch_size]
-                masks = F.interpolate(low[row, chunk, None], size=size, mode="bilinear", align_corners=False)
+                masks = resized_linearly(low[row, chunk, None], size)
                 masked = image[None] * masks_of_copy(masks, copy).to(i.x.dtype)
                 increases[row, chunk] += (i.forward(masked)[:, cls] - baseline) / i.samples
                 if i.progress is not None:
@@ -539,10 +553,10 @@ def minmax(maps: torch.Tensor) -> torch.Tensor:
     return normalized.view_as(maps)
 
 
-def upsample(maps: torch.Tensor, size: tuple[int, int], relu_after: bool = False) -> torch.Tensor:
-    """B x h x w -> B x H x W, bilinear with align_corners=False (then ReLU, with ``relu_after``),
-    then min-max per map."""
-    resized = F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+def upsample(maps: torch.Tensor, size: Sequence[int], relu_after: bool = False) -> torch.Tensor:
+    """B x h x w -> B x H x W, bilinear with align_corners=False (a video's B x t x h x w -> B x T x H x W,
+    trilinear), then ReLU with ``relu_after``, then min-max per map."""
+    resized = resized_linearly(maps[:, None], size)[:, 0]
     return minmax(torch.relu(resized) if relu_after else resized)
 
 
@@ -684,7 +698,7 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
                                           target=method.target)))
             raw = map_of_terms(terms, settings.eigen_smooth)
     low_res = torch.relu(raw).float()
-    maps = upsample(raw if method.relu_after_upsampling else low_res, (x.shape[2], x.shape[3]),
+    maps = upsample(raw if method.relu_after_upsampling else low_res, x.shape[2:],
                     relu_after=method.relu_after_upsampling)
     return CamResult(maps, low_res, chosen, settings.layer, method.name, logits, precision, reason)
 
@@ -713,7 +727,7 @@ def fuse_maps(results: Sequence[CamResult], fuse: str, size: tuple[int, int]) ->
     if fuse == "mean":
         fused = minmax(torch.stack([_resized(_scaled(r.low_res, FULLGRAD_EPS), size) for r in results]).mean(dim=0))
         return fused, fused
-    largest = (max(r.low_res.shape[1] for r in results), max(r.low_res.shape[2] for r in results))
+    largest = tuple(max(sizes) for sizes in zip(*(r.low_res.shape[1:] for r in results)))
     fused = torch.stack([_resized(torch.tanh(2 * _scaled(r.low_res, TORCHCAM_EPS)), largest)
                          for r in results]).amax(dim=0)
     return upsample(fused, size), fused
@@ -724,11 +738,11 @@ def _scaled(maps: torch.Tensor, eps: float) -> torch.Tensor:
     return minmax_channels(maps[:, None], eps)[:, 0]
 
 
-def _resized(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """B x h x w -> B x H x W, bilinear with align_corners=False (unchanged where the size is)."""
+def _resized(maps: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """B x h x w -> B x H x W, linearly with align_corners=False (unchanged where the size is)."""
     if tuple(maps.shape[1:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+    return resized_linearly(maps[:, None], size)[:, 0]
 
 
 def _fused(model: Model, x: torch.Tensor, settings: CamSettings,
@@ -743,7 +757,7 @@ def _fused(model: Model, x: torch.Tensor, settings: CamSettings,
         results.append(cam_maps(model, x, one, classes if not results else results[0].classes, scorecam_batch,
                                 progress, watch if not results else None))
     first = results[0]
-    maps, low_res = fuse_maps(results, settings.fuse, (x.shape[2], x.shape[3]))
+    maps, low_res = fuse_maps(results, settings.fuse, x.shape[2:])
     return CamResult(maps, low_res, first.classes, " + ".join(settings.layers), first.method, first.logits,
                      first.precision, first.precision_reason)
 
@@ -757,11 +771,11 @@ def _augmentation_smoothed(model: Model, x: torch.Tensor, settings: CamSettings,
     plain = replace(settings, aug_smooth=False)
     results = []
     for flip, factor in AUGMENTATIONS:
-        augmented = (x.flip(3) if flip else x) * factor
+        augmented = (x.flip(-1) if flip else x) * factor
         result = cam_maps(model, augmented, plain, classes if not results else results[0].classes, scorecam_batch,
                           progress, watch if not results else None)
         if flip:
-            result.maps, result.low_res = result.maps.flip(2), result.low_res.flip(2)
+            result.maps, result.low_res = result.maps.flip(-1), result.low_res.flip(-1)
         results.append(result)
     first = results[0]
     maps = minmax(torch.stack([r.maps for r in results]).mean(dim=0))

@@ -47,11 +47,12 @@ def cam_layer(model: Model, layer: str | None = None) -> str:
         return default_cam_layer(model.all_layers(), model.num_outputs, model.target.default_layer_within)
     info = model.layer(layer)
     if not info.is_spatial:
-        raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map",
+        raise InputError(f"layer {layer}: outputs {list(info.shape or [])}, not a C x H x W feature map (C x T x H x W "
+                         "for a video)",
                          parameter="layer")
     if not info.is_map_larger_than_1x1:
-        raise InputError(f"layer {layer}: outputs {info.shape[0]}x1x1, one value per channel, so its map would "
-                         "be flat; choose a feature map larger than 1x1 (the default is the last one)",
+        raise InputError(f"layer {layer}: outputs {'x'.join(map(str, info.shape))}, one value per channel, so its "
+                         "map would be flat; choose a feature map larger than 1x1 (the default is the last one)",
                          parameter="layer")
     warn_if_called_again(info)
     return layer
@@ -127,8 +128,9 @@ def layer_pass(model: Model, x: torch.Tensor, layer: str, precision: str, classe
             if name != layer:
                 return None
             maps = infos[name].as_map(output)
-            if not isinstance(maps, torch.Tensor) or maps.dim() != 4:
-                raise InputError("layer: the CAM layer must output a B x C x H x W feature map", parameter="layer")
+            if not isinstance(maps, torch.Tensor) or maps.dim() not in (4, 5):
+                raise InputError("layer: the CAM layer must output a B x C x H x W feature map (B x C x T x H x W "
+                                 "for a video)", parameter="layer")
             if not gradients:
                 held["acts"] = maps.detach().clone()
                 return None
@@ -174,13 +176,15 @@ def replaced_pass(model: Model, x: torch.Tensor, layer: str, replacement: torch.
 
 
 def biased_layers(module: nn.Module) -> dict[str, tuple[nn.Module, torch.Tensor]]:
-    """Every ``Conv2d`` and ``BatchNorm2d`` with a bias, by path, with its effective bias: a conv's own;
-    an eval-mode BatchNorm's ``beta - running_mean * gamma / sqrt(running_var + eps)``."""
+    """Every ``Conv2d`` and ``BatchNorm2d`` (a video's ``Conv3d`` and ``BatchNorm3d``) with a bias, by
+    path, with its effective bias: a conv's own; an eval-mode BatchNorm's
+    ``beta - running_mean * gamma / sqrt(running_var + eps)``."""
     found = {}
     for path, sub in module.named_modules():
-        if type(sub) is nn.Conv2d and sub.bias is not None:
+        if type(sub) in (nn.Conv2d, nn.Conv3d) and sub.bias is not None:
             found[path] = (sub, sub.bias.detach().float())
-        elif type(sub) is nn.BatchNorm2d and sub.bias is not None and sub.running_mean is not None:
+        elif type(sub) in (nn.BatchNorm2d, nn.BatchNorm3d) and sub.bias is not None \
+                and sub.running_mean is not None:
             scale = sub.weight.detach() / torch.sqrt(sub.running_var + sub.eps)
             found[path] = (sub, (sub.bias.detach() - sub.running_mean * scale).float())
     return found
