@@ -286,8 +286,7 @@ class Model:
         for name, source in zip(names or [describe(source) for source in sources], sources):
             if is_clip_source(source):
                 raise InputError(f"{name}: a clip (video, frame folder or volume), but {self.name} takes images; "
-                                 "a video network (torchvision:r3d_18, any Conv3d network) takes clips",
-                                 parameter="images")
+                                 "a video network (torchvision:r3d_18, any Conv3d network) takes clips")
         return [load_image(source) for source in sources]
 
     # -- layers --------------------------------------------------------------------------------

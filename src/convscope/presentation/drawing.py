@@ -106,7 +106,25 @@ def render_grid(maps: torch.Tensor | np.ndarray, per_row: int = 16, normalize: s
     check_at_least("per_row", per_row, 1)
     if tuple(maps.shape[1:]) == (1, 1):
         return value_strip(maps, cmap)
-    pixels = normalize_to_uint8(maps, normalize)
+    return _pixel_grid(normalize_to_uint8(maps, normalize), per_row, cmap)
+
+
+def render_frame_grids(maps: torch.Tensor | np.ndarray, per_row: int = 16, normalize: str = "channel",
+                       cmap: str = "viridis") -> list[Image.Image]:
+    """A video network's feature maps (C x T x H x W) as one :func:`render_grid` picture per frame,
+    each channel normalized over all its frames (or the whole layer over all), so that the frames
+    compare."""
+    check_at_least("per_row", per_row, 1)
+    channels, frames, height, width = maps.shape
+    if (height, width) == (1, 1):
+        return [value_strip(maps[:, t], cmap) for t in range(frames)]
+    flat = normalize_to_uint8(maps.reshape(channels, frames * height, width), normalize)
+    pixels = flat.reshape(channels, frames, height, width)
+    return [_pixel_grid(pixels[:, t], per_row, cmap) for t in range(frames)]
+
+
+def _pixel_grid(pixels: np.ndarray, per_row: int, cmap: str) -> Image.Image:
+    """C x H x W uint8 pixels -> the colour-mapped grid of :func:`render_grid`."""
     count, height, width = pixels.shape
     scale, sep = grid_geometry(height, width)
     if scale > 1:

@@ -39,6 +39,7 @@ from .drawing import (
     outlined,
     overlay,
     picture_grid,
+    render_frame_grids,
     render_grid,
     resized_map,
     signed_overlay,
@@ -53,12 +54,14 @@ def unique_file_names(names: Sequence[str]) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class WrittenGrid:
-    """One layer's grid as written: layer name, PNG path, raw path (or None), shape C x H x W."""
+    """One layer's grid as written: layer name, PNG path, raw path (or None), shape C x H x W (a
+    video network's C x T x H x W: ``png`` the first frame's grid, ``frames`` every frame's)."""
 
     layer: str
     png: Path
     raw: Path | None
     shape: tuple[int, ...]
+    frames: tuple[Path, ...] = ()
 
 
 def write_activation_grids(outputs: Mapping[str, torch.Tensor], folder: str | os.PathLike, *,
@@ -66,18 +69,25 @@ def write_activation_grids(outputs: Mapping[str, torch.Tensor], folder: str | os
                            save_raw: bool = False, index: int = 0,
                            workers: int | None = None) -> list[WrittenGrid]:
     """Write ``folder/<layer>.png`` (and ``<layer>.npy``, float32 C x H x W, with ``save_raw``) for
-    image ``index`` of each captured feature map, rendering and encoding layers in parallel."""
+    image ``index`` of each captured feature map, rendering and encoding layers in parallel. A video
+    network's C x T x H x W map gets a grid per frame, ``<layer>_t00.png``, ``<layer>_t01.png``, ...
+    (each channel normalized over all its frames), and ``<layer>.png`` is the first frame's."""
     folder = Path(folder)
     stems = unique_file_names(list(outputs))
 
     def write_one(name: str) -> WrittenGrid:
         maps = outputs[name][index].float().cpu()
+        raw = save_npy(maps.numpy().astype(np.float32), folder / f"{stems[name]}.npy") if save_raw else None
+        if maps.dim() == 4:
+            grids = render_frame_grids(maps, per_row=per_row, normalize=normalize, cmap=cmap)
+            frames = tuple(save_image(grid, folder / f"{stems[name]}_t{t:02d}.png") for t, grid in enumerate(grids))
+            png = save_image(grids[0], folder / f"{stems[name]}.png")
+            return WrittenGrid(name, png, raw, tuple(maps.shape), frames)
         png = save_image(render_grid(maps, per_row=per_row, normalize=normalize, cmap=cmap),
                          folder / f"{stems[name]}.png")
-        raw = save_npy(maps.numpy().astype(np.float32), folder / f"{stems[name]}.npy") if save_raw else None
         return WrittenGrid(name, png, raw, tuple(maps.shape))
 
-    spatial = [name for name, value in outputs.items() if value.dim() == 4]
+    spatial = [name for name, value in outputs.items() if value.dim() in (4, 5)]
     with ThreadPoolExecutor(max_workers=workers or min(4, os.cpu_count() or 1)) as pool:
         return list(pool.map(write_one, spatial))
 

@@ -42,18 +42,21 @@ def activation_layers(model: Model, layers: str | Sequence[str] | None = None,
 
 
 def estimate_bytes(model: Model, layers: Sequence[str], input_shape: Sequence[int]) -> int:
-    """Bytes the captured float32 outputs of ``layers`` take for an input B x 3 x H x W, scaling the
-    shapes found at the model's own input size by the ratio of input areas."""
-    batch, _, height, width = input_shape
+    """Bytes the captured float32 outputs of ``layers`` take for an input B x 3 x H x W (a video
+    network's B x 3 x T x H x W), scaling the shapes found at the model's own input size by the ratio
+    of input areas (volumes)."""
+    batch, height, width = input_shape[0], input_shape[-2], input_shape[-1]
     base_h, base_w = model.input_size
     ratio = (height * width) / (base_h * base_w)
+    if model.frames is not None and len(input_shape) == 5:
+        ratio *= input_shape[2] / model.frames
     total = 0
     for name in layers:
         shape = model.layer(name).shape or (1,)
         elements = 1
         for size in shape:
             elements *= size
-        spatial = ratio if len(shape) == 3 else 1.0
+        spatial = ratio if len(shape) in (3, 4) else 1.0
         total += int(elements * spatial * batch * 4)
     return total
 
