@@ -466,13 +466,14 @@ def diverging_png(values: np.ndarray, title: str) -> bytes:
     return _png_of(figure)
 
 
-def signed_overlay(photo: Image.Image, values: np.ndarray, alpha: float = 0.6) -> Image.Image:
+def signed_overlay(photo: Image.Image, values: np.ndarray, alpha: float = 0.6, peak: float | None = None
+                   ) -> Image.Image:
     """A signed map (H x W at the photo's size) over the photo: each pixel blended towards red
-    (positive) or blue (negative) by ``alpha`` times its magnitude relative to the largest; where the
-    map is zero the photo shows as it is."""
+    (positive) or blue (negative) by ``alpha`` times its magnitude relative to the largest (or to
+    ``peak``: a clip's frames share their clip's); where the map is zero the photo shows as it is."""
     check_between("alpha", alpha, 0, 1)
     rgb = np.asarray(photo.convert("RGB"), np.float32)
-    scaled = signed_scale(values)
+    scaled = signed_scale(values) if peak is None else np.clip(np.asarray(values, np.float32) / (peak or 1.0), -1, 1)
     if scaled.shape != rgb.shape[:2]:
         raise InputError(f"values: a map of shape {scaled.shape} does not match the photo's {rgb.shape[:2]}",
                          parameter="values")

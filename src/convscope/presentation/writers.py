@@ -18,7 +18,7 @@ from ..catalog import MAPS_PRECISION
 from ..clips import Clip
 from ..techniques.attributions import METHODS as ATTRIBUTION_METHODS
 from ..techniques.attributions import AttributionResult
-from ..techniques.cams import METHODS, CamResult, minmax
+from ..techniques.cams import METHODS, CamResult, minmax, resized_linearly
 from ..techniques.concepts import Concepts
 from ..techniques.evaluate import Evaluation, group_title
 from ..techniques.explain import Explanation
@@ -128,7 +128,8 @@ def write_attribution_files(result: AttributionResult, images: Sequence[int], ph
     """For row r of ``result`` (image ``images[r]``), write ``<stem>_<class>_<method>_heatmap.png``
     (the attribution summed over the input channels, zero at white), ``..._overlay.jpg`` (that map
     over the photo at its own resolution, red positive, blue negative) and, with ``save_raw``,
-    ``<stem>_<class>_<method>.npy`` (float32 C x H x W at the model input size) into ``folder``."""
+    ``<stem>_<class>_<method>.npy`` (float32 C x H x W at the model input size) into ``folder``. A
+    clip's overlay is a strip of frames, and every frame's in ``..._overlay.webp`` (animated)."""
     folder = Path(folder)
     method = ATTRIBUTION_METHODS[result.method]
     written = []
@@ -138,11 +139,21 @@ def write_attribution_files(result: AttributionResult, images: Sequence[int], ph
         change = None if result.change is None else float(result.change[row])
         gap = None if result.gap is None else float(result.gap[row])
         title = f"{method.title}: {labels[cls]} ({cls})"
-        heat = write_bytes(f"{base}_heatmap.png", diverging_png(signed.cpu().numpy(), title))
         photo = photos[i]
-        at_photo = F.interpolate(signed[None, None].float(), size=(photo.height, photo.width), mode="bilinear",
-                                 align_corners=False)[0, 0].cpu().numpy()
-        jpg = save_image(signed_overlay(photo, at_photo, alpha), f"{base}_overlay.jpg", quality=90)
+        if isinstance(photo, Clip):
+            title += f"\n{signed.shape[0]} frames, left to right"
+        heat = write_bytes(f"{base}_heatmap.png", diverging_png(frames_side_by_side(signed.cpu().numpy()), title))
+        if isinstance(photo, Clip):  # every frame on the clip's one scale
+            at_frames = resized_linearly(signed[None, None], (len(photo.frames), photo.height, photo.width))[0, 0]
+            peak = float(at_frames.abs().max())
+            overlays = [signed_overlay(frame, values.cpu().numpy(), alpha, peak)
+                        for frame, values in zip(photo.frames, at_frames)]
+            jpg = save_image(frame_strip(overlays), f"{base}_overlay.jpg", quality=90)
+            save_animation(overlays, f"{base}_overlay.webp")
+        else:
+            at_photo = F.interpolate(signed[None, None].float(), size=(photo.height, photo.width), mode="bilinear",
+                                     align_corners=False)[0, 0].cpu().numpy()
+            jpg = save_image(signed_overlay(photo, at_photo, alpha), f"{base}_overlay.jpg", quality=90)
         raw = save_npy(result.attributions[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
         written.append(WrittenAttribution(i, cls, heat, jpg, raw, change, gap))
     return written
@@ -294,12 +305,23 @@ def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.
         lines = [(group_title(group), group[0].deletion_curve, group[0].insertion_curve)
                  for group in evaluation.groups()]
         curves = write_bytes(f"{base}_curves.png", curves_png(lines, title))
-        entries = [(_caption(group), resized_map(group[0].map, photo.height, photo.width))
-                   for group in evaluation.groups()]
+        middle = None
+        if isinstance(photo, Clip):  # a clip's methods side by side on its middle frame
+            middle = len(photo.frames) // 2
+            photo = photo.frames[middle]
+        entries = [(_caption(group) + ("" if middle is None else f" (frame {middle + 1})"),
+                    _still(group[0].map, photo, middle)) for group in evaluation.groups()]
         methods = write_bytes(f"{base}_methods.png", methods_png(photo, entries))
         written.append(WrittenEvaluation(evaluation, curves, methods))
     rows = [row for evaluation in evaluations for row in evaluation.as_json()]
     return save_json(rows, folder / "metrics.json"), written
+
+
+def _still(low_res: torch.Tensor, photo: Image.Image, frame: int | None) -> np.ndarray:
+    """A map at the photo's size: an image's, or frame ``frame`` of a clip's (its T frames at the model's)."""
+    if frame is None:
+        return resized_map(low_res, photo.height, photo.width)
+    return resized_map(low_res, photo.height, photo.width, low_res.shape[0])[frame]
 
 
 @dataclass(frozen=True)

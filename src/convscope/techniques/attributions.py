@@ -33,7 +33,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..catalog import ATTRIBUTION_DEFAULTS, MAPS_PRECISION
@@ -43,7 +42,7 @@ from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import computing_in, prepare_input
 from .cams import METHODS as CAM_METHODS
-from .cams import CamSettings, cam_maps, minmax
+from .cams import CamSettings, cam_maps, minmax, resized_linearly
 from .capture import InputPass, batch_for_classes, cam_layer, input_pass
 
 #: Rows (copies of the input) per forward and backward pass of integrated gradients and SmoothGrad,
@@ -215,17 +214,17 @@ def deconvolution(i: AttributionInputs) -> torch.Tensor:
 @register_attribution("guidedgradcam", "Guided Grad-CAM", rule="guided")
 def guided_gradcam(i: AttributionInputs) -> torch.Tensor:
     """Guided backpropagation times the layer's Grad-CAM map (ReLU'd, not normalized), upsampled
-    bilinearly (align_corners=False) to the input."""
+    bilinearly (align_corners=False; a video's trilinearly) to the input."""
     guided = i.first
     cams = cam_maps(i.model, i.x, CamSettings(i.settings.layer, CAM_METHODS["gradcam"]), i.classes)
-    upsampled = F.interpolate(cams.low_res[:, None], size=i.x.shape[2:], mode="bilinear", align_corners=False)
-    return guided * upsampled
+    return guided * resized_linearly(cams.low_res[:, None], i.x.shape[2:])
 
 
 @register_attribution("occlusion", "Occlusion", gradient_at_input=False)
 def occlusion(i: AttributionInputs) -> torch.Tensor:
-    """The mean drop of Y_c over the occluding squares that cover each value (see the module notes)."""
-    height, width = i.x.shape[2:]
+    """The mean drop of Y_c over the occluding squares that cover each value (see the module notes);
+    a clip's square covers the same pixels in every frame."""
+    height, width = i.x.shape[-2:]
     window, stride = i.settings.window, i.settings.stride
     squares = [(top, left) for top in _starts(height, window, stride) for left in _starts(width, window, stride)]
     counts = torch.zeros((height, width), dtype=torch.float32, device=i.x.device)
@@ -237,11 +236,11 @@ def occlusion(i: AttributionInputs) -> torch.Tensor:
         chunk = work[start:start + i.batch]
         occluded = i.x[[row for row, _, _ in chunk]].clone()
         for n, (_, top, left) in enumerate(chunk):
-            occluded[n, :, top:top + window, left:left + window] = i.baseline[0]
+            occluded[n, ..., top:top + window, left:left + window] = i.baseline[0]
         scores = i.scores(occluded)
         for n, (row, top, left) in enumerate(chunk):
             cls = i.classes[row]
-            total[row, :, top:top + window, left:left + window] += i.logits[row, cls] - scores[n, cls]
+            total[row, ..., top:top + window, left:left + window] += i.logits[row, cls] - scores[n, cls]
     return total / counts
 
 
@@ -263,7 +262,7 @@ def _weighted_gradients(i: AttributionInputs, points: Sequence[tuple[int, torch.
         if absolute:
             grads = grads.abs()
         weights = torch.tensor([w for _, _, w in chunk], dtype=torch.float32, device=grads.device)
-        total.index_add_(0, torch.tensor(rows, device=grads.device), weights[:, None, None, None] * grads)
+        total.index_add_(0, torch.tensor(rows, device=grads.device), weights.view(-1, *[1] * (grads.dim() - 1)) * grads)
     return total
 
 
@@ -282,10 +281,11 @@ def importance(maps: torch.Tensor) -> torch.Tensor:
 
 # -- running the model -------------------------------------------------------------------------------
 def black_baseline(model: Model) -> torch.Tensor:
-    """A black image after preprocessing, 1 x C x 1 x 1: ``(0 - mean) / std`` per channel."""
+    """A black image after preprocessing, 1 x C x 1 x 1 (a video network's 1 x C x 1 x 1 x 1):
+    ``(0 - mean) / std`` per channel."""
     mean = torch.tensor(model.preprocessing.mean, dtype=torch.float32)
     std = torch.tensor(model.preprocessing.std, dtype=torch.float32)
-    return (-mean / std).view(1, -1, 1, 1).to(model.device)
+    return (-mean / std).view(1, -1, *[1] * (2 if model.frames is None else 3)).to(model.device)
 
 
 def attributions(model: Model, x: torch.Tensor, settings: AttributionSettings,

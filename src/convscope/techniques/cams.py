@@ -696,19 +696,20 @@ def cam_maps(model: Model, x: torch.Tensor, settings: CamSettings,
                 torch.Generator().manual_seed(settings.seed),
                 lambda inputs: layer_pass(model, inputs, settings.layer, precision, chosen, True,
                                           target=method.target)))
-            raw = map_of_terms(terms, settings.eigen_smooth)
+            raw = map_of_terms(terms, settings.eigen_smooth, method.channel_terms)
     low_res = torch.relu(raw).float()
     maps = upsample(raw if method.relu_after_upsampling else low_res, x.shape[2:],
                     relu_after=method.relu_after_upsampling)
     return CamResult(maps, low_res, chosen, settings.layer, method.name, logits, precision, reason)
 
 
-def map_of_terms(terms: torch.Tensor, eigen_smooth: bool = False) -> torch.Tensor:
+def map_of_terms(terms: torch.Tensor, eigen_smooth: bool = False, channel_terms: bool = True) -> torch.Tensor:
     """A method's map before its final ReLU (B x h x w) from what it computed: the sum of its
     channel terms (B x K x h x w) or, with ``eigen_smooth`` (pytorch-grad-cam's option), their first
     principal component, signed to correlate positively with their sum (Eigen-CAM's rule; the peer
-    leaves the sign to the SVD routine). A map (B x h x w) is returned as it is."""
-    if terms.dim() == 3:
+    leaves the sign to the SVD routine). A method without ``channel_terms`` computed the map
+    (B x h x w) itself: it is returned as it is."""
+    if not channel_terms:
         return terms
     if eigen_smooth:
         return _per_image(terms, lambda m: first_component(m, sign=m.sum(dim=1)))

@@ -81,7 +81,11 @@ def class_probabilities(model: Model, inputs: Iterator[torch.Tensor] | torch.Ten
 
 # -- deletion and insertion ----------------------------------------------------------------------------
 def blurred(x: torch.Tensor) -> torch.Tensor:
-    """The input blurred by an 11 x 11 Gaussian of sigma 5, zero padding, each channel on its own."""
+    """The input blurred by an 11 x 11 Gaussian of sigma 5, zero padding, each channel on its own (a
+    clip's each frame on its own)."""
+    if x.dim() == 5:
+        frames = x.transpose(1, 2).flatten(0, 1)  # (B T) x C x H x W
+        return blurred(frames).unflatten(0, (x.shape[0], x.shape[2])).transpose(1, 2)
     offsets = torch.arange(BLUR_SIZE, dtype=torch.float32, device=x.device) - BLUR_SIZE // 2
     kernel = torch.exp(-offsets ** 2 / (2 * BLUR_SIGMA ** 2))
     kernel = (kernel / kernel.sum()).to(x.dtype)
@@ -105,13 +109,13 @@ def pixel_order(heat: torch.Tensor) -> torch.Tensor:
 def curve_inputs(x: torch.Tensor, heat: torch.Tensor, start: torch.Tensor, end: torch.Tensor,
                  steps: int) -> torch.Tensor:
     """The S+1 inputs of a curve for one image (C x H x W): step t shows ``end`` at the first
-    ``t*H*W // S`` pixels of the map's order and ``start`` elsewhere."""
-    channels, height, width = x.shape
-    pixels = height * width
+    ``t*H*W // S`` pixels of the map's order and ``start`` elsewhere (a clip's C x T x H x W: its
+    T*H*W voxels)."""
+    pixels = heat.numel()
     rank = torch.empty(pixels, dtype=torch.long, device=x.device)
     rank[pixel_order(heat).to(x.device)] = torch.arange(pixels, device=x.device)
     counts = torch.tensor([t * pixels // steps for t in range(steps + 1)], device=x.device)
-    changed = (rank[None] < counts[:, None]).view(steps + 1, 1, height, width)
+    changed = (rank[None] < counts[:, None]).view(steps + 1, 1, *x.shape[1:])
     return torch.where(changed, end[None], start[None])
 
 
@@ -153,9 +157,10 @@ def insertion(model: Model | nn.Module, x: torch.Tensor, maps: torch.Tensor, cla
 
 
 def _check_maps(maps: torch.Tensor, x: torch.Tensor) -> None:
-    if maps.dim() != 3 or maps.shape[0] != x.shape[0] or tuple(maps.shape[1:]) != tuple(x.shape[2:]):
-        raise InputError(f"maps: expected {x.shape[0]} x {x.shape[2]} x {x.shape[3]} (one map per input, at its "
-                         f"size), got {tuple(maps.shape)}", parameter="maps")
+    if maps.dim() != x.dim() - 1 or maps.shape[0] != x.shape[0] or tuple(maps.shape[1:]) != tuple(x.shape[2:]):
+        expected = " x ".join(map(str, (x.shape[0], *x.shape[2:])))
+        raise InputError(f"maps: expected {expected} (one map per input, at its size), got {tuple(maps.shape)}",
+                         parameter="maps")
 
 
 # -- Average Drop and Increase in Confidence --------------------------------------------------------------
@@ -195,11 +200,11 @@ def spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
-    """scikit-image's structural similarity of two maps in [0, 1] (data range 1; its 7 x 7 window,
-    smaller for maps under 7 pixels a side; NaN under 3)."""
+    """scikit-image's structural similarity of two maps in [0, 1] (data range 1; its 7 x 7 window, 7 x 7
+    x 7 for a clip's T x H x W maps, smaller for maps under 7 pixels a side; NaN under 3)."""
     from skimage.metrics import structural_similarity
 
-    window = min(7, min(a.shape[-2:]) - (1 - min(a.shape[-2:]) % 2))
+    window = min(7, min(a.shape) - (1 - min(a.shape) % 2))
     if window < 3:
         return float("nan")
     return float(structural_similarity(a.detach().double().cpu().numpy(), b.detach().double().cpu().numpy(),
@@ -311,17 +316,18 @@ def pointing(maps: torch.Tensor, boxes: Sequence[Sequence[Sequence[float]]],
     photo's pixels; ``photo_sizes[i]``: that photo's (width, height) (default: the map's size; the
     whole photo was resized to the map). A hit: a pixel holding the map's maximum, its centre mapped
     to the photo, lies inside a box; energy: the share of the map's mass whose pixel centres lie
-    inside the boxes. An all-zero map is a miss with energy 0."""
+    inside the boxes. An all-zero map is a miss with energy 0. A clip's map (T x H x W): the boxes in
+    every frame."""
     hits, energies = [], []
     for index, heat in enumerate(maps):
-        height, width = heat.shape
+        height, width = heat.shape[-2:]
         photo_w, photo_h = photo_sizes[index] if photo_sizes is not None else (width, height)
         xs = (torch.arange(width, dtype=torch.float64) + 0.5) * photo_w / width
         ys = (torch.arange(height, dtype=torch.float64) + 0.5) * photo_h / height
         inside = torch.zeros(height, width, dtype=torch.bool)
         for x0, y0, x1, y1 in boxes[index]:
             inside |= ((ys >= y0) & (ys <= y1))[:, None] & ((xs >= x0) & (xs <= x1))[None, :]
-        hit, energy = _point(heat, inside)
+        hit, energy = _point(heat, inside.expand(heat.shape))
         hits.append(hit)
         energies.append(energy)
     return torch.tensor(hits), torch.tensor(energies, dtype=torch.float64)
