@@ -272,13 +272,15 @@ def methods_png(photo: Image.Image, entries: Sequence[tuple[str, np.ndarray]], a
 
 
 def explanation_png(photo: Image.Image, cam: np.ndarray, title: str, summary: str,
-                    rows: Sequence[tuple[str, Image.Image | None, np.ndarray, float, tuple[float, float]]],
+                    rows: Sequence[tuple[str, Image.Image | None, np.ndarray, float, tuple[float, float],
+                                         Image.Image | None]],
                     alpha: float = 0.4) -> bytes:
     """"Why this class" as one figure (PNG bytes): the photo and its Grad-CAM (``cam`` in [0, 1] at
     the photo's size) with ``title`` and ``summary``, then one row per channel ``(caption, filter
     picture or None, activation in [0, 1] at the photo's size, contribution, peak (x, y) in photo
-    pixels)``: the picture, the activation over the photo with its peak marked, and the
-    contribution as a bar (blue for, red against; every bar on one scale)."""
+    pixels, the picture the activation is drawn over or None for the photo: a clip's frame)``: the
+    picture, the activation over the photo with its peak marked, and the contribution as a bar (blue
+    for, red against; every bar on one scale)."""
     values = [row[3] for row in rows]
     low, high = min([0.0, *values]), max([0.0, *values])
     span = (high - low) or 1.0
@@ -296,11 +298,11 @@ def explanation_png(photo: Image.Image, cam: np.ndarray, title: str, summary: st
         ax.axis("off")
     if rows:
         grid = np.atleast_2d(body.subplots(len(rows), 3, width_ratios=[1, 1.4, 2.4]))
-        for (caption, picture, heat, value, peak), (picture_ax, heat_ax, bar_ax) in zip(rows, grid):
+        for (caption, picture, heat, value, peak, under), (picture_ax, heat_ax, bar_ax) in zip(rows, grid):
             if picture is not None:
                 picture_ax.imshow(np.asarray(picture.convert("RGB")))
             bar_ax.set_title(caption, fontsize=9, loc="left", parse_math=False)
-            heat_ax.imshow(np.asarray(overlay(photo, heat, 0.55)))
+            heat_ax.imshow(np.asarray(overlay(photo if under is None else under, heat, 0.55)))
             heat_ax.plot(*peak, marker="o", markersize=7, markerfacecolor="none", markeredgecolor="white",
                          markeredgewidth=1.5)
             for ax in (picture_ax, heat_ax):

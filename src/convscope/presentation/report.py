@@ -41,6 +41,8 @@ class CamEntry:
     overlay: str
     heatmap: str
     map: str | None
+    #: A clip's overlay of every frame (animated WebP), or None for an image.
+    animation: str | None = None
 
 
 @dataclass
@@ -89,15 +91,20 @@ class ReportImage:
     predictions: list[Prediction]
     cams: list[CamEntry] = field(default_factory=list)
     why: WhyThisClass | None = None
-    #: The pixel attribution of the top-1 class: {"method", "class", "label", "overlay", "heatmap"} (files
-    #: relative to the report), or None.
+    #: The pixel attribution of the top-1 class: {"method", "class", "label", "overlay", "heatmap",
+    #: "animation"} (files relative to the report; "animation" a clip's, else None), or None.
     attribution: dict[str, Any] | None = None
+    #: A clip's frames shown (the strip ``file`` shows them side by side; ``width`` x ``height`` is one
+    #: frame's size and ``animation`` the clip as an animated WebP); 0 and None for a photo.
+    frames: int = 0
+    animation: str | None = None
 
 
 @dataclass
 class ActivationLayer:
-    """One layer's grids: shape C x H x W, tile size on the grid [w, h], separator and columns, one
-    grid file per image and per image and channel [min, mean, max]."""
+    """One layer's grids: shape C x H x W (a video network's C x T x H x W), tile size on the grid
+    [w, h], separator and columns, one grid file per image (a video network's first frame's) and per
+    image and channel [min, mean, max]; a video network's grid of each frame per image in ``frames``."""
 
     name: str
     type: str
@@ -107,6 +114,7 @@ class ActivationLayer:
     columns: int
     files: list[str] = field(default_factory=list)
     stats: list[list[list[float]]] = field(default_factory=list)
+    frames: list[list[str]] = field(default_factory=list)
 
 
 @dataclass

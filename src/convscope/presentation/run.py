@@ -34,8 +34,9 @@ from ..catalog import (
     SANITY_SEEDS,
     TRUST_METHODS,
 )
+from ..clips import Clip
 from ..errors import InputError, check_options
-from ..images import ImageSource, as_list, load_image
+from ..images import ImageSource, as_list
 from ..layers import default_activation_layers
 from ..model import Model, as_model
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
@@ -46,8 +47,8 @@ from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
 from ..techniques.filters import DEFAULT_SIZE
 from ..techniques.metrics import SANITY_THRESHOLD, SanityResult
-from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, grid_geometry, grid_layout
-from .files import prepare_out_dir, save_image
+from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, frame_strip, grid_geometry, grid_layout
+from .files import prepare_out_dir, save_animation, save_image
 from .filter_cache import FilterSettings, cached_filter_result, missing_steps
 from .plans import (
     EXPLAIN_FILTER_METHOD,
@@ -148,7 +149,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     options = check_options(ReportOptions, options, keywords)
     clock = SectionClock()
     if model.preprocessing.channels == 1:  # a grayscale model: its photos (and overlays) in gray
-        photos = [photo.convert("L").convert("RGB") for photo in photos]
+        photos = [photo.map(gray) if isinstance(photo, Clip) else gray(photo) for photo in photos]
     x = model.preprocess(photos, names=names)
     dataset_examples = example_links(options.dataset, out) if options.dataset is not None else None
     # a classifier's report shows its top classes; other targets, the ones they choose (a multilabel
@@ -183,7 +184,15 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     ranked = model.predict(x, top=model.shown(5))
     images = []
     for stem, name, photo, predictions in zip(stems, names, photos, ranked):
-        shown = photo.resize(report_size(photo.width, photo.height, PHOTO_LIMIT), Image.BILINEAR)
+        size = report_size(photo.width, photo.height, PHOTO_LIMIT)
+        if isinstance(photo, Clip):  # the clip as a strip of frames and as an animation
+            frames = [frame.resize(size, Image.BILINEAR) for frame in photo.frames]
+            path = save_image(frame_strip(frames), out / IMAGES_DIR / f"{stem}.jpg", quality=90)
+            animation = save_animation(frames, out / IMAGES_DIR / f"{stem}.webp")
+            images.append(ReportImage(name, stem, _rel(path, out), *size, predictions, frames=len(frames),
+                                      animation=_rel(animation, out)))
+            continue
+        shown = photo.resize(size, Image.BILINEAR)
         path = save_image(shown, out / IMAGES_DIR / f"{stem}.jpg", quality=90)
         images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
     clock.lap("predictions")
@@ -244,6 +253,11 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
     return written
 
 
+def gray(photo: Image.Image) -> Image.Image:
+    """A photo as a grayscale model sees it, in RGB."""
+    return photo.convert("L").convert("RGB")
+
+
 class SectionClock:
     """Where a report's time went: seconds per section, summed when a section is timed twice."""
 
@@ -293,12 +307,13 @@ def html_report(model: Model, images: ImageSource | Sequence[ImageSource], out: 
     sources = as_list(images)
     if not sources:
         raise InputError("images: no images given", parameter="images")
-    photos = [load_image(source) for source in sources]
+    model = as_model(model)
+    photos = model.pictures(sources)
     if names is None:
         names = [os.fspath(s) if isinstance(s, (str, os.PathLike)) else f"image{i + 1}" for i, s in enumerate(sources)]
     elif len(names) != len(photos):
         raise InputError(f"names has {len(names)} entries for {len(photos)} images", parameter="names")
-    return run_all(as_model(model), photos, names, out, chosen, say=(lambda line: None) if quiet else print,
+    return run_all(model, photos, names, out, chosen, say=(lambda line: None) if quiet else print,
                    progress=progress, on_filter_layers=on_filter_layers, command=command)
 
 
@@ -314,13 +329,16 @@ def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence
         for grid in written:
             maps = outputs[grid.layer][0].float()
             if grid.layer not in layers:
-                channels, height, width = grid.shape
+                channels, height, width = grid.shape[0], grid.shape[-2], grid.shape[-1]
                 scale, separator = grid_geometry(height, width)
                 layers[grid.layer] = ActivationLayer(grid.layer, infos[grid.layer].type, list(grid.shape),
                                                      [width * scale, height * scale], separator,
                                                      grid_layout(channels, plan.per_row)[1])
-            stats = zip(maps.amin(dim=(1, 2)).tolist(), maps.mean(dim=(1, 2)).tolist(), maps.amax(dim=(1, 2)).tolist())
+            flat = maps.flatten(1)
+            stats = zip(flat.amin(dim=1).tolist(), flat.mean(dim=1).tolist(), flat.amax(dim=1).tolist())
             layers[grid.layer].files.append(_rel(grid.png, out))
+            if grid.frames:
+                layers[grid.layer].frames.append([_rel(path, out) for path in grid.frames])
             layers[grid.layer].stats.append([[round(a, 4), round(b, 4), round(c, 4)] for a, b, c in stats])
     return ActivationsSection(list(names), plan.normalize, plan.per_row, list(layers.values()))
 
@@ -352,7 +370,7 @@ def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], ste
     for cam in plan.write(model, x, photos, stems, plan.pairs(ranked), out / CAM_DIR, map_size=PHOTO_LIMIT):
         images[cam.image].cams.append(CamEntry(
             cam.class_index, model.labels[cam.class_index], probabilities[(cam.image, cam.class_index)],
-            _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out)))
+            _rel(cam.overlay, out), _rel(cam.heatmap, out), _rel(cam.color_map, out), _rel(cam.animation, out)))
 
 
 def _add_attributions(model: Model, plan: AttributePlan, x, photos: Sequence[Image.Image], stems: Sequence[str],
@@ -361,7 +379,7 @@ def _add_attributions(model: Model, plan: AttributePlan, x, photos: Sequence[Ima
     for w in plan.write(model, x, photos, stems, plan.pairs(ranked), out / ATTRIBUTE_DIR):
         images[w.image].attribution = {"method": plan.settings.method.title, "class": w.class_index,
                                        "label": model.labels[w.class_index], "overlay": _rel(w.overlay, out),
-                                       "heatmap": _rel(w.heatmap, out)}
+                                       "heatmap": _rel(w.heatmap, out), "animation": _rel(w.animation, out)}
 
 
 def _concepts_section(model: Model, n: int, x, photos: Sequence[Image.Image], stems: Sequence[str],

@@ -120,6 +120,7 @@ class WrittenAttribution:
     raw: Path | None
     change: float | None = None
     gap: float | None = None
+    animation: Path | None = None
 
 
 def write_attribution_files(result: AttributionResult, images: Sequence[int], photos: Sequence[Image.Image],
@@ -149,13 +150,14 @@ def write_attribution_files(result: AttributionResult, images: Sequence[int], ph
             overlays = [signed_overlay(frame, values.cpu().numpy(), alpha, peak)
                         for frame, values in zip(photo.frames, at_frames)]
             jpg = save_image(frame_strip(overlays), f"{base}_overlay.jpg", quality=90)
-            save_animation(overlays, f"{base}_overlay.webp")
+            animation = save_animation(overlays, f"{base}_overlay.webp")
         else:
+            animation = None
             at_photo = F.interpolate(signed[None, None].float(), size=(photo.height, photo.width), mode="bilinear",
                                      align_corners=False)[0, 0].cpu().numpy()
             jpg = save_image(signed_overlay(photo, at_photo, alpha), f"{base}_overlay.jpg", quality=90)
         raw = save_npy(result.attributions[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
-        written.append(WrittenAttribution(i, cls, heat, jpg, raw, change, gap))
+        written.append(WrittenAttribution(i, cls, heat, jpg, raw, change, gap, animation))
     return written
 
 
@@ -317,11 +319,12 @@ def write_evaluations(evaluations: Sequence[Evaluation], photos: Sequence[Image.
     return save_json(rows, folder / "metrics.json"), written
 
 
-def _still(low_res: torch.Tensor, photo: Image.Image, frame: int | None) -> np.ndarray:
-    """A map at the photo's size: an image's, or frame ``frame`` of a clip's (its T frames at the model's)."""
+def _still(low_res: torch.Tensor, photo: Image.Image, frame: int | None, frames: int | None = None) -> np.ndarray:
+    """A map at the photo's size: an image's, or frame ``frame`` of a clip's upsampled to ``frames``
+    (default its own count)."""
     if frame is None:
         return resized_map(low_res, photo.height, photo.width)
-    return resized_map(low_res, photo.height, photo.width, low_res.shape[0])[frame]
+    return resized_map(low_res, photo.height, photo.width, frames or low_res.shape[0])[frame]
 
 
 @dataclass(frozen=True)
@@ -335,18 +338,29 @@ class WrittenExplanation:
     pictures: dict[int, Path] = field(default_factory=dict)
 
 
-def explanation_figure(explanation: Explanation, photo: Image.Image, pictures: Mapping[int, Image.Image | None],
+def explanation_figure(explanation: Explanation, photo: Image.Image | Clip, pictures: Mapping[int, Image.Image | None],
                        filter_layer: str | None = None) -> bytes:
     """The figure of :func:`~convscope.presentation.drawing.explanation_png` for ``explanation`` over ``photo``,
-    with the filter pictures of its channels (``pictures``: channel -> picture)."""
-    height, width = photo.height, photo.width
-    _, map_height, map_width = explanation.maps.shape
+    with the filter pictures of its channels (``pictures``: channel -> picture). A clip's class map is
+    drawn on its middle frame, each channel's activation on the frame of its peak."""
+    clip = photo if isinstance(photo, Clip) else None
+    still = clip.frames[len(clip.frames) // 2] if clip else photo
+    height, width = still.height, still.width
+    map_height, map_width = explanation.maps.shape[-2:]
     rows = []
     for kind, c in explanation.sides():
         share = "" if c.share is None else f", {c.share:.1%} of the total"
-        peak = ((c.peak[1] + 0.5) * width / map_width, (c.peak[0] + 0.5) * height / map_height)
-        rows.append((f"{kind}: channel {c.index}{share}", pictures.get(c.index),
-                     resized_map(explanation.activations[c.index], height, width), c.contribution, peak))
+        row, column = c.peak[-2:]
+        peak = ((column + 0.5) * width / map_width, (row + 0.5) * height / map_height)
+        activation = explanation.activations[c.index]
+        if clip is None:
+            heat, frame = resized_map(activation, height, width), None
+        else:  # the clip's frame nearest the peak's
+            frames = len(clip.frames)
+            frame = min(frames - 1, int((c.peak[0] + 0.5) * frames / activation.shape[0]))
+            heat = resized_map(activation, height, width, frames)[frame]
+        caption = f"{kind}: channel {c.index}{share}" + ("" if frame is None else f" (frame {frame + 1})")
+        rows.append((caption, pictures.get(c.index), heat, c.contribution, peak, frame))
     supported = sum(c.contribution for c in explanation.supporting)
     summary = [f"layer {explanation.layer}", f"contributions sum to {explanation.total:.4g}",
                f"the top {len(explanation.supporting)} channels carry {supported:.4g}"]
@@ -354,7 +368,11 @@ def explanation_figure(explanation: Explanation, photo: Image.Image, pictures: M
         summary.append(f"pictures: the channels of {filter_layer}")
     title = (f"{explanation.label} (class {explanation.class_index})\nscore {explanation.score:.4g}, "
              f"probability {explanation.probability:.1%}")
-    return explanation_png(photo, resized_map(explanation.cam, height, width), title, "\n".join(summary), rows)
+    shown = [(caption, picture, heat, value, peak, clip.frames[frame] if clip else None)
+             for caption, picture, heat, value, peak, frame in rows]
+    return explanation_png(still, _still(explanation.cam, still, None if clip is None else len(clip.frames) // 2,
+                                         len(clip.frames) if clip else None),
+                           title, "\n".join(summary), shown)
 
 
 def write_explanations(explanations: Sequence[Explanation], photos: Sequence[Image.Image], names: Sequence[str],

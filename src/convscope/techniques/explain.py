@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -32,7 +33,7 @@ from ..hooks import evaluating, layer_hooks
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
 from ..precision import check_precision, choose_precision
-from .cams import weighted_sum
+from .cams import positions, weighted_sum
 from .capture import batch_for_classes, cam_layer, layer_pass
 
 #: Channels shown as supporting the class, by default, and the most negative ones shown beside them.
@@ -43,12 +44,13 @@ AGAINST = 2
 @dataclass(frozen=True)
 class ChannelContribution:
     """One channel's part in a class score: its index, ``contribution`` (sum_ij g*A), ``share`` of
-    the total (None unless the total is positive) and ``peak`` (row, column in the layer's output)."""
+    the total (None unless the total is positive) and ``peak`` (row, column in the layer's output; a
+    video network's frame, row, column)."""
 
     index: int
     contribution: float
     share: float | None
-    peak: tuple[int, int]
+    peak: tuple[int, ...]
 
     def as_json(self) -> dict[str, Any]:
         return {"index": self.index, "contribution": self.contribution, "share": self.share,
@@ -81,9 +83,8 @@ class Explanation:
         direction = 1.0 if value >= 0 else -1.0
         flat = (direction * self.maps[index]).flatten()
         where = int(torch.argmax(flat))  # the first of equal maxima
-        width = self.maps.shape[2]
-        return ChannelContribution(index, value, value / self.total if self.total > 0 else None,
-                                   (where // width, where % width))
+        peak = tuple(int(i) for i in np.unravel_index(where, tuple(self.maps.shape[1:])))
+        return ChannelContribution(index, value, value / self.total if self.total > 0 else None, peak)
 
     def ranked(self) -> list[ChannelContribution]:
         """Every channel, largest contribution first (ties: the smaller index first)."""
@@ -162,8 +163,8 @@ def explanations(model: Model, x: torch.Tensor, classes: int | str | Sequence[in
         found = layer_pass(model, x, layer, precision, fixed, gradients=True)
         acts, grads, logits, chosen = found.acts, found.grads, found.logits, found.classes
     products = grads * acts
-    contributions = products.sum(dim=(2, 3))
-    cams = torch.relu(weighted_sum(grads.mean(dim=(2, 3)), acts))  # Grad-CAM's map
+    contributions = products.sum(dim=positions(products))
+    cams = torch.relu(weighted_sum(grads.mean(dim=positions(grads)), acts))  # Grad-CAM's map
     probabilities = logits.softmax(dim=1)
     return [Explanation(image, cls, model.labels[cls], layer, float(logits[row, cls]),
                         float(probabilities[row, cls]), float(contributions[row].sum()), top,

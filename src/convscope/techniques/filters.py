@@ -83,7 +83,8 @@ def preactivation_path(model: Model, layer: str) -> str:
 def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, str], torch.Tensor]]:
     """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
     pre-activation of ``layer`` and returns it (B x C x h x w; a transformer's layer as its map, the
-    pictures resized to its input size); one hook for all the passes."""
+    pictures resized to its input size; a video network's B x C x t x h x w, each picture a still clip:
+    repeated over its frames); one hook for all the passes."""
     target = preactivation(model.all_layers(), layer)
     fixed = has_fixed_grid(model.all_layers())
     with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view) as stopped:
@@ -91,6 +92,8 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
             if fixed and tuple(rgb.shape[2:]) != model.input_size:
                 # a transformer's patch grid is fixed: its pictures are seen at its input size
                 rgb = F.interpolate(rgb, size=model.input_size, mode="bilinear", align_corners=False)
+            if model.frames is not None:  # a still: the picture in every frame
+                rgb = rgb[:, :, None].expand(-1, -1, model.frames, -1, -1)
             with computing_in(model.device, precision):
                 return stopped.run(prepare_input(model.preprocessing.normalize(rgb)))
         yield run
@@ -101,13 +104,13 @@ FLAT_STD = 0.01
 
 
 def _channel_objective(acts: torch.Tensor, filters: Sequence[int], objective: str = "mean") -> torch.Tensor:
-    """Item i's objective on channel filters[i], in fp32: its spatial mean, or (``neuron``) its
-    value at the centre position."""
+    """Item i's objective on channel filters[i], in fp32: its spatial mean (a video network's over t x h
+    x w), or (``neuron``) its value at the centre position."""
     index = torch.tensor(list(filters), device=acts.device)
     maps = acts.float()[torch.arange(len(filters), device=acts.device), index]
     if objective == "neuron":
-        return maps[:, maps.shape[1] // 2, maps.shape[2] // 2]
-    return maps.mean(dim=(1, 2))
+        return maps[(slice(None), *[size // 2 for size in maps.shape[1:]])]
+    return maps.mean(dim=tuple(range(1, maps.dim())))
 
 
 def score_images(model: Model | nn.Module, layer: str, images: torch.Tensor, filters: Sequence[int],

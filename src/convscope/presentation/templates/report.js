@@ -24,10 +24,10 @@
   imageSelect.addEventListener("change", () => {
     shownImage = Number(imageSelect.value);
     const image = data.images[shownImage];
-    actPhoto.src = image.file;
+    actPhoto.src = image.animation || image.file;
     actPhoto.width = image.width;
     actPhoto.height = image.height;
-    actPhoto.alt = "Input photo " + image.name;
+    actPhoto.alt = (image.frames ? "Input clip " : "Input photo ") + image.name;
     document.getElementById("act-photo-name").textContent = image.name;
     drawTiles(shownLayerSection());
   });
@@ -161,6 +161,19 @@
     }
   }
   function shownLayerSection() { return document.querySelector("section.layer:not([hidden])"); }
+  // A video network's layer: the frame slider shows each image's grid of that frame.
+  document.querySelectorAll("input.frame").forEach((slider) => {
+    slider.addEventListener("input", () => {
+      const frame = Number(slider.value);
+      document.querySelectorAll("img.grid").forEach((img) => {
+        if (img.dataset.kind === "activations" && img.dataset.layer === slider.dataset.layer && img.dataset.frames) {
+          img.src = JSON.parse(img.dataset.frames)[frame];
+        }
+      });
+      slider.nextElementSibling.textContent = (frame + 1) + " of " + (Number(slider.max) + 1);
+      drawTiles(shownLayerSection());
+    });
+  });
   document.querySelectorAll("canvas.tiles").forEach((tiles) => {
     tiles.addEventListener("click", (event) => {
       const rect = tiles.getBoundingClientRect(), d = tiles.dataset;
