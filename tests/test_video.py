@@ -234,3 +234,75 @@ def test_clip_is_a_value():
     frames = (Image.new("RGB", (4, 3)),) * 2
     clip = Clip(frames, "x")
     assert clip.map(lambda f: f.resize((2, 2))).size == (2, 2)
+
+
+# -- pixel attributions, metrics, "why this class" and the report on clips ---------------------------------
+def test_occlusion_of_a_clip_covers_the_square_in_every_frame():
+    """A network whose score is the sum of channel 0 of frame 1: occluding a square to the black
+    baseline drops the score by exactly the square's values there, in frame 1 only."""
+    class FrameSum(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv3d(3, 1, 1, bias=False)
+
+        def forward(self, x):
+            return torch.stack([self.conv(x)[:, 0, 1].sum(dim=(1, 2)), torch.zeros(len(x))], dim=1)
+
+    net = FrameSum().eval()
+    with torch.no_grad():
+        net.conv.weight.copy_(torch.tensor([1.0, 0, 0]).view(1, 3, 1, 1, 1))
+    model = convscope.load_model(net, input_size=4, frames=3, mean=(0, 0, 0), std=(1, 1, 1))
+    x = torch.rand(1, 3, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    result = convscope.attribute(model, x, 0, "occlusion", window=2, stride=2)
+    # each pixel lies in one 2 x 2 square; the square's drop is the sum of channel 0 of frame 1 inside it
+    squares = x[0, 0, 1].unfold(0, 2, 2).unfold(1, 2, 2).sum(dim=(2, 3))
+    expected = squares.repeat_interleave(2, 0).repeat_interleave(2, 1)
+    # the square covers every frame and every channel alike: each value gets its square's drop
+    torch.testing.assert_close(result.attributions[0], expected.expand(3, 3, 4, 4))
+
+
+def test_deletion_of_a_clip_removes_voxels_in_the_maps_order():
+    from convscope.techniques.metrics import curve_inputs
+
+    x = torch.ones(1, 2, 2, 2)  # C x T x H x W
+    heat = torch.tensor([[[0.1, 0.9], [0.5, 0.2]], [[0.8, 0.0], [0.3, 0.7]]])
+    steps = curve_inputs(x, heat, x, torch.zeros_like(x), 4)  # 2 voxels a step, highest first
+    removed = [(s[0] == 0).nonzero().tolist() for s in steps]
+    assert removed[1] == [[0, 0, 1], [1, 0, 0]]  # 0.9 and 0.8
+    assert {tuple(v) for v in removed[2]} == {(0, 0, 1), (1, 0, 0), (1, 1, 1), (0, 1, 0)}  # then 0.7, 0.5
+    assert len(removed[4]) == 8
+
+
+def test_why_this_class_of_a_clip_peaks_at_a_frame_row_and_column():
+    model = _tiny()
+    x = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(4))
+    (explanation,) = convscope.explain(model, x, 1, "relu", top=2)
+    net = model.module
+    with torch.no_grad():
+        acts = torch.relu(net.conv(x))[0]
+    # dY/dA_k = W_1k / (T H W): contribution_k = W_1k mean(A_k)
+    expected = net.fc.weight[1].detach() * acts.mean(dim=(1, 2, 3))
+    torch.testing.assert_close(explanation.contributions, expected, atol=1e-6, rtol=1e-5)
+    top = explanation.supporting[0]
+    direction = 1.0 if top.contribution >= 0 else -1.0
+    where = int(torch.argmax(direction * (net.fc.weight[1, top.index] * acts[top.index]).flatten()))
+    assert top.peak == tuple(int(i) for i in np.unravel_index(where, (4, 8, 8)))
+
+
+def test_the_report_of_a_clip(tmp_path):
+    from convscope.presentation.run import html_report
+
+    np.save(tmp_path / "clip.npy", (np.random.default_rng(1).random((6, 12, 16, 3)) * 255).astype(np.uint8))
+    index = html_report(_tiny(), [str(tmp_path / "clip.npy")], tmp_path / "out", filters_steps=2,
+                        filters_count=2, trust_methods="gradcam,saliency", sanity_seeds=1)
+    out = tmp_path / "out"
+    assert sorted(p.name for p in (out / "activations").glob("conv*")) == ["conv.png"] + [
+        f"conv_t{t:02d}.png" for t in range(4)]
+    with Image.open(out / "images" / "clip.webp") as clip:
+        assert clip.n_frames == 4
+    page = index.read_text(encoding="utf-8")
+    assert 'class="frame"' in page and "activations/conv_t03.png" in page
+    assert list((out / "cam").glob("clip_*_cam.webp")) and list((out / "attribute").glob("*_overlay.webp"))
+    assert (out / "evaluate" / "metrics.json").exists() and list((out / "explain").glob("clip_*.png"))
+    with Image.open(next((out / "filters").glob("conv.png"))) as grid:
+        assert grid.width > 0

@@ -180,9 +180,15 @@ def write_concept_files(found: Concepts, photos: Sequence[Image.Image], stems: S
     names = concept_names(found, labels)
     pictures = []
     for image, (photo, stem) in enumerate(zip(photos, stems)):
-        at_photo = F.interpolate(found.maps[image][None].float(), size=(photo.height, photo.width), mode="bilinear",
-                                 align_corners=False)[0].clamp(0, 1).cpu().numpy()
+        maps = found.maps[image]
         title = f"{len(names)} concepts of layer {found.layer}"
+        if isinstance(photo, Clip):  # a clip's concepts on its middle frame
+            middle = len(photo.frames) // 2
+            maps = resized_linearly(maps[None], (len(photo.frames), *maps.shape[-2:]))[0, :, middle]
+            photo = photo.frames[middle]
+            title += f", frame {middle + 1}"
+        at_photo = F.interpolate(maps[None].float(), size=(photo.height, photo.width), mode="bilinear",
+                                 align_corners=False)[0].clamp(0, 1).cpu().numpy()
         pictures.append(write_bytes(folder / f"{stem}_concepts.png",
                                     concepts_png(concept_overlay(photo, at_photo, alpha), names, title)))
     rows = [{"concept": k, "name": names[k], "norm": round(float(found.vectors[k].norm()), 4),

@@ -23,7 +23,7 @@ from torch import nn
 from ..errors import InputError, check_at_least
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
-from .cams import FULLGRAD_EPS, feeds_gap_linear, last_linear, minmax_channels
+from .cams import FULLGRAD_EPS, feeds_gap_linear, last_linear, minmax_channels, resized_linearly
 from .capture import cam_layer, layer_pass
 
 #: How many classes label each concept.
@@ -50,7 +50,7 @@ class Concepts:
 def factorize(acts: torch.Tensor, n: int) -> tuple[np.ndarray, np.ndarray]:
     """``(W + shift, H)`` of the non-negative factorization of the activations (B x K x h x w) as in
     the module notes: W K x n, H n x (B h w)."""
-    matrix = acts.detach().float().cpu().numpy().transpose(1, 0, 2, 3).reshape(acts.shape[1], -1)
+    matrix = acts.detach().float().cpu().transpose(0, 1).reshape(acts.shape[1], -1).numpy()
     matrix = np.nan_to_num(matrix)
     shift = matrix.min(axis=-1)
     factorization = _nmf_class("n")(n_components=n, init="random", random_state=0)
@@ -88,10 +88,9 @@ def concepts(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[
     check_concepts(model, layer, n)
     found = layer_pass(model, x, layer, "fp32", None, False)
     acts = found.acts
-    batch, _, h, w = acts.shape
     vectors, components = factorize(acts, n)
-    low_res = torch.from_numpy(components.reshape(n, batch, h, w).transpose(1, 0, 2, 3).astype(np.float32))
-    maps = F.interpolate(minmax_channels(low_res, FULLGRAD_EPS), size=x.shape[2:], mode="bilinear", align_corners=False)
+    low_res = torch.from_numpy(components.astype(np.float32)).reshape(n, acts.shape[0], *acts.shape[2:]).transpose(0, 1)
+    maps = resized_linearly(minmax_channels(low_res.contiguous(), FULLGRAD_EPS), x.shape[2:])
     vectors_t = torch.from_numpy(vectors.T.astype(np.float32))
     scores = top = None
     linear = last_linear(model.module)
