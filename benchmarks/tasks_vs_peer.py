@@ -10,8 +10,10 @@ Each timed after a warm-up, the median of ``--repeat`` runs. Targets: ours <= th
 1.2x of the floor. The models, random weights (seeded), at the peer's usual input size, the sample photos
 (``--batch`` of them, default 2): ``fasterrcnn_mobilenet_v3_large_fpn`` (512 px given, 800 inside: each
 image's best box, FasterRCNNBoxScoreTarget), ``deeplabv3_mobilenet_v3_large`` (segmentation, 520 px: the
-summed logits of each image's largest non-background class over its pixels) and ``vit_b_16`` (224 px: a
-class logit, the last block's first norm).
+summed logits of each image's largest non-background class over its pixels), ``vit_b_16`` (224 px: a
+class logit, the last block's first norm) and ``r3d_18`` (video: 16 frames of 112 px, each photo a still
+clip; a class logit, ``layer4``; the peer upsamples its 3-D map with scipy's cubic zoom, convscope
+trilinearly).
 
 Run alone on the machine (two torch processes distort each other):
     .venv/bin/python benchmarks/tasks_vs_peer.py [--batch 2] [--repeat 3] [--models all|LIST]
@@ -105,8 +107,17 @@ def detection_task() -> Task:
     return Task(model, net, None, targets)
 
 
+def video_task() -> Task:
+    from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+    net = _seeded(lambda: tvm.video.r3d_18(weights=None))
+    model = convscope.load_model(net, input_size=112, mean=(0.43216, 0.394666, 0.37645),
+                                 std=(0.22803, 0.22145, 0.216989), frames=16)
+    return Task(model, net, None, lambda x, classes: [ClassifierOutputTarget(c) for c in classes])
+
+
 TASKS = {"fasterrcnn_mobilenet_v3_large_fpn": detection_task, "deeplabv3_mobilenet_v3_large": segmentation_task,
-         "vit_b_16": vit_task}
+         "vit_b_16": vit_task, "r3d_18": video_task}
 
 
 def floor_work(task: Task, x: torch.Tensor, layer: str, classes: list[int]) -> Callable[[], None]:

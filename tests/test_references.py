@@ -74,7 +74,7 @@ def _raw_map(model, x, result, method):
     """The method's map before its final ReLU, from the same pass convscope makes."""
     found = layer_pass(model, x, result.layer, "fp32", result.classes, METHODS[method].needs_gradients)
     return map_of_terms(METHODS[method].compute(CamInputs(found.acts, found.grads, x, found.logits, found.classes,
-                                                          None, 1)))
+                                                          None, 1)), channel_terms=METHODS[method].channel_terms)
 
 
 @pytest.mark.parametrize("model_name, size", [("default", 96), ("vgg19", 64)])

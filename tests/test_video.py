@@ -88,7 +88,7 @@ def test_bad_clips_fail_in_one_line(tmp_path):
     with pytest.raises(ImageError, match="no such file or folder"):
         read_clip(tmp_path / "missing.mp4", 4)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ImageError, match="holds no image file"):
+    with pytest.raises(ImageError, match="is a directory holding no image file"):
         probe_clip(tmp_path / "empty")
     np.save(tmp_path / "flat.npy", np.zeros((4, 5)))
     with pytest.raises(ImageError, match=r"expected a T x H x W x 3 or T x H x W volume, got shape \(4, 5\)"):

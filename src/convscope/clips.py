@@ -132,7 +132,8 @@ def _frame_files(folder: Path) -> list[Path]:
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_SUFFIXES),
                    key=_natural_key)
     if not files:
-        raise ImageError(f"{folder}: a folder of frames, but it holds no image file ({', '.join(FRAME_SUFFIXES)})")
+        raise ImageError(f"{folder}: is a directory holding no image file ({', '.join(FRAME_SUFFIXES)}), so neither "
+                         "an image nor a folder of frames")
     return files
 
 
