@@ -4,6 +4,8 @@ pytorch-grad-cam's 3-D path on torchvision's r3d_18 (random weights, seeded); th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -306,3 +308,29 @@ def test_the_report_of_a_clip(tmp_path):
     assert (out / "evaluate" / "metrics.json").exists() and list((out / "explain").glob("clip_*.png"))
     with Image.open(next((out / "filters").glob("conv.png"))) as grid:
         assert grid.width > 0
+
+
+def test_a_dataset_of_clips(tmp_path):
+    from convscope.dataset import load
+    from convscope.dataset.pipeline import run
+
+    source = tmp_path / "clips"
+    (source / "sub").mkdir(parents=True)
+    np.save(source / "a.npy", _volume(5, 12, 16))
+    np.save(source / "sub" / "b.npy", _volume(7, 10, 10))
+    (source / "sub" / "photo.jpg").write_bytes(b"")  # an image is not a clip: not read
+    np.save(source / "bad.npy", np.zeros((3, 4)))
+    model = _tiny()
+    folder = run(model, source, tmp_path / "out", metrics=["deletion"], steps=4)
+    table = load(folder).to_pylist()
+    assert [Path(row["path"]).name for row in table] == ["a.npy", "bad.npy", "b.npy"]
+    assert "expected a T x H x W x 3 or T x H x W volume" in table[1]["error"]
+    good = table[0]
+    assert good["cam_shape"] == [4, 8, 8] and (good["width"], good["height"]) == (16, 12)
+    x = model.preprocess(str(source / "a.npy"))
+    expected = compute_cam(model, x, None, None, "gradcam")
+    torch.testing.assert_close(torch.tensor(good["cam"]).view(4, 8, 8), expected.low_res[0])
+    assert good["deletion"] is not None
+    assert sorted(p.name for p in (folder / "thumbs").iterdir()) == ["000000.jpg", "000002.jpg"]
+    with pytest.raises(InputError, match="examples: TinyVideoNet takes clips"):
+        run(model, source, tmp_path / "out2", examples="default")

@@ -76,6 +76,10 @@ class DatasetOptions:
         check_at_least("steps", self.steps, 1)
         cam_method(self.method)
         metrics = parse_metrics(self.metrics, DATASET_METRICS)
+        if self.examples is not None and model.frames is not None:
+            raise InputError(f"examples: {model.name} takes clips; dataset examples (crops of each channel's "
+                             "strongest units) are made for image networks only in this version",
+                             parameter="examples")
         examples = examples_layers(model, self.examples) if self.examples is not None else []
         if self.examples is not None:
             check_examples_top(self.examples_top, images)
@@ -100,7 +104,7 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
         from .ray_engine import check_ray
 
         check_ray()
-    images, root = find_images(source)
+    images, root = find_images(source, clips=model.frames is not None)
     if options.limit is not None:
         check_at_least("limit", options.limit, 1)
         images = images[:options.limit]

@@ -22,6 +22,7 @@ import numpy as np
 from jinja2 import Environment
 
 from ..catalog import DATASET_DIR, EXAMPLES_DIR, FILTERS_DIR
+from ..clips import read_clip
 from ..errors import ConvscopeError
 from ..images import load_image
 from ..model import Model
@@ -168,7 +169,16 @@ def _histogram_bars(histogram: dict) -> list[dict]:
 
 
 def _remake_thumbnail(row: dict, target: Path) -> None:
-    write_thumbnail(np.asarray(thumbnail(load_image(row["path"]))), row["cam"], row["cam_shape"], target)
+    if len(row["cam_shape"]) == 3:  # a clip's: its middle frame
+        clip = read_clip(row["path"], MIDDLE_OF_THREE)
+        photo = clip.frames[1]
+    else:
+        photo = load_image(row["path"])
+    write_thumbnail(np.asarray(thumbnail(photo)), row["cam"], row["cam_shape"], target)
+
+
+#: Three frames evenly spaced over a clip: the second is its middle one.
+MIDDLE_OF_THREE = 3
 
 
 def _settings(folder: Path) -> dict[str, Any]:

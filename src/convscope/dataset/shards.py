@@ -29,6 +29,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from ..catalog import DATASET_DIR
+from ..clips import read_clip
 from ..errors import ConvscopeError, InputError
 from ..images import load_image
 from ..model import Model
@@ -108,8 +109,14 @@ class _Images(Dataset):
 
     def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, tuple[int, int], str | None,
                                                np.ndarray | None]:
-        """(index, model input, photo size, error, the photo at thumbnail size) of image ``index``."""
+        """(index, model input, photo size, error, the photo at thumbnail size) of image ``index`` (a
+        video network's clip: its middle frame at thumbnail size)."""
         try:
+            if self.preprocessing.frames is not None:
+                clip = read_clip(self.paths[index], self.preprocessing.frames)
+                middle = clip.frames[len(clip.frames) // 2]
+                return (index, self.preprocessing.clip_tensor(clip.frames), clip.size, None,
+                        np.asarray(thumbnail(middle)))
             image = load_image(self.paths[index])
             resized = self.preprocessing.resized(image)
             thumb = thumbnail(resized if resized.mode == "RGB" else image, image.size)
@@ -200,9 +207,12 @@ def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int
 
 
 def write_thumbnail(thumb: np.ndarray, cam: Sequence[float], shape: Sequence[int], target: Path) -> Path:
-    """``target``: the photo at thumbnail size with its low-resolution map laid over."""
-    return save_image(map_over(Image.fromarray(thumb), torch.tensor(cam, dtype=torch.float32).view(*shape)), target,
-                      quality=80)
+    """``target``: the photo at thumbnail size with its low-resolution map laid over (a clip's middle
+    frame with its map's middle frame)."""
+    low = torch.tensor(cam, dtype=torch.float32).view(*shape)
+    if low.dim() == 3:
+        low = low[len(low) // 2]
+    return save_image(map_over(Image.fromarray(thumb), low), target, quality=80)
 
 
 def _one_thread(_worker: int) -> None:

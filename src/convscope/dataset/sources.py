@@ -12,25 +12,30 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..clips import VIDEO_SUFFIXES
 from ..errors import InputError
 from ..model import Model
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+#: What a video network's dataset run reads: video files and ``.npy`` volumes (a clip each).
+CLIP_SUFFIXES = (*VIDEO_SUFFIXES, ".npy")
 
 
-def folder_images(folder: Path) -> list[Path]:
-    """The images in ``folder`` and below (by their suffix), sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def folder_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[Path]:
+    """The images in ``folder`` and below (by their suffix: ``suffixes``), sorted."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
 
 
-def find_images(source: str | os.PathLike) -> tuple[list[Path], Path | None]:
+def find_images(source: str | os.PathLike, clips: bool = False) -> tuple[list[Path], Path | None]:
     """The images of ``source`` (a folder, searched recursively; a glob; or a text file listing
     paths, one per line, relative to the file), sorted, and the folder they come from (None for a
-    glob or a list). InputError when there is nothing to read."""
+    glob or a list); with ``clips``, a video network's clips instead (:data:`CLIP_SUFFIXES`).
+    InputError when there is nothing to read."""
+    suffixes = CLIP_SUFFIXES if clips else IMAGE_SUFFIXES
     text = os.fspath(source)
     path = Path(text)
     if path.is_dir():
-        images = folder_images(path)
+        images = folder_images(path, suffixes)
         root: Path | None = path
     elif path.is_file():
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
@@ -38,12 +43,13 @@ def find_images(source: str | os.PathLike) -> tuple[list[Path], Path | None]:
                          for line in lines if line and not line.startswith("#")})
         root = None
     elif any(ch in text for ch in "*?["):
-        images = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(Path(p) for p in glob.glob(text, recursive=True) if Path(p).suffix.lower() in suffixes)
         root = None
     else:
         raise InputError(f"source {text}: no such folder, file or glob", parameter="source")
     if not images:
-        raise InputError(f"source {text}: holds no images ({', '.join(IMAGE_SUFFIXES[:5])}, ...)", parameter="source")
+        what = "clips" if clips else "images"
+        raise InputError(f"source {text}: holds no {what} ({', '.join(suffixes[:5])}, ...)", parameter="source")
     return images, root
 
 
