@@ -158,8 +158,51 @@ def test_detection_from_the_command_line(capsys, tmp_path):
     assert len(list((tmp_path / "b" / "cam").glob("coffee_*_cam.jpg"))) == 2
 
 
-def test_a_dataset_run_on_a_detector_is_one_line(tmp_path):
-    with pytest.raises(InputError, match="^model: TinyDetector is a detector; a dataset run of one row per image and "
-                                         "box is not in this version"):
-        convscope.dataset.run(_model(), tmp_path, tmp_path / "out")
-    assert not (tmp_path / "out").exists()
+def test_a_dataset_run_on_a_detector_has_a_row_per_box(tmp_path):
+    from PIL import Image
+
+    from convscope.dataset import load, summary
+    from convscope.dataset.report import write_dataset_report
+
+    source = tmp_path / "photos"
+    source.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).save(source / f"{name}.png")
+    model = _model()
+    folder = convscope.dataset.run(model, source, tmp_path / "out", metrics=["deletion"], steps=4)
+    rows = load(folder).to_pylist()
+    assert summary(load(folder))["images"] == 2 and len(rows) == 4
+    reference = _model()
+    x = reference.preprocess([str(source / "a.png"), str(source / "b.png")])
+    ranked = reference.predict(x)
+    for image, predictions in enumerate(ranked):
+        mine = [row for row in rows if row["image"] == image]
+        assert [row["box"] for row in mine] == [list(map(float, p.box)) for p in predictions]  # best first
+        assert [row["thumb"] for row in mine] == [f"{image:06d}-{k:02d}.jpg" for k in range(2)]
+        for row, p in zip(mine, predictions):
+            assert row["top_classes"] == [p.class_index] and row["cam_class"] == p.class_index
+            assert row["top_probabilities"][0] == pytest.approx(p.value, abs=1e-6)
+            expected = compute_cam(reference, x[image:image + 1], [p.index], None, "gradcam").low_res[0]
+            torch.testing.assert_close(torch.tensor(row["cam"]).view(*row["cam_shape"]), expected)
+            assert row["deletion"] is not None
+    assert sorted(p.name for p in (folder / "thumbs").iterdir()) == [f"{i:06d}-{k:02d}.jpg" for i in (0, 1)
+                                                                     for k in (0, 1)]
+    index = write_dataset_report(tmp_path / "out", model.class_labels)
+    first = ", ".join(f"{v:.0f}" for v in rows[0]["box"])
+    assert f"a.png (box {first})" in (folder / "pages" / "image-000000.html").read_text(encoding="utf-8")
+    assert "000000-01.jpg" in (folder / "pages" / "image-000001.html").read_text(encoding="utf-8")
+    assert index.exists()
+
+
+def test_a_dataset_image_without_a_box_is_a_row_without_a_map(tmp_path):
+    from PIL import Image
+
+    from convscope.dataset import load
+
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(tmp_path / "a.png")
+    folder = convscope.dataset.run(_model(threshold=0.999), tmp_path / "a.png", tmp_path / "out")
+    (row,) = load(folder).to_pylist()
+    assert row["error"] is None and row["cam"] is None and row["box"] is None and row["top_classes"] == []
+    with pytest.raises(InputError, match="^examples: TinyDetector is a detector"):
+        convscope.dataset.run(_model(), tmp_path / "a.png", tmp_path / "out2", examples="default")

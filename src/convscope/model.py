@@ -137,6 +137,14 @@ class Model:
             self._labels = imagenet_labels() if outputs == 1000 else numbered_labels(outputs)
         return self.target.labels(self._labels or ())
 
+    @property
+    def class_labels(self) -> tuple[str, ...]:
+        """The names of the classes the module knows: :attr:`labels`, except for a detector, whose
+        labels name its boxes: its categories (which the boxes' labels index; empty when not given)."""
+        if self.target.finds_entries:
+            return tuple(self._labels or ())
+        return self.labels
+
     @labels.setter
     def labels(self, labels: Sequence[str]) -> None:
         self._labels = tuple(labels)

@@ -444,11 +444,12 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     if args.examples is not None:
         with _progress_bar(args.quiet, "filter pictures") as bar:
             write_example_filters(model, args.out, progress=bar.update, on_total=_total_of(bar))
-    index = write_dataset_report(args.out, model.labels)
+    index = write_dataset_report(args.out, model.class_labels)
     result = dataset.summary(dataset.load(folder))
     accuracy = "" if result["accuracy"] is None else \
         f"; top-1 accuracy {result['accuracy']:.1%} on {result['labelled']} labelled images"
-    print(f"{result['images']} images in {folder}{accuracy}; {len(result['errors'])} unreadable")
+    boxes = f" ({result['rows'] - len(result['errors'])} rows: a row per box)" if model.target.finds_entries else ""
+    print(f"{result['images']} images in {folder}{boxes}{accuracy}; {len(result['errors'])} unreadable")
     for path, error in result["errors"][:20]:
         print(f"  unreadable: {error}")
     print(f"Report: {index.resolve()}")

@@ -76,9 +76,10 @@ class DatasetOptions:
         check_at_least("steps", self.steps, 1)
         cam_method(self.method)
         metrics = parse_metrics(self.metrics, DATASET_METRICS)
-        if self.examples is not None and model.frames is not None:
-            raise InputError(f"examples: {model.name} takes clips; dataset examples (crops of each channel's "
-                             "strongest units) are made for image networks only in this version",
+        if self.examples is not None and (model.frames is not None or model.target.finds_entries):
+            what = "takes clips" if model.frames is not None else "is a detector"
+            raise InputError(f"examples: {model.name} {what}; dataset examples (crops of each channel's strongest "
+                             "units) are made for image classifiers and segmenters only in this version",
                              parameter="examples")
         examples = examples_layers(model, self.examples) if self.examples is not None else []
         if self.examples is not None:
@@ -97,9 +98,6 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     batch; with Ray, after each shard), after ``on_total`` was told how many images the run has."""
     options = check_options(DatasetOptions, options, keywords)
     check_choice("engine", options.engine, ENGINES)
-    if model.target.finds_entries:
-        raise InputError(f"model: {model.name} is a detector; a dataset run of one row per image and box is not "
-                         "in this version (convscope cam, evaluate and run explain its boxes)", parameter="model")
     if options.engine == "ray":
         from .ray_engine import check_ray
 
@@ -116,8 +114,11 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
     check_at_least("batch_size", batch_size, 1)
     check_at_least("workers", options.workers, 0)
     settings = options.settings(model, len(images))
-    truth = (file_labels(model, images, options.labels) if options.labels is not None
-             else folder_labels(model, images, root))
+    if model.target.finds_entries:  # a detector's rows are its boxes: no class per image to check
+        truth = None
+    else:
+        truth = (file_labels(model, images, options.labels) if options.labels is not None
+                 else folder_labels(model, images, root))
     manifest = Manifest(settings, [image_entry(p) for p in images])
     folder = prepare_out_dir(out, DATASET_DIR) / DATASET_DIR
     _check_resume(folder, manifest, options.restart)

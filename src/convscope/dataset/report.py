@@ -41,7 +41,7 @@ CONFUSIONS = 20
 
 #: The columns the pages show (the maps are read only to remake a missing thumbnail).
 SHOWN = ("path", "error", "width", "height", "top_classes", "top_probabilities", "true_class", "correct",
-         "cam_class", "drop", "deletion", "insertion")
+         "cam_class", "drop", "deletion", "insertion", "box", "thumb")
 
 
 def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
@@ -62,25 +62,29 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
     for index, row in enumerate(rows):
         if row["error"] is not None:
             continue
-        thumb = f"{index:06d}.jpg"
+        thumb = row.get("thumb") or f"{index:06d}.jpg"  # a row's own (a detector's box); earlier runs': by row
         if thumb not in made:
             try:
                 _remake_thumbnail(table.slice(index, 1).to_pylist()[0], thumbs / thumb)
             except ConvscopeError:  # the photo changed or went away since the run
                 continue
         name = Path(row["path"]).name
-        predicted = row["top_classes"][0]
+        if row.get("box") is not None:
+            name += f" (box {', '.join(f'{v:.0f}' for v in row['box'])})"
+        found = bool(row["top_classes"])  # a detector's image without a box has none
         item = {"name": name, "thumb": f"../thumbs/{thumb}", "aspect": f"{row['width']} / {row['height']}",
-                "page": f"image-{index:06d}.html", "predicted": labels[predicted],
-                "probability": row["top_probabilities"][0],
+                "page": f"image-{index:06d}.html",
+                "predicted": _label(labels, row["top_classes"][0]) if found else "no box above the threshold",
+                "probability": row["top_probabilities"][0] if found else 0.0,
                 "true": labels[row["true_class"]] if row["true_class"] is not None else None}
         items[index] = item
         metrics = [(name_, row[name_]) for name_ in ("drop", "deletion", "insertion") if row.get(name_) is not None]
         html = image_page.render(
             name=name, path=row["path"], thumb=item["thumb"], aspect=item["aspect"],
-            cam_label=labels[row["cam_class"]], method=settings.get("method", ""),
+            cam_label=_label(labels, row["cam_class"]) if row["cam_class"] is not None else "none (no box)",
+            method=settings.get("method", ""),
             cam_layer=settings.get("cam_layer", ""), true=item["true"], correct=row["correct"], metrics=metrics,
-            predictions=[{"index": i, "label": labels[i], "probability": p}
+            predictions=[{"index": i, "label": _label(labels, i), "probability": p}
                          for i, p in zip(row["top_classes"], row["top_probabilities"])])
         write_bytes(pages / item["page"], html.encode("utf-8"))
     galleries = {}
@@ -168,13 +172,19 @@ def _histogram_bars(histogram: dict) -> list[dict]:
             for i, c in enumerate(counts)]
 
 
+def _label(labels: Sequence[str], index: int) -> str:
+    """Class ``index``'s label (``class N`` past the labels: a detector's categories may be unnamed)."""
+    return labels[index] if 0 <= index < len(labels) else f"class {index}"
+
+
 def _remake_thumbnail(row: dict, target: Path) -> None:
-    if len(row["cam_shape"]) == 3:  # a clip's: its middle frame
+    if row["cam_shape"] is not None and len(row["cam_shape"]) == 3:  # a clip's: its middle frame
         clip = read_clip(row["path"], MIDDLE_OF_THREE)
         photo = clip.frames[1]
     else:
         photo = load_image(row["path"])
-    write_thumbnail(np.asarray(thumbnail(photo)), row["cam"], row["cam_shape"], target)
+    write_thumbnail(np.asarray(thumbnail(photo)), row["cam"], row["cam_shape"], target)  # (a detector's box: not
+    # redrawn here, the model input's size is not known to the report)
 
 
 #: Three frames evenly spaced over a clip: the second is its middle one.
@@ -188,7 +198,7 @@ def _settings(folder: Path) -> dict[str, Any]:
 
 def _galleries(rows: list[dict], items: dict[int, dict], labels: Sequence[str]) -> list[tuple[str, str, list[int]]]:
     shown = [i for i in items]
-    confidence = {i: rows[i]["top_probabilities"][0] for i in shown}
+    confidence = {i: (rows[i]["top_probabilities"] or [0.0])[0] for i in shown}
     galleries = [
         ("mistakes", "Most confident mistakes",
          sorted((i for i in shown if rows[i]["correct"] is False), key=lambda i: -confidence[i])),
@@ -197,9 +207,10 @@ def _galleries(rows: list[dict], items: dict[int, dict], labels: Sequence[str]) 
     ]
     by_class: dict[int, list[int]] = {}
     for i in shown:
-        by_class.setdefault(rows[i]["top_classes"][0], []).append(i)
+        if rows[i]["top_classes"]:
+            by_class.setdefault(rows[i]["top_classes"][0], []).append(i)
     for cls in sorted(by_class):
-        galleries.append((f"class-{cls}", f"Predicted {labels[cls]} ({cls})",
+        galleries.append((f"class-{cls}", f"Predicted {_label(labels, cls)} ({cls})",
                           sorted(by_class[cls], key=lambda i: -confidence[i])))
     by_truth: dict[int, list[int]] = {}
     for i in shown:

@@ -6,8 +6,8 @@
 * A :class:`ShardJob` is :data:`SHARD_SIZE` images; :func:`write_shard` computes their rows (the
   top-5 predictions, the true class and whether the top-1 is right when known, the CAM of the
   predicted class -- and of the true class where it differs -- at the layer's resolution, the
-  chosen metrics; an unreadable image is a row with its error) and writes
-  ``shard-NNNNN.parquet`` atomically, with each image's thumbnail in ``thumbs/`` on the way.
+  chosen metrics; an unreadable image is a row with its error; a detector's image a row per box) and
+  writes ``shard-NNNNN.parquet`` atomically, with each row's thumbnail in ``thumbs/`` on the way.
 * :func:`load` reads the shards back as one table, :func:`summary` counts it.
 """
 
@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 from torch.utils.data import DataLoader, Dataset
 
 from ..catalog import DATASET_DIR
@@ -143,6 +143,7 @@ SCHEMA = pa.schema([
     ("cam_class", pa.int32()), ("cam_shape", pa.list_(pa.int32())), ("cam", pa.list_(pa.float32())),
     ("true_cam", pa.list_(pa.float32())),
     ("drop", pa.float32()), ("deletion", pa.float32()), ("insertion", pa.float32()),
+    ("image", pa.int32()), ("box", pa.list_(pa.float32())), ("thumb", pa.string()),
 ])
 
 
@@ -178,41 +179,55 @@ def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int
                         worker_init_fn=_one_thread if workers else None)
     thumbs = job.target.parent / "thumbs"
     thumbs.mkdir(exist_ok=True)
-    rows: list[dict] = [{}] * len(job.paths)
+    rows: list[list[dict]] = [[]] * len(job.paths)  # each image's rows: one, or a detector's one per box
     with ThreadPoolExecutor(max_workers=1) as drawing:  # thumbnails drawn while the model runs
         pending = []
         for items in loader:
             good = [item for item in items if item[1] is not None]
             for index, _, _, error, _ in items:
                 if error is not None:
-                    rows[index] = {"path": os.fspath(job.paths[index]), "error": error}
+                    rows[index] = [{"path": os.fspath(job.paths[index]), "error": error, "image": job.first + index}]
             if good:
                 x = torch.stack([item[1] for item in good]).to(model.device, model.dtype)
                 batch_rows = _batch_rows(model, x, [job.truth[i] for i, *_ in good], settings,
                                          examples.watchers() if examples is not None else None)
                 if examples is not None:
                     examples.keep([job.first + item[0] for item in good])
-                for item, row in zip(good, batch_rows):
+                for item, image_rows in zip(good, batch_rows):
                     index, _, size, _, thumb = item
-                    rows[index] = {"path": os.fspath(job.paths[index]), "error": None, "width": size[0],
-                                   "height": size[1], **row}
-                    pending.append(drawing.submit(write_thumbnail, thumb, row["cam"], row["cam_shape"],
-                                                  thumbs / f"{job.first + index:06d}.jpg"))
+                    number = job.first + index
+                    rows[index] = []
+                    for k, row in enumerate(image_rows):
+                        name = f"{number:06d}.jpg" if not model.target.finds_entries else f"{number:06d}-{k:02d}.jpg"
+                        rows[index].append({"path": os.fspath(job.paths[index]), "error": None, "width": size[0],
+                                            "height": size[1], "image": number, "thumb": name, **row})
+                        pending.append(drawing.submit(write_thumbnail, thumb, row["cam"], row["cam_shape"],
+                                                      thumbs / name, row.get("box"), model.input_size))
             if progress is not None:
                 progress(len(items))
         for done in pending:
             done.result()
-    return rows
+    return [row for image_rows in rows for row in image_rows]
 
 
-
-def write_thumbnail(thumb: np.ndarray, cam: Sequence[float], shape: Sequence[int], target: Path) -> Path:
+def write_thumbnail(thumb: np.ndarray, cam: Sequence[float] | None, shape: Sequence[int] | None, target: Path,
+                    box: Sequence[float] | None = None, input_size: tuple[int, int] | None = None) -> Path:
     """``target``: the photo at thumbnail size with its low-resolution map laid over (a clip's middle
-    frame with its map's middle frame)."""
-    low = torch.tensor(cam, dtype=torch.float32).view(*shape)
-    if low.dim() == 3:
-        low = low[len(low) // 2]
-    return save_image(map_over(Image.fromarray(thumb), low), target, quality=80)
+    frame with its map's middle frame; a detection's box, in the model input's pixels of
+    ``input_size`` (H, W), outlined); the photo alone where there is no map (a detector that found
+    no box)."""
+    picture = Image.fromarray(thumb)
+    if cam is not None:
+        low = torch.tensor(cam, dtype=torch.float32).view(*shape)
+        if low.dim() == 3:
+            low = low[len(low) // 2]
+        picture = map_over(picture, low)
+    if box is not None and input_size is not None:
+        x_scale, y_scale = picture.width / input_size[1], picture.height / input_size[0]
+        x0, y0, x1, y1 = box
+        ImageDraw.Draw(picture).rectangle((x0 * x_scale, y0 * y_scale, x1 * x_scale, y1 * y_scale),
+                                          outline=(255, 255, 255), width=2)
+    return save_image(picture, target, quality=80)
 
 
 def _one_thread(_worker: int) -> None:
@@ -220,8 +235,11 @@ def _one_thread(_worker: int) -> None:
 
 
 def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], settings: Settings,
-                watch: dict[str, Callable[[torch.Tensor], None]] | None = None) -> list[dict]:
+                watch: dict[str, Callable[[torch.Tensor], None]] | None = None) -> list[list[dict]]:
+    """Each image's rows: one (its top classes, its map and metrics), or a detector's one per box."""
     checked = CamSettings(settings.cam_layer, METHODS[settings.method], settings.precision)  # checked by run()
+    if model.target.finds_entries:
+        return _detection_rows(model, x, settings, checked)
     result = cam_maps(model, x, checked, None, watch=watch)
     if model.target.ranks_classes:  # a classifier's ranking comes from the pass the maps made
         values, indices = result.logits.softmax(dim=1).topk(min(TOP, result.logits.shape[1]), dim=1)
@@ -234,23 +252,62 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
     if others:
         true_result = cam_maps(model, x[others], checked, [truth[i] for i in others])
         true_maps = {i: true_result.low_res[row] for row, i in enumerate(others)}
-    measured: dict[str, torch.Tensor] = {}
-    if "drop" in settings.metrics:
-        measured["drop"] = measure.average_drop(model, x, result.maps, result.classes, settings.precision)
-    for kind in ("deletion", "insertion"):
-        if kind in settings.metrics:
-            measured[kind] = measure.auc(measure.curves(model, x, result.maps, result.classes, kind, settings.steps,
-                                                        precision=settings.precision))
+    measured = _measured(model, x, result.maps, result.classes, settings)
     rows = []
     for i, (cls, true) in enumerate(zip(result.classes, truth)):
         low = result.low_res[i]
-        rows.append({
+        rows.append([{
             "top_classes": tops[i][0], "top_probabilities": [round(v, 6) for v in tops[i][1]],
             "true_class": true, "correct": None if true is None else bool(cls == true),
             "cam_class": cls, "cam_shape": list(low.shape), "cam": low.flatten().tolist(),
             "true_cam": true_maps[i].flatten().tolist() if i in true_maps else None,
             **{name: float(values_[i]) for name, values_ in measured.items()},
-        })
+        }])
+    return rows
+
+
+def _measured(model: Model, x: torch.Tensor, maps: torch.Tensor, classes: Sequence[int],
+              settings: Settings) -> dict[str, torch.Tensor]:
+    """The chosen metrics of each row's map."""
+    measured: dict[str, torch.Tensor] = {}
+    if "drop" in settings.metrics:
+        measured["drop"] = measure.average_drop(model, x, maps, classes, settings.precision)
+    for kind in ("deletion", "insertion"):
+        if kind in settings.metrics:
+            measured[kind] = measure.auc(measure.curves(model, x, maps, classes, kind, settings.steps,
+                                                        precision=settings.precision))
+    return measured
+
+
+def _detection_rows(model: Model, x: torch.Tensor, settings: Settings, checked: CamSettings) -> list[list[dict]]:
+    """A detector's rows: one per box above the score threshold (``top_classes`` and
+    ``top_probabilities`` its class and score, ``box`` in the model input's pixels, its map and
+    metrics), each image's boxes best first; an image without a box one row without a map. The boxes
+    are those ``predict`` finds in the batch (the target adopts them)."""
+    try:
+        ranked = model.predict(x, top=TOP)
+    except InputError as exc:
+        if exc.parameter != "score_threshold":
+            raise
+        ranked = [[] for _ in range(len(x))]  # no box in any image of the batch
+    pairs = [(image, p) for image, predictions in enumerate(ranked) for p in predictions]
+    maps = measured = None
+    if pairs:
+        rows_x = x[[image for image, _ in pairs]]
+        boxes = [p.index for _, p in pairs]
+        result = cam_maps(model, rows_x, checked, boxes)
+        maps, measured = result.low_res, _measured(model, rows_x, result.maps, boxes, settings)
+    rows: list[list[dict]] = [[] for _ in range(len(x))]
+    for row, (image, p) in enumerate(pairs):
+        rows[image].append({
+            "top_classes": [p.class_index], "top_probabilities": [round(p.value, 6)],
+            "true_class": None, "correct": None, "cam_class": p.class_index, "box": [round(v, 2) for v in p.box],
+            "cam_shape": list(maps[row].shape), "cam": maps[row].flatten().tolist(), "true_cam": None,
+            **{name: float(values[row]) for name, values in measured.items()}})
+    for image in range(len(x)):
+        if not rows[image]:
+            rows[image].append({"top_classes": [], "top_probabilities": [], "true_class": None, "correct": None,
+                                "cam_class": None, "box": None, "cam_shape": None, "cam": None, "true_cam": None})
     return rows
 
 
@@ -262,14 +319,15 @@ def load(out: str | os.PathLike) -> pa.Table:
     shards = sorted(folder.glob("shard-*.parquet"))
     if not shards:
         raise InputError(f"out {folder}: holds no dataset results", parameter="out")
-    return pa.concat_tables([pq.read_table(shard) for shard in shards])
+    return pa.concat_tables([pq.read_table(shard) for shard in shards], promote_options="default")
 
 
 def summary(table: pa.Table) -> dict[str, Any]:
-    """Counts, errors and, when labels are known, accuracy: what the command line prints at the end."""
+    """Counts (images; rows, one per box for a detector), errors and, when labels are known, accuracy:
+    what the command line prints at the end."""
     rows = table.select(["path", "error", "correct"]).to_pylist()
     errors = [(row["path"], row["error"]) for row in rows if row["error"]]
     judged = [row["correct"] for row in rows if row["correct"] is not None]
-    return {"images": len(rows), "errors": errors,
+    return {"images": len({row["path"] for row in rows}), "rows": len(rows), "errors": errors,
             "accuracy": (sum(judged) / len(judged)) if judged else None, "labelled": len(judged)}
 

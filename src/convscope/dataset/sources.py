@@ -27,8 +27,8 @@ def folder_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> lis
 
 
 def find_images(source: str | os.PathLike, clips: bool = False) -> tuple[list[Path], Path | None]:
-    """The images of ``source`` (a folder, searched recursively; a glob; or a text file listing
-    paths, one per line, relative to the file), sorted, and the folder they come from (None for a
+    """The images of ``source`` (a folder, searched recursively; a glob; one image file; or a text
+    file listing paths, one per line, relative to the file), sorted, and the folder they come from (None for a
     glob or a list); with ``clips``, a video network's clips instead (:data:`CLIP_SUFFIXES`).
     InputError when there is nothing to read."""
     suffixes = CLIP_SUFFIXES if clips else IMAGE_SUFFIXES
@@ -37,6 +37,8 @@ def find_images(source: str | os.PathLike, clips: bool = False) -> tuple[list[Pa
     if path.is_dir():
         images = folder_images(path, suffixes)
         root: Path | None = path
+    elif path.is_file() and path.suffix.lower() in suffixes:  # one image (or clip)
+        images, root = [path], None
     elif path.is_file():
         lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
         images = sorted({(path.parent / line) if not Path(line).is_absolute() else Path(line)
