@@ -334,3 +334,13 @@ def test_a_dataset_of_clips(tmp_path):
     assert sorted(p.name for p in (folder / "thumbs").iterdir()) == ["000000.jpg", "000002.jpg"]
     with pytest.raises(InputError, match="examples: TinyVideoNet takes clips"):
         run(model, source, tmp_path / "out2", examples="default")
+
+
+def test_the_notebook_displays_clips():
+    model = _tiny()
+    x = torch.randn(1, 3, 4, 8, 8, generator=torch.Generator().manual_seed(5))
+    assert convscope.cam(model, x, 0)._repr_png_().startswith(b"\x89PNG")
+    assert convscope.attribute(model, x, 0)._repr_png_().startswith(b"\x89PNG")
+    assert "frame 1 of 4" in convscope.activations(model, x, "conv")._repr_html_()
+    assert "<img" in convscope.evaluate(model, x, 0, "relu", "gradcam", metrics="deletion", steps=2)._repr_html_()
+    assert "<img" in convscope.explain(model, x, 0, "relu", top=1, filters_steps=1)._repr_html_()

@@ -12,11 +12,13 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import nn
 
 from ..catalog import FILTERS_PRECISION, MAPS_PRECISION
+from ..clips import Clip
 from ..errors import ConvscopeError
 from ..images import ImageSource
 from ..model import Model, as_input, as_model
@@ -27,7 +29,16 @@ from ..techniques import evaluate as evaluate_technique
 from ..techniques import explain as explain_technique
 from ..techniques import filters as filters_technique
 from ..techniques.attributions import AttributionResult
-from .drawing import overlay, photo_of_input, picture_grid, png_bytes, render_grid, side_by_side, signed_overlay
+from .drawing import (
+    overlay,
+    photo_of_input,
+    picture_grid,
+    png_bytes,
+    render_frame_grids,
+    render_grid,
+    side_by_side,
+    signed_overlay,
+)
 from .filter_cache import filter_picture_images
 from .html import data_uri_img
 from .plans import plan_explain
@@ -39,15 +50,34 @@ NOTEBOOK_LAYERS = 12
 NOTEBOOK_IMAGES = 8
 
 
+def _still(image: torch.Tensor, heat: torch.Tensor) -> tuple[Image.Image, np.ndarray]:
+    """An input (C x H x W) as a photo with its map; a clip's (C x T x H x W, a T x H x W map) middle frame."""
+    if image.dim() == 4:
+        middle = image.shape[1] // 2
+        return photo_of_input(image[:, middle]), (heat[middle] if heat.dim() == 3 else heat).numpy()
+    return photo_of_input(image), heat.numpy()
+
+
+def _photo_or_clip(image: torch.Tensor) -> Image.Image | Clip:
+    """An input as a photo (C x H x W) or a clip of its frames (C x T x H x W)."""
+    if image.dim() == 4:
+        return Clip(tuple(photo_of_input(image[:, t]) for t in range(image.shape[1])), "clip")
+    return photo_of_input(image)
+
+
 class Activations(dict):
     """``{layer: B x C x H x W}`` as :func:`convscope.activations` returns it; in a notebook, the
-    first image's grid of each layer (the first :data:`NOTEBOOK_LAYERS`, as thumbnails)."""
+    first image's grid of each layer (the first :data:`NOTEBOOK_LAYERS`, as thumbnails; a video
+    network's first frame)."""
 
     def _repr_html_(self) -> str:
         parts = []
         for name, value in list(self.items())[:NOTEBOOK_LAYERS]:
             shape = "x".join(map(str, value.shape[1:]))
-            if value.dim() == 4:
+            if value.dim() == 5:
+                shape += f" (frame 1 of {value.shape[2]})"
+                picture = data_uri_img(png_bytes(render_frame_grids(value[0])[0], NOTEBOOK_WIDTH), alt=name)
+            elif value.dim() == 4:
                 picture = data_uri_img(png_bytes(render_grid(value[0]), NOTEBOOK_WIDTH), alt=name)
             else:
                 picture = "(not a feature map)"
@@ -88,7 +118,7 @@ class CamMaps(torch.Tensor):
             torch.zeros(len(maps), 3, *maps.shape[1:])
         pictures = []
         for heat, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES]):
-            pictures.append(overlay(photo_of_input(image), heat.numpy(), alpha=0.4 if self.rgb is not None else 1.0))
+            pictures.append(overlay(*_still(image, heat), alpha=0.4 if self.rgb is not None else 1.0))
         return png_bytes(side_by_side(pictures), width=NOTEBOOK_WIDTH * 2)
 
 
@@ -103,7 +133,7 @@ class Attributions(AttributionResult):
         maps = self.maps.detach().float().cpu()
         rgb = self.rgb if self.rgb is not None and len(self.rgb) == len(maps) else \
             torch.zeros(len(maps), 3, *maps.shape[1:])
-        pictures = [signed_overlay(photo_of_input(image), signed.numpy())
+        pictures = [signed_overlay(*_still(image, signed))
                     for signed, image in zip(maps[:NOTEBOOK_IMAGES], rgb[:NOTEBOOK_IMAGES])]
         return png_bytes(side_by_side(pictures), width=NOTEBOOK_WIDTH * 2)
 
@@ -124,8 +154,7 @@ class Evaluations(list):
                 best = group[0]
                 picture = ""
                 if image is not None:
-                    picture = data_uri_img(png_bytes(overlay(photo_of_input(image), best.map.numpy()), 160),
-                                           alt=best.title)
+                    picture = data_uri_img(png_bytes(overlay(*_still(image, best.map)), 160), alt=best.title)
                 sanity = "" if best.sanity is None or not best.sanity.spearman else (
                     ("passed" if best.sanity.passed else "failed") + f" ({best.sanity.spearman[0]:.2f})")
                 methods = html.escape(evaluate_technique.group_title(group)) + (" (empty)" if best.empty else "")
@@ -173,7 +202,7 @@ class Explanations(list):
         for e in self[:NOTEBOOK_IMAGES]:
             figure = ""
             if self.rgb is not None:
-                figure = data_uri_img(explanation_figure(e, photo_of_input(self.rgb[e.image]), pictures),
+                figure = data_uri_img(explanation_figure(e, _photo_or_clip(self.rgb[e.image]), pictures),
                                       width=f"{NOTEBOOK_WIDTH * 2 // 1.25:.0f}",
                                       alt=f"Why {e.label}: the channels of {e.layer}")
             rows = "".join(f"<tr><td>{kind}</td><td>{c.index}</td><td>{c.contribution:+.4g}</td>"
