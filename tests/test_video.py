@@ -344,3 +344,11 @@ def test_the_notebook_displays_clips():
     assert "frame 1 of 4" in convscope.activations(model, x, "conv")._repr_html_()
     assert "<img" in convscope.evaluate(model, x, 0, "relu", "gradcam", metrics="deletion", steps=2)._repr_html_()
     assert "<img" in convscope.explain(model, x, 0, "relu", top=1, filters_steps=1)._repr_html_()
+
+
+def test_a_video_transformer_is_refused_in_one_line():
+    import torchvision.models as tvm
+
+    torch.manual_seed(0)
+    with pytest.raises(InputError, match="^model: SwinTransformer3d is a video transformer"):
+        convscope.load_model(tvm.video.swin3d_t(weights=None).eval(), input_size=32, frames=4).layers()

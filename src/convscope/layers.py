@@ -237,6 +237,10 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     hidden = set(hidden)
     with evaluating(module), torch.no_grad(), record_call_order(module) as calls:
         module(dummy_input)
+    if dummy_input.dim() == 5 and any("Attention" in type(call.module).__name__ for call in calls):
+        raise InputError(f"model: {type(module).__name__} is a video transformer (attention over a clip's tokens: "
+                         "swin3d, mvit); convscope sees video networks of 3-D convolutions (r3d_18, mc3_18, "
+                         "r2plus1d_18, s3d) and image transformers, not these yet", parameter="model")
     grid = patch_grid(calls)
     layers = []
     for call in calls:
