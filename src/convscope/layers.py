@@ -40,11 +40,22 @@ POOL_TYPES = (nn.modules.pooling._MaxPoolNd, nn.modules.pooling._AvgPoolNd,
 NORM_TYPES = (nn.modules.batchnorm._BatchNorm,)
 
 
+#: Keras layer classes by kind (a Keras layer is a torch module on Keras's PyTorch backend).
+KERAS_KINDS = {"conv": ("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose"),
+               "pool": ("MaxPooling2D", "AveragePooling2D", "GlobalAveragePooling2D", "GlobalMaxPooling2D",
+                        "MaxPooling1D", "AveragePooling1D", "MaxPooling3D", "AveragePooling3D"),
+               "norm": ("BatchNormalization",)}
+
+
 def module_kind(module: nn.Module) -> str:
-    """``conv``, ``pool``, ``norm`` (batch norm) or ``other``."""
+    """``conv``, ``pool``, ``norm`` (batch norm) or ``other`` (a Keras layer by its class)."""
     for kind, types in (("conv", CONV_TYPES), ("pool", POOL_TYPES), ("norm", NORM_TYPES)):
         if isinstance(module, types):
             return kind
+    if type(module).__module__.startswith("keras"):
+        for kind, names in KERAS_KINDS.items():
+            if type(module).__name__ in names:
+                return kind
     return "other"
 
 
@@ -225,13 +236,15 @@ class LayerInfo:
 
 
 def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
-                    aliases: Sequence[LayerAlias] = (), hidden: Iterable[str] = ()) -> list[LayerInfo]:
+                    aliases: Sequence[LayerAlias] = (), hidden: Iterable[str] = (),
+                    channels_last: bool = False) -> list[LayerInfo]:
     """All layers of ``module`` in the order their outputs are produced, from one forward pass on
     ``dummy_input`` (eval mode, no gradients; hooks removed and the mode restored afterwards).
 
     Every submodule that runs gets an entry under its path, listed unless it is in ``hidden``; an
     alias gets a listed entry of its own just before its target module's entry. In a vision
-    transformer, token and channels-last outputs get a :class:`LayerView` and the shape of its map.
+    transformer, token and channels-last outputs get a :class:`LayerView` and the shape of its map;
+    with ``channels_last`` (a Keras model: NHWC), every B x H x W x C output is seen as B x C x H x W.
     """
     by_target = {alias.target: alias for alias in aliases}
     hidden = set(hidden)
@@ -245,6 +258,8 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     layers = []
     for call in calls:
         view: LayerView | None = layer_view(call.shape, grid)
+        if channels_last and call.shape is not None and len(call.shape) == 3:
+            view = ChannelsLast()
         shape = view.shape(call.shape) if view is not None else call.shape
         if len(call.levels) > 1:
             view = PyramidLevels(tuple(key for key, _ in call.levels))
@@ -261,7 +276,7 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
 
 
 def _kernel(module: nn.Module) -> tuple[int, ...] | None:
-    return tuple(module.kernel_size) if isinstance(module, CONV_TYPES) else None
+    return tuple(module.kernel_size) if module_kind(module) == "conv" and hasattr(module, "kernel_size") else None
 
 
 def warn_if_called_again(layer: LayerInfo) -> None:

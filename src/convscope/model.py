@@ -47,6 +47,7 @@ class Model:
 
     A video network (its first convolution a ``Conv3d``, or ``frames`` given) takes clips: B x C x T x H
     x W with ``frames`` = T (default :data:`DEFAULT_FRAMES`), read by :mod:`convscope.clips`.
+    ``channels_last``: the module's layers output B x H x W x C (a Keras model), seen as B x C x H x W.
     """
 
     def __init__(self, module: nn.Module, *, name: str = "custom", weights: str = "custom",
@@ -57,7 +58,8 @@ class Model:
                  aliases: Sequence[LayerAlias] = (), hidden: Sequence[str] = (),
                  output: int | str | Callable[[Any], torch.Tensor] | None = None,
                  target: str | None = None, multilabel: bool = False,
-                 target_options: TargetOptions | None = None, frames: int | None = None) -> None:
+                 target_options: TargetOptions | None = None, frames: int | None = None,
+                 channels_last: bool = False) -> None:
         if not isinstance(module, nn.Module):
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
                              parameter="module")
@@ -89,6 +91,11 @@ class Model:
         self.multilabel = multilabel
         self._target_options = target_options or TargetOptions()
         self._returns = ""  # what the module returns, in words (found with the target)
+        self.channels_last = channels_last
+        #: What convscope guessed when it loaded the model, in one line (a Keras model's preprocessing), or None.
+        self.loading_note: str | None = None
+        #: The module takes inputs of its own size only (a Keras model built for one input shape).
+        self.fixed_input_size = False
 
     def __repr__(self) -> str:
         return f"<convscope.Model {self.name} weights={self.weights} input={self.input_size}>"
@@ -303,7 +310,7 @@ class Model:
         if self._all_layers is None:
             dummy = self.dummy_input()
             try:
-                self._all_layers = discover_layers(self.module, dummy, self.aliases, self.hidden)
+                self._all_layers = discover_layers(self.module, dummy, self.aliases, self.hidden, self.channels_last)
             except RuntimeError as exc:
                 reason = " ".join(str(exc).split())[:200]
                 raise InputError(f"input_size: the module fails on an input of {'x'.join(map(str, dummy.shape))} "

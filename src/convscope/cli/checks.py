@@ -18,7 +18,15 @@ import argparse
 import os
 from collections.abc import Callable
 
-from ..catalog import CMAP, DATASET_METRICS, FILTER_SIZES, RANKED_METHOD_NAMES, SAMPLES
+from ..catalog import (
+    CMAP,
+    DATASET_METRICS,
+    DEFAULT_MODEL,
+    FILTER_SIZES,
+    MODEL_FILE_SUFFIXES,
+    RANKED_METHOD_NAMES,
+    SAMPLES,
+)
 from ..errors import InputError, check_at_least, check_between
 from ..specs import check_fuse, check_metrics, check_samples, filter_spec, parse_box, parse_methods, parse_metrics
 
@@ -156,6 +164,10 @@ def check_args(args: argparse.Namespace) -> None:
     """Every check of the parsed ``args`` that needs no model, each raising the library's InputError:
     the number of images of a report, the ``sample:NAME`` images, then the command's settings."""
     images = _images(args)
+    if getattr(args, "images", None) and len(args.images) > 1 and args.images[0].lower().endswith(MODEL_FILE_SUFFIXES) \
+            and args.model == DEFAULT_MODEL:  # `convscope run model.keras IMAGE...`: the first is the model
+        args.model, args.images = args.images[0], args.images[1:]
+        images = images[1:]
     if args.command == "run" and len(images) > MAX_REPORT_IMAGES:
         raise InputError(f"{len(images)} images make a report too large to open ({MAX_REPORT_IMAGES} at most); "
                          "for a folder of images use `convscope dataset FOLDER`")

@@ -17,7 +17,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from .. import dataset, models
-from ..catalog import ACTIVATIONS_DIR, ATTRIBUTE_DIR, CAM_DIR, CONCEPTS_DIR, EVALUATE_DIR, EXPLAIN_DIR, FILTERS_DIR
+from ..catalog import (
+    ACTIVATIONS_DIR,
+    ATTRIBUTE_DIR,
+    CAM_DIR,
+    CONCEPTS_DIR,
+    DEFAULT_WEIGHTS,
+    EVALUATE_DIR,
+    EXPLAIN_DIR,
+    FILTERS_DIR,
+)
 from ..clips import Clip, is_clip_source, probe_clip
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
@@ -81,7 +90,10 @@ def _resolve_device(name: str) -> str:
 def _load(args: argparse.Namespace) -> Model:
     """The model, with the target the flags ask for or the one its output calls for: said in one line on
     stdout unless it is a class's logit (or the command prints JSON)."""
-    model = models.load_model(args.model, args.weights, device=_resolve_device(args.device))
+    model = models.load_model(args.model, None if args.weights == DEFAULT_WEIGHTS else args.weights,
+                              device=_resolve_device(args.device), preprocess=getattr(args, "preprocess", None))
+    if model.loading_note is not None and not getattr(args, "json", False):
+        print(model.loading_note)
     if hasattr(args, "target"):
         region = None if args.region is None else region_mask(args.region, model.input_size)
         reference, reference_name = _reference(model, args.reference) if args.reference else (None, "the reference")

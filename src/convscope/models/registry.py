@@ -29,6 +29,25 @@ RANDOM_SEED = 0
 ModelBuilder = Callable[[str, str], Model]
 #: Model names (``vgg19``) and family prefixes (``torchvision:``) -> builder; see :func:`register_model`.
 MODELS: dict[str, ModelBuilder] = {}
+#: A model file's builder: (path, preprocess, input size) -> Model.
+FileBuilder = Callable[[str, "str | None", "int | tuple[int, int] | None"], Model]
+#: Model file suffixes (``.keras``, ``.onnx``) -> builder; see :func:`register_model_file`.
+MODEL_FILES: dict[str, FileBuilder] = {}
+
+
+def register_model_file(*suffixes: str) -> Callable[[FileBuilder], FileBuilder]:
+    """Decorator: ``load_model("path/model<suffix>")`` builds with ``builder(path, preprocess, input_size)``."""
+    def register(builder: FileBuilder) -> FileBuilder:
+        for suffix in suffixes:
+            MODEL_FILES[suffix] = builder
+        return builder
+    return register
+
+
+def model_file_suffix(name: str) -> str | None:
+    """The registered suffix ``name`` ends with (a model file), or None."""
+    lowered = name.lower()
+    return next((suffix for suffix in MODEL_FILES if lowered.endswith(suffix)), None)
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -66,7 +85,8 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
                std: Sequence[float] = IMAGENET_STD,
                output: int | str | Callable[[Any], torch.Tensor] | None = None,
                target: str | None = None, multilabel: bool = False,
-               target_options: TargetOptions | None = None, frames: int | None = None) -> Model:
+               target_options: TargetOptions | None = None, frames: int | None = None,
+               preprocess: str | None = None) -> Model:
     """Load a model by name, or wrap a ``torch.nn.Module``.
 
     ``weights``: ``imagenet`` (the default; pretrained, for torchvision models fetched into torch's
@@ -83,8 +103,12 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     for, ``multilabel=True`` for a sigmoid classifier), ``target_options`` its settings.
     ``frames``: the clip length T of a video network (a module whose first convolution is a ``Conv3d``
     takes 16 unless told; a torchvision video model its own).
+
+    ``name`` may be a model file (``.keras``, ``.h5``: a Keras model; ``.onnx``) or a ``keras.Model``
+    in memory, run on Keras's PyTorch backend; ``preprocess`` (``caffe``, ``tf``, ``torch``, ``none``)
+    says how its input is normalized (default: as Keras documents for a ``keras.applications`` name).
     """
-    model = _load(name, weights, device, labels, input_size, mean, std, output, frames)
+    model = _load(name, weights, device, labels, input_size, mean, std, output, frames, preprocess)
     if target is not None or multilabel or target_options is not None:
         model.use_target(target, target_options, multilabel)
     return model
@@ -93,7 +117,21 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
 def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch.device | None,
           labels: Sequence[str] | None, input_size: int | tuple[int, int], mean: Sequence[float],
           std: Sequence[float], output: int | str | Callable[[Any], torch.Tensor] | None,
-          frames: int | None = None) -> Model:
+          frames: int | None = None, preprocess: str | None = None) -> Model:
+    from .keras_source import is_keras_model, keras_model
+
+    if is_keras_model(name):
+        model = keras_model(name, name.name, preprocess, None if input_size == 224 else input_size)
+        return _finish(model, device, labels, output, frames)
+    if preprocess is not None and not (isinstance(name, str) and model_file_suffix(name)):
+        raise InputError("preprocess: applies to Keras models and ONNX files; give mean= and std= for others",
+                         parameter="preprocess")
+    if isinstance(name, str) and model_file_suffix(name) and name.strip() not in MODELS:
+        if weights is not None and str(weights) != DEFAULT_WEIGHTS:
+            raise InputError(f"weights {weights}: {name} holds its own weights", parameter="weights")
+        model = MODEL_FILES[model_file_suffix(name)](name.strip(), preprocess,
+                                                     None if input_size == 224 else input_size)
+        return _finish(model, device, labels, output, frames)
     if isinstance(name, nn.Module):
         model = _wrap_module(name, weights, device, labels, input_size, mean, std, frames)
         model.output = output
@@ -107,12 +145,23 @@ def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch
         model = MODELS[key](key, spec)
     elif colon and rest and prefix + colon in MODELS:
         model = MODELS[prefix + colon](rest, spec)
+    elif Path(key).exists():
+        saved_model = Path(key).is_dir() and (Path(key) / "saved_model.pb").exists()
+        what = ("is a TensorFlow SavedModel folder: export it to a .keras file (model.save('model.keras')) or to "
+                "ONNX") if saved_model else f"is not a model file convscope opens ({', '.join(MODEL_FILES)})"
+        raise InputError(f"model {key}: {what}", parameter="model")
     else:
         full_names = [known for known in MODELS if not known.endswith(":")]
         close = difflib.get_close_matches(key, full_names, n=2, cutoff=0.5)
         hint = f"did you mean {', '.join(close)}? " if close else ""
         choices = [name if not name.endswith(":") else f"{name}<name>" for name in MODELS]
         raise InputError(f"unknown model {key!r}: {hint}choose {', '.join(choices[:-1])} or {choices[-1]}")
+    return _finish(model, device, labels, output, frames)
+
+
+def _finish(model: Model, device: str | torch.device | None, labels: Sequence[str] | None,
+            output: int | str | Callable[[Any], torch.Tensor] | None, frames: int | None) -> Model:
+    """A built model with the caller's labels, output, clip length and device, in eval mode."""
     if labels is not None:
         model.labels = labels
     if output is not None:

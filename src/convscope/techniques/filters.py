@@ -83,10 +83,11 @@ def preactivation_path(model: Model, layer: str) -> str:
 def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, str], torch.Tensor]]:
     """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
     pre-activation of ``layer`` and returns it (B x C x h x w; a transformer's layer as its map, the
-    pictures resized to its input size; a video network's B x C x t x h x w, each picture a still clip:
+    pictures resized to its input size, as for a model that takes only its own size (a Keras model
+    built for one); a video network's B x C x t x h x w, each picture a still clip:
     repeated over its frames); one hook for all the passes."""
     target = preactivation(model.all_layers(), layer)
-    fixed = has_fixed_grid(model.all_layers())
+    fixed = has_fixed_grid(model.all_layers()) or model.fixed_input_size
     with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view) as stopped:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
             if fixed and tuple(rgb.shape[2:]) != model.input_size:
