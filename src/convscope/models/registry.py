@@ -31,7 +31,7 @@ ModelBuilder = Callable[[str, str], Model]
 MODELS: dict[str, ModelBuilder] = {}
 #: A model file's builder: (path, preprocess, input size) -> Model.
 FileBuilder = Callable[[str, "str | None", "int | tuple[int, int] | None"], Model]
-#: Model file suffixes (``.keras``, ``.onnx``) -> builder; see :func:`register_model_file`.
+#: Model file suffixes (``.keras``, ``.h5``) -> builder; see :func:`register_model_file`.
 MODEL_FILES: dict[str, FileBuilder] = {}
 
 
@@ -104,8 +104,8 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     ``frames``: the clip length T of a video network (a module whose first convolution is a ``Conv3d``
     takes 16 unless told; a torchvision video model its own).
 
-    ``name`` may be a model file (``.keras``, ``.h5``: a Keras model; ``.onnx``) or a ``keras.Model``
-    in memory, run on Keras's PyTorch backend; ``preprocess`` (``caffe``, ``tf``, ``torch``, ``none``)
+    ``name`` may be a Keras model file (``.keras``, ``.h5``) or a ``keras.Model`` in memory, run on
+    Keras's PyTorch backend; ``preprocess`` (``caffe``, ``tf``, ``torch``, ``none``)
     says how its input is normalized (default: as Keras documents for a ``keras.applications`` name).
     """
     model = _load(name, weights, device, labels, input_size, mean, std, output, frames, preprocess)
@@ -124,7 +124,7 @@ def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch
         model = keras_model(name, name.name, preprocess, None if input_size == 224 else input_size)
         return _finish(model, device, labels, output, frames)
     if preprocess is not None and not (isinstance(name, str) and model_file_suffix(name)):
-        raise InputError("preprocess: applies to Keras models and ONNX files; give mean= and std= for others",
+        raise InputError("preprocess: applies to Keras models; give mean= and std= for others",
                          parameter="preprocess")
     if isinstance(name, str) and model_file_suffix(name) and name.strip() not in MODELS:
         if weights is not None and str(weights) != DEFAULT_WEIGHTS:
