@@ -25,7 +25,7 @@ from ..errors import InputError
 from ..images import Preprocessing
 from ..layers import LayerAlias
 from ..model import IMAGENET_MEAN, IMAGENET_STD, Model
-from .registry import register_model_file
+from .registry import register_model_file, register_model_object
 
 #: Files read as Keras models.
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -139,6 +139,13 @@ def keras_model(model: Any, name: str, preprocess: str | None = None,
             f"{model.name} is not a keras.applications name: the ImageNet mean and std"
         result.loading_note = f"preprocessing: {mode} ({why}; --preprocess sets it)"
     return result
+
+
+@register_model_object(is_keras_model)
+def load_keras_object(model: Any, preprocess: str | None = None,
+                      input_size: int | tuple[int, int] | None = None) -> Model:
+    """A ``keras.Model`` in memory."""
+    return keras_model(model, model.name, preprocess, input_size)
 
 
 @register_model_file(*KERAS_SUFFIXES)

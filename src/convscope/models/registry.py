@@ -44,6 +44,21 @@ def register_model_file(*suffixes: str) -> Callable[[FileBuilder], FileBuilder]:
     return register
 
 
+#: Builders of models held in memory that are not plain torch modules (a ``keras.Model``): each a
+#: (recognizes, build) pair; ``build(model, preprocess, input_size)`` -> Model.
+ObjectBuilder = Callable[[Any, "str | None", "int | tuple[int, int] | None"], Model]
+MODEL_OBJECTS: list[tuple[Callable[[Any], bool], ObjectBuilder]] = []
+
+
+def register_model_object(recognizes: Callable[[Any], bool]) -> Callable[[ObjectBuilder], ObjectBuilder]:
+    """Decorator: ``load_model(obj)`` builds with ``builder(obj, preprocess, input_size)`` where
+    ``recognizes(obj)`` (checked before the plain-module wrapping)."""
+    def register(builder: ObjectBuilder) -> ObjectBuilder:
+        MODEL_OBJECTS.append((recognizes, builder))
+        return builder
+    return register
+
+
 def model_file_suffix(name: str) -> str | None:
     """The registered suffix ``name`` ends with (a model file), or None."""
     lowered = name.lower()
@@ -118,11 +133,10 @@ def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch
           labels: Sequence[str] | None, input_size: int | tuple[int, int], mean: Sequence[float],
           std: Sequence[float], output: int | str | Callable[[Any], torch.Tensor] | None,
           frames: int | None = None, preprocess: str | None = None) -> Model:
-    from .keras_source import is_keras_model, keras_model
-
-    if is_keras_model(name):
-        model = keras_model(name, name.name, preprocess, None if input_size == 224 else input_size)
-        return _finish(model, device, labels, output, frames)
+    for recognizes, build in MODEL_OBJECTS:
+        if recognizes(name):
+            return _finish(build(name, preprocess, None if input_size == 224 else input_size), device, labels,
+                           output, frames)
     if preprocess is not None and not (isinstance(name, str) and model_file_suffix(name)):
         raise InputError("preprocess: applies to Keras models; give mean= and std= for others",
                          parameter="preprocess")
