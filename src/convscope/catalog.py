@@ -11,10 +11,10 @@ from __future__ import annotations
 
 #: What a map explains (convscope/targets.py registers each; a test checks the two agree) and the
 #: multilabel target's default threshold on the sigmoid probability.
-#: A Keras model's input normalizations (``models/keras_source.PREPROCESS``).
+#: A Keras or ONNX model's input normalizations (``models/keras_source.PREPROCESS``).
 PREPROCESS_MODES = ("caffe", "tf", "torch", "none")
-#: Model files convscope opens (``--model path`` or the first IMAGE): Keras's.
-MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5")
+#: Model files convscope opens (``--model path`` or the first IMAGE): Keras's, then ONNX.
+MODEL_FILE_SUFFIXES = (".keras", ".h5", ".hdf5", ".onnx")
 TARGET_NAMES = ("class", "softmax", "rest", "multilabel", "segmentation", "embedding", "output", "detection")
 TARGET_THRESHOLD = 0.5
 

@@ -91,7 +91,8 @@ def _load(args: argparse.Namespace) -> Model:
     """The model, with the target the flags ask for or the one its output calls for: said in one line on
     stdout unless it is a class's logit (or the command prints JSON)."""
     model = models.load_model(args.model, None if args.weights == DEFAULT_WEIGHTS else args.weights,
-                              device=_resolve_device(args.device), preprocess=getattr(args, "preprocess", None))
+                              device=_resolve_device(args.device), preprocess=getattr(args, "preprocess", None),
+                              input_size=_input_size(getattr(args, "input_size", None)))
     if model.loading_note is not None and not getattr(args, "json", False):
         print(model.loading_note)
     if hasattr(args, "target"):
@@ -102,6 +103,17 @@ def _load(args: argparse.Namespace) -> Model:
         if model.target.name != "class" and not getattr(args, "json", False):  # a classifier's is no news
             print(model.describe_target())
     return model
+
+
+def _input_size(text: str | None) -> tuple[int, int] | None:
+    """``--input-size H,W`` (or one number for both) as (H, W)."""
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) not in (1, 2) or not all(part.strip().isdigit() and int(part) > 0 for part in parts):
+        raise InputError(f"input_size {text!r}: give H,W or one positive number", parameter="input_size")
+    values = [int(part) for part in parts]
+    return (values[0], values[-1])
 
 
 def _reference(model: Model, arg: str) -> tuple[torch.Tensor, str]:

@@ -95,12 +95,15 @@ def _shared_options() -> dict[str, argparse.ArgumentParser]:
     group = model.add_argument_group("model")
     group.add_argument("--model", default=DEFAULT_MODEL, metavar="NAME",
                        help=f"{DEFAULT_MODEL} (default, offline ImageNet weights), vgg16, vgg19, "
-                            "torchvision:<name>, timm:<name>, or a Keras file: model.keras (or .h5; also given "
-                            "as the first IMAGE)")
+                            "torchvision:<name>, timm:<name>, or a model file: model.keras (or .h5), model.onnx "
+                            "(also given as the first IMAGE)")
     group.add_argument("--preprocess", choices=PREPROCESS_MODES, default=None,
-                       help="a Keras model's input normalization: caffe (BGR minus the ImageNet means), "
+                       help="a Keras or ONNX model's input normalization: caffe (BGR minus the ImageNet means), "
                             "tf ([-1, 1]), torch (ImageNet mean and std) or none (0-255); default: as Keras "
                             "documents for a keras.applications name, else torch")
+    group.add_argument("--input-size", default=None, metavar="H,W",
+                       help="the input size of a model file whose size is not fixed (an ONNX file with dynamic "
+                            "height and width): H,W or one number")
     group.add_argument("--weights", default=DEFAULT_WEIGHTS, metavar="SPEC",
                        help="imagenet (default), random (untrained, seeded) or a path to a state dict "
                             "(.pth/.pt/.safetensors)")

@@ -21,6 +21,7 @@ from . import bundled  # noqa: F401
 from . import torchvision_source  # noqa: F401
 from . import timm_source  # noqa: F401
 from . import keras_source  # noqa: F401
+from . import onnx_source  # noqa: F401
 # isort: on
 
 #: The models ``load_model`` knows by full name.

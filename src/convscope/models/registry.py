@@ -96,7 +96,7 @@ def _check_weights_spec(weights: str | Path) -> str:
 
 def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None = None, *,
                device: str | torch.device | None = None, labels: Sequence[str] | None = None,
-               input_size: int | tuple[int, int] = 224, mean: Sequence[float] = IMAGENET_MEAN,
+               input_size: int | tuple[int, int] | None = None, mean: Sequence[float] = IMAGENET_MEAN,
                std: Sequence[float] = IMAGENET_STD,
                output: int | str | Callable[[Any], torch.Tensor] | None = None,
                target: str | None = None, multilabel: bool = False,
@@ -109,7 +109,7 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     (``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
 
     A ``torch.nn.Module`` keeps its own weights unless ``weights`` is a path to load into it;
-    ``labels``, ``input_size``, ``mean`` and ``std`` describe its input and classes, and its mode,
+    ``labels``, ``input_size`` (default 224), ``mean`` and ``std`` describe its input and classes, and its mode,
     device and parameters are left as they are (a ``device`` other than the one it is on is an
     error: move it yourself). Named models are built in eval mode on ``device`` (default cpu).
     ``output`` picks the class scores from a module that returns a tuple, a list or a dict: an
@@ -119,9 +119,10 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     ``frames``: the clip length T of a video network (a module whose first convolution is a ``Conv3d``
     takes 16 unless told; a torchvision video model its own).
 
-    ``name`` may be a Keras model file (``.keras``, ``.h5``) or a ``keras.Model`` in memory, run on
-    Keras's PyTorch backend; ``preprocess`` (``caffe``, ``tf``, ``torch``, ``none``)
-    says how its input is normalized (default: as Keras documents for a ``keras.applications`` name).
+    ``name`` may be a model file -- Keras's ``.keras``/``.h5`` (or a ``keras.Model`` in memory), run
+    on Keras's PyTorch backend, or ``.onnx`` -- ; ``preprocess`` (``caffe``, ``tf``, ``torch``,
+    ``none``) says how its input is normalized (default: as Keras documents for a
+    ``keras.applications`` name, else ``torch``).
     """
     model = _load(name, weights, device, labels, input_size, mean, std, output, frames, preprocess)
     if target is not None or multilabel or target_options is not None:
@@ -130,24 +131,25 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
 
 
 def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch.device | None,
-          labels: Sequence[str] | None, input_size: int | tuple[int, int], mean: Sequence[float],
+          labels: Sequence[str] | None, input_size: int | tuple[int, int] | None, mean: Sequence[float],
           std: Sequence[float], output: int | str | Callable[[Any], torch.Tensor] | None,
           frames: int | None = None, preprocess: str | None = None) -> Model:
     for recognizes, build in MODEL_OBJECTS:
         if recognizes(name):
-            return _finish(build(name, preprocess, None if input_size == 224 else input_size), device, labels,
+            return _finish(build(name, preprocess, input_size), device, labels,
                            output, frames)
     if preprocess is not None and not (isinstance(name, str) and model_file_suffix(name)):
-        raise InputError("preprocess: applies to Keras models; give mean= and std= for others",
+        raise InputError("preprocess: applies to Keras models and ONNX files; give mean= and std= for others",
                          parameter="preprocess")
     if isinstance(name, str) and model_file_suffix(name) and name.strip() not in MODELS:
         if weights is not None and str(weights) != DEFAULT_WEIGHTS:
             raise InputError(f"weights {weights}: {name} holds its own weights", parameter="weights")
         model = MODEL_FILES[model_file_suffix(name)](name.strip(), preprocess,
-                                                     None if input_size == 224 else input_size)
+                                                     input_size)
         return _finish(model, device, labels, output, frames)
     if isinstance(name, nn.Module):
-        model = _wrap_module(name, weights, device, labels, input_size, mean, std, frames)
+        model = _wrap_module(name, weights, device, labels, 224 if input_size is None else input_size, mean, std,
+                             frames)
         model.output = output
         if labels is not None:
             _check_labels(model, labels)
