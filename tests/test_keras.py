@@ -187,3 +187,27 @@ def test_keras_imported_with_another_backend_is_one_line(monkeypatch):
     monkeypatch.setattr(keras.backend, "backend", lambda: "jax")
     with pytest.raises(InputError, match="^model: Keras was imported with the jax backend; .* KERAS_BACKEND=torch"):
         import_keras()
+
+
+def test_the_report_and_a_dataset_run_of_the_keras_vgg19(vgg19, tmp_path):
+    from PIL import Image
+
+    from convscope.dataset import load
+    from convscope.presentation.run import html_report
+
+    index = html_report(vgg19, [sample_array("chelsea")], tmp_path / "report", filters=False, trust=False,
+                        attribution="none")
+    page = index.read_text(encoding="utf-8")
+    for name in BLOCKS + POOLS:  # every layer of the seed's tutorial, by its Keras name
+        assert f'id="activations/{name}"' in page
+    assert sorted(p.stem for p in (tmp_path / "report" / "activations").glob("*.png")) == sorted(BLOCKS + POOLS)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(sample_array(name)).save(photos / f"{name}.jpg")
+    folder = convscope.dataset.run(vgg19, photos, tmp_path / "run", metrics=["deletion"], steps=4)
+    rows = load(folder).to_pylist()
+    x = vgg19.preprocess([str(photos / "chelsea.jpg")])
+    expected = convscope.compute_cam(vgg19, x, None, None).low_res[0]
+    assert rows[0]["cam_shape"] == list(expected.shape)
+    torch.testing.assert_close(torch.tensor(rows[0]["cam"]).view(*expected.shape), expected, atol=1e-5, rtol=1e-4)
