@@ -239,3 +239,25 @@ def test_classic_filter_pictures_reach_the_keras_tutorials_ascent(vgg19):
     # Not met in full (README): a filter whose fused ReLU is off everywhere at the classic start (gray)
     # gets no gradient and stays at 0, where the tutorial's start (the mean colour) happens to be live.
     assert len(short) <= 1 and all(float(ours[i]) == 0.0 for i in short), (short, ours, theirs)
+
+
+def test_a_keras_model_travels_to_a_ray_actor_whole(vgg19, tmp_path):
+    """A Ray actor gets the model pickled: its registered layers must be its Keras model's own (a copy
+    whose layers are other objects than the model's would see none of its hooks fire)."""
+    import pickle
+
+    copy = pickle.loads(pickle.dumps(vgg19.module))
+    assert copy.layers["block5_conv4"] is copy.keras_model.get_layer("block5_conv4")
+    pytest.importorskip("ray")
+    from PIL import Image
+
+    from convscope.dataset import load
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("chelsea", "coffee"):
+        Image.fromarray(sample_array(name)).save(photos / f"{name}.jpg")
+    local = load(convscope.dataset.run(vgg19, photos, tmp_path / "local", metrics="drop")).to_pylist()
+    on_ray = load(convscope.dataset.run(vgg19, photos, tmp_path / "ray", metrics="drop", engine="ray")).to_pylist()
+    for a, b in zip(local, on_ray):
+        torch.testing.assert_close(torch.tensor(a["cam"]), torch.tensor(b["cam"]), atol=1e-5, rtol=1e-4)

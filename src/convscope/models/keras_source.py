@@ -94,6 +94,11 @@ class KerasNetwork(nn.Module):
         # the same layers up to the head's input (a new Keras graph over them: the model is not changed)
         self.features = keras.Model(model.inputs, last.input) if self.head is not None else None
 
+    def __reduce__(self) -> tuple:
+        """Pickled as its Keras model (Keras pickles it whole): the registered layers, the head and the
+        features are rebuilt from it, so that they stay the model's own layers (a Ray actor's copy)."""
+        return (KerasNetwork, (self.keras_model, self.bgr))
+
     def forward(self, x: torch.Tensor) -> Any:
         nhwc = x.permute(0, 2, 3, 1)
         if self.bgr:
