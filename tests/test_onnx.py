@@ -101,3 +101,35 @@ def test_bad_onnx_files_are_one_line(resnet18, tmp_path, capsys):
     capsys.readouterr()
     with pytest.raises(InputError, match="^preprocess 'bgr'"):
         convscope.load_model(str(dynamic), input_size=48, preprocess="bgr")
+
+
+def test_the_keras_vgg19_exported_to_onnx_gives_the_keras_files_maps(tmp_path):
+    """Keras's own ONNX export (NHWC input, a Transpose before and after each convolution, the softmax
+    kept): convscope sees the NHWC nodes as C x H x W; the ONNX file's class scores are the Keras
+    model's softmax, so its maps equal the .keras file's of the softmax target."""
+    from convscope.models.keras_source import import_keras
+
+    try:
+        keras = import_keras()
+    except InputError:
+        pytest.skip("Keras is not installed")
+    keras.utils.set_random_seed(0)
+    net = keras.applications.VGG19(weights=None, input_shape=(64, 64, 3), classes=10)
+    net.save(tmp_path / "vgg19.keras")
+    net(torch.zeros(1, 64, 64, 3))
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+            contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        net.export(str(tmp_path / "vgg19.onnx"), format="onnx")
+    from_onnx = convscope.load_model(str(tmp_path / "vgg19.onnx"), preprocess="caffe")
+    from_keras = convscope.load_model(str(tmp_path / "vgg19.keras"), target="softmax")
+    x = from_keras.preprocess([sample_array("chelsea"), sample_array("coffee")])
+    relus = [layer.name for layer in from_onnx.layers() if layer.type == "Relu"][:16]
+    assert len(relus) == 16  # the 16 convolutions' ReLUs: block1_conv1 ... block5_conv4
+    ours = convscope.activations(from_onnx, x, [relus[0], relus[-1]])
+    theirs = convscope.activations(from_keras, x, ["block1_conv1", "block5_conv4"])
+    torch.testing.assert_close(ours[relus[0]], theirs["block1_conv1"], atol=1e-4, rtol=1e-5)
+    torch.testing.assert_close(ours[relus[-1]], theirs["block5_conv4"], atol=1e-4, rtol=1e-5)
+    onnx_maps = compute_cam(from_onnx, x, [1, 7], relus[-1])
+    keras_maps = compute_cam(from_keras, x, [1, 7], "block5_conv4")
+    torch.testing.assert_close(onnx_maps.maps, keras_maps.maps, atol=1e-4, rtol=0)

@@ -21,7 +21,7 @@ import difflib
 import fnmatch
 import math
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,14 +237,15 @@ class LayerInfo:
 
 def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
                     aliases: Sequence[LayerAlias] = (), hidden: Iterable[str] = (),
-                    channels_last: bool = False) -> list[LayerInfo]:
+                    channels_last: bool | Collection[str] = False) -> list[LayerInfo]:
     """All layers of ``module`` in the order their outputs are produced, from one forward pass on
     ``dummy_input`` (eval mode, no gradients; hooks removed and the mode restored afterwards).
 
     Every submodule that runs gets an entry under its path, listed unless it is in ``hidden``; an
     alias gets a listed entry of its own just before its target module's entry. In a vision
     transformer, token and channels-last outputs get a :class:`LayerView` and the shape of its map;
-    with ``channels_last`` (a Keras model: NHWC), every B x H x W x C output is seen as B x C x H x W.
+    with ``channels_last`` (a Keras model: NHWC), every B x H x W x C output is seen as B x C x H x W
+    (given module paths: theirs only, an ONNX graph's NHWC nodes).
     """
     by_target = {alias.target: alias for alias in aliases}
     hidden = set(hidden)
@@ -258,7 +259,8 @@ def discover_layers(module: nn.Module, dummy_input: torch.Tensor,
     layers = []
     for call in calls:
         view: LayerView | None = layer_view(call.shape, grid)
-        if channels_last and call.shape is not None and len(call.shape) == 3:
+        nhwc = channels_last is True or (not isinstance(channels_last, bool) and call.path in channels_last)
+        if nhwc and call.shape is not None and len(call.shape) == 3:
             view = ChannelsLast()
         shape = view.shape(call.shape) if view is not None else call.shape
         if len(call.levels) > 1:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import difflib
 import warnings
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -47,7 +47,8 @@ class Model:
 
     A video network (its first convolution a ``Conv3d``, or ``frames`` given) takes clips: B x C x T x H
     x W with ``frames`` = T (default :data:`DEFAULT_FRAMES`), read by :mod:`convscope.clips`.
-    ``channels_last``: the module's layers output B x H x W x C (a Keras model), seen as B x C x H x W.
+    ``channels_last``: the module's layers output B x H x W x C (a Keras model), seen as B x C x H x W;
+    or the module paths of the layers that do (an ONNX graph's NHWC nodes).
     """
 
     def __init__(self, module: nn.Module, *, name: str = "custom", weights: str = "custom",
@@ -59,7 +60,7 @@ class Model:
                  output: int | str | Callable[[Any], torch.Tensor] | None = None,
                  target: str | None = None, multilabel: bool = False,
                  target_options: TargetOptions | None = None, frames: int | None = None,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool | Collection[str] = False) -> None:
         if not isinstance(module, nn.Module):
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
                              parameter="module")

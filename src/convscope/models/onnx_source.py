@@ -33,15 +33,50 @@ ONNX_SUFFIXES = (".onnx",)
 
 
 class OnnxNetwork(nn.Module):
-    """A converted ONNX graph taking NCHW RGB input (BGR for ``caffe`` preprocessing)."""
+    """A converted ONNX graph taking NCHW RGB input (BGR for ``caffe`` preprocessing), handed to a
+    graph whose input is NHWC (Keras's and tf2onnx's exports) as NHWC."""
 
-    def __init__(self, graph: nn.Module, bgr: bool = False) -> None:
+    def __init__(self, graph: nn.Module, bgr: bool = False, nhwc: bool = False) -> None:
         super().__init__()
         self.graph = graph
         self.bgr = bgr
+        self.nhwc = nhwc
 
     def forward(self, x: Any) -> Any:
-        return self.graph(x.flip(1) if self.bgr else x)
+        if self.bgr:
+            x = x.flip(1)
+        return self.graph(x.permute(0, 2, 3, 1) if self.nhwc else x)
+
+
+#: ONNX operators whose output is NCHW by the standard, whatever layout reached them.
+NCHW_OPERATORS = {"Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool",
+                  "BatchNormalization", "InstanceNormalization", "LRN", "LpPool"}
+#: ONNX operators that keep the layout of their first input (element-wise).
+LAYOUT_KEEPING = {"Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Elu", "Selu",
+                  "Softplus", "Gelu", "Add", "Sub", "Mul", "Div", "Identity", "Dropout", "Neg", "Abs", "Erf",
+                  "Sqrt", "Pow", "Max", "Min", "Cast"}
+
+
+def channels_last_outputs(graph: Any, input_name: str, nhwc: bool) -> set[str]:
+    """The node outputs that hold N x H x W x C maps: the input's layout carried through the graph
+    (a Transpose to (0, 2, 3, 1) makes NHWC, to (0, 3, 1, 2) NCHW; a convolution or pooling gives
+    NCHW; element-wise operators keep their input's), so that each is seen as C x H x W."""
+    layout: dict[str, str] = {input_name: "nhwc" if nhwc else "nchw"}
+    for node in graph.node:
+        first = next((layout[name] for name in node.input if name in layout), None)
+        if node.op_type == "Transpose":
+            perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), [])
+            found = {(0, 2, 3, 1): "nhwc", (0, 3, 1, 2): "nchw"}.get(tuple(perm)) if first else None
+        elif node.op_type in NCHW_OPERATORS:
+            found = "nchw"
+        elif node.op_type in LAYOUT_KEEPING:
+            found = first
+        else:
+            found = None
+        for output in node.output:
+            if found is not None:
+                layout[output] = found
+    return {name for name, kind in layout.items() if kind == "nhwc"}
 
 
 def _import() -> tuple[Any, Any, Any]:
@@ -170,8 +205,11 @@ def load_onnx_file(path: str, preprocess: str | None = None,
         raise InputError(f"model {path}: takes {len(inputs)} inputs; convscope opens models of one image input",
                          parameter="model")
     dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
+    nhwc = len(dims) == 4 and dims[3] in (1, 3) and dims[1] not in (1, 3)
+    if nhwc:  # Keras's and tf2onnx's exports: N x H x W x C
+        dims = [dims[0], dims[3], dims[1], dims[2]]
     if len(dims) != 4 or dims[1] not in (1, 3):
-        raise InputError(f"model {path}: its input is {dims}, not N x 3 x H x W (or N x 1 x H x W)",
+        raise InputError(f"model {path}: its input is {dims}, not N x 3 x H x W or N x H x W x 3 (or one channel)",
                          parameter="model")
     height, width = dims[2], dims[3]
     if height is None or width is None:
@@ -202,16 +240,19 @@ def load_onnx_file(path: str, preprocess: str | None = None,
         raise InputError(f"model {path}: cannot be converted to torch (opset {opset}; {type(exc).__name__}: "
                          f"{' '.join(str(exc).split())[:200]})", parameter="model") from None
     _plain_module_names(graph)
-    _check_batches(graph.eval(), path, dims[1], int(height), int(width))
-    network = OnnxNetwork(graph.eval(), bgr).eval()
+    network = OnnxNetwork(graph.eval(), bgr, nhwc).eval()
+    _check_batches(network, path, dims[1], int(height), int(width))
     readable = readable_names(optimized.graph, proto.graph)
     types = {node.output[0]: node.op_type for node in optimized.graph.node if node.output}
     aliases = [LayerAlias(readable[output], f"graph.{module}", types.get(output, "Node"), f"graph.{module}")
                for output, module in graph.mapping.items() if output in readable]
     hidden = [name for name, _ in network.named_modules() if name]
+    last = channels_last_outputs(optimized.graph, inputs[0].name, nhwc)
     model = Model(network, name=file.name, weights="onnx", preprocessing=Preprocessing((int(height), int(width)),
                                                                                        mean, std),
-                  aliases=aliases, hidden=hidden)
+                  aliases=aliases, hidden=hidden,
+                  channels_last=frozenset(f"graph.{module}" for output, module in graph.mapping.items()
+                                          if output in last))
     model.fixed_input_size = dims[2] is not None
     if preprocess is None:
         model.loading_note = ("preprocessing: torch (the ImageNet mean and std: an ONNX file does not say how its "
