@@ -261,3 +261,18 @@ def test_a_keras_model_travels_to_a_ray_actor_whole(vgg19, tmp_path):
     on_ray = load(convscope.dataset.run(vgg19, photos, tmp_path / "ray", metrics="drop", engine="ray")).to_pylist()
     for a, b in zip(local, on_ray):
         torch.testing.assert_close(torch.tensor(a["cam"]), torch.tensor(b["cam"]), atol=1e-5, rtol=1e-4)
+
+
+def test_the_sanity_check_randomizes_a_copy_of_the_keras_layers(vgg19):
+    from convscope.techniques.metrics import randomization_cascade, sanity
+
+    steps = randomization_cascade(vgg19, "block5_conv4")
+    assert steps[0] == ("classifier", ["layers.fc1", "layers.fc2"])  # the head runs beside the model
+    assert "layers.block1_conv1" in steps[-1][1]
+    net = vgg19.module.keras_model
+    before = [w.copy() for w in net.get_weights()]
+    x = vgg19.preprocess(sample_array("chelsea"))
+    (result,) = sanity(vgg19, x, [3], lambda m, inputs, classes: convscope.cam(m, inputs, classes, "block5_conv4"),
+                       "block5_conv4", seeds=1, cascade=False)
+    assert result.stages == ["classifier"] and -1 <= result.spearman[0] < 1
+    assert all(np.array_equal(a, b) for a, b in zip(before, net.get_weights()))

@@ -237,12 +237,46 @@ def _finite(value: float) -> float | None:
     return None if math.isnan(value) else round(value, 4)
 
 
+#: A Keras layer's variables and the initializer attribute of each (Keras keeps a layer's variables on
+#: its model, so a Keras layer has no parameters of its own as a torch module).
+KERAS_VARIABLES = ("kernel", "bias", "depthwise_kernel", "pointwise_kernel", "gamma", "beta", "embeddings")
+
+
+def _is_keras_layer(module: nn.Module) -> bool:
+    return type(module).__module__.startswith("keras") and hasattr(module, "weights")
+
+
+def has_own_parameters(module: nn.Module) -> bool:
+    """Whether a module holds parameters itself (a torch module's own, a Keras layer's variables)."""
+    if _is_keras_layer(module):
+        return any(getattr(module, name, None) is not None for name in KERAS_VARIABLES)
+    return any(True for _ in module.parameters(recurse=False))
+
+
+def reinitialize(module: nn.Module, seed: int) -> None:
+    """A module's parameters drawn again as it draws them when built: a torch module's
+    ``reset_parameters()`` (under the caller's torch seed), a Keras layer's initializers seeded with ``seed``."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+        return
+    if not _is_keras_layer(module):
+        return
+    for name in KERAS_VARIABLES:
+        variable, initializer = getattr(module, name, None), getattr(module, f"{name}_initializer", None)
+        if variable is None or initializer is None:
+            continue
+        config = initializer.get_config()
+        seeded = type(initializer).from_config({**config, "seed": seed}) if "seed" in config else initializer
+        with torch.no_grad():
+            variable.value.copy_(torch.as_tensor(np.asarray(seeded(tuple(variable.shape))), dtype=variable.value.dtype))
+
+
 def randomization_cascade(model: Model, layer: str) -> list[tuple[str, list[str]]]:
     """The steps of the sanity check: ``("classifier", modules after the CAM layer)``, then the stages
     before it from the last to the first (modules with parameters, grouped where the resolution of
     their output changes), each step a list of module paths."""
     modules = [info for info in model.all_layers() if not info.is_alias
-               and any(True for _ in model.module.get_submodule(info.module).parameters(recurse=False))]
+               and has_own_parameters(model.module.get_submodule(info.module))]
     order = [info.module for info in model.all_layers() if not info.is_alias]
     boundary = order.index(model.layer(layer).module)
     classifier = [info.module for info in modules if order.index(info.module) > boundary]
@@ -292,9 +326,7 @@ def sanity(model: Model | nn.Module, x: torch.Tensor, classes: Sequence[int],
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed * 1000 + number)
                 for path in paths:
-                    module = copied.module.get_submodule(path)
-                    if hasattr(module, "reset_parameters"):
-                        module.reset_parameters()
+                    reinitialize(copied.module.get_submodule(path), seed * 1000 + number)
             randomized = cam(copied, x, classes)
             for image, (before, after) in enumerate(zip(trained, randomized)):
                 rank[image][number].append(spearman(before, after))
