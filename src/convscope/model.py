@@ -97,6 +97,9 @@ class Model:
         self.loading_note: str | None = None
         #: The module takes inputs of its own size only (a Keras model built for one input shape).
         self.fixed_input_size = False
+        #: Module path -> (module, its inputs) -> its output before a fused activation (a Keras
+        #: convolution's ``activation="relu"``): what filter pictures optimize there.
+        self.preactivations: dict[str, Callable[[nn.Module, Any], torch.Tensor]] = {}
 
     def __repr__(self) -> str:
         return f"<convscope.Model {self.name} weights={self.weights} input={self.input_size}>"

@@ -110,6 +110,19 @@ class KerasNetwork(nn.Module):
         return logits + self.head.bias.value if self.head.use_bias else logits
 
 
+def fused_activation(layer: Any) -> bool:
+    """Whether a Keras layer is a convolution with a non-linear activation fused into it."""
+    activation = getattr(getattr(layer, "activation", None), "__name__", "linear")
+    return hasattr(layer, "convolution_op") and hasattr(layer, "kernel") and activation != "linear"
+
+
+def convolution_before_activation(layer: Any, inputs: Any) -> torch.Tensor:
+    """A Keras convolution's output before its fused activation, from the layer's inputs (its own
+    ``convolution_op`` and bias: what a torch model's conv outputs before its ReLU module)."""
+    output = layer.convolution_op(inputs[0], layer.kernel)
+    return output + layer.bias.value if layer.use_bias else output
+
+
 def keras_model(model: Any, name: str, preprocess: str | None = None,
                 input_size: int | tuple[int, int] | None = None) -> Model:
     """A Keras model as a convscope :class:`~convscope.model.Model`: Keras layer names, its
@@ -139,6 +152,8 @@ def keras_model(model: Any, name: str, preprocess: str | None = None,
                                                                                      mean, std),
                    aliases=aliases, hidden=hidden, channels_last=True)
     result.fixed_input_size = fixed
+    result.preactivations = {f"layers.{layer.name}": convolution_before_activation for layer in model.layers
+                             if fused_activation(layer)}
     if preprocess is None:
         why = f"as Keras documents for {model.name}" if guessed else \
             f"{model.name} is not a keras.applications name: the ImageNet mean and std"

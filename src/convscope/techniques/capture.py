@@ -237,15 +237,17 @@ class Stopped:
 
 @contextmanager
 def stopping_at(module: nn.Module, name: str, layer_module: nn.Module,
-                view: LayerView | None = None) -> Iterator[Stopped]:
+                view: LayerView | None = None,
+                preactivation: Callable[[nn.Module, Any], torch.Tensor] | None = None) -> Iterator[Stopped]:
     """Inside the block, :meth:`Stopped.run` runs ``module`` until ``layer_module`` (named ``name``)
-    and returns that layer's output as it is (through ``view``: a transformer's tokens as a map),
-    skipping the rest of the network; one hook for every pass, removed on exit."""
+    and returns that layer's output as it is (through ``view``: a transformer's tokens as a map), or,
+    with ``preactivation`` (the layer and its inputs -> its output before a fused activation: a Keras
+    convolution's), that; skipping the rest of the network; one hook for every pass, removed on exit."""
     held: dict[str, torch.Tensor] = {}
 
     def hook_for(_name: str) -> ForwardHook:
-        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
-            held["output"] = output
+        def hook(layer: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            held["output"] = output if preactivation is None else preactivation(layer, inputs)
             raise StopForward
         return hook
 

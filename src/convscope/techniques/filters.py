@@ -88,7 +88,8 @@ def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, s
     repeated over its frames); one hook for all the passes."""
     target = preactivation(model.all_layers(), layer)
     fixed = has_fixed_grid(model.all_layers()) or model.fixed_input_size
-    with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view) as stopped:
+    with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view,
+                     model.preactivations.get(target.module)) as stopped:
         def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
             if fixed and tuple(rgb.shape[2:]) != model.input_size:
                 # a transformer's patch grid is fixed: its pictures are seen at its input size
