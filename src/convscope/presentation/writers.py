@@ -235,24 +235,22 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
             title += f"\n{low.shape[0]} frames of the map, left to right"
         heat = write_bytes(f"{base}_heatmap.png",
                            heatmap_png(frames_side_by_side(minmax(low[None])[0].cpu().numpy()), title))
+        animation = color_map = None
         if isinstance(photo, Clip):
             overlays = clip_overlays(photo.frames, low, alpha)
             jpg = save_image(frame_strip(overlays), f"{base}_cam.jpg", quality=90)
             animation = save_animation(overlays, f"{base}_cam.webp")
-            raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
-            written.append(WrittenCam(i, cls, heat, jpg, raw, None, result.precision, result.precision_reason,
-                                      animation))
-            continue
-        blended = overlay(photo, resized_map(low, photo.height, photo.width), alpha)
-        if regions is not None:
-            blended = outlined(blended, regions[row].cpu().numpy(), labels[cls])
-        jpg = save_image(blended, f"{base}_cam.jpg", quality=90)
+        else:
+            blended = overlay(photo, resized_map(low, photo.height, photo.width), alpha)
+            if regions is not None:
+                blended = outlined(blended, regions[row].cpu().numpy(), labels[cls])
+            jpg = save_image(blended, f"{base}_cam.jpg", quality=90)
+            if map_size is not None:
+                width, height = report_size(photo.width, photo.height, map_size)
+                color_map = save_image(Image.fromarray(colorize(resized_map(low, height, width))), f"{base}_map.png")
         raw = save_npy(result.maps[row].cpu().numpy().astype(np.float32), f"{base}.npy") if save_raw else None
-        color_map = None
-        if map_size is not None:
-            width, height = report_size(photo.width, photo.height, map_size)
-            color_map = save_image(Image.fromarray(colorize(resized_map(low, height, width))), f"{base}_map.png")
-        written.append(WrittenCam(i, cls, heat, jpg, raw, color_map, result.precision, result.precision_reason))
+        written.append(WrittenCam(i, cls, heat, jpg, raw, color_map, result.precision, result.precision_reason,
+                                  animation))
     return written
 
 
@@ -350,7 +348,8 @@ def explanation_figure(explanation: Explanation, photo: Image.Image | Clip, pict
     with the filter pictures of its channels (``pictures``: channel -> picture). A clip's class map is
     drawn on its middle frame, each channel's activation on the frame of its peak."""
     clip = photo if isinstance(photo, Clip) else None
-    still = clip.frames[len(clip.frames) // 2] if clip else photo
+    middle = len(clip.frames) // 2 if clip else None
+    still = clip.frames[middle] if clip else photo
     height, width = still.height, still.width
     map_height, map_width = explanation.maps.shape[-2:]
     rows = []
@@ -360,13 +359,14 @@ def explanation_figure(explanation: Explanation, photo: Image.Image | Clip, pict
         peak = ((column + 0.5) * width / map_width, (row + 0.5) * height / map_height)
         activation = explanation.activations[c.index]
         if clip is None:
-            heat, frame = resized_map(activation, height, width), None
+            heat, under, where = resized_map(activation, height, width), None, ""
         else:  # the clip's frame nearest the peak's
             frames = len(clip.frames)
             frame = min(frames - 1, int((c.peak[0] + 0.5) * frames / activation.shape[0]))
-            heat = resized_map(activation, height, width, frames)[frame]
-        caption = f"{kind}: channel {c.index}{share}" + ("" if frame is None else f" (frame {frame + 1})")
-        rows.append((caption, pictures.get(c.index), heat, c.contribution, peak, frame))
+            heat, under, where = resized_map(activation, height, width, frames)[frame], clip.frames[frame], \
+                f" (frame {frame + 1})"
+        rows.append((f"{kind}: channel {c.index}{share}{where}", pictures.get(c.index), heat, c.contribution, peak,
+                     under))
     supported = sum(c.contribution for c in explanation.supporting)
     summary = [f"layer {explanation.layer}", f"contributions sum to {explanation.total:.4g}",
                f"the top {len(explanation.supporting)} channels carry {supported:.4g}"]
@@ -374,11 +374,8 @@ def explanation_figure(explanation: Explanation, photo: Image.Image | Clip, pict
         summary.append(f"pictures: the channels of {filter_layer}")
     title = (f"{explanation.label} (class {explanation.class_index})\nscore {explanation.score:.4g}, "
              f"probability {explanation.probability:.1%}")
-    shown = [(caption, picture, heat, value, peak, clip.frames[frame] if clip else None)
-             for caption, picture, heat, value, peak, frame in rows]
-    return explanation_png(still, _still(explanation.cam, still, None if clip is None else len(clip.frames) // 2,
-                                         len(clip.frames) if clip else None),
-                           title, "\n".join(summary), shown)
+    cam = _still(explanation.cam, still, middle, len(clip.frames) if clip else None)
+    return explanation_png(still, cam, title, "\n".join(summary), rows)
 
 
 def write_explanations(explanations: Sequence[Explanation], photos: Sequence[Image.Image], names: Sequence[str],
