@@ -140,8 +140,9 @@ def test_filter_globs_keep_the_conv_layers_and_counts_take_up_to_n(tiny_model):
     assert plan.layers == [("conv1", [0, 1, 2, 3]), ("conv2", [0, 1, 2, 3, 4, 5])]
     with pytest.raises(LayerError, match=r"layer pattern 'p\*' matches no conv layer"):
         plan_filters(tiny_model, "p*")
-    with pytest.raises(InputError, match="^layers: pool is not a convolution layer"):
-        plan_filters(tiny_model, "pool")
+    assert plan_filters(tiny_model, "pool", steps=1, size=16).layers == [("pool", [0, 1, 2, 3])]  # named: any layer
+    with pytest.raises(InputError, match="nosuch"):
+        plan_filters(tiny_model, "nosuch")
 
 
 def test_pictures_too_small_for_a_deep_layer_are_raised_with_a_note(tmp_path):

@@ -57,8 +57,8 @@ def test_preactivation_is_before_the_relu(vgg19_random, tiny_model, default_mode
     assert preactivation_path(tiny_model, "conv1") == "conv1"
     assert preactivation_path(tiny_model, "conv2") == "bn"  # conv -> BatchNorm -> ReLU
     assert preactivation_path(default_model, "_conv_stem") == "_bn0"
-    with pytest.raises(InputError, match="not a convolution layer"):
-        preactivation_path(vgg19_random, "block3_pool")
+    assert preactivation_path(vgg19_random, "block3_pool") == "features.18"  # any other layer: its own output
+    assert preactivation_path(vgg19_random, "classifier.6") == "classifier.6"
 
 
 # -- the optimization on tiny models -------------------------------------------------------------------
@@ -181,7 +181,8 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
     assert_usage_errors(capsys, command, [
         (["--filters", "-1"], "negative"),
         (["--filters", "0-99"], "--filters 0-99: filter 64 is out of range"),
-        (["--layers", "block1_pool"], "not a convolution layer"),
+        (["--layers", "nosuch"], "nosuch"),
+        (["--diversity", "0"], "diversity must be at least 1"),
         (["--size", "8"], "--size must be between"),
         (["--steps", "0"], "at least 1"),
     ])
@@ -190,7 +191,7 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
 def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked(tmp_path):
     from conftest import MarkedNet
     from convscope.presentation.writers import write_filter_grids
-    from convscope.techniques.filters import FLAT_REDRAWN, NOT_REACHED, draw_filters, flat_pictures
+    from convscope.techniques.filters import DEAD, FLAT_REDRAWN, draw_filters, flat_pictures
 
     model = convscope.load_model(MarkedNet(), input_size=32, labels=["a", "b"])
     # 3 steps: filter 1's flat picture drifts only by Adam following float rounding (pixel std 0.0045
@@ -200,17 +201,18 @@ def test_flat_and_unreached_pictures_are_redrawn_with_the_centre_unit_and_marked
     assert first.scores[1] == pytest.approx(first.initial_scores[1])  # the mean is the bias, whatever the picture
     result = draw_filters(model, "conv", 3, steps=3, size=32, precision="fp32")
     assert result.objectives == ["mean", "neuron", "mean"] and result.reached == [True, True, False]
-    assert [result.status(i) for i in range(3)] == ["", FLAT_REDRAWN, NOT_REACHED]
+    assert result.dead == [False, False, True]  # all weights zero: said so, not drawn again
+    assert [result.status(i) for i in range(3)] == ["", FLAT_REDRAWN, DEAD]
     assert torch.equal(result.images[0], first.images[0]) and torch.equal(result.images[2], first.images[2])
     assert not flat_pictures(result.images[1:2]).item()  # the centre unit gave it a picture
     assert result.scores[1] > result.initial_scores[1]  # scored with the objective it maximized
     write_filter_grids(result, tmp_path)
     saved = json.loads((tmp_path / "conv.json").read_text())
-    assert (saved["objective"], saved["flat"], saved["not_reached"]) == ("mean", 2, 1)
+    assert (saved["objective"], saved["flat"], saved["not_reached"], saved["dead"]) == ("mean", 2, 1, 1)
     assert [(f["objective"], f["reached"], f.get("status")) for f in saved["filters"]] == [
-        ("mean", True, None), ("neuron", True, FLAT_REDRAWN), ("mean", False, NOT_REACHED)]
+        ("mean", True, None), ("neuron", True, FLAT_REDRAWN), ("mean", False, DEAD)]
     asked = draw_filters(model, "conv", 3, steps=3, size=32, precision="fp32", objective="neuron")
-    assert asked.objectives == ["neuron"] * 3 and asked.status(1) == "" and asked.status(2) == NOT_REACHED
+    assert asked.objectives == ["neuron"] * 3 and asked.status(1) == "" and asked.status(2) == DEAD
 
 
 def test_objective_is_checked(tiny_model):

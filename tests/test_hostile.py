@@ -232,7 +232,7 @@ def _calls():
         "filters lucid": lambda m: convscope.filters(m, "conv2", 2, steps=2, size=16),
         "filters classic": lambda m: convscope.filters(m, "conv1", 2, steps=2, size=16, method="classic"),
         "filters (bad spec)": lambda m: convscope.filters(m, "conv1", "-3"),
-        "filters (bad layer)": lambda m: convscope.filters(m, "pool"),
+        "filters (bad layer)": lambda m: convscope.filters(m, "nosuch"),
     }
 
 

@@ -388,7 +388,8 @@ def cmd_filters(args: argparse.Namespace) -> int:
     check_out_dir(args.out)
     model = _load(args)
     plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
-                        seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective)
+                        seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective,
+                        classes=args.classes, diversity=args.diversity, direction=args.direction)
     for note in plan.notes:
         print(f"convscope: note: {note}", file=sys.stderr)
     out = prepare_out_dir(args.out, FILTERS_DIR)
@@ -398,9 +399,11 @@ def cmd_filters(args: argparse.Namespace) -> int:
         for result, written in plan.write(model, out / FILTERS_DIR, progress=bar.update):
             used.append((result.precision, result.precision_reason))
             if not args.quiet:
+                dead = sum(result.dead)
                 notes = "".join([f"  {result.redrawn} redrawn with neuron" if result.redrawn else "",
-                                 f"  {result.not_reached} not reached" if result.not_reached else ""])
-                bar.write(f"{result.layer:<28} {len(result.filters):>3} filters  mean score "
+                                 f"  {result.not_reached - dead} not reached" if result.not_reached - dead else "",
+                                 f"  {dead} dead (all weights zero)" if dead else ""])
+                bar.write(f"{result.layer:<28} {len(result.filters):>3} pictures  mean score "
                           f"{result.scores.mean():8.3f}  {result.precision}  {written}{notes}")
     if not args.quiet:
         print(f"{len(plan.layers)} filter grids in {out / 'filters'} ({plan.method}, {plan.steps} steps, "

@@ -74,6 +74,13 @@ class _Version(argparse.Action):
         parser.exit(0)
 
 
+def _comma_list(text: str) -> list[str]:
+    values = [value.strip() for value in text.split(",") if value.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected names or indices separated by commas, got {text!r}")
+    return values
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -214,14 +221,26 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
 
     default_recipe, default_steps = next(iter(RECIPE_STEPS.items()))
     p = sub.add_parser("filters", parents=[*on_model, shared["out"], shared["quiet"]],
-                       help="what each filter responds to (gradient ascent)",
-                       description="Draw what each filter of a conv layer responds to: start from a gray "
-                                   "picture and change it by gradient ascent to maximize the filter's mean "
-                                   "pre-activation. One PNG grid (8 columns) per layer in DIR/filters/.")
+                       help="what each filter, unit or class responds to (gradient ascent)",
+                       description="Draw what each filter of a conv layer (or unit of any layer, or class) "
+                                   "responds to: start from a gray picture and change it by gradient ascent to "
+                                   "maximize the filter's mean pre-activation (a unit's value, a class's logit). "
+                                   "One PNG grid (8 columns) per layer in DIR/filters/ (class pictures: "
+                                   "logits.png).")
     p.add_argument("--layers", metavar="SPEC",
-                   help="conv layer names, comma lists or globs (default: the first conv of each block)")
+                   help="layer names (any layer with a feature map or a vector output), comma lists or globs "
+                        "of conv layers (default: the first conv of each block)")
     p.add_argument("--filters", metavar="SPEC",
                    help=f"a count (the first N) or indices and ranges such as 0-15,32 (default {DEFAULT_FILTERS})")
+    p.add_argument("--classes", type=_comma_list, default=(), metavar="NAMES",
+                   help="class pictures: class names or indices, comma-separated (platypus,espresso); the "
+                        "class's logit is maximized (DIR/filters/logits.png)")
+    p.add_argument("--direction", metavar="FILE.npy",
+                   help="draw a direction in the one --layers layer: a .npy of its channel count (the mean "
+                        "over positions of the channels' weighted sum is maximized)")
+    p.add_argument("--diversity", type=int, default=1, metavar="N",
+                   help="N different pictures of each unit, side by side (their Gram-matrix similarity "
+                        "penalized; default 1)")
     steps = ", ".join(f"{count} for {name}" for name, count in RECIPE_STEPS.items())
     p.add_argument("--steps", type=_positive_int, metavar="N",
                    help=f"optimization steps (default {steps}; more gives better pictures)")

@@ -51,10 +51,10 @@ from ..techniques.filters import (
     draw_filters,
     parse_filter_spec,
     picture_size_for,
-    preactivation_path,
     total_steps,
 )
 from ..techniques.metrics import STEPS, check_box
+from ..techniques.units import LOGITS, check_class_scores, read_direction, unit_count
 from .drawing import NORMALIZATIONS, colormap_lut
 from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, filter_settings, missing_steps
 from .writers import (
@@ -118,8 +118,10 @@ def plan_activations(model: Model, input_shape: Sequence[int], layers: str | Seq
 # -- filters ----------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FiltersPlan:
-    """Which filters of which layers to draw, and how; ``sizes`` holds the layers whose pictures had
-    to be larger than ``size`` to reach them, and ``notes`` says so in words."""
+    """Which units of which layers to draw (``"logits"``: class pictures), and how; ``sizes`` holds
+    the layers whose pictures had to be larger than ``size`` to reach them, and ``notes`` says so in
+    words; ``diversity`` pictures per unit; ``direction`` (with its file's name) drawn instead of
+    the units of the one layer."""
 
     layers: list[tuple[str, list[int]]]
     steps: int
@@ -130,6 +132,9 @@ class FiltersPlan:
     save_raw: bool = False
     sizes: dict[str, int] = field(default_factory=dict)
     objective: str = "mean"
+    diversity: int = 1
+    direction: torch.Tensor | None = None
+    direction_name: str = ""
 
     @property
     def notes(self) -> list[str]:
@@ -144,7 +149,7 @@ class FiltersPlan:
     @property
     def total_steps(self) -> int:
         """Optimization steps in all (what a progress bar counts)."""
-        return total_steps([len(chosen) for _, chosen in self.layers], self.steps)
+        return total_steps([len(chosen) * self.diversity for _, chosen in self.layers], self.steps)
 
     def write(self, model: Model, folder: Path,
               progress: Callable[[int], None] | None = None) -> Iterator[tuple[FilterResult, Path]]:
@@ -154,24 +159,42 @@ class FiltersPlan:
         for name, chosen in self.layers:
             result = draw_filters(model, name, chosen, steps=self.steps, size=self.sizes.get(name, self.size),
                                   method=self.method, seed=self.seed, precision=self.precision, progress=progress,
-                                  objective=self.objective)
-            yield result, write_filter_grids(result, folder, save_raw=self.save_raw)
+                                  objective=self.objective, diversity=self.diversity, direction=self.direction)
+            yield result, write_filter_grids(result, folder, save_raw=self.save_raw,
+                                             direction=self.direction_name)
 
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
                  seed: int = 0, precision: str = FILTERS_PRECISION, save_raw: bool = False,
-                 objective: str = "mean") -> FiltersPlan:
-    """The conv layers (default: the first of each block) with their filter indices, checked."""
-    steps = check_filter_settings(method, steps, size, objective)
-    names = default_filter_layers(model.all_layers()) if layers is None else model.select_layers(layers, "conv")
-    if not names:
+                 objective: str = "mean", classes: Sequence[int | str] = (), diversity: int = 1,
+                 direction: str | os.PathLike | None = None) -> FiltersPlan:
+    """The layers (default: the first conv of each block; named layers of any kind; patterns match
+    conv layers) with their unit indices, and the ``classes`` (names or indices: class pictures,
+    layer ``"logits"``), checked; ``direction``: a ``.npy`` file of the one layer's channels."""
+    steps = check_filter_settings(method, steps, size, objective, diversity)
+    if layers is None:
+        names = [] if classes or direction is not None else default_filter_layers(model.all_layers())
+    else:
+        names = model.select_layers(layers, "conv")
+    if direction is not None and (len(names) != 1 or classes):
+        raise InputError(f"direction: give exactly one layer for it with --layers (got {len(names) + bool(classes)})",
+                         parameter="direction")
+    if not names and not classes:
         raise InputError("layers: no convolution layers found", parameter="layers")
-    chosen = [(name, parse_filter_spec(filters, model.layer(preactivation_path(model, name)).shape[0]))
-              for name in names]
-    sizes = {name: needed for name in names if (needed := picture_size_for(model, name, size)) != size}
+    vector = None
+    if direction is not None:
+        vector = read_direction(direction, unit_count(model, names[0]), names[0])
+        chosen = [(names[0], [0])]
+    else:
+        chosen = [(name, parse_filter_spec(filters, unit_count(model, name))) for name in names]
+    if classes:
+        check_class_scores(model)
+        chosen.append((LOGITS, list(dict.fromkeys(model.class_index(c) for c in classes))))
+    drawn = [name for name, _ in chosen]
+    sizes = {name: needed for name in drawn if (needed := picture_size_for(model, name, size)) != size}
     return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw, sizes,
-                       objective)
+                       objective, diversity, vector, Path(direction).name if direction is not None else "")
 
 
 # -- class activation maps ----------------------------------------------------------------------------

@@ -255,27 +255,43 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
 
 
 def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_raw: bool = False,
-                       columns: int = PICTURE_COLUMNS) -> Path:
-    """Write ``folder/<layer>.png`` (the pictures in filter order, ``columns`` per row),
-    ``<layer>.json`` (the settings, and each filter's index, score, the ``objective`` its picture
-    maximizes, whether it was ``reached`` and, where marked, its ``status`` in words) and, with
-    ``save_raw``, ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1])."""
+                       columns: int = PICTURE_COLUMNS, direction: str = "") -> Path:
+    """Write ``folder/<layer>.png`` (the pictures in unit order, ``columns`` per row; with diversity
+    a row per unit, its pictures side by side; class pictures: ``logits.png``; a direction:
+    ``<layer>_direction.png``), ``<layer>.json`` (the settings, and each picture's unit ``index``,
+    ``label`` for a class, ``copy`` with diversity, score, the ``objective`` it maximizes, whether
+    it was ``reached`` and, where marked, its ``status`` in words) and, with ``save_raw``,
+    ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]); a recipe's transparency maps in
+    ``<layer>_transparency.png`` (and ``.npy`` with ``save_raw``)."""
     folder = Path(folder)
-    stem = safe_name(result.layer)
+    stem = safe_name(result.layer) + ("_direction" if result.direction else "")
+    columns = result.copies if result.copies > 1 else columns
     png = save_image(picture_grid(result.images, columns=columns), folder / f"{stem}.png")
     if save_raw:
         save_npy(result.images.numpy().astype(np.float32), folder / f"{stem}.npy")
+    if result.transparency is not None:
+        save_image(picture_grid(result.transparency[:, None].expand(-1, 3, -1, -1), columns=columns),
+                   folder / f"{stem}_transparency.png")
+        if save_raw:
+            save_npy(result.transparency.numpy().astype(np.float32), folder / f"{stem}_transparency.npy")
     filters = []
     for position, (index, score) in enumerate(zip(result.filters, result.scores.tolist())):
         entry = {"index": index, "score": float(score), "objective": result.objectives[position],
                  "reached": bool(result.reached[position])}
+        if result.labels:
+            entry["label"] = result.labels[position]
+        if result.copies > 1:
+            entry["copy"] = position % result.copies
         if result.status(position):
             entry["status"] = result.status(position)
         filters.append(entry)
-    save_json({"layer": result.layer, "method": result.method, "steps": result.steps, "size": result.size,
-               "seed": result.seed, "precision": result.precision, "objective": result.objective,
-               "flat": sum(result.flat), "not_reached": result.not_reached, "filters": filters},
-              folder / f"{stem}.json")
+    facts = {"layer": result.layer, "method": result.method, "steps": result.steps, "size": result.size,
+             "seed": result.seed, "precision": result.precision, "objective": result.objective,
+             "flat": sum(result.flat), "not_reached": result.not_reached, "dead": sum(result.dead),
+             "diversity": result.copies}
+    if direction or result.direction:
+        facts["direction"] = direction or True
+    save_json({**facts, "filters": filters}, folder / f"{stem}.json")
     return png
 
 

@@ -204,7 +204,8 @@ def rms_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Ten
 class FilterRecipe:
     """How pictures are made: ``picture(generators, size, device, channels)`` builds the parameterization,
     ``transform(pictures, generators)`` (or None) is applied before every step, ``update`` is the
-    update rule; ``default_steps``, ``default_lr`` and whether ReLU gradients are redirected."""
+    update rule; ``default_steps``, ``default_lr``, whether ReLU gradients are redirected and
+    whether a transparency map is kept."""
 
     name: str
     picture: Callable[[Generators, int, torch.device, int], nn.Module]
@@ -213,6 +214,8 @@ class FilterRecipe:
     default_steps: int
     default_lr: float
     redirect_relus: bool = False
+    #: Whether the ascent keeps a transparency map (the summed absolute gradient on the picture).
+    transparency: bool = False
 
 
 #: Every recipe by name; the first is the default.

@@ -1,11 +1,14 @@
-"""Filters: what each filter responds to, by gradient ascent in input space.
+"""Filters: what each unit responds to, by gradient ascent in input space.
 
-Each requested filter of a conv layer gets its own picture, all optimized together in one batch
-(item i maximizes filter i) with the forward pass stopped at the target layer. The objective and
-the *score* of a filter are taken on its **pre-activation** (the conv's output, or the BatchNorm
-right after it, before the nonlinearity), so no filter starts stuck at a dead ReLU: ``mean``
-(default) its spatial mean, ``neuron`` its value at the centre position (Lucid's neuron objective:
-row h // 2, column w // 2).
+Each requested unit of a layer gets its own picture, all optimized together in one batch (item i
+maximizes unit i) with the forward pass stopped at the target layer. A unit is a channel of a conv
+layer (its objective and *score* taken on its **pre-activation**: the conv's output, or the
+BatchNorm right after it, before the nonlinearity, so no filter starts stuck at a dead ReLU), a
+channel of any other feature map, an entry of a vector (a Linear layer's neuron, a class score:
+:data:`~convscope.techniques.units.LOGITS`) or a direction (see :mod:`convscope.techniques.units`):
+``mean`` (default) a channel's spatial mean, ``neuron`` its value at the centre position (Lucid's
+neuron objective: row h // 2, column w // 2). With ``diversity`` N > 1 each unit gets N pictures
+drawn together, their similarity penalized (Lucid's diversity term).
 
 A picture can fail in two ways, and :func:`draw_filters` (what the commands use) says which:
 *flat* -- its pixels barely vary (every colour channel's standard deviation below
@@ -13,17 +16,18 @@ A picture can fail in two ways, and :func:`draw_filters` (what the commands use)
 picture is the true optimum of the ``mean`` objective, so the ascent is right and the picture
 useless -- and *not reached* -- the objective on the final picture is not above its value on the
 starting picture. Every picture that failed with ``mean`` is drawn again with ``neuron``; one that
-fails that too is marked not reached.
+fails that too is marked not reached. A conv filter whose weights are all zero is *dead*: its
+pre-activation is one constant for every input, so it is said so and not drawn again.
 
-How a picture is parameterized, transformed and updated is a recipe (``lucid`` or ``classic``,
-see :mod:`convscope.techniques.filter_recipes`).
+How a picture is parameterized, transformed and updated is a recipe (see
+:mod:`convscope.techniques.filter_recipes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +35,23 @@ from torch import nn
 
 from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTER_SIZES, FILTERS_PRECISION, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
-from ..hooks import evaluating
-from ..layers import has_fixed_grid, preactivation
+from ..hooks import evaluating, registered
+from ..layers import has_fixed_grid
 from ..model import Model, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
 from ..specs import filter_spec
 from .capture import stopping_at
 from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
+from .units import (
+    check_class_scores,
+    dead_units,
+    diversified,
+    diversity_layer,
+    reads_class_scores,
+    unit_count,
+    unit_layer,
+    unit_values,
+)
 
 #: Filters optimized (and scored) together in one batch.
 FILTER_BATCH = 64
@@ -74,65 +88,93 @@ def _check_indices(indices: list[int], channels: int, spec: str) -> list[int]:
 
 
 def preactivation_path(model: Model, layer: str) -> str:
-    """Module path of a conv layer's pre-activation (see :func:`convscope.layers.preactivation`)."""
-    return preactivation(model.all_layers(), layer).module
+    """Module path of the output ``layer``'s units are read from (a conv's pre-activation, see
+    :func:`convscope.techniques.units.unit_layer`)."""
+    return unit_layer(model, layer).module
 
 
 # -- running the model up to the layer ---------------------------------------------------------------
+class UnitReader:
+    """``reader(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) and returns the output
+    the units are read from (see :func:`truncated_at`); ``features`` then holds the feature map
+    diversity compares (when asked for)."""
+
+    def __init__(self, model: Model, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        self._model, self._forward = model, forward
+        self._fixed = has_fixed_grid(model.all_layers()) or model.fixed_input_size
+        self.features: torch.Tensor | None = None
+
+    def __call__(self, rgb: torch.Tensor, precision: str) -> torch.Tensor:
+        model = self._model
+        if self._fixed and tuple(rgb.shape[2:]) != model.input_size:
+            # a transformer's patch grid is fixed: its pictures are seen at its input size
+            rgb = F.interpolate(rgb, size=model.input_size, mode="bilinear", align_corners=False)
+        if model.frames is not None:  # a still: the picture in every frame
+            rgb = rgb[:, :, None].expand(-1, -1, model.frames, -1, -1)
+        with computing_in(model.device, precision):
+            return self._forward(prepare_input(model.preprocessing.normalize(rgb)))
+
+
 @contextmanager
-def truncated_at(model: Model, layer: str) -> Iterator[Callable[[torch.Tensor, str], torch.Tensor]]:
+def truncated_at(model: Model, layer: str, diversity: bool = False) -> Iterator[UnitReader]:
     """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
-    pre-activation of ``layer`` and returns it (B x C x h x w; a transformer's layer as its map, the
-    pictures resized to its input size, as for a model that takes only its own size (a Keras model
-    built for one); a video network's B x C x t x h x w, each picture a still clip:
-    repeated over its frames); one hook for all the passes."""
-    target = preactivation(model.all_layers(), layer)
-    fixed = has_fixed_grid(model.all_layers()) or model.fixed_input_size
-    with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view,
-                     model.preactivations.get(target.module)) as stopped:
-        def run(rgb: torch.Tensor, precision: str) -> torch.Tensor:
-            if fixed and tuple(rgb.shape[2:]) != model.input_size:
-                # a transformer's patch grid is fixed: its pictures are seen at its input size
-                rgb = F.interpolate(rgb, size=model.input_size, mode="bilinear", align_corners=False)
-            if model.frames is not None:  # a still: the picture in every frame
-                rgb = rgb[:, :, None].expand(-1, -1, model.frames, -1, -1)
-            with computing_in(model.device, precision):
-                return stopped.run(prepare_input(model.preprocessing.normalize(rgb)))
-        yield run
+    output ``layer``'s units are read from and returns it (a conv's pre-activation B x C x h x w; a
+    transformer's layer as its map, the pictures resized to its input size, as for a model that takes
+    only its own size (a Keras model built for one); a video network's B x C x t x h x w, each
+    picture a still clip: repeated over its frames; a vector layer's B x N; :data:`LOGITS`: the
+    target's class scores, the full forward pass); one hook for all the passes. With ``diversity``,
+    ``run.features`` holds the map of :func:`~convscope.techniques.units.diversity_layer` after each pass."""
+    side = diversity_layer(model, layer) if diversity else None
+    reader: UnitReader
+
+    def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
+        assert side is not None
+        reader.features = side.as_map(output)
+
+    target = None if reads_class_scores(model, layer) else unit_layer(model, layer)
+    same_map = side is not None and target is not None and side.module == target.module
+    keeping = [] if side is None or same_map else [(model.module.get_submodule(side.module), keep)]
+    with registered(forward=keeping):
+        if target is None:
+            check_class_scores(model)
+            reader = UnitReader(model, model.scores)
+            yield reader
+            return
+        with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view,
+                         model.preactivations.get(target.module)) as stopped:
+            def forward(x: torch.Tensor) -> torch.Tensor:
+                output = stopped.run(x)
+                if same_map:
+                    reader.features = output
+                return output
+            reader = UnitReader(model, forward)
+            yield reader
 
 
 #: A picture whose every colour channel has a pixel standard deviation below this (RGB in [0, 1]) is flat.
 FLAT_STD = 0.01
 
 
-def _channel_objective(acts: torch.Tensor, filters: Sequence[int], objective: str = "mean") -> torch.Tensor:
-    """Item i's objective on channel filters[i], in fp32: its spatial mean (a video network's over t x h
-    x w), or (``neuron``) its value at the centre position."""
-    index = torch.tensor(list(filters), device=acts.device)
-    maps = acts.float()[torch.arange(len(filters), device=acts.device), index]
-    if objective == "neuron":
-        return maps[(slice(None), *[size // 2 for size in maps.shape[1:]])]
-    return maps.mean(dim=tuple(range(1, maps.dim())))
-
-
 def score_images(model: Model | nn.Module, layer: str, images: torch.Tensor, filters: Sequence[int],
-                 batch_size: int = FILTER_BATCH) -> torch.Tensor:
-    """The score of each picture: the fp32 mean of its filter's pre-activation (no transforms),
-    ``batch_size`` pictures per forward pass."""
-    model = as_model(model)
+                 batch_size: int = FILTER_BATCH, objective: str = "mean",
+                 direction: torch.Tensor | None = None) -> torch.Tensor:
+    """The score of each picture: its unit's fp32 ``objective`` (a conv filter's pre-activation mean
+    by default; no transforms), ``batch_size`` pictures per forward pass."""
+    model = as_model(model, torch.zeros(1, 1, *images.shape[-2:]))
     scores = []
     with evaluating(model.module), torch.no_grad(), truncated_at(model, layer) as run:
         for start in range(0, len(filters), batch_size):
             batch = images[start:start + batch_size].to(model.device, torch.float32)
-            scores.append(_channel_objective(run(batch, "fp32"), filters[start:start + batch_size]))
+            scores.append(unit_values(run(batch, "fp32"), filters[start:start + batch_size], objective, direction))
     return torch.cat(scores)
 
 
 # -- the optimization ------------------------------------------------------------------------------
 @dataclass
 class FilterResult:
-    """Pictures (N x 3 x S x S, RGB in [0, 1]) of ``filters`` of ``layer``, their scores, the
-    scores of the starting pictures and the objective at every step (steps x N)."""
+    """Pictures (N x 3 x S x S, RGB in [0, 1]) of the units ``filters`` of ``layer`` (each unit
+    ``copies`` times in a row with diversity), their scores, the scores of the starting pictures
+    and the objective at every step (steps x N)."""
 
     images: torch.Tensor
     scores: torch.Tensor
@@ -146,13 +188,23 @@ class FilterResult:
     initial_scores: torch.Tensor
     history: torch.Tensor = field(repr=False)
     precision_reason: str = "as asked"
-    #: The objective asked for; per filter, the one its picture maximizes (``neuron`` where a
-    #: ``mean`` picture failed and was drawn again), whether it was reached (the final picture scores
-    #: above the starting one and is not flat), and whether its ``mean`` picture was flat.
+    #: The objective asked for; per picture, the one it maximizes (``neuron`` where a ``mean``
+    #: picture failed and was drawn again), whether it was reached (the final picture scores above
+    #: the starting one and is not flat), whether its ``mean`` picture was flat, and whether its
+    #: filter is dead (all weights zero).
     objective: str = "mean"
     objectives: list[str] = field(default_factory=list)
     reached: list[bool] = field(default_factory=list)
     flat: list[bool] = field(default_factory=list)
+    dead: list[bool] = field(default_factory=list)
+    #: Pictures per unit (``diversity``), whether the unit is a direction, and the units' names (a
+    #: class picture's label; empty for channels).
+    copies: int = 1
+    direction: bool = False
+    labels: list[str] = field(default_factory=list)
+    #: Per picture, where the ascent pushed the picture most (MaCo's transparency: the summed
+    #: absolute gradient, N x S x S scaled to [0, 1]); None for recipes without one.
+    transparency: torch.Tensor | None = field(default=None, repr=False)
 
     @property
     def redrawn(self) -> int:
@@ -161,11 +213,13 @@ class FilterResult:
 
     @property
     def not_reached(self) -> int:
-        """Pictures not reached by any objective tried."""
+        """Pictures not reached by any objective tried (dead filters included)."""
         return sum(not reached for reached in self.reached)
 
     def status(self, position: int) -> str:
         """The picture at ``position`` in words: ``""`` when fine, else why it is marked."""
+        if self.dead and self.dead[position]:
+            return DEAD
         if not self.reached[position]:
             return NOT_REACHED
         if self.objectives[position] != self.objective:
@@ -175,6 +229,7 @@ class FilterResult:
 
 #: How a marked picture is described (the report and ``<layer>.json`` use these words).
 NOT_REACHED = "not reached"
+DEAD = "dead (all weights zero)"
 FLAT_REDRAWN = "flat: the mean objective is maximized by a uniform picture; shown with the centre-unit objective"
 MEAN_NOT_REACHED = "not reached by the mean objective; shown with the centre-unit objective"
 
@@ -222,96 +277,161 @@ def picture_size_for(model: Model | nn.Module, layer: str, size: int) -> int:
     return enough
 
 
-def check_filter_settings(method: str, steps: int | None, size: int, objective: str = "mean") -> int:
-    """Check the method, steps, size and objective before any work; returns the steps (the recipe's
-    default for None)."""
+def check_filter_settings(method: str, steps: int | None, size: int, objective: str = "mean",
+                          diversity: int = 1) -> int:
+    """Check the method, steps, size, objective and diversity before any work; returns the steps (the
+    recipe's default for None)."""
     check_choice("method", method, RECIPES)
     check_choice("objective", objective, OBJECTIVES)
     steps = RECIPES[method].default_steps if steps is None else steps
     check_at_least("steps", steps, 1)
     check_between("size", size, MIN_SIZE, MAX_SIZE, " pixels")
+    check_at_least("diversity", diversity, 1)
     return steps
+
+
+@dataclass(frozen=True)
+class Ascent:
+    """Every setting of one ascent, checked: the layer whose units are drawn, the recipe
+    (``method``), steps, picture size, seed, precision, learning rate (None: the recipe's),
+    objective, pictures per unit (``diversity``) and the ``direction`` drawn instead of single units."""
+
+    layer: str
+    method: str
+    steps: int
+    size: int
+    seed: int = 0
+    precision: str = FILTERS_PRECISION
+    lr: float | None = None
+    objective: str = "mean"
+    diversity: int = 1
+    direction: torch.Tensor | None = None
+
+    @property
+    def recipe(self) -> FilterRecipe:
+        return RECIPES[self.method]
+
+    def again_with(self, **changes: object) -> Ascent:
+        """The same ascent with some settings changed."""
+        return replace(self, **changes)
+
+
+def drawable(model: Model | nn.Module, size: int) -> Model:
+    """A :class:`Model` as it is; a plain module wrapped at its usual 224 x 224, or where it fails
+    there (a network that takes only its own size, such as a CIFAR net), at the pictures' ``size``."""
+    if isinstance(model, Model):
+        return model
+    try:
+        return as_model(model)
+    except InputError:
+        return as_model(model, torch.zeros(1, 1, size, size))
+
+
+def chosen_units(model: Model, layer: str, filters: str | int | Sequence[int] | None,
+                 direction: torch.Tensor | None = None) -> list[int]:
+    """The units to draw: from the spec (see :func:`parse_filter_spec`), or the one direction."""
+    if direction is not None:
+        return [0]
+    return parse_filter_spec(filters, unit_count(model, layer))
 
 
 def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
                      steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD,
                      seed: int = 0, precision: str = FILTERS_PRECISION, lr: float | None = None,
-                     batch_size: int = FILTER_BATCH,
-                     progress: Callable[[int], None] | None = None, objective: str = "mean") -> FilterResult:
-    """Optimize one picture per filter of ``layer`` (all in batches of ``batch_size``) for
-    ``objective`` (``mean`` or ``neuron``, see the module notes) and score them with it.
+                     batch_size: int = FILTER_BATCH, progress: Callable[[int], None] | None = None,
+                     objective: str = "mean", *, diversity: int = 1,
+                     direction: torch.Tensor | None = None) -> FilterResult:
+    """Optimize one picture per unit of ``layer`` (``diversity`` per unit; all in batches of
+    ``batch_size``) for ``objective`` (``mean`` or ``neuron``, see the module notes) and score them
+    with it. ``layer`` may be any layer with a tensor output, or ``"logits"`` for class pictures;
+    ``direction`` (C numbers) draws that direction of the layer instead of its units.
 
     ``steps`` and ``lr`` default to the recipe's: 64 steps and Adam lr 0.05 (lucid), 40 steps and a
     per-step RMS-normalized pixel change of 0.01 (classic). ``progress`` is called with the number
     of steps done after each step of each batch.
     """
-    model = as_model(model)
-    steps = check_filter_settings(method, steps, size, objective)
+    model = drawable(model, size)
+    steps = check_filter_settings(method, steps, size, objective, diversity)
     check_at_least("batch_size", batch_size, 1)
     check_precision(precision, model.device)
-    chosen = parse_filter_spec(filters, model.layer(preactivation_path(model, layer)).shape[0])
-    return _ascend(model, layer, chosen, steps, size, method, seed, precision, lr, batch_size, progress, objective)
+    ascent = Ascent(layer, method, steps, size, seed, precision, lr, objective, diversity, direction)
+    return _ascend(model, ascent, chosen_units(model, layer, filters, direction), batch_size, progress)
 
 
-def _ascend(model: Model, layer: str, chosen: list[int], steps: int, size: int, method: str, seed: int,
-            precision: str, lr: float | None, batch_size: int, progress: Callable[[int], None] | None,
-            objective: str) -> FilterResult:
-    """:func:`optimize_filters` with every setting checked and the filters resolved."""
-    recipe = RECIPES[method]
-    lr = recipe.default_lr if lr is None else lr
+#: Copy k > 0 of a unit draws its random start from key ``unit + k * COPY_KEY`` (copy 0: ``unit``).
+COPY_KEY = 10_000_019
 
-    images, scores, initial, history = [], [], [], []
-    with evaluating(model.module), truncated_at(model, layer) as run:
-        first_batch = chosen[:batch_size]
 
+def _ascend(model: Model, ascent: Ascent, chosen: list[int], batch_size: int,
+            progress: Callable[[int], None] | None) -> FilterResult:
+    """:func:`optimize_filters` with every setting checked and the units resolved."""
+    recipe, copies = ascent.recipe, ascent.diversity
+    lr = recipe.default_lr if ascent.lr is None else ascent.lr
+    items = [unit for unit in chosen for _ in range(copies)]
+    keys = [unit + copy * COPY_KEY for unit in chosen for copy in range(copies)]
+    per_batch = max(copies, batch_size // copies * copies)  # a unit's copies share a batch
+
+    images, scores, initial, history, transparency = [], [], [], [], []
+    with evaluating(model.module), truncated_at(model, ascent.layer, copies > 1) as run:
         def one_step(option: str) -> None:  # what ``auto`` times: one step of the first batch
-            gens = generators(seed, first_batch, model.device)
-            picture = recipe.picture(gens, size, model.device, model.preprocessing.channels)
+            gens = generators(ascent.seed, keys[:per_batch], model.device)
+            picture = recipe.picture(gens, ascent.size, model.device, model.preprocessing.channels)
             with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
-                _objective_and_gradient(run, picture, gens, recipe, first_batch, option, objective)
+                _objective_and_gradient(run, picture, gens, ascent, items[:per_batch], option)
 
-        precision, reason = choose_precision(precision, model.module, model.device,
-                                             ("filters", layer, method, size, len(first_batch)), one_step)
-        for start in range(0, len(chosen), batch_size):
-            batch = chosen[start:start + batch_size]
-            pictures, first, steps_history = _optimize(run, model, batch, steps, size, recipe, seed, precision,
-                                                       lr, progress, objective)
+        precision, reason = choose_precision(ascent.precision, model.module, model.device,
+                                             ("filters", ascent.layer, ascent.method, ascent.size, copies,
+                                              len(items[:per_batch])), one_step)
+        for start in range(0, len(items), per_batch):
+            batch = items[start:start + per_batch]
+            gens = generators(ascent.seed, keys[start:start + per_batch], model.device)
+            pictures, first, steps_history, pushed = _optimize(run, model, batch, gens, ascent, precision, lr,
+                                                               progress)
             with torch.no_grad():
-                scores.append(_channel_objective(run(pictures, "fp32"), batch, objective))
+                scores.append(unit_values(run(pictures, "fp32"), batch, ascent.objective, ascent.direction))
             images.append(pictures)
             initial.append(first)
             history.append(steps_history)
+            if pushed is not None:
+                transparency.append(pushed)
     images_, scores_, initial_ = torch.cat(images).cpu(), torch.cat(scores).cpu(), torch.cat(initial).cpu()
     flat = flat_pictures(images_)
-    reached = reached_scores(scores_, initial_) & ~flat
-    return FilterResult(images=images_, scores=scores_, filters=chosen, layer=layer, method=method, steps=steps,
-                        size=size, seed=seed, precision=precision, initial_scores=initial_,
-                        history=torch.cat(history, dim=1).cpu(), precision_reason=reason, objective=objective,
-                        objectives=[objective] * len(chosen), reached=reached.tolist(),
-                        flat=flat.tolist() if objective == "mean" else [False] * len(chosen))
+    dead = [False] * len(items) if ascent.direction is not None else dead_units(model, ascent.layer, items)
+    reached = reached_scores(scores_, initial_) & ~flat & ~torch.tensor(dead, dtype=torch.bool)
+    labels = [model.labels[unit] for unit in items] if reads_class_scores(model, ascent.layer) else []
+    return FilterResult(images=images_, scores=scores_, filters=items, layer=ascent.layer, method=ascent.method,
+                        steps=ascent.steps, size=ascent.size, seed=ascent.seed, precision=precision,
+                        initial_scores=initial_, history=torch.cat(history, dim=1).cpu(), precision_reason=reason,
+                        objective=ascent.objective, objectives=[ascent.objective] * len(items),
+                        reached=reached.tolist(),
+                        flat=flat.tolist() if ascent.objective == "mean" else [False] * len(items), dead=dead,
+                        copies=copies, direction=ascent.direction is not None, labels=labels,
+                        transparency=torch.cat(transparency).cpu() if transparency else None)
 
 
 def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
                  precision: str = FILTERS_PRECISION, progress: Callable[[int], None] | None = None,
-                 objective: str = "mean") -> FilterResult:
-    """:func:`optimize_filters`, then (for ``mean``) every picture that came out flat or not reached
-    drawn again with ``neuron``, in one more batch; the redrawn picture replaces the first where
-    it is reached (the first stays, marked not reached, where neither is). ``objectives``,
-    ``reached`` and ``flat`` of the result say which (see :meth:`FilterResult.status`).
+                 objective: str = "mean", *, diversity: int = 1,
+                 direction: torch.Tensor | None = None) -> FilterResult:
+    """:func:`optimize_filters`, then (for ``mean`` on a feature map, one picture per unit) every
+    picture that came out flat or not reached -- a dead filter aside -- drawn again with ``neuron``,
+    in one more batch; the redrawn picture replaces the first where it is reached (the first stays,
+    marked not reached, where neither is). ``objectives``, ``reached``, ``flat`` and ``dead`` of the
+    result say which (see :meth:`FilterResult.status`).
 
     The settings are taken as checked where they entered (:func:`~convscope.presentation.plans.plan_filters`,
-    the filter cache's settings); only the filters are resolved here."""
-    model = as_model(model)
+    the filter cache's settings); only the units are resolved here."""
+    model = drawable(model, size)
     steps = RECIPES[method].default_steps if steps is None else steps
-    chosen = parse_filter_spec(filters, model.layer(preactivation_path(model, layer)).shape[0])
-    result = _ascend(model, layer, chosen, steps, size, method, seed, precision, None, FILTER_BATCH, progress,
-                     objective)
-    failed = [i for i, ok in enumerate(result.reached) if not ok]
-    if objective != "mean" or not failed:
+    ascent = Ascent(layer, method, steps, size, seed, precision, None, objective, diversity, direction)
+    result = _ascend(model, ascent, chosen_units(model, layer, filters, direction), FILTER_BATCH, progress)
+    failed = [i for i, ok in enumerate(result.reached) if not ok and not result.dead[i]]
+    spatial = not reads_class_scores(model, layer) and unit_layer(model, layer).is_spatial
+    if objective != "mean" or not failed or diversity > 1 or not spatial:
         return result
-    again = _ascend(model, layer, [result.filters[i] for i in failed], steps, size, method, seed, result.precision,
-                    None, FILTER_BATCH, progress, "neuron")
+    again = _ascend(model, ascent.again_with(precision=result.precision, objective="neuron"),
+                    [result.filters[i] for i in failed], FILTER_BATCH, progress)
     for position, i in enumerate(failed):
         if not again.reached[position]:
             continue
@@ -323,51 +443,67 @@ def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequ
     return result
 
 
-def _objective_and_gradient(run: Callable[[torch.Tensor, str], torch.Tensor], picture: nn.Module,
-                            gens: Sequence[torch.Generator], recipe: FilterRecipe, filters: list[int],
-                            precision: str, objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """One step's objective (each filter's on its transformed picture) and its gradient with
-    respect to the picture's parameters."""
+def _objective_and_gradient(run: UnitReader, picture: nn.Module, gens: Sequence[torch.Generator], ascent: Ascent,
+                            units: list[int], precision: str) -> tuple[torch.Tensor, torch.Tensor,
+                                                                        torch.Tensor | None]:
+    """One step: each unit's objective on its transformed picture, the gradient of the ascent's
+    objective (with diversity, less its penalty) with respect to the picture's parameters and, for a
+    recipe that keeps a transparency, the gradient's absolute value on the picture summed over its
+    colours (B x S x S)."""
+    recipe = ascent.recipe
     rgb = picture()
-    if recipe.transform is not None:
-        rgb = recipe.transform(rgb, gens)
-    value = _channel_objective(run(rgb, precision), filters, objective)
-    (grad,) = torch.autograd.grad(value.sum(), list(picture.parameters()))
-    return value, grad
+    seen = recipe.transform(rgb, gens) if recipe.transform is not None else rgb
+    value = unit_values(run(seen, precision), units, ascent.objective, ascent.direction)
+    total = value.sum()
+    if ascent.diversity > 1:
+        assert run.features is not None
+        total = diversified(value, run.features, ascent.diversity)
+    wrt = [*picture.parameters(), rgb] if recipe.transparency else list(picture.parameters())
+    grads = torch.autograd.grad(total, wrt)
+    pushed = grads[-1].float().abs().sum(dim=1) if recipe.transparency else None
+    return value, grads[0], pushed
 
 
-def _optimize(run: Callable[[torch.Tensor, str], torch.Tensor], model: Model, filters: list[int], steps: int,
-              size: int, recipe: FilterRecipe, seed: int, precision: str, lr: float,
-              progress: Callable[[int], None] | None,
-              objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One batch: (final pictures, scores of the starting pictures, objective at every step)."""
-    gens = generators(seed, filters, model.device)
-    picture = recipe.picture(gens, size, model.device, model.preprocessing.channels)
+def _optimize(run: UnitReader, model: Model, units: list[int], gens: Sequence[torch.Generator], ascent: Ascent,
+              precision: str, lr: float, progress: Callable[[int], None] | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One batch: (final pictures, scores of the starting pictures, objective at every step, the
+    transparency: the summed pushes scaled to [0, 1] per picture, or None)."""
+    recipe = ascent.recipe
+    picture = recipe.picture(gens, ascent.size, model.device, model.preprocessing.channels)
     parameters = list(picture.parameters())
     update = recipe.update(parameters, lr)
     with torch.no_grad():
-        first = _channel_objective(run(picture().float(), "fp32"), filters, objective)
-    history = []
+        first = unit_values(run(picture().float(), "fp32"), units, ascent.objective, ascent.direction)
+    history, pushed = [], None
     with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
-        for _ in range(steps):
-            value, grad = _objective_and_gradient(run, picture, gens, recipe, filters, precision, objective)
+        for _ in range(ascent.steps):
+            value, grad, push = _objective_and_gradient(run, picture, gens, ascent, units, precision)
             with torch.no_grad():
                 update(grad)
             history.append(value.detach())
+            if push is not None:
+                pushed = push if pushed is None else pushed + push
             if progress is not None:
                 progress(1)
     with torch.no_grad():
         final = picture().float().clamp(0.0, 1.0)
-    return final.detach(), first, torch.stack(history)
+    if pushed is not None:
+        pushed = pushed / pushed.flatten(1).amax(dim=1).clamp(min=1e-12).view(-1, 1, 1)
+    return final.detach(), first, torch.stack(history), pushed
 
 
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
-            precision: str = FILTERS_PRECISION, objective: str = "mean") -> tuple[torch.Tensor, torch.Tensor]:
-    """Pictures of what each filter of ``layer`` responds to: ``(images, scores)``, images
+            precision: str = FILTERS_PRECISION, objective: str = "mean", *, diversity: int = 1,
+            direction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pictures of what each unit of ``layer`` responds to: ``(images, scores)``, images
     N x 3 x S x S RGB in [0, 1] (before the model's own normalization), scores the fp32 objective of
-    each filter's pre-activation on its picture (``mean``: its spatial mean; ``neuron``: its centre
-    value). ``filters``: a count, indices/ranges (``"0-15,32"``) or a list (default: the first 64).
-    Deterministic for a seed on a given device."""
-    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision, objective=objective)
+    each unit on its picture (a conv filter's pre-activation: ``mean`` its spatial mean, ``neuron``
+    its centre value; a vector's entry; ``"logits"``: class scores). ``filters``: a count,
+    indices/ranges (``"0-15,32"``) or a list (default: the first 64); ``diversity``: pictures per
+    unit; ``direction``: draw that direction (C numbers) instead. A plain module that fails at
+    224 x 224 is drawn at ``size``. Deterministic for a seed on a given device."""
+    result = optimize_filters(model, layer, filters, steps, size, method, seed, precision, objective=objective,
+                              diversity=diversity, direction=direction)
     return result.images, result.scores
