@@ -97,7 +97,8 @@ def preactivation_path(model: Model, layer: str) -> str:
 class UnitReader:
     """``reader(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) and returns the output
     the units are read from (see :func:`truncated_at`); ``features`` then holds the feature map
-    diversity compares (when asked for)."""
+    diversity compares (when asked for). Pictures the network cannot take at their size (a fixed
+    flatten before a Linear layer) are seen resized to its input size from then on."""
 
     def __init__(self, model: Model, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
         self._model, self._forward = model, forward
@@ -106,9 +107,18 @@ class UnitReader:
 
     def __call__(self, rgb: torch.Tensor, precision: str) -> torch.Tensor:
         model = self._model
+        if not self._fixed and tuple(rgb.shape[2:]) != model.input_size:
+            try:
+                return self._run(rgb, precision)
+            except RuntimeError:  # a network that takes only its own size (a fixed flatten before a Linear)
+                self._fixed = True
         if self._fixed and tuple(rgb.shape[2:]) != model.input_size:
             # a transformer's patch grid is fixed: its pictures are seen at its input size
             rgb = F.interpolate(rgb, size=model.input_size, mode="bilinear", align_corners=False)
+        return self._run(rgb, precision)
+
+    def _run(self, rgb: torch.Tensor, precision: str) -> torch.Tensor:
+        model = self._model
         if model.frames is not None:  # a still: the picture in every frame
             rgb = rgb[:, :, None].expand(-1, -1, model.frames, -1, -1)
         with computing_in(model.device, precision):
