@@ -389,7 +389,8 @@ def cmd_filters(args: argparse.Namespace) -> int:
     model = _load(args)
     plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
                         seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective,
-                        classes=args.classes, diversity=args.diversity, direction=args.direction)
+                        classes=args.classes, diversity=args.diversity, direction=args.direction,
+                        transparency=args.transparency)
     for note in plan.notes:
         print(f"convscope: note: {note}", file=sys.stderr)
     out = prepare_out_dir(args.out, FILTERS_DIR)

@@ -238,6 +238,9 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--direction", metavar="FILE.npy",
                    help="draw a direction in the one --layers layer: a .npy of its channel count (the mean "
                         "over positions of the channels' weighted sum is maximized)")
+    p.add_argument("--transparency", action="store_true",
+                   help="also write DIR/filters/<layer>_transparency.png: maco's pictures with their transparency "
+                        "map (where the ascent pushed them most) as the alpha channel")
     p.add_argument("--diversity", type=int, default=1, metavar="N",
                    help="N different pictures of each unit, side by side (their Gram-matrix similarity "
                         "penalized; default 1)")
@@ -247,8 +250,9 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--size", type=_positive_int, default=DEFAULT_SIZE, metavar="PX",
                    help=f"picture size (default {DEFAULT_SIZE})")
     p.add_argument("--method", choices=tuple(RECIPE_STEPS), default=default_recipe,
-                   help="lucid (default; Fourier + decorrelated colour + transforms + Adam) or classic "
-                        "(pixel-space RMS-normalized ascent)")
+                   help="lucid (default; Fourier + decorrelated colour + transforms + Adam), classic "
+                        "(pixel-space RMS-normalized ascent) or maco (natural-image magnitude fixed, phase "
+                        "optimized; NAdam)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     _objective_option(p)
     _precision_option(p, FILTERS_PRECISION)

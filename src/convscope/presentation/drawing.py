@@ -231,6 +231,23 @@ def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUM
     return Image.fromarray(canvas, "RGB")
 
 
+#: MaCo's display of a transparency map (Horama's ``plot_maco``): clipped at this percentile of each
+#: picture's map, then scaled to [0, 1].
+TRANSPARENCY_PERCENTILE = 80
+
+
+def transparent_grid(images: torch.Tensor, transparency: torch.Tensor, columns: int = PICTURE_COLUMNS) -> Image.Image:
+    """The pictures (N x 3 x S x S) in a grid as :func:`picture_grid`, each with its transparency map
+    (N x S x S, >= 0) as its alpha channel: clipped at its :data:`TRANSPARENCY_PERCENTILE`-th
+    percentile and scaled to [0, 1] (MaCo's display: where the ascent pushed little shows through)."""
+    flat = transparency.detach().float().flatten(1)
+    ceiling = torch.quantile(flat, TRANSPARENCY_PERCENTILE / 100.0, dim=1).clamp(min=1e-12).view(-1, 1, 1)
+    alpha = (transparency.float() / ceiling).clamp(max=1.0)[:, None].expand(-1, 3, -1, -1)
+    rgb = picture_grid(images, columns)
+    opacity = np.asarray(picture_grid(alpha, columns, background=(255, 255, 255)))[..., :1]
+    return Image.fromarray(np.concatenate([np.asarray(rgb), opacity], axis=2), "RGBA")
+
+
 def _png_of(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png")

@@ -135,6 +135,7 @@ class FiltersPlan:
     diversity: int = 1
     direction: torch.Tensor | None = None
     direction_name: str = ""
+    transparency: bool = False
 
     @property
     def notes(self) -> list[str]:
@@ -161,17 +162,18 @@ class FiltersPlan:
                                   method=self.method, seed=self.seed, precision=self.precision, progress=progress,
                                   objective=self.objective, diversity=self.diversity, direction=self.direction)
             yield result, write_filter_grids(result, folder, save_raw=self.save_raw,
-                                             direction=self.direction_name)
+                                             direction=self.direction_name, transparency=self.transparency)
 
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
                  seed: int = 0, precision: str = FILTERS_PRECISION, save_raw: bool = False,
                  objective: str = "mean", classes: Sequence[int | str] = (), diversity: int = 1,
-                 direction: str | os.PathLike | None = None) -> FiltersPlan:
+                 direction: str | os.PathLike | None = None, transparency: bool = False) -> FiltersPlan:
     """The layers (default: the first conv of each block; named layers of any kind; patterns match
     conv layers) with their unit indices, and the ``classes`` (names or indices: class pictures,
-    layer ``"logits"``), checked; ``direction``: a ``.npy`` file of the one layer's channels."""
+    layer ``"logits"``), checked; ``direction``: a ``.npy`` file of the one layer's channels;
+    ``transparency``: also write the recipe's transparency maps (``maco``)."""
     steps = check_filter_settings(method, steps, size, objective, diversity)
     if layers is None:
         names = [] if classes or direction is not None else default_filter_layers(model.all_layers())
@@ -194,7 +196,8 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
     drawn = [name for name, _ in chosen]
     sizes = {name: needed for name in drawn if (needed := picture_size_for(model, name, size)) != size}
     return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw, sizes,
-                       objective, diversity, vector, Path(direction).name if direction is not None else "")
+                       objective, diversity, vector, Path(direction).name if direction is not None else "",
+                       transparency)
 
 
 # -- class activation maps ----------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from .drawing import (
     render_grid,
     resized_map,
     signed_overlay,
+    transparent_grid,
 )
 from .files import distinct_safe_names, safe_name, save_animation, save_image, save_json, save_npy, write_bytes
 
@@ -255,22 +256,24 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
 
 
 def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_raw: bool = False,
-                       columns: int = PICTURE_COLUMNS, direction: str = "") -> Path:
+                       columns: int = PICTURE_COLUMNS, direction: str = "", transparency: bool = False) -> Path:
     """Write ``folder/<layer>.png`` (the pictures in unit order, ``columns`` per row; with diversity
     a row per unit, its pictures side by side; class pictures: ``logits.png``; a direction:
     ``<layer>_direction.png``), ``<layer>.json`` (the settings, and each picture's unit ``index``,
     ``label`` for a class, ``copy`` with diversity, score, the ``objective`` it maximizes, whether
     it was ``reached`` and, where marked, its ``status`` in words) and, with ``save_raw``,
-    ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]); a recipe's transparency maps in
-    ``<layer>_transparency.png`` (and ``.npy`` with ``save_raw``)."""
+    ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]); with ``transparency``, a recipe's
+    transparency maps (``maco``'s) as ``<layer>_transparency.png`` (the grid with each map as its
+    alpha channel, see :func:`~convscope.presentation.drawing.transparent_grid`; with ``save_raw``
+    also ``<layer>_transparency.npy``, float32 N x S x S scaled to [0, 1])."""
     folder = Path(folder)
     stem = safe_name(result.layer) + ("_direction" if result.direction else "")
     columns = result.copies if result.copies > 1 else columns
     png = save_image(picture_grid(result.images, columns=columns), folder / f"{stem}.png")
     if save_raw:
         save_npy(result.images.numpy().astype(np.float32), folder / f"{stem}.npy")
-    if result.transparency is not None:
-        save_image(picture_grid(result.transparency[:, None].expand(-1, 3, -1, -1), columns=columns),
+    if transparency and result.transparency is not None:
+        save_image(transparent_grid(result.images, result.transparency, columns=columns),
                    folder / f"{stem}_transparency.png")
         if save_raw:
             save_npy(result.transparency.numpy().astype(np.float32), folder / f"{stem}_transparency.npy")

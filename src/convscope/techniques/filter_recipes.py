@@ -13,6 +13,13 @@ default steps and learning rate, and whether ReLU gradients are redirected. Two 
   ReLU gradients are redirected while a picture has switched a ReLU off everywhere (otherwise a
   filter behind a dead ReLU, e.g. in a depthwise conv, never leaves its gray start).
 
+* ``maco`` (Fel et al., NeurIPS 2023, "MAgnitude Constrained Optimization"; Horama is the authors'
+  code): the picture is ``sigmoid(standardize(irfft2(M * exp(i * standardize(phase)))) @ C)`` with
+  the magnitude M fixed to natural photos' mean spectrum (:func:`natural_magnitude`) and only the
+  phase optimized, by NAdam (lr 1.0 as the authors'); every step sees it transformed as ``lucid``'s,
+  and the summed absolute gradient on the picture is kept as its transparency map (where the ascent
+  pushed the picture: the authors' attribution-weighted transparency).
+
 A new recipe is one :class:`FilterRecipe` passed to :func:`register_recipe` (and its test).
 Random draws come from one generator per filter (see :func:`generators`), so a filter's picture
 does not depend on which other filters share its batch.
@@ -20,12 +27,14 @@ does not depend on which other filters share its batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -95,6 +104,79 @@ class FourierImage(nn.Module):
         decorrelated = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / 4.0
         rgb = torch.einsum("ij,bjhw->bihw", self.colors, decorrelated)
         return torch.sigmoid(rgb)
+
+
+# MaCo's colour matrix (Horama's, not scaled): decorrelated x -> RGB as ``rgb_j = sum_i x_i C_ij``.
+MACO_COLORS = torch.tensor([[0.56282854, 0.58447580, 0.58447580],
+                            [0.19482528, 0.00000000, -0.19482528],
+                            [0.04329450, -0.10823626, 0.06494176]])
+#: The natural photos whose mean spectrum MaCo's magnitude is (all ship with scikit-image and
+#: matplotlib: nothing is downloaded), and the random square crops taken of each.
+NATURAL_PHOTOS = ("chelsea", "coffee", "grace_hopper", "astronaut", "rocket", "stereo_motorcycle")
+NATURAL_CROPS = 32
+
+
+def _natural_photo(name: str) -> np.ndarray:
+    from ..samples import SAMPLES, sample_array
+
+    if name in SAMPLES:
+        return sample_array(name)
+    from skimage import data
+
+    photo = getattr(data, name)()
+    return np.asarray(photo[0] if isinstance(photo, tuple) else photo)[..., :3]  # a stereo pair: its left view
+
+
+@functools.lru_cache(maxsize=8)
+def natural_magnitude(size: int) -> torch.Tensor:
+    """MaCo's fixed magnitude at ``size`` px: the mean ``|rfft2|`` (3 x S x S//2+1) of natural photos
+    in MaCo's decorrelated colours -- :data:`NATURAL_CROPS` seeded random square crops (50-100 % of the
+    shorter side) of each of :data:`NATURAL_PHOTOS`, resized to S x S (antialiased). The authors'
+    is the mean over ImageNet, downloaded at run time; this one is made offline from the photos that
+    ship with the installed packages (its shape is the same 1/f-like falloff)."""
+    generator = torch.Generator().manual_seed(0)
+    to_decorrelated = torch.linalg.inv(MACO_COLORS.double()).float()
+    total = torch.zeros(3, size, size // 2 + 1)
+    for name in NATURAL_PHOTOS:
+        photo = torch.from_numpy(_natural_photo(name).copy()).permute(2, 0, 1).float() / 255.0
+        height, width = photo.shape[1:]
+        shorter = min(height, width)
+        for _ in range(NATURAL_CROPS):
+            side = int(shorter * (0.5 + 0.5 * torch.rand(1, generator=generator).item()))
+            top = int(torch.randint(0, height - side + 1, (1,), generator=generator))
+            left = int(torch.randint(0, width - side + 1, (1,), generator=generator))
+            crop = F.interpolate(photo[None, :, top:top + side, left:left + side], size=(size, size),
+                                 mode="bilinear", antialias=True, align_corners=False)[0]
+            decorrelated = torch.einsum("ji,jhw->ihw", to_decorrelated, crop)
+            total += torch.fft.rfft2(decorrelated).abs()
+    return total / (len(NATURAL_PHOTOS) * NATURAL_CROPS)
+
+
+def _standardized(values: torch.Tensor) -> torch.Tensor:
+    """Each picture's values (dim 0: pictures) less their mean, over their std (+ 1e-4), as Horama's."""
+    flat = values.flatten(1)
+    shape = (-1, *[1] * (values.dim() - 1))
+    return (values - flat.mean(dim=1).view(shape)) / (flat.std(dim=1).view(shape) + 1e-4)
+
+
+class MacoImage(nn.Module):
+    """RGB = sigmoid(standardize(irfft2(M exp(i standardize(phase)))) @ C): the magnitude M fixed
+    (:func:`natural_magnitude`), the phase the only parameter (drawn N(0, 1) per picture), C MaCo's
+    colour matrix (one channel, ``channels=1``: the first decorrelated channel, C = 1)."""
+
+    def __init__(self, gens: Generators, size: int, device: torch.device, channels: int = 3) -> None:
+        super().__init__()
+        self.size = size
+        shape = (channels, size, size // 2 + 1)
+        self.phase = nn.Parameter(_per_filter(gens, lambda g: torch.randn(*shape, generator=g, device=device)))
+        self.register_buffer("magnitude", natural_magnitude(size)[:channels].to(device), persistent=False)
+        colors = MACO_COLORS if channels == 3 else torch.eye(channels)
+        self.register_buffer("colors", colors.to(device), persistent=False)
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.polar(self.magnitude.expand_as(self.phase), _standardized(self.phase))
+        spatial = _standardized(torch.fft.irfft2(spectrum, s=(self.size, self.size)))
+        return torch.sigmoid(torch.einsum("ij,bihw->bjhw", self.colors, spatial))
 
 
 # -- transformation robustness ------------------------------------------------------------------------
@@ -191,6 +273,17 @@ def adam_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Te
     return step
 
 
+def nadam_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
+    """NAdam (MaCo's optimizer) on the (single) picture parameter, ascending the objective."""
+    optimizer = torch.optim.NAdam(parameters, lr=lr)
+
+    def step(grad: torch.Tensor) -> None:
+        parameters[0].grad = -grad
+        optimizer.step()
+        parameters[0].grad = None
+    return step
+
+
 def rms_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
     """``p += lr * g / rms(g)`` with the RMS per picture, then clip to [0, 1] (pixel parameters)."""
     def step(grad: torch.Tensor) -> None:
@@ -234,3 +327,5 @@ register_recipe(FilterRecipe("lucid", FourierImage, random_transform, adam_ascen
                              default_lr=0.05, redirect_relus=True))
 register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=RECIPE_STEPS["classic"],
                              default_lr=0.01))
+register_recipe(FilterRecipe("maco", MacoImage, random_transform, nadam_ascent, default_steps=RECIPE_STEPS["maco"],
+                             default_lr=1.0, redirect_relus=True, transparency=True))
