@@ -11,8 +11,8 @@ from convscope.techniques.filter_recipes import (
     RECIPES,
     MacoImage,
     generators,
-    natural_magnitude,
     nadam_ascent,
+    natural_magnitude,
     random_transform,
 )
 from convscope.techniques.filters import optimize_filters, truncated_at
