@@ -1,5 +1,6 @@
 """Filter recipes' parameterizations, by hand: MaCo's magnitude stays the fixed spectrum after every
-step and its picture is the stated formula; the transparency is the summed absolute gradient."""
+step and its picture is the stated formula; the transparency is the summed absolute gradient;
+accentuation starts at its photo, and its distance and balance are the stated ones."""
 
 from __future__ import annotations
 
@@ -10,12 +11,14 @@ from convscope.techniques.filter_recipes import (
     MACO_COLORS,
     RECIPES,
     MacoImage,
+    PhotoImage,
     generators,
     nadam_ascent,
     natural_magnitude,
+    paired_transform,
     random_transform,
 )
-from convscope.techniques.filters import optimize_filters, truncated_at
+from convscope.techniques.filters import optimize_filters, score_images, truncated_at
 from convscope.techniques.units import unit_values
 
 
@@ -80,3 +83,72 @@ def test_maco_transparency_is_the_summed_absolute_gradient(tiny_model):
     pushed = grad.abs().sum(dim=1)
     torch.testing.assert_close(result.transparency, pushed / pushed.amax(), rtol=1e-5, atol=1e-6)
     assert optimize_filters(tiny_model, "conv2", [4], steps=1, size=16).transparency is None  # lucid keeps none
+
+
+# -- accentuation ---------------------------------------------------------------------------------------------
+def _photo(size: int = 16) -> torch.Tensor:
+    torch.manual_seed(1)
+    return torch.rand(3, size, size) * 0.8 + 0.1
+
+
+def test_accentuation_starts_at_the_photo_and_is_the_formula():
+    photo = _photo()
+    picture = PhotoImage(generators(0, [0, 1], torch.device("cpu")), 16, torch.device("cpu"), start=photo)
+    torch.testing.assert_close(picture(), photo.expand(2, -1, -1, -1), rtol=0, atol=2e-5)
+    # the parameters are the spectrum of 5 * logit(photo) @ C^-1 over the 1/f scale
+    signal = torch.einsum("jhw,ji->ihw", torch.logit(photo.double()), torch.linalg.inv(MACO_COLORS.double()))
+    fy, fx = torch.fft.fftfreq(16)[:, None], torch.fft.rfftfreq(16)[None, :]
+    scale = 1.0 / torch.sqrt(fx * fx + fy * fy).clamp(min=1 / 16)
+    expected = torch.fft.rfft2(5.0 * signal, norm="ortho") / scale
+    torch.testing.assert_close(torch.view_as_complex(picture.spectrum[0].double()), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_accentuation_distance_and_balance_by_hand(tiny_model):
+    from convscope.techniques.filters import Ascent, _balance, _terms
+
+    photo = _photo()
+    ascent = Ascent("conv2", "accentuate", 3, 16, photo=photo, reg_layer="conv1")
+    gens = generators(0, [2, 5], torch.device("cpu"))
+    picture = PhotoImage(gens, 16, torch.device("cpu"), start=photo)
+    with torch.no_grad():
+        picture.spectrum.add_(0.3 * torch.randn_like(picture.spectrum))  # away from the photo
+    kept = ascent.kept_layer(tiny_model)
+    assert kept.name == "conv1"
+    states = [g.get_state() for g in gens]
+    with evaluating(tiny_model.module), truncated_at(tiny_model, "conv2", kept) as run:
+        terms = _terms(run, picture, gens, ascent, [2, 5], "fp32")
+        for g, state in zip(gens, states):
+            g.set_state(state)
+        balance = _balance(run, picture, gens, ascent, [2, 5], "fp32")
+        # by hand: both through the same draws, conv1's maps compared position by position
+        for g, state in zip(gens, states):
+            g.set_state(state)
+        rgb = picture()
+        seen = paired_transform(torch.cat([rgb, photo.expand_as(rgb)]), gens)
+        conv1 = tiny_model.module.conv1(tiny_model.preprocessing.normalize(seen))
+        distance = [(conv1[i] - conv1[2 + i]).pow(2).sum(dim=0).sqrt().mean() for i in range(2)]
+        unit = [tiny_model.module.bn(tiny_model.module.conv2(tiny_model.module.pool(tiny_model.module.relu1(
+            conv1.clone()))))[i, c].mean() for i, c in ((0, 2), (1, 5))]
+    torch.testing.assert_close(terms.distances, torch.stack(distance).detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(terms.values, torch.stack(unit).detach(), rtol=1e-5, atol=1e-6)
+    grads = [torch.autograd.grad(sum(terms_), [picture.spectrum], retain_graph=True)[0]
+             for terms_ in (unit, distance)]
+    expected = [0.1 * grads[0][i].abs().sum() / grads[1][i].abs().sum() for i in range(2)]
+    torch.testing.assert_close(balance, torch.stack(expected), rtol=1e-4, atol=0)
+
+
+def test_accentuation_raises_the_unit_and_stays_near_the_photo(tiny_model):
+    import convscope.techniques.filters as filters
+
+    photo = _photo()
+    held = optimize_filters(tiny_model, "conv2", [1, 3], steps=12, size=16, method="accentuate", photo=photo)
+    assert (held.scores > held.initial_scores).all()
+    torch.testing.assert_close(held.initial_scores, score_images(tiny_model, "conv2", photo.expand(2, -1, -1, -1),
+                                                                 [1, 3]))  # it starts at the photo
+    alpha = filters.ACCENTUATION_ALPHA
+    try:
+        filters.ACCENTUATION_ALPHA = 0.0  # the same ascent, free to leave the photo
+        free = optimize_filters(tiny_model, "conv2", [1, 3], steps=12, size=16, method="accentuate", photo=photo)
+    finally:
+        filters.ACCENTUATION_ALPHA = alpha
+    assert (held.images - photo).abs().mean() < (free.images - photo).abs().mean()

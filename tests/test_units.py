@@ -114,7 +114,7 @@ def test_a_direction_is_the_weighted_channel_sum(tiny_model):
 def test_diversity_gives_different_pictures_of_one_unit(tiny_model):
     plain = optimize_filters(tiny_model, "conv2", [1, 3], steps=8, size=16, precision="fp32", diversity=3)
     assert plain.filters == [1, 1, 1, 3, 3, 3] and plain.copies == 3 and len(plain.images) == 6
-    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", True) as run:
+    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", diversity_layer(tiny_model, "conv2")) as run:
         run(plain.images, "fp32")
         penalty = diversity_penalty(run.features, 3)
     import convscope.techniques.units as units
@@ -125,7 +125,7 @@ def test_diversity_gives_different_pictures_of_one_unit(tiny_model):
         alike = optimize_filters(tiny_model, "conv2", [1, 3], steps=8, size=16, precision="fp32", diversity=3)
     finally:
         units.diversified.__defaults__ = (weight,)
-    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", True) as run:
+    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", diversity_layer(tiny_model, "conv2")) as run:
         run(alike.images, "fp32")
         assert penalty < diversity_penalty(run.features, 3)
 
@@ -197,7 +197,31 @@ def test_cli_class_pictures_diversity_direction_and_errors(tmp_path, capsys):
         (["--layers", "_blocks.3", "--direction", str(wrong)], "_blocks.3 has 40 channels"),
         (["--layers", "_blocks.3", "--direction", str(tmp_path / "text.npy")], "cannot read"),
         (["--layers", "_blocks.3,_blocks.4", "--direction", str(direction)], "exactly one layer"),
+        (["--classes", "tabby", "--method", "accentuate"], "the accentuate method starts from a photo"),
+        (["--classes", "tabby", "--method", "accentuate", "--from", str(tmp_path / "nosuch.jpg")], "no such file"),
+        (["--classes", "tabby", "--method", "accentuate", "--from", str(wrong)], "wrong.npy"),
+        (["--classes", "tabby", "--from", "sample:chelsea"], "the lucid method does not start from a photo"),
+        (["--layers", "_blocks.2", "--method", "accentuate", "--from", "sample:chelsea", "--reg-layer", "_blocks.9"],
+         "_blocks.9 runs after _blocks.2"),
     ])
+
+
+def test_cli_maco_transparency_and_accentuation_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["filters", "--weights", "random", "--classes", "tabby,7", "--method", "maco", "--transparency",
+                 "--steps", "2", "--size", "32", "--out", str(out), "--quiet", "--save-raw"])
+    assert code == 0, capsys.readouterr().err
+    from PIL import Image
+
+    with Image.open(out / "filters" / "logits_transparency.png") as picture:
+        assert picture.mode == "RGBA" and picture.size == Image.open(out / "filters" / "logits.png").size
+    alpha = np.load(out / "filters" / "logits_transparency.npy")
+    assert alpha.shape == (2, 32, 32) and alpha.max() == pytest.approx(1.0)
+    code = main(["filters", "--weights", "random", "--classes", "tabby", "--method", "accentuate", "--from",
+                 "sample:chelsea", "--steps", "2", "--size", "32", "--out", str(out), "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads((out / "filters" / "logits.json").read_text())
+    assert meta["method"] == "accentuate" and [f["label"] for f in meta["filters"]] == ["tabby"]
 
 
 def test_class_pictures_refused_for_a_detector():

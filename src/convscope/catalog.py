@@ -33,7 +33,7 @@ CMAP = "viridis"
 DEFAULT_FILTERS = 64
 DEFAULT_SIZE = 64
 OBJECTIVES = ("mean", "neuron")
-RECIPE_STEPS = {"lucid": 64, "classic": 40, "maco": 64}
+RECIPE_STEPS = {"lucid": 64, "classic": 40, "maco": 64, "accentuate": 64}
 
 #: Class activation maps: the built-in methods in the order they are offered (the first is the
 #: default), and the heatmap's weight in an overlay.

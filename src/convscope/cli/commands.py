@@ -390,7 +390,8 @@ def cmd_filters(args: argparse.Namespace) -> int:
     plan = plan_filters(model, args.layers, args.filters, steps=args.steps, size=args.size, method=args.method,
                         seed=args.seed, precision=args.precision, save_raw=args.save_raw, objective=args.objective,
                         classes=args.classes, diversity=args.diversity, direction=args.direction,
-                        transparency=args.transparency)
+                        transparency=args.transparency, photo=None if args.photo is None else image_source(args.photo),
+                        reg_layer=args.reg_layer)
     for note in plan.notes:
         print(f"convscope: note: {note}", file=sys.stderr)
     out = prepare_out_dir(args.out, FILTERS_DIR)

@@ -238,6 +238,12 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
     p.add_argument("--direction", metavar="FILE.npy",
                    help="draw a direction in the one --layers layer: a .npy of its channel count (the mean "
                         "over positions of the channels' weighted sum is maximized)")
+    p.add_argument("--from", dest="photo", metavar="IMAGE",
+                   help="--method accentuate: the photo the pictures start from (they stay close to it in the "
+                        "model's features)")
+    p.add_argument("--reg-layer", metavar="LAYER",
+                   help="--method accentuate: the layer where the pictures are held close to the photo "
+                        "(default: the feature map a third of the way to the drawn layer)")
     p.add_argument("--transparency", action="store_true",
                    help="also write DIR/filters/<layer>_transparency.png: maco's pictures with their transparency "
                         "map (where the ascent pushed them most) as the alpha channel")
@@ -251,8 +257,8 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"picture size (default {DEFAULT_SIZE})")
     p.add_argument("--method", choices=tuple(RECIPE_STEPS), default=default_recipe,
                    help="lucid (default; Fourier + decorrelated colour + transforms + Adam), classic "
-                        "(pixel-space RMS-normalized ascent) or maco (natural-image magnitude fixed, phase "
-                        "optimized; NAdam)")
+                        "(pixel-space RMS-normalized ascent), maco (natural-image magnitude fixed, phase "
+                        "optimized; NAdam) or accentuate (from the photo of --from, held close to it)")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
     _objective_option(p)
     _precision_option(p, FILTERS_PRECISION)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ..catalog import (
@@ -32,6 +33,7 @@ from ..catalog import (
     SANITY_SEEDS,
 )
 from ..errors import InputError, check_at_least, check_between, check_choice
+from ..images import ImageSource
 from ..layers import default_filter_layers
 from ..model import Model, Prediction
 from ..precision import check_precision
@@ -50,11 +52,12 @@ from ..techniques.filters import (
     check_filter_settings,
     draw_filters,
     parse_filter_spec,
+    photo_picture,
     picture_size_for,
     total_steps,
 )
 from ..techniques.metrics import STEPS, check_box
-from ..techniques.units import LOGITS, check_class_scores, read_direction, unit_count
+from ..techniques.units import LOGITS, check_class_scores, read_direction, regularization_layer, unit_count
 from .drawing import NORMALIZATIONS, colormap_lut
 from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, filter_settings, missing_steps
 from .writers import (
@@ -136,6 +139,9 @@ class FiltersPlan:
     direction: torch.Tensor | None = None
     direction_name: str = ""
     transparency: bool = False
+    #: ``accentuate``: the photo its pictures start from (3 x S x S) and the layer where they stay close to it.
+    photo: torch.Tensor | None = None
+    reg_layer: str | None = None
 
     @property
     def notes(self) -> list[str]:
@@ -160,21 +166,34 @@ class FiltersPlan:
         for name, chosen in self.layers:
             result = draw_filters(model, name, chosen, steps=self.steps, size=self.sizes.get(name, self.size),
                                   method=self.method, seed=self.seed, precision=self.precision, progress=progress,
-                                  objective=self.objective, diversity=self.diversity, direction=self.direction)
+                                  objective=self.objective, diversity=self.diversity, direction=self.direction,
+                                  photo=self._photo_at(name), reg_layer=self.reg_layer)
             yield result, write_filter_grids(result, folder, save_raw=self.save_raw,
                                              direction=self.direction_name, transparency=self.transparency)
+
+
+    def _photo_at(self, name: str) -> torch.Tensor | None:
+        """The photo at the size layer ``name`` is drawn at."""
+        size = self.sizes.get(name, self.size)
+        if self.photo is None or self.photo.shape[-1] == size:
+            return self.photo
+        return F.interpolate(self.photo[None], size=(size, size), mode="bilinear", antialias=True,
+                             align_corners=False)[0].clamp(0, 1)
 
 
 def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filters: str | int | None = None, *,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_FILTER_METHOD,
                  seed: int = 0, precision: str = FILTERS_PRECISION, save_raw: bool = False,
                  objective: str = "mean", classes: Sequence[int | str] = (), diversity: int = 1,
-                 direction: str | os.PathLike | None = None, transparency: bool = False) -> FiltersPlan:
+                 direction: str | os.PathLike | None = None, transparency: bool = False,
+                 photo: ImageSource | None = None, reg_layer: str | None = None) -> FiltersPlan:
     """The layers (default: the first conv of each block; named layers of any kind; patterns match
     conv layers) with their unit indices, and the ``classes`` (names or indices: class pictures,
     layer ``"logits"``), checked; ``direction``: a ``.npy`` file of the one layer's channels;
-    ``transparency``: also write the recipe's transparency maps (``maco``)."""
-    steps = check_filter_settings(method, steps, size, objective, diversity)
+    ``transparency``: also write the recipe's transparency maps (``maco``); ``photo``: where
+    ``accentuate`` starts, read here (held close to it at ``reg_layer``)."""
+    steps = check_filter_settings(method, steps, size, objective, diversity, photo)
+    start = None if photo is None else photo_picture(photo, size)
     if layers is None:
         names = [] if classes or direction is not None else default_filter_layers(model.all_layers())
     else:
@@ -194,10 +213,13 @@ def plan_filters(model: Model, layers: str | Sequence[str] | None = None, filter
         check_class_scores(model)
         chosen.append((LOGITS, list(dict.fromkeys(model.class_index(c) for c in classes))))
     drawn = [name for name, _ in chosen]
+    if reg_layer is not None:
+        for name in drawn:
+            regularization_layer(model, name, reg_layer)
     sizes = {name: needed for name in drawn if (needed := picture_size_for(model, name, size)) != size}
     return FiltersPlan(chosen, steps, size, method, seed, check_precision(precision, model.device), save_raw, sizes,
                        objective, diversity, vector, Path(direction).name if direction is not None else "",
-                       transparency)
+                       transparency, start, reg_layer)
 
 
 # -- class activation maps ----------------------------------------------------------------------------

@@ -20,6 +20,14 @@ default steps and learning rate, and whether ReLU gradients are redirected. Two 
   and the summed absolute gradient on the picture is kept as its transparency map (where the ascent
   pushed the picture: the authors' attribution-weighted transparency).
 
+* ``accentuate`` (Hamblin et al. 2024, "Feature Accentuation"; faccent is the authors' code): the
+  picture starts from a photo (faccent's Fourier parameterization, its exact inverse at the start)
+  and is pushed toward the unit by Adam (lr 0.05, as faccent) while staying close to the photo in
+  the model's own features: the ascent maximizes ``unit - alpha * beta * D`` with D the mean over
+  positions of the Euclidean distance, over channels, between the picture's and the photo's maps at
+  a regularization layer (both seen through the same transform draw), alpha 1 and beta the ratio of
+  the two terms' gradient sizes at the first step (faccent's balance).
+
 A new recipe is one :class:`FilterRecipe` passed to :func:`register_recipe` (and its test).
 Random draws come from one generator per filter (see :func:`generators`), so a filter's picture
 does not depend on which other filters share its batch.
@@ -179,6 +187,39 @@ class MacoImage(nn.Module):
         return torch.sigmoid(torch.einsum("ij,bihw->bjhw", self.colors, spatial))
 
 
+class PhotoImage(nn.Module):
+    """Feature accentuation's picture (faccent's Fourier parameterization): RGB =
+    sigmoid((irfft2(spectrum * scale) / 5) @ C), C MaCo's (Lucid's unscaled) colour matrix, the
+    spectrum scaled by 1/frequency; started from the photo (``start``, 3 x S x S in [0, 1]) by the exact
+    inverse, ``spectrum = rfft2(5 * logit(photo) @ C^-1) / scale`` (orthonormal FFTs), so the first
+    picture is the photo. No randomness: ``gens`` only count the pictures."""
+
+    def __init__(self, gens: Generators, size: int, device: torch.device, channels: int = 3,
+                 start: torch.Tensor | None = None) -> None:
+        super().__init__()
+        if start is None:
+            raise ValueError("PhotoImage needs the photo it starts from")
+        fy = torch.fft.fftfreq(size, device=device)[:, None]
+        fx = torch.fft.rfftfreq(size, device=device)[None, :]
+        self.register_buffer("scale", 1.0 / torch.sqrt(fx * fx + fy * fy).clamp(min=1.0 / size), persistent=False)
+        self.size = size
+        colors = MACO_COLORS if channels == 3 else torch.eye(channels)
+        self.register_buffer("colors", colors.to(device), persistent=False)
+        photo = start.to(device, torch.float32).clamp(1e-6, 1 - 1e-6)[:channels]
+        signal = torch.einsum("jhw,ji->ihw", torch.logit(photo), torch.linalg.inv(self.colors.double()).float())
+        spectrum = torch.fft.rfft2(PHOTO_DESATURATION * signal, norm="ortho") / self.scale
+        self.spectrum = nn.Parameter(torch.view_as_real(spectrum)[None].repeat(len(gens), 1, 1, 1, 1).contiguous())
+
+    def forward(self) -> torch.Tensor:
+        spectrum = torch.view_as_complex(self.spectrum) * self.scale
+        signal = torch.fft.irfft2(spectrum, s=(self.size, self.size), norm="ortho") / PHOTO_DESATURATION
+        return torch.sigmoid(torch.einsum("bihw,ij->bjhw", signal, self.colors))
+
+
+#: faccent's desaturation: the photo's decorrelated logits are scaled by this in the parameters.
+PHOTO_DESATURATION = 5.0
+
+
 # -- transformation robustness ------------------------------------------------------------------------
 def random_transform(images: torch.Tensor, gens: Generators) -> torch.Tensor:
     """Transformation robustness, one draw per picture from its own generator, as Lucid's standard
@@ -186,11 +227,25 @@ def random_transform(images: torch.Tensor, gens: Generators) -> torch.Tensor:
     (a random crop) by 8 px, scale by 0.9-1.1, rotate by -10..10 degrees, jitter by 4 px. Applied as
     one bilinear affine resampling straight from the picture: the output is ``S + 24 - 12`` px and
     whatever falls outside the picture is gray. The draws stay on the device (no synchronization)."""
+    return _transformed(images, _transform_draws(gens, images.device))
+
+
+def paired_transform(images: torch.Tensor, gens: Generators) -> torch.Tensor:
+    """:func:`random_transform` of 2B pictures, the B pictures first and then B others (their photos),
+    item i and item B + i seen through the same draw (from generator i)."""
+    draws = _transform_draws(gens, images.device)
+    return _transformed(images, torch.cat([draws, draws]))
+
+
+def _transform_draws(gens: Generators, device: torch.device) -> torch.Tensor:
+    return torch.stack([torch.rand(6, generator=g, device=g.device) for g in gens]).to(device).double()
+
+
+def _transformed(images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
     picture = images.shape[-1]
     pad, jitter, fine = (max(1, round(picture * amount / 128)) for amount in (12, 8, 4))
     out = picture + 2 * pad - jitter - fine
     ratio = out / picture  # the output grid spans this many picture widths
-    draws = torch.stack([torch.rand(6, generator=g, device=g.device) for g in gens]).to(images.device).double()
     scale = 0.9 + 0.2 * draws[:, 0]
     angle = (-10 + 20 * draws[:, 1]) * (math.pi / 180.0)
     shift_x = (torch.round(jitter * (draws[:, 2] - 0.5)) + torch.round(fine * (draws[:, 3] - 0.5))) * 2.0 / picture
@@ -295,13 +350,14 @@ def rms_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Ten
 # -- the registry ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class FilterRecipe:
-    """How pictures are made: ``picture(generators, size, device, channels)`` builds the parameterization,
+    """How pictures are made: ``picture(generators, size, device, channels)`` builds the parameterization
+    (``start=photo`` too for a recipe ``from_photo``),
     ``transform(pictures, generators)`` (or None) is applied before every step, ``update`` is the
     update rule; ``default_steps``, ``default_lr``, whether ReLU gradients are redirected and
     whether a transparency map is kept."""
 
     name: str
-    picture: Callable[[Generators, int, torch.device, int], nn.Module]
+    picture: Callable[..., nn.Module]
     transform: Callable[[torch.Tensor, Generators], torch.Tensor] | None
     update: UpdateRule
     default_steps: int
@@ -309,6 +365,10 @@ class FilterRecipe:
     redirect_relus: bool = False
     #: Whether the ascent keeps a transparency map (the summed absolute gradient on the picture).
     transparency: bool = False
+    #: Whether the picture starts from a photo (``picture(..., start=photo)``) and stays close to it
+    #: in the model's features (see :mod:`convscope.techniques.filters`); its ``transform`` then takes
+    #: the pictures followed by their photos (``paired_transform``).
+    from_photo: bool = False
 
 
 #: Every recipe by name; the first is the default.
@@ -327,5 +387,7 @@ register_recipe(FilterRecipe("lucid", FourierImage, random_transform, adam_ascen
                              default_lr=0.05, redirect_relus=True))
 register_recipe(FilterRecipe("classic", PixelImage, None, rms_ascent, default_steps=RECIPE_STEPS["classic"],
                              default_lr=0.01))
+register_recipe(FilterRecipe("accentuate", PhotoImage, paired_transform, adam_ascent,
+                             default_steps=RECIPE_STEPS["accentuate"], default_lr=0.05, from_photo=True))
 register_recipe(FilterRecipe("maco", MacoImage, random_transform, nadam_ascent, default_steps=RECIPE_STEPS["maco"],
                              default_lr=1.0, redirect_relus=True, transparency=True))

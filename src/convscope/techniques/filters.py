@@ -8,7 +8,9 @@ channel of any other feature map, an entry of a vector (a Linear layer's neuron,
 :data:`~convscope.techniques.units.LOGITS`) or a direction (see :mod:`convscope.techniques.units`):
 ``mean`` (default) a channel's spatial mean, ``neuron`` its value at the centre position (Lucid's
 neuron objective: row h // 2, column w // 2). With ``diversity`` N > 1 each unit gets N pictures
-drawn together, their similarity penalized (Lucid's diversity term).
+drawn together, their similarity penalized (Lucid's diversity term). A recipe that starts from a
+photo (``accentuate``) gets its ``photo`` and a regularization layer, where the distance between the
+picture's and the photo's maps is held down (see :mod:`convscope.techniques.filter_recipes`).
 
 A picture can fail in two ways, and :func:`draw_filters` (what the commands use) says which:
 *flat* -- its pixels barely vary (every colour channel's standard deviation below
@@ -29,6 +31,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,18 +39,21 @@ from torch import nn
 from ..catalog import DEFAULT_FILTERS, DEFAULT_SIZE, FILTER_SIZES, FILTERS_PRECISION, OBJECTIVES
 from ..errors import InputError, check_at_least, check_between, check_choice
 from ..hooks import evaluating, registered
-from ..layers import has_fixed_grid
+from ..images import ImageSource, load_image
+from ..layers import LayerInfo, has_fixed_grid
 from ..model import Model, as_model
 from ..precision import check_precision, choose_precision, computing_in, prepare_input
 from ..specs import filter_spec
 from .capture import stopping_at
 from .filter_recipes import RECIPES, FilterRecipe, generators, redirected_relus
 from .units import (
+    accentuation_layer,
     check_class_scores,
     dead_units,
     diversified,
     diversity_layer,
     reads_class_scores,
+    regularization_layer,
     unit_count,
     unit_layer,
     unit_values,
@@ -126,20 +132,20 @@ class UnitReader:
 
 
 @contextmanager
-def truncated_at(model: Model, layer: str, diversity: bool = False) -> Iterator[UnitReader]:
+def truncated_at(model: Model, layer: str, keep: LayerInfo | None = None) -> Iterator[UnitReader]:
     """Inside the block, ``run(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) until the
     output ``layer``'s units are read from and returns it (a conv's pre-activation B x C x h x w; a
     transformer's layer as its map, the pictures resized to its input size, as for a model that takes
     only its own size (a Keras model built for one); a video network's B x C x t x h x w, each
     picture a still clip: repeated over its frames; a vector layer's B x N; :data:`LOGITS`: the
-    target's class scores, the full forward pass); one hook for all the passes. With ``diversity``,
-    ``run.features`` holds the map of :func:`~convscope.techniques.units.diversity_layer` after each pass."""
-    side = diversity_layer(model, layer) if diversity else None
+    target's class scores, the full forward pass); one hook for all the passes. With ``keep`` (a
+    layer that runs no later: diversity's or accentuation's), ``run.features`` holds its map after each pass."""
+    side = keep
     reader: UnitReader
 
     def keep(_module: nn.Module, _inputs: object, output: torch.Tensor) -> None:
         assert side is not None
-        reader.features = side.as_map(output)
+        reader.features = side.as_map(output).clone()  # an in-place op downstream must not change it
 
     target = None if reads_class_scores(model, layer) else unit_layer(model, layer)
     same_map = side is not None and target is not None and side.module == target.module
@@ -288,16 +294,45 @@ def picture_size_for(model: Model | nn.Module, layer: str, size: int) -> int:
 
 
 def check_filter_settings(method: str, steps: int | None, size: int, objective: str = "mean",
-                          diversity: int = 1) -> int:
-    """Check the method, steps, size, objective and diversity before any work; returns the steps (the
-    recipe's default for None)."""
+                          diversity: int = 1, photo: object = None) -> int:
+    """Check the method, steps, size, objective, diversity and whether a photo is given before any
+    work; returns the steps (the recipe's default for None)."""
     check_choice("method", method, RECIPES)
     check_choice("objective", objective, OBJECTIVES)
     steps = RECIPES[method].default_steps if steps is None else steps
     check_at_least("steps", steps, 1)
     check_between("size", size, MIN_SIZE, MAX_SIZE, " pixels")
     check_at_least("diversity", diversity, 1)
+    if RECIPES[method].from_photo and photo is None:
+        raise InputError(f"from: the {method} method starts from a photo; give one (--from IMAGE, photo=...)",
+                         parameter="from")
+    if photo is not None and not RECIPES[method].from_photo:
+        starting = ", ".join(name for name, recipe in RECIPES.items() if recipe.from_photo)
+        raise InputError(f"from: the {method} method does not start from a photo (only {starting} does)",
+                         parameter="from")
+    if photo is not None and diversity > 1:
+        raise InputError("diversity: pictures that start from one photo are not drawn with diversity",
+                         parameter="diversity")
     return steps
+
+
+def photo_picture(source: ImageSource | torch.Tensor, size: int) -> torch.Tensor:
+    """A photo as a picture to start from: 3 x S x S RGB in [0, 1], its largest centred square resized
+    to ``size`` (antialiased bilinear); a tensor (3 x H x W or 1 x 3 x H x W, in [0, 1]) likewise."""
+    if isinstance(source, torch.Tensor):
+        rgb = source.detach().float().cpu()
+        rgb = rgb[0] if rgb.dim() == 4 else rgb
+        if rgb.dim() != 3 or rgb.shape[0] != 3:
+            raise InputError(f"photo: expected 3 x H x W RGB in [0, 1], got shape {tuple(source.shape)}",
+                             parameter="photo")
+    else:
+        image = load_image(source)
+        rgb = torch.from_numpy(np.asarray(image, np.float32) / 255.0).permute(2, 0, 1)
+    height, width = rgb.shape[1:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    square = rgb[None, :, top:top + side, left:left + side]
+    return F.interpolate(square, size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0].clamp(0, 1)
 
 
 @dataclass(frozen=True)
@@ -316,10 +351,23 @@ class Ascent:
     objective: str = "mean"
     diversity: int = 1
     direction: torch.Tensor | None = None
+    #: A recipe that starts from a photo: the photo (3 x S x S, RGB in [0, 1]) and the layer where the
+    #: picture is held close to it (None: :func:`~convscope.techniques.units.accentuation_layer`).
+    photo: torch.Tensor | None = None
+    reg_layer: str | None = None
 
     @property
     def recipe(self) -> FilterRecipe:
         return RECIPES[self.method]
+
+    def kept_layer(self, model: Model) -> LayerInfo | None:
+        """The map the ascent compares besides the units: diversity's, or where a picture is held close
+        to its photo; None for neither."""
+        if self.recipe.from_photo:
+            if self.reg_layer is None:
+                return accentuation_layer(model, self.layer)
+            return regularization_layer(model, self.layer, self.reg_layer)
+        return diversity_layer(model, self.layer) if self.diversity > 1 else None
 
     def again_with(self, **changes: object) -> Ascent:
         """The same ascent with some settings changed."""
@@ -349,22 +397,25 @@ def optimize_filters(model: Model | nn.Module, layer: str, filters: str | int | 
                      steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD,
                      seed: int = 0, precision: str = FILTERS_PRECISION, lr: float | None = None,
                      batch_size: int = FILTER_BATCH, progress: Callable[[int], None] | None = None,
-                     objective: str = "mean", *, diversity: int = 1,
-                     direction: torch.Tensor | None = None) -> FilterResult:
+                     objective: str = "mean", *, diversity: int = 1, direction: torch.Tensor | None = None,
+                     photo: ImageSource | torch.Tensor | None = None, reg_layer: str | None = None) -> FilterResult:
     """Optimize one picture per unit of ``layer`` (``diversity`` per unit; all in batches of
     ``batch_size``) for ``objective`` (``mean`` or ``neuron``, see the module notes) and score them
     with it. ``layer`` may be any layer with a tensor output, or ``"logits"`` for class pictures;
-    ``direction`` (C numbers) draws that direction of the layer instead of its units.
+    ``direction`` (C numbers) draws that direction of the layer instead of its units; ``photo`` (an
+    image, or a tensor in [0, 1]) is where ``accentuate`` starts, held close to it at ``reg_layer``.
 
     ``steps`` and ``lr`` default to the recipe's: 64 steps and Adam lr 0.05 (lucid), 40 steps and a
     per-step RMS-normalized pixel change of 0.01 (classic). ``progress`` is called with the number
     of steps done after each step of each batch.
     """
     model = drawable(model, size)
-    steps = check_filter_settings(method, steps, size, objective, diversity)
+    steps = check_filter_settings(method, steps, size, objective, diversity, photo)
     check_at_least("batch_size", batch_size, 1)
     check_precision(precision, model.device)
-    ascent = Ascent(layer, method, steps, size, seed, precision, lr, objective, diversity, direction)
+    start = None if photo is None else photo_picture(photo, size)
+    ascent = Ascent(layer, method, steps, size, seed, precision, lr, objective, diversity, direction, start,
+                    reg_layer)
     return _ascend(model, ascent, chosen_units(model, layer, filters, direction), batch_size, progress)
 
 
@@ -382,10 +433,10 @@ def _ascend(model: Model, ascent: Ascent, chosen: list[int], batch_size: int,
     per_batch = max(copies, batch_size // copies * copies)  # a unit's copies share a batch
 
     images, scores, initial, history, transparency = [], [], [], [], []
-    with evaluating(model.module), truncated_at(model, ascent.layer, copies > 1) as run:
+    with evaluating(model.module), truncated_at(model, ascent.layer, ascent.kept_layer(model)) as run:
         def one_step(option: str) -> None:  # what ``auto`` times: one step of the first batch
             gens = generators(ascent.seed, keys[:per_batch], model.device)
-            picture = recipe.picture(gens, ascent.size, model.device, model.preprocessing.channels)
+            picture = _picture(recipe, gens, ascent, model)
             with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
                 _objective_and_gradient(run, picture, gens, ascent, items[:per_batch], option)
 
@@ -422,23 +473,25 @@ def _ascend(model: Model, ascent: Ascent, chosen: list[int], batch_size: int,
 def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
                  steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
                  precision: str = FILTERS_PRECISION, progress: Callable[[int], None] | None = None,
-                 objective: str = "mean", *, diversity: int = 1,
-                 direction: torch.Tensor | None = None) -> FilterResult:
-    """:func:`optimize_filters`, then (for ``mean`` on a feature map, one picture per unit) every
-    picture that came out flat or not reached -- a dead filter aside -- drawn again with ``neuron``,
-    in one more batch; the redrawn picture replaces the first where it is reached (the first stays,
-    marked not reached, where neither is). ``objectives``, ``reached``, ``flat`` and ``dead`` of the
+                 objective: str = "mean", *, diversity: int = 1, direction: torch.Tensor | None = None,
+                 photo: torch.Tensor | None = None, reg_layer: str | None = None) -> FilterResult:
+    """:func:`optimize_filters` (``photo`` a picture to start from, see :func:`photo_picture`), then
+    (for ``mean`` on a feature map, one picture per unit, not from a photo) every picture that came
+    out flat or not reached -- a dead filter aside -- drawn again with ``neuron``, in one more batch;
+    the redrawn picture replaces the first where it is reached (the first stays, marked not reached,
+    where neither is). ``objectives``, ``reached``, ``flat`` and ``dead`` of the
     result say which (see :meth:`FilterResult.status`).
 
     The settings are taken as checked where they entered (:func:`~convscope.presentation.plans.plan_filters`,
     the filter cache's settings); only the units are resolved here."""
     model = drawable(model, size)
     steps = RECIPES[method].default_steps if steps is None else steps
-    ascent = Ascent(layer, method, steps, size, seed, precision, None, objective, diversity, direction)
+    ascent = Ascent(layer, method, steps, size, seed, precision, None, objective, diversity, direction, photo,
+                    reg_layer)
     result = _ascend(model, ascent, chosen_units(model, layer, filters, direction), FILTER_BATCH, progress)
     failed = [i for i, ok in enumerate(result.reached) if not ok and not result.dead[i]]
     spatial = not reads_class_scores(model, layer) and unit_layer(model, layer).is_spatial
-    if objective != "mean" or not failed or diversity > 1 or not spatial:
+    if objective != "mean" or not failed or diversity > 1 or not spatial or photo is not None:
         return result
     again = _ascend(model, ascent.again_with(precision=result.precision, objective="neuron"),
                     [result.filters[i] for i in failed], FILTER_BATCH, progress)
@@ -453,25 +506,85 @@ def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequ
     return result
 
 
-def _objective_and_gradient(run: UnitReader, picture: nn.Module, gens: Sequence[torch.Generator], ascent: Ascent,
-                            units: list[int], precision: str) -> tuple[torch.Tensor, torch.Tensor,
-                                                                        torch.Tensor | None]:
-    """One step: each unit's objective on its transformed picture, the gradient of the ascent's
-    objective (with diversity, less its penalty) with respect to the picture's parameters and, for a
-    recipe that keeps a transparency, the gradient's absolute value on the picture summed over its
-    colours (B x S x S)."""
+def _picture(recipe: FilterRecipe, gens: Sequence[torch.Generator], ascent: Ascent, model: Model) -> nn.Module:
+    """The recipe's parameterization for one batch (started from the photo for a recipe ``from_photo``)."""
+    if recipe.from_photo:
+        return recipe.picture(gens, ascent.size, model.device, model.preprocessing.channels, start=ascent.photo)
+    return recipe.picture(gens, ascent.size, model.device, model.preprocessing.channels)
+
+
+@dataclass
+class _Terms:
+    """One step's pieces: each unit's objective, and (accentuation) each picture's distance to its photo."""
+
+    values: torch.Tensor
+    distances: torch.Tensor | None = None
+    seen: torch.Tensor | None = None  # the picture before its transform (for a transparency)
+
+
+def _terms(run: UnitReader, picture: nn.Module, gens: Sequence[torch.Generator], ascent: Ascent, units: list[int],
+           precision: str) -> _Terms:
+    """The units' objectives on the transformed pictures and, for a recipe ``from_photo``, each
+    picture's distance to its photo at the regularization layer: the mean over positions of the
+    Euclidean distance over channels, both seen through the same transform draw."""
     recipe = ascent.recipe
     rgb = picture()
+    if recipe.from_photo:
+        assert ascent.photo is not None and recipe.transform is not None
+        photos = ascent.photo.to(rgb.device, rgb.dtype).expand_as(rgb)
+        acts = run(recipe.transform(torch.cat([rgb, photos]), gens), precision)
+        assert run.features is not None
+        maps = run.features.float()
+        half = len(rgb)
+        distances = (maps[:half] - maps[half:]).norm(dim=1).flatten(1).mean(dim=1)
+        return _Terms(unit_values(acts[:half], units, ascent.objective, ascent.direction), distances, rgb)
     seen = recipe.transform(rgb, gens) if recipe.transform is not None else rgb
-    value = unit_values(run(seen, precision), units, ascent.objective, ascent.direction)
-    total = value.sum()
+    return _Terms(unit_values(run(seen, precision), units, ascent.objective, ascent.direction), None, rgb)
+
+
+def _objective_and_gradient(run: UnitReader, picture: nn.Module, gens: Sequence[torch.Generator], ascent: Ascent,
+                            units: list[int], precision: str, balance: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """One step: each unit's objective on its transformed picture, the gradient of what the ascent
+    maximizes with respect to the picture's parameters -- the units' sum; with diversity, less its
+    penalty; from a photo, less ``balance * distance`` per picture -- and, for a recipe that keeps a
+    transparency, the gradient's absolute value on the picture summed over its colours (B x S x S)."""
+    recipe = ascent.recipe
+    terms = _terms(run, picture, gens, ascent, units, precision)
+    total = terms.values.sum()
     if ascent.diversity > 1:
         assert run.features is not None
-        total = diversified(value, run.features, ascent.diversity)
-    wrt = [*picture.parameters(), rgb] if recipe.transparency else list(picture.parameters())
+        total = diversified(terms.values, run.features, ascent.diversity)
+    if terms.distances is not None:
+        total = total - (terms.distances * (balance if balance is not None else 0.0)).sum()
+    wrt = [*picture.parameters(), terms.seen] if recipe.transparency else list(picture.parameters())
     grads = torch.autograd.grad(total, wrt)
     pushed = grads[-1].float().abs().sum(dim=1) if recipe.transparency else None
-    return value, grads[0], pushed
+    return terms.values, grads[0], pushed
+
+
+#: Accentuation's weight of the distance to the photo (faccent's ``accent_reg_alpha``, whose default
+#: is 1). Measured on the default model (4 class logits from the ``chelsea`` photo, 128 px, 64 steps):
+#: with 1 the balanced terms hold the picture at the photo (mean logit 2.7 -> 4.0, the pictures
+#: indistinguishable from it); with 0.1 it rises to 40 and the pictures stay the photo, accentuated.
+ACCENTUATION_ALPHA = 0.1
+
+
+def _balance(run: UnitReader, picture: nn.Module, gens: Sequence[torch.Generator], ascent: Ascent,
+             units: list[int], precision: str) -> torch.Tensor:
+    """Per picture, ``alpha * |d unit / d params|_1 / |d distance / d params|_1`` on one transform draw
+    at the start (faccent's balance, taken per picture: the pictures of a batch are independent);
+    the draw is taken from copies of the generators, so the ascent's own draws are not moved."""
+    copies = [torch.Generator(device=g.device) for g in gens]
+    for copy, g in zip(copies, gens):
+        copy.set_state(g.get_state())
+    terms = _terms(run, picture, copies, ascent, units, precision)
+    assert terms.distances is not None
+    (parameter,) = list(picture.parameters())
+    (unit_grad,) = torch.autograd.grad(terms.values.sum(), [parameter], retain_graph=True)
+    (distance_grad,) = torch.autograd.grad(terms.distances.sum(), [parameter])
+    sizes = unit_grad.abs().flatten(1).sum(dim=1), distance_grad.abs().flatten(1).sum(dim=1)
+    return ACCENTUATION_ALPHA * sizes[0] / sizes[1].clamp(min=1e-12)
 
 
 def _optimize(run: UnitReader, model: Model, units: list[int], gens: Sequence[torch.Generator], ascent: Ascent,
@@ -480,15 +593,17 @@ def _optimize(run: UnitReader, model: Model, units: list[int], gens: Sequence[to
     """One batch: (final pictures, scores of the starting pictures, objective at every step, the
     transparency: the summed pushes scaled to [0, 1] per picture, or None)."""
     recipe = ascent.recipe
-    picture = recipe.picture(gens, ascent.size, model.device, model.preprocessing.channels)
+    picture = _picture(recipe, gens, ascent, model)
     parameters = list(picture.parameters())
     update = recipe.update(parameters, lr)
     with torch.no_grad():
         first = unit_values(run(picture().float(), "fp32"), units, ascent.objective, ascent.direction)
-    history, pushed = [], None
+    history, pushed, balance = [], None, None
     with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
+        if recipe.from_photo:
+            balance = _balance(run, picture, gens, ascent, units, precision)
         for _ in range(ascent.steps):
-            value, grad, push = _objective_and_gradient(run, picture, gens, ascent, units, precision)
+            value, grad, push = _objective_and_gradient(run, picture, gens, ascent, units, precision, balance)
             with torch.no_grad():
                 update(grad)
             history.append(value.detach())
@@ -506,14 +621,16 @@ def _optimize(run: UnitReader, model: Model, units: list[int], gens: Sequence[to
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
             precision: str = FILTERS_PRECISION, objective: str = "mean", *, diversity: int = 1,
-            direction: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+            direction: torch.Tensor | None = None, photo: ImageSource | torch.Tensor | None = None,
+            reg_layer: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Pictures of what each unit of ``layer`` responds to: ``(images, scores)``, images
     N x 3 x S x S RGB in [0, 1] (before the model's own normalization), scores the fp32 objective of
     each unit on its picture (a conv filter's pre-activation: ``mean`` its spatial mean, ``neuron``
     its centre value; a vector's entry; ``"logits"``: class scores). ``filters``: a count,
     indices/ranges (``"0-15,32"``) or a list (default: the first 64); ``diversity``: pictures per
-    unit; ``direction``: draw that direction (C numbers) instead. A plain module that fails at
+    unit; ``direction``: draw that direction (C numbers) instead; ``photo``: where ``accentuate``
+    starts (held close to it at ``reg_layer``). A plain module that fails at
     224 x 224 is drawn at ``size``. Deterministic for a seed on a given device."""
     result = optimize_filters(model, layer, filters, steps, size, method, seed, precision, objective=objective,
-                              diversity=diversity, direction=direction)
+                              diversity=diversity, direction=direction, photo=photo, reg_layer=reg_layer)
     return result.images, result.scores

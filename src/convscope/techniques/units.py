@@ -97,6 +97,39 @@ def diversity_layer(model: Model, layer: str) -> LayerInfo:
     return maps[-1]
 
 
+def accentuation_layer(model: Model, layer: str) -> LayerInfo:
+    """Where accentuation compares the picture with its photo by default: the feature map a third of
+    the way through the feature maps up to ``layer`` (the paper regularizes InceptionV1's logits at
+    ``mixed3a``, an early layer; a conv's own pre-activation when it is among the first three)."""
+    maps = _maps_up_to(model, layer)
+    return maps[len(maps) // 3]
+
+
+def regularization_layer(model: Model, layer: str, at: str) -> LayerInfo:
+    """The layer ``at`` (its map; a conv's pre-activation) as accentuation's regularization layer of
+    ``layer``: InputError unless it is a feature map that runs no later than ``layer``."""
+    info = unit_layer(model, at)
+    if not info.is_spatial:
+        raise InputError(f"reg_layer: {at} is not a feature map", parameter="reg_layer")
+    if info.module not in {found.module for found in _maps_up_to(model, layer)}:
+        raise InputError(f"reg_layer: {at} runs after {layer}; choose a layer at or before it", parameter="reg_layer")
+    return info
+
+
+def _maps_up_to(model: Model, layer: str) -> list[LayerInfo]:
+    """The listed feature maps up to ``layer`` (its own output or pre-activation included), in order."""
+    layers = [info for info in model.all_layers() if not info.is_alias]
+    if not reads_class_scores(model, layer):
+        target = unit_layer(model, layer)
+        last = next(i for i, info in enumerate(layers) if info.module == target.module)
+        layers = layers[:last + 1]
+    maps = [info for info in layers if info.is_spatial]
+    if not maps:
+        raise InputError(f"layers: no feature map up to {layer} to compare the picture with its photo",
+                         parameter="layers")
+    return maps
+
+
 def unit_values(acts: torch.Tensor, units: Sequence[int], objective: str = "mean",
                 direction: torch.Tensor | None = None) -> torch.Tensor:
     """Item i's unit in fp32 (see the module notes): ``units[i]`` of ``acts`` (B x N, or maps
