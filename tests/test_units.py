@@ -114,7 +114,8 @@ def test_a_direction_is_the_weighted_channel_sum(tiny_model):
 def test_diversity_gives_different_pictures_of_one_unit(tiny_model):
     plain = optimize_filters(tiny_model, "conv2", [1, 3], steps=8, size=16, precision="fp32", diversity=3)
     assert plain.filters == [1, 1, 1, 3, 3, 3] and plain.copies == 3 and len(plain.images) == 6
-    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", diversity_layer(tiny_model, "conv2")) as run:
+    kept = diversity_layer(tiny_model, "conv2")
+    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", kept) as run:
         run(plain.images, "fp32")
         penalty = diversity_penalty(run.features, 3)
     import convscope.techniques.units as units
@@ -125,7 +126,7 @@ def test_diversity_gives_different_pictures_of_one_unit(tiny_model):
         alike = optimize_filters(tiny_model, "conv2", [1, 3], steps=8, size=16, precision="fp32", diversity=3)
     finally:
         units.diversified.__defaults__ = (weight,)
-    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", diversity_layer(tiny_model, "conv2")) as run:
+    with evaluating(tiny_model.module), torch.no_grad(), truncated_at(tiny_model, "conv2", kept) as run:
         run(alike.images, "fp32")
         assert penalty < diversity_penalty(run.features, 3)
 
