@@ -163,7 +163,7 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     folder = out / "filters"
     assert sorted(p.name for p in folder.iterdir()) == [
-        "block1_conv1.json", "block1_conv1.npy", "block1_conv1.png",
+        "block1_conv1.json", "block1_conv1.npy", "block1_conv1.png", "block1_conv1_kernels.png",  # the first layer
         "block2_conv1.json", "block2_conv1.npy", "block2_conv1.png"]
     raw = np.load(folder / "block1_conv1.npy")
     assert raw.shape == (4, 3, 32, 32) and raw.dtype == np.float32 and 0 <= raw.min() and raw.max() <= 1
@@ -177,6 +177,12 @@ def test_cli_filters_files_and_errors(tmp_path, capsys):
 
     grid = Image.open(folder / "block1_conv1.png")
     assert grid.size == (4 * (32 + 4) + 4, 32 + 8)  # 4 pictures, 4 px margins
+    kernels = np.asarray(Image.open(folder / "block1_conv1_kernels.png"), np.float32) / 255
+    assert kernels.shape == (32 + 8, 4 * (32 + 4) + 4, 3)
+    weight = model.module.features[0].weight.detach()[[0, 1, 2, 9]]  # each patch: 0.5 + 0.5 w / max|W|
+    expected = 0.5 + 0.5 * weight / model.module.features[0].weight.detach().abs().max()
+    patch = kernels[4:36, 4 + 36:4 + 36 + 32].transpose(2, 0, 1)  # filter 1, enlarged 3 x 3 -> 32 x 32
+    np.testing.assert_allclose(patch[:, ::11, ::11], expected[1].numpy(), atol=1 / 255 + 1e-6)
     command = ["filters", "--model", "vgg16", "--weights", "random", "--layers", "block1_conv1", "--out", str(out)]
     assert_usage_errors(capsys, command, [
         (["--filters", "-1"], "negative"),

@@ -37,6 +37,17 @@ def test_filters_show_their_pictures(tiny_model):
     assert images.shape == (3, 3, 16, 16) and scores.shape == (3,) and result.images is images
     picture = _image(result._repr_png_())
     assert picture.size == convscope.picture_grid(images).size
+    assert result._repr_html_() is None  # channels: the grid alone
+
+
+def test_class_pictures_show_their_classes_and_diversity_a_row_per_unit(tiny_model):
+    classes = convscope.filters(tiny_model, "logits", [1, 3], steps=2, size=16, precision="fp32")
+    shown = classes._repr_html_()
+    assert shown.count("<img") == 2
+    assert [f"{tiny_model.labels[c]} (logit {s:.2f})" for c, s in zip([1, 3], classes.scores.tolist())] == \
+        re.findall(r"<figcaption>(.*?)</figcaption>", shown)
+    several = convscope.filters(tiny_model, "conv2", [0, 4], steps=2, size=16, precision="fp32", diversity=3)
+    assert _image(several._repr_png_()).size == convscope.picture_grid(several.images, columns=3).size
 
 
 def test_cam_maps_show_themselves_over_their_images(tiny_model):

@@ -308,21 +308,35 @@ def test_flat_and_unreached_filters_marked_in_a_browser(tmp_path, monkeypatch):
         browser, page, errors = _open(playwright, index.as_uri())
         try:
             section = page.locator("section.filter-layer[id='filters/conv']")
-            assert section.locator(".badge").all_inner_texts() == ["flat", "not reached"]
+            assert section.locator(".badge").all_inner_texts() == ["flat", "dead"]
             assert section.locator(".badge[data-filter='2']").get_attribute("class") == "badge failed"
             marks = section.locator(".marks").inner_text()
             assert "1 picture flat or not reached with the mean objective, shown with the centre-unit objective " \
-                   "(filter 1)" in marks and "1 not reached by either objective (filter 2)" in marks
+                   "(filter 1)" in marks and "1 dead: all weights zero (filter 2)" in marks
+            assert "not reached by either" not in marks
+            kernels = section.locator("img.kernels")  # the first layer's kernels beside its pictures
+            assert kernels.get_attribute("src") == "filters/conv_kernels.png"
+            assert kernels.evaluate("i => i.naturalWidth")
             badge = section.locator(".badge[data-filter='1']").bounding_box()
-            grid = section.locator("img").bounding_box()
+            grid = section.locator("img.grid").bounding_box()
             scale = grid["width"] / (3 * (32 + 4) + 4)  # the badge sits on its picture, the second of the row
             assert abs(badge["x"] - grid["x"] - (4 + 36) * scale - 2) < 2
             assert abs(badge["y"] - grid["y"] - 4 * scale - 2) < 2
-            section.locator("img").click(position={"x": (4 + 36 + 8) * scale, "y": 12 * scale})
+            section.locator("img.grid").click(position={"x": (4 + 36 + 8) * scale, "y": 12 * scale})
             assert page.inner_text("#viewer-title") == "conv, filter 1"
             assert page.inner_text("#viewer-stats").startswith("score (centre-unit pre-activation)")
             assert FLAT_REDRAWN in page.inner_text("#viewer-stats")
             page.keyboard.press("Escape")
+            classes = page.locator("section.filter-layer[id='filters/logits']")  # the image's top class
+            top = model.predict(model.preprocess([photo(7)]), top=2)[0][0]
+            assert classes.locator("h3").inner_text() == "Class pictures"
+            assert f"{top.label} ({top.index})" in classes.locator(".note").inner_text()
+            classes.locator("img.grid").click(position={"x": 12 * scale, "y": 12 * scale})
+            assert page.inner_text("#viewer-title") == f"class picture: {top.label} ({top.index})"
+            assert page.inner_text("#viewer-stats").startswith("logit ")
+            page.keyboard.press("Escape")
+            why = page.locator(".why .class-picture img")
+            assert why.get_attribute("src").endswith(f"/logits/{top.index}.png") and why.evaluate("i => i.naturalWidth")
             assert errors == []
             _axe(page)
         finally:
@@ -349,7 +363,8 @@ def test_run_options_from_python_and_the_command_line(tmp_path, capsys):
                          for s in saved)
     assert "the filter's pre-activation at the centre position" in (out / "index.html").read_text()
     assert len(list((out / "cam").glob("*_cam.jpg"))) == 2
-    assert all(Image.open(p).size[0] == 8 * (32 + 4) + 4 for p in (out / "filters").glob("*.png"))
+    assert all(Image.open(p).size[0] == 8 * (32 + 4) + 4 for p in (out / "filters").glob("*.png")
+               if p.stem != "logits")  # the class pictures: one per image's top class
     assert "Grad-CAM++" in (out / "index.html").read_text()
     assert len(list((out / "attribute").glob("coffee_*_occlusion_overlay.jpg"))) == 1  # the top class only
     assert "Pixel attribution: Occlusion" in (out / "index.html").read_text()

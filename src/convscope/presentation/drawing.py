@@ -16,6 +16,7 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 from PIL import Image, ImageDraw, ImageFilter
@@ -229,6 +230,14 @@ def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUM
         top, left = margin + r * (height + margin), margin + c * (width + margin)
         canvas[top:top + height, left:left + width] = pixels[index]
     return Image.fromarray(canvas, "RGB")
+
+
+def kernel_patches(kernels: torch.Tensor, size: int) -> torch.Tensor:
+    """First-layer kernels (N x 3 x kh x kw) as pictures N x 3 x size x size: ``0.5 + 0.5 w / max|W|``
+    (one scale for the whole layer, so zero is mid-gray and the strongest weight is black or full
+    colour), enlarged without smoothing."""
+    scaled = 0.5 + 0.5 * kernels.float() / kernels.abs().max().clamp(min=1e-12)
+    return F.interpolate(scaled, size=(size, size), mode="nearest").clamp(0.0, 1.0)
 
 
 #: MaCo's display of a transparency map (Horama's ``plot_maco``): clipped at this percentile of each

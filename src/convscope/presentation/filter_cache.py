@@ -7,7 +7,8 @@ picture size and seed -- so pictures made with other settings are never mixed up
 run, a resumed run or another command with the same settings reuses them (``convscope run``'s
 filter section, ``explain``, the dataset examples' pages). A layer that is not a convolution
 (an activation, a norm, a pooling layer) shows the channels of the conv under it
-(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Each filter's picture is
+(:func:`~convscope.layers.producing_conv`): its pictures are that conv's. Class pictures are cached
+under ``logits``. Each filter's picture is
 independent of the others in its batch (its random start is seeded by its own index), so computing
 the missing ones alone gives the same pictures as computing them all.
 """
@@ -37,6 +38,7 @@ from ..techniques.filters import (
     picture_size_for,
     total_steps,
 )
+from ..techniques.units import LOGITS, reads_class_scores
 from .drawing import filter_pictures
 from .files import safe_name, save_image, save_json
 
@@ -63,7 +65,10 @@ def filter_settings(model: Model, layer: str, method: str = DEFAULT_METHOD, step
 
 
 def filter_layer(model: Model, layer: str) -> str:
-    """The conv whose pictures stand for ``layer``'s channels (``layer`` itself for a conv)."""
+    """The conv whose pictures stand for ``layer``'s channels (``layer`` itself for a conv; the class
+    scores, ``"logits"``, for class pictures)."""
+    if reads_class_scores(model, layer):
+        return LOGITS
     return producing_conv(model.all_layers(), layer)
 
 
@@ -109,7 +114,7 @@ def cached_filter_pictures(model: Model, layer: str, channels: Sequence[int], fo
                                                                  result.initial_scores.tolist())):
             scores[str(channel)] = {"score": score, "initial_score": initial, "precision": result.precision,
                                     "objective": result.objectives[position], "reached": result.reached[position],
-                                    "flat": result.flat[position]}
+                                    "flat": result.flat[position], "dead": result.dead[position]}
         save_json({"layer": filter_layer(model, layer), "scores": scores}, target.with_suffix(".json"))
         if not (target.parent / "settings.json").exists():  # what the key stands for, for people
             save_json({"model": model.name, "weights": model.weights, "input_size": list(model.input_size),
@@ -140,7 +145,9 @@ def cached_filter_result(model: Model, layer: str, channels: Sequence[int], fold
                         history=torch.zeros(0, len(channels)), precision_reason=reason, objective=settings.objective,
                         objectives=[f.get("objective", settings.objective) for f in facts],
                         reached=[bool(f.get("reached", True)) for f in facts],
-                        flat=[bool(f.get("flat", False)) for f in facts])
+                        flat=[bool(f.get("flat", False)) for f in facts],
+                        dead=[bool(f.get("dead", False)) for f in facts],
+                        labels=[model.labels[c] for c in channels] if reads_class_scores(model, layer) else [])
 
 
 def filter_picture_images(model: Model, layer: str, channels: Sequence[int], settings: FilterSettings | None = None,

@@ -30,6 +30,7 @@ from ..techniques import explain as explain_technique
 from ..techniques import filters as filters_technique
 from ..techniques.attributions import AttributionResult
 from .drawing import (
+    PICTURE_COLUMNS,
     overlay,
     photo_of_input,
     picture_grid,
@@ -89,7 +90,11 @@ class Activations(dict):
 
 
 class FilterPictures(tuple):
-    """``(images, scores)`` as :func:`convscope.filters` returns it; in a notebook, the pictures in a grid."""
+    """``(images, scores)`` as :func:`convscope.filters` returns it; in a notebook, the pictures in a
+    grid (with diversity, a row per unit), class pictures each captioned with its class. ``result``
+    is the whole :class:`~convscope.techniques.filters.FilterResult` (statuses, transparency, ...)."""
+
+    result: filters_technique.FilterResult | None = None
 
     @property
     def images(self) -> torch.Tensor:
@@ -99,8 +104,22 @@ class FilterPictures(tuple):
     def scores(self) -> torch.Tensor:
         return self[1]
 
+    def _columns(self) -> int:
+        copies = self.result.copies if self.result is not None else 1
+        return copies if copies > 1 else PICTURE_COLUMNS
+
     def _repr_png_(self) -> bytes:
-        return png_bytes(picture_grid(self.images), NOTEBOOK_WIDTH)
+        return png_bytes(picture_grid(self.images, self._columns()), NOTEBOOK_WIDTH)
+
+    def _repr_html_(self) -> str | None:
+        if self.result is None or not self.result.labels:
+            return None  # the PNG grid
+        figures = []
+        for picture, label, score in zip(self.images, self.result.labels, self.scores.tolist()):
+            image = data_uri_img(png_bytes(picture_grid(picture[None], 1), 160), alt=f"class picture of {label}")
+            figures.append(f"<figure style='display:inline-block;margin:4px'>{image}<figcaption>"
+                           f"{html.escape(label)} (logit {score:.2f})</figcaption></figure>")
+        return "".join(figures)
 
 
 class CamMaps(torch.Tensor):
@@ -223,9 +242,15 @@ def activations(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequen
 def filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
             steps: int | None = None, size: int = filters_technique.DEFAULT_SIZE,
             method: str = filters_technique.DEFAULT_METHOD, seed: int = 0,
-            precision: str = FILTERS_PRECISION, objective: str = "mean") -> FilterPictures:
-    return FilterPictures(filters_technique.filters(model, layer, filters, steps, size, method, seed, precision,
-                                                    objective))
+            precision: str = FILTERS_PRECISION, objective: str = "mean", *, diversity: int = 1,
+            direction: torch.Tensor | None = None, photo: ImageSource | torch.Tensor | None = None,
+            reg_layer: str | None = None) -> FilterPictures:
+    result = filters_technique.optimize_filters(model, layer, filters, steps, size, method, seed, precision,
+                                                objective=objective, diversity=diversity, direction=direction,
+                                                photo=photo, reg_layer=reg_layer)
+    pictures = FilterPictures((result.images, result.scores))
+    pictures.result = result
+    return pictures
 
 
 def cam(model: Model | nn.Module, x: torch.Tensor | ImageSource | Sequence[ImageSource],

@@ -57,7 +57,14 @@ from ..techniques.filters import (
     total_steps,
 )
 from ..techniques.metrics import STEPS, check_box
-from ..techniques.units import LOGITS, check_class_scores, read_direction, regularization_layer, unit_count
+from ..techniques.units import (
+    LOGITS,
+    check_class_scores,
+    input_kernels,
+    read_direction,
+    regularization_layer,
+    unit_count,
+)
 from .drawing import NORMALIZATIONS, colormap_lut
 from .filter_cache import FilterSettings, cached_filter_pictures, filter_layer, filter_settings, missing_steps
 from .writers import (
@@ -168,8 +175,9 @@ class FiltersPlan:
                                   method=self.method, seed=self.seed, precision=self.precision, progress=progress,
                                   objective=self.objective, diversity=self.diversity, direction=self.direction,
                                   photo=self._photo_at(name), reg_layer=self.reg_layer)
-            yield result, write_filter_grids(result, folder, save_raw=self.save_raw,
-                                             direction=self.direction_name, transparency=self.transparency)
+            kernels = None if self.direction is not None else input_kernels(model, name)
+            yield result, write_filter_grids(result, folder, save_raw=self.save_raw, direction=self.direction_name,
+                                             transparency=self.transparency, kernels=kernels)
 
 
     def _photo_at(self, name: str) -> torch.Tensor | None:

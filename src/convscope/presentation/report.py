@@ -66,7 +66,8 @@ class WhyChannel:
 @dataclass
 class WhyThisClass:
     """The channels of ``layer`` behind an image's top class: score, total contribution, the conv
-    whose filter pictures show them, the figure and the JSON (paths), and the channels."""
+    whose filter pictures show them, the figure and the JSON (paths), the channels and the class's
+    picture."""
 
     class_index: int = field(metadata={"json": "class"})
     label: str = ""
@@ -77,6 +78,8 @@ class WhyThisClass:
     figure: str = ""
     json: str = ""
     channels: list[WhyChannel] = field(default_factory=list)
+    #: The class picture of the class (what its logit responds to most; a path), or None.
+    class_picture: str | None = None
 
 
 @dataclass
@@ -133,12 +136,16 @@ class FilterScore:
     score: float
     objective: str = "mean"
     status: str = ""
+    #: A class picture's class label ("" for a channel).
+    label: str = ""
 
 
 @dataclass
 class FilterLayer:
-    """One layer's filter grid: picture size, margin, columns, rows, each filter's index and score,
-    and how many pictures were redrawn with the centre-unit objective or not reached."""
+    """One layer's filter grid (``logits``: class pictures): picture size, margin, columns, rows, each
+    filter's index and score, how many pictures were redrawn with the centre-unit objective, not
+    reached or dead (all weights zero), and a first layer's kernels as RGB patches (a grid in the
+    same places, or "")."""
 
     name: str
     file: str
@@ -149,6 +156,8 @@ class FilterLayer:
     filters: list[FilterScore]
     redrawn: int = 0
     not_reached: int = 0
+    dead: int = 0
+    kernels: str = ""
 
 
 @dataclass

@@ -47,9 +47,10 @@ from ..techniques.explain import DEFAULT_TOP as EXPLAIN_TOP
 from ..techniques.explain import Explanation
 from ..techniques.filters import DEFAULT_SIZE
 from ..techniques.metrics import SANITY_THRESHOLD, SanityResult
+from ..techniques.units import LOGITS, input_kernels
 from .drawing import PICTURE_COLUMNS, PICTURE_MARGIN, frame_strip, grid_geometry, grid_layout
 from .files import prepare_out_dir, save_animation, save_image
-from .filter_cache import FilterSettings, cached_filter_result, missing_steps
+from .filter_cache import FilterSettings, cached_filter_result, layer_folder, missing_steps
 from .plans import (
     EXPLAIN_FILTER_METHOD,
     ActivationsPlan,
@@ -195,6 +196,9 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
         shown = photo.resize(size, Image.BILINEAR)
         path = save_image(shown, out / IMAGES_DIR / f"{stem}.jpg", quality=90)
         images.append(ReportImage(name, stem, _rel(path, out), shown.width, shown.height, predictions))
+    if filters_plan is not None and model.target.ranks_classes:  # what each image's top class looks like
+        classes = list(dict.fromkeys(p.index for predictions in ranked for p in predictions[:1]))
+        filters_plan = dataclasses.replace(filters_plan, layers=[*filters_plan.layers, (LOGITS, classes)])
     clock.lap("predictions")
 
     say(f"[2/6] intermediate outputs: {len(activations_plan.layers)} layers x {len(names)} images")
@@ -203,6 +207,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
 
     explanations = explain_plan.explain(model, x, ranked)
     clock.lap("why this class")
+    class_pictures: dict[int, str] = {}
     if filters_plan is None:
         say("[3/6] filters: skipped")
         filters_section = FiltersSection(FILTER_METHOD, 0, options.filters_size, "-", [], options.objective)
@@ -216,7 +221,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
             say(f"      note: {note}")
         if on_filter_layers is not None:
             on_filter_layers(to_compute + explain_plan.missing_steps(model, explanations, out / FILTERS_DIR))
-        filters_section = _filters_section(model, filters_plan, settings, out, progress, say)
+        filters_section, class_pictures = _filters_section(model, filters_plan, settings, out, progress, say)
     clock.lap("filters")
 
     title = CAM_METHODS[cam_plan.method].title
@@ -233,7 +238,7 @@ def run_all(model: Model, photos: Sequence[Image.Image], names: Sequence[str], o
 
     say(f"[5/6] why this class: the top {explain_plan.top} channels of {explain_plan.layer} for each image's top class")
     _add_why(model, explain_plan, explanations, photos, names, stems, images, activations, dataset_examples, out,
-             progress)
+             progress, class_pictures)
     clock.lap("why this class")
 
     trust_section = None
@@ -344,24 +349,34 @@ def _activations_section(model: Model, plan: ActivationsPlan, x, names: Sequence
 
 
 def _filters_section(model: Model, plan: FiltersPlan, settings: dict[str, FilterSettings], out: Path,
-                     progress: Callable[[int], None] | None, say: Callable[[str], None]) -> FiltersSection:
+                     progress: Callable[[int], None] | None, say: Callable[[str], None]
+                     ) -> tuple[FiltersSection, dict[int, str]]:
     """Each layer's pictures from the filter cache in ``out/filters`` (computed where missing, so a
-    second run, or pictures ``explain`` made, are reused), drawn as the grid ``convscope filters`` writes."""
-    written = []
+    second run, or pictures ``explain`` made, are reused), drawn as the grid ``convscope filters``
+    writes (a first layer's kernels beside); and each class picture's file (class -> path)."""
+    layers, results, class_pictures = [], [], {}
     for name, chosen in plan.layers:
         result = cached_filter_result(model, name, chosen, out / FILTERS_DIR, settings[name], plan.precision, progress)
-        written.append((result, write_filter_grids(result, out / FILTERS_DIR)))
-    results = [result for result, _ in written]
+        kernels = input_kernels(model, name)
+        png = write_filter_grids(result, out / FILTERS_DIR, kernels=kernels)
+        results.append(result)
+        if name == LOGITS:
+            folder = layer_folder(out / FILTERS_DIR, model, name, settings[name])
+            class_pictures = {c: _rel(folder / f"{c}.png", out) for c in chosen}
+        dead = sum(result.dead)
+        layers.append(FilterLayer(
+            result.layer, _rel(png, out), result.size, PICTURE_MARGIN, *grid_layout(len(result.filters),
+                                                                                   PICTURE_COLUMNS)[::-1],
+            [FilterScore(i, round(float(s), 4), result.objectives[p], result.status(p),
+                         result.labels[p] if result.labels else "")
+             for p, (i, s) in enumerate(zip(result.filters, result.scores.tolist()))],
+            result.redrawn, result.not_reached - dead, dead,
+            _rel(png.with_name(f"{png.stem}_kernels.png"), out) if kernels is not None else ""))
     for result in results:
         say(f"      {result.layer}: {result.precision} ({result.precision_reason})")
-    layers = [FilterLayer(result.layer, _rel(png, out), result.size, PICTURE_MARGIN,
-                          *grid_layout(len(result.filters), PICTURE_COLUMNS)[::-1],
-                          [FilterScore(i, round(float(s), 4), result.objectives[p], result.status(p))
-                           for p, (i, s) in enumerate(zip(result.filters, result.scores.tolist()))],
-                          result.redrawn, result.not_reached)
-              for result, png in written]
     used = "/".join(dict.fromkeys(result.precision for result in results))
-    return FiltersSection(plan.method, plan.steps, plan.size, used or plan.precision, layers, plan.objective)
+    section = FiltersSection(plan.method, plan.steps, plan.size, used or plan.precision, layers, plan.objective)
+    return section, class_pictures
 
 
 def _add_cams(model: Model, plan: CamPlan, x, photos: Sequence[Image.Image], stems: Sequence[str], ranked,
@@ -394,10 +409,11 @@ def _concepts_section(model: Model, n: int, x, photos: Sequence[Image.Image], st
 
 def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation], photos: Sequence[Image.Image],
              names: Sequence[str], stems: Sequence[str], images: list[ReportImage], activations: ActivationsSection,
-             dataset_examples: dict[str, Any] | None, out: Path, progress: Callable[[int], None] | None) -> None:
+             dataset_examples: dict[str, Any] | None, out: Path, progress: Callable[[int], None] | None,
+             class_pictures: dict[int, str] | None = None) -> None:
     """"Why this class" under each image's top-1 map: ``out/explain/<stem>_<class>.png`` and ``.json``,
     and the channels with their filter picture, their tile among the intermediate outputs and their
-    dataset examples, where those exist."""
+    dataset examples, where those exist; the class's picture (``class_pictures``: class -> path)."""
     written = plan.write(model, explanations, photos, names, stems, out, progress)
     tiles = {layer.name for layer in activations.layers}
     examples = (dataset_examples or {}).get("layers", {})
@@ -412,7 +428,8 @@ def _add_why(model: Model, plan: ExplainPlan, explanations: Sequence[Explanation
                                if c.index < examples.get(e.layer, 0) else None)
                     for kind, c in e.sides()]
         images[e.image].why = WhyThisClass(e.class_index, e.label, e.layer, round(e.score, 4), round(e.total, 4),
-                                           plan.filter_layer, _rel(w.figure, out), _rel(w.json, out), channels)
+                                           plan.filter_layer, _rel(w.figure, out), _rel(w.json, out), channels,
+                                           (class_pictures or {}).get(e.class_index))
 
 
 def _trust_section(model: Model, plan: EvaluatePlan, x, photos: Sequence[Image.Image], names: Sequence[str],

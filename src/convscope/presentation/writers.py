@@ -35,6 +35,7 @@ from .drawing import (
     frame_strip,
     frames_side_by_side,
     heatmap_png,
+    kernel_patches,
     methods_png,
     outlined,
     overlay,
@@ -256,7 +257,8 @@ def write_cam_files(result: CamResult, images: Sequence[int], photos: Sequence[I
 
 
 def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_raw: bool = False,
-                       columns: int = PICTURE_COLUMNS, direction: str = "", transparency: bool = False) -> Path:
+                       columns: int = PICTURE_COLUMNS, direction: str = "", transparency: bool = False,
+                       kernels: torch.Tensor | None = None) -> Path:
     """Write ``folder/<layer>.png`` (the pictures in unit order, ``columns`` per row; with diversity
     a row per unit, its pictures side by side; class pictures: ``logits.png``; a direction:
     ``<layer>_direction.png``), ``<layer>.json`` (the settings, and each picture's unit ``index``,
@@ -265,7 +267,9 @@ def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_
     ``<layer>.npy`` (float32 N x 3 x S x S, RGB in [0, 1]); with ``transparency``, a recipe's
     transparency maps (``maco``'s) as ``<layer>_transparency.png`` (the grid with each map as its
     alpha channel, see :func:`~convscope.presentation.drawing.transparent_grid`; with ``save_raw``
-    also ``<layer>_transparency.npy``, float32 N x S x S scaled to [0, 1])."""
+    also ``<layer>_transparency.npy``, float32 N x S x S scaled to [0, 1]); with ``kernels`` (a first
+    layer's, N x 3 x kh x kw), ``<layer>_kernels.png``: each drawn filter's kernel as an RGB patch
+    (:func:`~convscope.presentation.drawing.kernel_patches`) in the same places."""
     folder = Path(folder)
     stem = safe_name(result.layer) + ("_direction" if result.direction else "")
     columns = result.copies if result.copies > 1 else columns
@@ -277,6 +281,9 @@ def write_filter_grids(result: FilterResult, folder: str | os.PathLike, *, save_
                    folder / f"{stem}_transparency.png")
         if save_raw:
             save_npy(result.transparency.numpy().astype(np.float32), folder / f"{stem}_transparency.npy")
+    if kernels is not None:
+        patches = kernel_patches(kernels, result.size)[list(result.filters)]  # one scale: the whole layer's
+        save_image(picture_grid(patches, columns=columns), folder / f"{stem}_kernels.png")
     filters = []
     for position, (index, score) in enumerate(zip(result.filters, result.scores.tolist())):
         entry = {"index": index, "score": float(score), "objective": result.objectives[position],

@@ -208,3 +208,30 @@ def dead_units(model: Model, layer: str, units: Sequence[int]) -> list[bool]:
     largest = per_unit.abs().amax(dim=1)
     zero = (largest <= ZERO_WEIGHT * largest.max()).tolist()
     return [bool(zero[unit]) if unit < len(zero) else False for unit in units]
+
+
+def input_kernels(model: Model, layer: str) -> torch.Tensor | None:
+    """The kernels of ``layer`` as RGB patches (out x 3 x kh x kw, colours in RGB order) when it is
+    the network's first convolution and takes the picture's three colours directly (the classic
+    first-layer figure); None otherwise (a deeper conv, a video network's 3-D kernels)."""
+    if reads_class_scores(model, layer) or model.layer(layer).kind != "conv" or model.preprocessing.channels != 3:
+        return None
+    convs = [info for info in model.all_layers() if info.kind == "conv" and not info.is_alias]
+    info = model.layer(layer)
+    source = info.source or info.module
+    if not convs or convs[0].module != source:
+        return None
+    conv = model.module.get_submodule(source)
+    weight = getattr(conv, "weight", None)
+    if isinstance(weight, torch.Tensor):
+        kernels = weight.detach().float().cpu()
+    else:  # a Keras convolution: kh x kw x in x out, fed BGR under caffe preprocessing
+        kernel = getattr(conv, "kernel", None)
+        if kernel is None:
+            return None
+        kernels = torch.as_tensor(getattr(kernel, "value", kernel)).detach().float().cpu().permute(3, 2, 0, 1)
+        if getattr(model.module, "bgr", False):
+            kernels = kernels.flip(1)
+    if kernels.dim() != 4 or kernels.shape[1] != 3:
+        return None
+    return kernels

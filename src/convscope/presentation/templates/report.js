@@ -70,9 +70,14 @@
         " (" + layer.shape[1] + "\u00d7" + layer.shape[2] + ", shown " + scale + "\u00d7)";
     } else {
       const filter = layer.filters[position];
-      title.textContent = name + ", filter " + filter.index;
-      stats.textContent = "score (" + (filter.objective === "neuron" ? "centre-unit" : "mean") + " pre-activation) " +
-        fmt(filter.score) + (filter.status ? " \u00b7 " + filter.status : "");
+      if (filter.label) {  // a class picture
+        title.textContent = "class picture: " + filter.label + " (" + filter.index + ")";
+        stats.textContent = "logit " + fmt(filter.score) + (filter.status ? " \u00b7 " + filter.status : "");
+      } else {
+        title.textContent = name + ", filter " + filter.index;
+        stats.textContent = "score (" + (filter.objective === "neuron" ? "centre-unit" : "mean") + " pre-activation) " +
+          fmt(filter.score) + (filter.status ? " \u00b7 " + filter.status : "");
+      }
     }
     const examples = data.dataset_examples;
     const linked = kind === "filters" && examples && hasExamples(examples, name, layer.filters[position].index);
