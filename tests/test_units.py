@@ -66,7 +66,7 @@ def test_diversity_penalty_by_hand():
 def test_any_layer_has_units(tiny_model):
     assert unit_count(tiny_model, "fc") == 5 and unit_count(tiny_model, LOGITS) == 5
     assert unit_count(tiny_model, "pool") == 4 and unit_count(tiny_model, "relu2") == 6
-    assert diversity_layer(tiny_model, "fc").name == "gap"  # the last feature map before a vector
+    assert diversity_layer(tiny_model, "fc").name == "relu2"  # the last map larger than 1 x 1 before a vector
     assert diversity_layer(tiny_model, "relu2").name == "relu2"
     assert diversity_layer(tiny_model, "conv2").module == "bn"  # a conv's pre-activation
 
