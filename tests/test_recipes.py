@@ -4,10 +4,12 @@ accentuation starts at its photo, and its distance and balance are the stated on
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from convscope.hooks import evaluating
 from convscope.techniques.filter_recipes import (
+    ACCENT_VIEWS,
     MACO_COLORS,
     RECIPES,
     MacoImage,
@@ -15,7 +17,7 @@ from convscope.techniques.filter_recipes import (
     generators,
     nadam_ascent,
     natural_magnitude,
-    paired_transform,
+    paired_box_crops,
     random_transform,
 )
 from convscope.techniques.filters import optimize_filters, score_images, truncated_at
@@ -71,6 +73,15 @@ def test_natural_magnitude_falls_off_with_frequency():
     assert torch.equal(natural_magnitude(32), magnitude)  # made once, deterministic
 
 
+def test_box_crops_share_their_boxes_and_noise_with_the_photo():
+    pictures = torch.rand(2, 3, 16, 16)
+    whole = torch.cat([pictures, pictures])  # the photos equal the pictures: every crop pair equal
+    crops = paired_box_crops(whole, generators(0, [1, 2], torch.device("cpu")), 3)
+    torch.testing.assert_close(crops[:6], crops[6:])
+    still = paired_box_crops(torch.full((4, 3, 16, 16), 0.5), generators(0, [1, 2], torch.device("cpu")), 3)
+    assert (still - 0.5).abs().max() <= 0.02 * 6 and (still - 0.5).std() == pytest.approx(0.02 * 1.04, rel=0.1)
+
+
 def test_maco_transparency_is_the_summed_absolute_gradient(tiny_model):
     recipe = RECIPES["maco"]
     result = optimize_filters(tiny_model, "conv2", [4], steps=1, size=16, method="maco", precision="fp32")
@@ -124,11 +135,16 @@ def test_accentuation_distance_and_balance_by_hand(tiny_model):
         for g, state in zip(gens, states):
             g.set_state(state)
         rgb = picture()
-        seen = paired_transform(torch.cat([rgb, photo.expand_as(rgb)]), gens)
+        views = ACCENT_VIEWS
+        seen = paired_box_crops(torch.cat([rgb, photo.expand_as(rgb)]), gens, views)
+        assert seen.shape == (2 * 2 * views, 3, 16, 16)
         conv1 = tiny_model.module.conv1(tiny_model.preprocessing.normalize(seen))
-        distance = [(conv1[i] - conv1[2 + i]).pow(2).sum(dim=0).sqrt().mean() for i in range(2)]
-        unit = [tiny_model.module.bn(tiny_model.module.conv2(tiny_model.module.pool(tiny_model.module.relu1(
-            conv1.clone()))))[i, c].mean() for i, c in ((0, 2), (1, 5))]
+        conv2 = tiny_model.module.bn(tiny_model.module.conv2(tiny_model.module.pool(tiny_model.module.relu1(
+            conv1.clone()))))
+        # picture i's views are rows i*views ..; its photo's the same rows after the pictures' 2*views
+        distance = [sum((conv1[i * views + v] - conv1[2 * views + i * views + v]).pow(2).sum(dim=0).sqrt().mean()
+                        for v in range(views)) / views for i in range(2)]
+        unit = [sum(conv2[i * views + v, c].mean() for v in range(views)) / views for i, c in ((0, 2), (1, 5))]
     torch.testing.assert_close(terms.distances, torch.stack(distance).detach(), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(terms.values, torch.stack(unit).detach(), rtol=1e-5, atol=1e-6)
     grads = [torch.autograd.grad(sum(terms_), [picture.spectrum], retain_graph=True)[0]

@@ -526,18 +526,21 @@ def _terms(run: UnitReader, picture: nn.Module, gens: Sequence[torch.Generator],
            precision: str) -> _Terms:
     """The units' objectives on the transformed pictures and, for a recipe ``from_photo``, each
     picture's distance to its photo at the regularization layer: the mean over positions of the
-    Euclidean distance over channels, both seen through the same transform draw."""
+    Euclidean distance over channels, both seen through the same crops (objective and distance each
+    averaged over the recipe's ``views``)."""
     recipe = ascent.recipe
     rgb = picture()
     if recipe.from_photo:
         assert ascent.photo is not None and recipe.transform is not None
         photos = ascent.photo.to(rgb.device, rgb.dtype).expand_as(rgb)
-        acts = run(recipe.transform(torch.cat([rgb, photos]), gens), precision)
+        acts = run(recipe.transform(torch.cat([rgb, photos]), gens, recipe.views), precision)
         assert run.features is not None
-        maps = run.features.float()
-        half = len(rgb)
-        distances = (maps[:half] - maps[half:]).norm(dim=1).flatten(1).mean(dim=1)
-        return _Terms(unit_values(acts[:half], units, ascent.objective, ascent.direction), distances, rgb)
+        maps, views = run.features.float(), recipe.views
+        half = len(rgb) * views  # each picture's views in a row, then its photo's
+        distances = (maps[:half] - maps[half:]).norm(dim=1).flatten(1).mean(dim=1).view(len(rgb), views).mean(dim=1)
+        seen = [unit for unit in units for _ in range(views)]
+        values = unit_values(acts[:half], seen, ascent.objective, ascent.direction).view(len(rgb), views).mean(dim=1)
+        return _Terms(values, distances, rgb)
     seen = recipe.transform(rgb, gens) if recipe.transform is not None else rgb
     return _Terms(unit_values(run(seen, precision), units, ascent.objective, ascent.direction), None, rgb)
 
