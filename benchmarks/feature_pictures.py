@@ -5,18 +5,21 @@ classes spread evenly over the label list, made by every convscope recipe (``acc
 ``chelsea`` photo), by Lucent 0.1.8's ``render_vis`` with its defaults (``objectives.channel("_fc",
 c)``: 512 steps of Adam at 128 px, its standard transforms, pictures upsampled to 224 for the model)
 and by Horama 0.3.0's ``maco`` (the authors' code, at convscope's maco steps and size, its other
-defaults; the model's normalized range as its ``values_range``), one run, the same seeds:
+defaults; the model's normalized range as its ``values_range``), one run, the same seeds. The peers
+draw one picture at a time (Lucent's 512 steps at 224 px take ~20 s a picture here), so they draw
+every k-th class (``--peer-classes``, 25), and every recipe is measured on those classes too:
 
 * transferability: each picture classified by EfficientNet-Lite1 and Lite2 (each at its own input
   size): the share whose intended class is in their top-5 and top-1;
-* activation: the maker's logit of the class on the picture (seen at the maker's 224 px);
+* activation: the maker's logit of the class on the picture (at the picture's size);
 * robustness: the logit on 32 random jitter/scale/rotation views of the picture relative to the
-  picture itself (the mean over views and pictures of the logit, over the mean on the pictures);
+  picture itself (the mean over views and pictures of the logit, over the mean on the pictures; both
+  at the picture's size);
 * time per picture (this machine, alone);
 * faithfulness: convscope's ``maco`` against Horama's on the first ``--faithful`` classes (same
-  steps, size, magnitude), and ``accentuate`` against faccent 1.0.3 (same photo, steps, size and
-  regularization layer; faccent's 16 box crops per step), both with faccent's alpha 1 and with
-  convscope's default.
+  steps, size, magnitude), and ``accentuate`` against faccent 1.0.3 on ``--accent-units`` classes
+  (same photo, steps, size, regularization layer and faccent's 16 box crops per step, where
+  convscope's default takes 4), with faccent's alpha 1 and with convscope's default 0.1.
 
 Writes ``--out``/results.json and the grid ``docs/feature_pictures.png`` (one row per recipe, the same
 8 classes). Peers install outside the venv (they pin old packages):
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import tempfile
 import time
@@ -44,20 +48,25 @@ from convscope.hooks import evaluating
 from convscope.presentation.drawing import picture_grid
 from convscope.samples import sample_array
 from convscope.techniques import filters as filters_technique
-from convscope.techniques.filter_recipes import generators, natural_magnitude, random_transform
+from convscope.techniques.filter_recipes import RECIPES, generators, natural_magnitude, random_transform
 from convscope.techniques.filters import optimize_filters, photo_picture
 from convscope.techniques.units import LOGITS, accentuation_layer
 
 warnings.filterwarnings("ignore")
+#: faccent's box crops per step (its ``nb_transforms``).
+FACCENT_VIEWS = 16
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def seen_logits(model: convscope.Model, pictures: torch.Tensor, batch: int = 25) -> torch.Tensor:
-    """The model's logits for pictures (N x 3 x S x S, RGB in [0, 1]) resized to its input size."""
+def seen_logits(model: convscope.Model, pictures: torch.Tensor, size: int | None = None,
+                batch: int = 25) -> torch.Tensor:
+    """The model's logits for pictures (N x 3 x S x S, RGB in [0, 1]) resized to ``size`` (None: its
+    input size)."""
     out = []
+    shape = model.input_size if size is None else (size, size)
     with evaluating(model.module), torch.no_grad():
         for start in range(0, len(pictures), batch):
-            x = F.interpolate(pictures[start:start + batch].float(), size=model.input_size, mode="bilinear",
+            x = F.interpolate(pictures[start:start + batch].float(), size=shape, mode="bilinear",
                               antialias=True, align_corners=False)
             out.append(model.module(model.preprocessing.normalize(x)).float())
     return torch.cat(out)
@@ -72,15 +81,15 @@ def judged(judge: convscope.Model, pictures: torch.Tensor, classes: list[int]) -
 
 def robustness(model: convscope.Model, pictures: torch.Tensor, classes: list[int], views: int = 32) -> float:
     """Mean logit over ``views`` random views (Lucid's jitter, scale, rotation) over the mean logit on
-    the pictures themselves, each seen at the model's input size."""
-    index = torch.arange(len(classes))
-    plain = seen_logits(model, pictures)[index, classes].mean()
+    the pictures themselves, each seen at the pictures' size."""
+    index, size = torch.arange(len(classes)), pictures.shape[-1]
+    plain = seen_logits(model, pictures, size)[index, classes].mean()
     total = 0.0
     for view in range(views):
         gens = generators(50_000 + view, classes, torch.device("cpu"))
         with torch.no_grad():
             moved = random_transform(pictures.float(), gens)
-        total += float(seen_logits(model, moved)[index, classes].mean())
+        total += float(seen_logits(model, moved, size)[index, classes].mean())
     return total / views / float(plain)
 
 
@@ -140,7 +149,7 @@ def faccent_pictures(model: convscope.Model, classes: list[int], photo: torch.Te
 
 
 def measure(name: str, pictures: torch.Tensor, seconds: float, classes: list[int], maker, judges) -> dict:
-    logits = seen_logits(maker, pictures)[torch.arange(len(classes)), classes]
+    logits = seen_logits(maker, pictures, pictures.shape[-1])[torch.arange(len(classes)), classes]
     row = {"recipe": name, "seconds_per_picture": round(seconds / len(classes), 3),
            "logit": round(float(logits.mean()), 2), "robustness": round(robustness(maker, pictures, classes), 3)}
     for judge_name, judge in judges.items():
@@ -155,7 +164,9 @@ def main() -> None:
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--faithful", type=int, default=16)
-    parser.add_argument("--accent-units", type=int, default=8)
+    parser.add_argument("--peer-classes", type=int, default=25,
+                        help="Lucent and Horama draw every k-th class, this many (one picture at a time is slow)")
+    parser.add_argument("--accent-units", type=int, default=4)
     parser.add_argument("--long-steps", type=int, default=256, help="lucid again with this many steps (0: not)")
     parser.add_argument("--skip-peers", action="store_true")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "feature_pictures"))
@@ -166,8 +177,10 @@ def main() -> None:
     n = args.classes
     classes = [round(i * 999 / (n - 1)) for i in range(n)] if n > 1 else [0]
     photo = photo_picture(sample_array("chelsea"), args.size)
-    grid_classes = classes[:: max(1, n // 8)][:8]
-    rows, shown = [], {}
+    peer_positions = list(range(0, n, max(1, n // args.peer_classes)))[:args.peer_classes]
+    peer_classes = [classes[i] for i in peer_positions]
+    grid_classes = peer_classes[:: max(1, len(peer_classes) // 8)][:8]
+    rows, peer_rows, shown = [], [], {}
 
     runs = [("lucid", {}), ("classic", {}), ("maco", {}), ("accentuate", {"photo": photo})]
     if args.long_steps:
@@ -178,49 +191,57 @@ def main() -> None:
         start = time.perf_counter()
         result = optimize_filters(maker, LOGITS, classes, size=args.size, precision="fp32", **options)
         made[name] = result
-        rows.append(measure(name, result.images, time.perf_counter() - start, classes, maker, judges))
+        seconds = time.perf_counter() - start
+        rows.append(measure(name, result.images, seconds, classes, maker, judges))
+        peer_rows.append(measure(name, result.images[peer_positions], seconds * len(peer_classes) / n, peer_classes,
+                                 maker, judges))
         shown[name] = result.images[[classes.index(c) for c in grid_classes]]
 
     faithful = {}
     if not args.skip_peers:
         start = time.perf_counter()
-        pictures = lucent_pictures(maker, classes, args.size)
-        rows.append(measure("Lucent render_vis (512 steps)", pictures, time.perf_counter() - start, classes, maker,
-                            judges))
-        shown["Lucent"] = pictures[[classes.index(c) for c in grid_classes]]
+        pictures = lucent_pictures(maker, peer_classes, args.size)
+        peer_rows.append(measure("Lucent render_vis (512 steps)", pictures, time.perf_counter() - start, peer_classes,
+                                 maker, judges))
+        shown["Lucent"] = pictures[[peer_classes.index(c) for c in grid_classes]]
 
         steps = made["maco"].steps
         start = time.perf_counter()
-        pictures = horama_pictures(maker, classes, args.size, steps)
-        rows.append(measure(f"Horama maco ({steps} steps)", pictures, time.perf_counter() - start, classes, maker,
-                            judges))
-        shown["Horama maco"] = pictures[[classes.index(c) for c in grid_classes]]
-        first = torch.arange(args.faithful)
-        ours = seen_logits(maker, made["maco"].images[:args.faithful])[first, classes[:args.faithful]]
-        theirs = seen_logits(maker, pictures[:args.faithful])[first, classes[:args.faithful]]
-        faithful["maco_vs_horama"] = {"units": args.faithful, "ours_mean": round(float(ours.mean()), 2),
+        pictures = horama_pictures(maker, peer_classes, args.size, steps)
+        peer_rows.append(measure(f"Horama maco ({steps} steps)", pictures, time.perf_counter() - start,
+                                 peer_classes, maker, judges))
+        shown["Horama maco"] = pictures[[peer_classes.index(c) for c in grid_classes]]
+        count, size = min(args.faithful, len(peer_classes)), args.size
+        first, units = torch.arange(count), peer_classes[:count]
+        ours = seen_logits(maker, made["maco"].images[peer_positions[:count]], size)[first, units]
+        theirs = seen_logits(maker, pictures[:count], size)[first, units]
+        faithful["maco_vs_horama"] = {"units": count, "ours_mean": round(float(ours.mean()), 2),
                                       "theirs_mean": round(float(theirs.mean()), 2),
                                       "ours_at_least": int((ours >= theirs).sum())}
 
         units = grid_classes[:args.accent_units]
         layer = accentuation_layer(maker, LOGITS).module
         steps = made["accentuate"].steps
+        default = RECIPES["accentuate"]
         for alpha in (1.0, filters_technique.ACCENTUATION_ALPHA):
             saved = filters_technique.ACCENTUATION_ALPHA
             filters_technique.ACCENTUATION_ALPHA = alpha
+            RECIPES["accentuate"] = dataclasses.replace(default, views=FACCENT_VIEWS)  # faccent's 16 crops
             try:
                 ours = optimize_filters(maker, LOGITS, units, size=args.size, method="accentuate", photo=photo,
                                         precision="fp32")
             finally:
                 filters_technique.ACCENTUATION_ALPHA = saved
+                RECIPES["accentuate"] = default
             start = time.perf_counter()
             theirs = faccent_pictures(maker, units, photo, args.size, steps, layer, alpha)
             faccent_seconds = time.perf_counter() - start
             index = torch.arange(len(units))
-            ours_logits = seen_logits(maker, ours.images)[index, units]
-            theirs_logits = seen_logits(maker, theirs)[index, units]
+            ours_logits = seen_logits(maker, ours.images, args.size)[index, units]
+            theirs_logits = seen_logits(maker, theirs, args.size)[index, units]
             faithful[f"accentuate_vs_faccent_alpha_{alpha:g}"] = {
-                "units": len(units), "layer": layer, "ours_mean": round(float(ours_logits.mean()), 2),
+                "units": len(units), "layer": layer, "views": FACCENT_VIEWS,
+                "ours_mean": round(float(ours_logits.mean()), 2),
                 "theirs_mean": round(float(theirs_logits.mean()), 2),
                 "ours_at_least": int((ours_logits >= theirs_logits).sum()),
                 "ours_distance_to_photo": round(float((ours.images - photo).abs().mean()), 4),
@@ -232,8 +253,9 @@ def main() -> None:
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps({"classes": classes, "grid_classes": grid_classes,
-                                                  "size": args.size, "rows": rows, "faithful": faithful}, indent=2))
+    (out / "results.json").write_text(json.dumps({"classes": classes, "peer_classes": peer_classes,
+                                                  "grid_classes": grid_classes, "size": args.size, "rows": rows,
+                                                  "peer_rows": peer_rows, "faithful": faithful}, indent=2))
     labels = [maker.labels[c] for c in grid_classes]
     grid = picture_grid(torch.cat([pictures[:len(grid_classes)] for pictures in shown.values()]),
                         columns=len(grid_classes))
