@@ -30,6 +30,33 @@ def _decorrelated(rgb: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bjhw,ji->bihw", logits, torch.linalg.inv(MACO_COLORS.double()))
 
 
+def test_lucid_picture_is_the_formula():
+    from convscope.techniques.filter_recipes import COLOR_MATRIX, FourierImage
+
+    size = 8
+    picture = FourierImage(generators(0, [1, 2], torch.device("cpu")), size, torch.device("cpu"))
+    spectrum = torch.view_as_complex(picture.spectrum.detach().double())
+    fy, fx = torch.fft.fftfreq(size)[:, None], torch.fft.rfftfreq(size)[None, :]
+    scale = 1.0 / torch.sqrt(fx * fx + fy * fy).clamp(min=1 / size)  # 1/f, the constant term at 1/size
+    spatial = torch.fft.irfft2(spectrum * scale, s=(size, size), norm="ortho") / 4.0
+    expected = torch.sigmoid(torch.einsum("ij,bjhw->bihw", COLOR_MATRIX.double(), spatial))
+    torch.testing.assert_close(picture().double(), expected, rtol=1e-5, atol=1e-6)
+    assert COLOR_MATRIX.norm(dim=0).max() == pytest.approx(1.0)  # Lucid's matrix, its largest column norm 1
+
+
+def test_classic_picture_and_step_by_hand():
+    from convscope.techniques.filter_recipes import PixelImage, rms_ascent
+
+    gens = generators(0, [3], torch.device("cpu"))
+    picture = PixelImage(gens, 4, torch.device("cpu"))
+    start = picture().detach().clone()
+    noise = torch.rand(3, 4, 4, generator=generators(0, [3], torch.device("cpu"))[0])
+    torch.testing.assert_close(start[0], 0.5 + (noise - 0.5) * 0.1)  # gray plus +-0.05 of uniform noise
+    grad = torch.randn(1, 3, 4, 4)
+    rms_ascent(list(picture.parameters()), 0.01)(grad)
+    torch.testing.assert_close(picture(), (start + 0.01 * grad / grad.pow(2).mean().sqrt()).clamp(0, 1))
+
+
 def test_maco_picture_is_the_formula():
     size = 16
     picture = MacoImage(generators(0, [3, 5], torch.device("cpu")), size, torch.device("cpu"))
