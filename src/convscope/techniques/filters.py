@@ -103,17 +103,18 @@ def preactivation_path(model: Model, layer: str) -> str:
 class UnitReader:
     """``reader(rgb, precision)`` runs the model on pictures (RGB in [0, 1]) and returns the output
     the units are read from (see :func:`truncated_at`); ``features`` then holds the feature map
-    diversity compares (when asked for). Pictures the network cannot take at their size (a fixed
-    flatten before a Linear layer) are seen resized to its input size from then on."""
+    diversity compares (when asked for). Pictures the network cannot take at their size on the way
+    to a vector (``vector``: a fixed flatten before a Linear layer) are seen resized to its input
+    size from then on; a feature map too deep for them fails (see :func:`picture_size_for`)."""
 
-    def __init__(self, model: Model, forward: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self._model, self._forward = model, forward
+    def __init__(self, model: Model, forward: Callable[[torch.Tensor], torch.Tensor], vector: bool = False) -> None:
+        self._model, self._forward, self._vector = model, forward, vector
         self._fixed = has_fixed_grid(model.all_layers()) or model.fixed_input_size
         self.features: torch.Tensor | None = None
 
     def __call__(self, rgb: torch.Tensor, precision: str) -> torch.Tensor:
         model = self._model
-        if not self._fixed and tuple(rgb.shape[2:]) != model.input_size:
+        if self._vector and not self._fixed and tuple(rgb.shape[2:]) != model.input_size:
             try:
                 return self._run(rgb, precision)
             except RuntimeError:  # a network that takes only its own size (a fixed flatten before a Linear)
@@ -153,7 +154,7 @@ def truncated_at(model: Model, layer: str, keep: LayerInfo | None = None) -> Ite
     with registered(forward=keeping):
         if target is None:
             check_class_scores(model)
-            reader = UnitReader(model, model.scores)
+            reader = UnitReader(model, model.scores, vector=True)
             yield reader
             return
         with stopping_at(model.module, layer, model.module.get_submodule(target.module), target.view,
@@ -163,7 +164,7 @@ def truncated_at(model: Model, layer: str, keep: LayerInfo | None = None) -> Ite
                 if same_map:
                     reader.features = output
                 return output
-            reader = UnitReader(model, forward)
+            reader = UnitReader(model, forward, vector=not target.is_spatial)
             yield reader
 
 
