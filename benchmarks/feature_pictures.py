@@ -169,7 +169,9 @@ def main() -> None:
     parser.add_argument("--accent-units", type=int, default=4)
     parser.add_argument("--long-steps", type=int, default=256, help="lucid again with this many steps (0: not)")
     parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--recipes", default="lucid,classic,maco,accentuate", help="convscope's recipes to run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "feature_pictures"))
+    parser.add_argument("--grid", default=str(ROOT / "docs" / "feature_pictures.png"))
     args = parser.parse_args()
     torch.set_grad_enabled(True)
     maker = convscope.load_model("efficientnet_lite0")
@@ -182,7 +184,7 @@ def main() -> None:
     grid_classes = peer_classes[:: max(1, len(peer_classes) // 8)][:8]
     rows, peer_rows, shown = [], [], {}
 
-    runs = [("lucid", {}), ("classic", {}), ("maco", {}), ("accentuate", {"photo": photo})]
+    runs = [(name, {"photo": photo} if name == "accentuate" else {}) for name in args.recipes.split(",")]
     if args.long_steps:
         runs.append((f"lucid {args.long_steps} steps", {"method": "lucid", "steps": args.long_steps}))
     made = {}
@@ -259,8 +261,8 @@ def main() -> None:
     labels = [maker.labels[c] for c in grid_classes]
     grid = picture_grid(torch.cat([pictures[:len(grid_classes)] for pictures in shown.values()]),
                         columns=len(grid_classes))
-    (ROOT / "docs").mkdir(exist_ok=True)
-    grid.save(ROOT / "docs" / "feature_pictures.png")
+    Path(args.grid).parent.mkdir(parents=True, exist_ok=True)
+    grid.save(args.grid)
     print("rows:", list(shown), "columns:", labels)
 
 

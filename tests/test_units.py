@@ -86,6 +86,21 @@ def test_class_pictures_raise_the_logit_and_equal_the_linear_layers(tiny_model, 
     before.assert_unchanged(tiny_model.module)
 
 
+def test_class_pictures_smaller_than_the_input_are_seen_at_the_input_size():
+    from conftest import tiny_net
+
+    model = convscope.load_model(tiny_net(), input_size=32)
+    result = optimize_filters(model, LOGITS, [2], steps=3, size=16, precision="fp32")
+    assert result.images.shape[-1] == 16
+    seen = torch.nn.functional.interpolate(result.images, size=(32, 32), mode="bilinear", align_corners=False)
+    with evaluating(model.module), torch.no_grad():
+        logit = model.module(model.preprocessing.normalize(seen))[0, 2]
+    assert result.scores[0].item() == pytest.approx(logit.item(), rel=1e-5)
+    channel = optimize_filters(model, "conv2", [2], steps=1, size=16, precision="fp32")  # a map: its own size
+    with evaluating(model.module), torch.no_grad(), truncated_at(model, "conv2") as run:
+        assert run(channel.images, "fp32").shape[-1] == 8
+
+
 def test_a_feature_maps_channel_and_a_pooling_layer(tiny_model):
     result = optimize_filters(tiny_model, "pool", 4, steps=6, size=16, precision="fp32")
     assert (result.scores > result.initial_scores).all()
