@@ -185,14 +185,16 @@ def test_accentuation_raises_the_unit_and_stays_near_the_photo(tiny_model):
     import convscope.techniques.filters as filters
 
     photo = _photo()
-    held = optimize_filters(tiny_model, "conv2", [1, 3], steps=12, size=16, method="accentuate", photo=photo)
+    held = optimize_filters(tiny_model, "conv2", [1, 3], steps=12, size=16, method="accentuate", photo=photo,
+                            precision="fp32")
     assert (held.scores > held.initial_scores).all()
     torch.testing.assert_close(held.initial_scores, score_images(tiny_model, "conv2", photo.expand(2, -1, -1, -1),
                                                                  [1, 3]))  # it starts at the photo
     alpha = filters.ACCENTUATION_ALPHA
     try:
         filters.ACCENTUATION_ALPHA = 0.0  # the same ascent, free to leave the photo
-        free = optimize_filters(tiny_model, "conv2", [1, 3], steps=12, size=16, method="accentuate", photo=photo)
+        free = optimize_filters(tiny_model, "conv2", [1, 3], steps=12, size=16, method="accentuate", photo=photo,
+                            precision="fp32")
     finally:
         filters.ACCENTUATION_ALPHA = alpha
     assert (held.images - photo).abs().mean() < (free.images - photo).abs().mean()
