@@ -14,7 +14,7 @@ can be hooked by name.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -76,27 +76,24 @@ LITE0_STAGES = (
 )
 
 
-# Lite1 and Lite2 scale depth (1.1, 1.2: the same repeats here) and width (1.0, 1.1, rounded to a
-# multiple of 8), the first and last stage's repeats, the stem and the head kept fixed, as in the
-# official efficientnet-lite builder (the packaged state dicts have exactly these shapes).
-LITE1_STAGES = (
-    StageSpec(3, 1, 1, 16, 1),
-    StageSpec(3, 2, 6, 24, 3),
-    StageSpec(5, 2, 6, 40, 3),
-    StageSpec(3, 2, 6, 80, 4),
-    StageSpec(5, 1, 6, 112, 4),
-    StageSpec(5, 2, 6, 192, 5),
-    StageSpec(3, 1, 6, 320, 1),
-)
-LITE2_STAGES = (
-    StageSpec(3, 1, 1, 16, 1),
-    StageSpec(3, 2, 6, 24, 3),
-    StageSpec(5, 2, 6, 48, 3),
-    StageSpec(3, 2, 6, 88, 4),
-    StageSpec(5, 1, 6, 120, 4),
-    StageSpec(5, 2, 6, 208, 5),
-    StageSpec(3, 1, 6, 352, 1),
-)
+def scaled_stages(width: float, depth: float) -> tuple[StageSpec, ...]:
+    """Lite0's stages scaled as the official efficientnet-lite builder does for Lite1..4: each
+    stage's channels times ``width`` rounded to a multiple of 8 (never below 90 % of it), its repeats
+    times ``depth`` rounded up -- the first and last stage's repeats, the stem and the head kept
+    fixed (the packaged Lite1 and Lite2 state dicts have exactly these shapes)."""
+    def channels(count: int) -> int:
+        scaled = count * width
+        rounded = max(8, int(scaled + 4) // 8 * 8)
+        return rounded + 8 if rounded < 0.9 * scaled else rounded
+
+    last = len(LITE0_STAGES) - 1
+    return tuple(replace(stage, out_channels=channels(stage.out_channels),
+                         repeats=stage.repeats if i in (0, last) else math.ceil(stage.repeats * depth))
+                 for i, stage in enumerate(LITE0_STAGES))
+
+
+LITE1_STAGES = scaled_stages(1.0, 1.1)
+LITE2_STAGES = scaled_stages(1.1, 1.2)
 
 
 @dataclass(frozen=True)
