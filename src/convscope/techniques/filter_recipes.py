@@ -350,26 +350,23 @@ def redirected_relus(root: nn.Module) -> Iterator[None]:
 
 
 # -- update rules -------------------------------------------------------------------------------------
-def adam_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
-    """Adam on the (single) picture parameter, ascending the objective."""
-    optimizer = torch.optim.Adam(parameters, lr=lr)
+def _optimizer_ascent(optimizer_class: type[torch.optim.Optimizer]) -> UpdateRule:
+    """An update rule running ``optimizer_class`` on the (single) picture parameter, ascending the
+    objective (the optimizer minimizes: it is handed the negated gradient)."""
+    def rule(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
+        optimizer = optimizer_class(parameters, lr=lr)
 
-    def step(grad: torch.Tensor) -> None:
-        parameters[0].grad = -grad  # Adam minimizes: ascend the objective
-        optimizer.step()
-        parameters[0].grad = None
-    return step
+        def step(grad: torch.Tensor) -> None:
+            parameters[0].grad = -grad
+            optimizer.step()
+            parameters[0].grad = None
+        return step
+    return rule
 
 
-def nadam_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
-    """NAdam (MaCo's optimizer) on the (single) picture parameter, ascending the objective."""
-    optimizer = torch.optim.NAdam(parameters, lr=lr)
-
-    def step(grad: torch.Tensor) -> None:
-        parameters[0].grad = -grad
-        optimizer.step()
-        parameters[0].grad = None
-    return step
+#: Adam (Lucid's and faccent's optimizer) and NAdam (MaCo's) on the picture parameter.
+adam_ascent = _optimizer_ascent(torch.optim.Adam)
+nadam_ascent = _optimizer_ascent(torch.optim.NAdam)
 
 
 def rms_ascent(parameters: list[nn.Parameter], lr: float) -> Callable[[torch.Tensor], None]:
