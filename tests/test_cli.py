@@ -292,6 +292,7 @@ def test_the_catalog_agrees_with_the_registries():
 
     assert tuple(METHODS) == catalog.CAM_METHOD_NAMES
     assert {name: recipe.default_steps for name, recipe in RECIPES.items()} == catalog.RECIPE_STEPS
+    assert tuple(name for name, recipe in RECIPES.items() if recipe.from_photo) == catalog.PHOTO_RECIPES
     assert pipeline.DATASET_METRICS == catalog.DATASET_METRICS
     assert (filters.MIN_SIZE, filters.MAX_SIZE) == catalog.FILTER_SIZES
 

@@ -14,6 +14,7 @@ Python API::
     convscope.html_report(model, ["cat.jpg"], "out")         # everything, as a browsable out/index.html
     convscope.evaluate(model, x)                            # every CAM method measured and ranked
     convscope.explain(model, x, top=6)                      # the channels that carried the class score
+    convscope.atlas(model, "photos/", "out")                # every unit: picture, examples; out/atlas/index.html
 
 The names are loaded on first use (PEP 562), so ``import convscope`` -- and the command line's
 ``--help`` -- does not import torch until something needs it.
@@ -37,6 +38,7 @@ _PUBLIC = {
     **dict.fromkeys(("Activations", "CamMaps", "Evaluations", "Explanations", "FilterPictures", "activations", "cam",
                      "evaluate", "explain", "filters"), "presentation.notebook"),
     "html_report": "presentation.run",
+    "atlas": "dataset.atlas", "AtlasOptions": "dataset.atlas",
     "CamResult": "techniques.cams", "compute_cam": "techniques.cams",
     "AttributionResult": "techniques.attributions", "Attributions": "presentation.notebook",
     "attribute": "presentation.notebook",
@@ -52,7 +54,7 @@ __all__ = [
     "LayerInfo", "Model", "Prediction", "Preprocessing", "activations", "load_image", "load_model",
     "render_grid", "picture_grid", "overlay", "colorize", "html_report",
     "Activations", "CamMaps", "FilterPictures", "Evaluations", "evaluate", "metrics", "dataset", "__version__",
-    "Explanations", "explain", "AttributionResult", "Attributions", "attribute",
+    "Explanations", "explain", "AttributionResult", "Attributions", "attribute", "atlas", "AtlasOptions",
 ]
 
 

@@ -34,6 +34,8 @@ DEFAULT_FILTERS = 64
 DEFAULT_SIZE = 64
 OBJECTIVES = ("mean", "neuron")
 RECIPE_STEPS = {"lucid": 64, "classic": 40, "maco": 64, "accentuate": 64}
+#: The recipes that start from a photo (``--from``): not for pictures of every unit (the atlas).
+PHOTO_RECIPES = ("accentuate",)
 
 #: Class activation maps: the built-in methods in the order they are offered (the first is the
 #: default), and the heatmap's weight in an overlay.
@@ -93,6 +95,13 @@ EVALUATE_DIR = "evaluate"
 IMAGES_DIR = "images"
 DATASET_DIR = "dataset"
 EXAMPLES_DIR = "examples"
+ATLAS_DIR = "atlas"
+
+#: The atlas's pictures by default: steps and picture size (class pictures are seen at the model's
+#: input size whatever their size), and units per picture shard.
+ATLAS_STEPS = 64
+ATLAS_SIZE = 64
+ATLAS_UNITS_PER_SHARD = 64
 
 #: The metrics a dataset run can store per image, and the smallest and largest filter picture: one
 #: definition for the library and the command line's early checks.

@@ -23,6 +23,17 @@ from .errors import ImageError
 
 ImageSource = Union[str, os.PathLike, Image.Image, np.ndarray]
 
+
+
+def _silence_pillow() -> None:
+    """Pillow's warnings (damaged metadata, a large image below the decompression-bomb error) are
+    noise beside convscope's one-line errors: filtered process-wide, made sure of before each read
+    (a caller's ``catch_warnings`` may have dropped the filters since). Never with
+    ``warnings.catch_warnings`` here: photos are decoded in threads, and that context manager swaps
+    the process's filter list, so two threads inside it at once can leave every warning ignored."""
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
 #: What Pillow raises, besides its own errors, on corrupt input (found by fuzzing the loader).
 DECODE_ERRORS = (OSError, ValueError, SyntaxError, EOFError, IndexError, KeyError, TypeError, struct.error,
                  ZeroDivisionError, OverflowError, MemoryError, RecursionError)
@@ -52,10 +63,9 @@ def _open_path(path: Path) -> Image.Image:
         raise ImageError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if size == 0:
         raise ImageError(f"{path}: empty file")
+    _silence_pillow()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(path)
+        image = Image.open(path)
     except Image.DecompressionBombError:
         raise ImageError(f"{path}: image dimensions are too large (decompression bomb?)") from None
     except UnidentifiedImageError:
@@ -141,9 +151,8 @@ def load_image(source: ImageSource) -> Image.Image:
     Raises :class:`ImageError` (one line: the file and the reason) if it cannot be read. Pillow's
     warnings about damaged metadata are silenced: the error line is the only thing said.
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return _load_image(source)
+    _silence_pillow()
+    return _load_image(source)
 
 
 def _load_image(source: ImageSource) -> Image.Image:

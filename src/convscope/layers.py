@@ -383,6 +383,26 @@ def default_filter_layers(layers: Sequence[LayerInfo]) -> list[str]:
     return [layer.name for layer in sorted(dict.fromkeys(chosen), key=list(layers).index)]
 
 
+def block_outputs(layers: Sequence[LayerInfo]) -> list[LayerInfo]:
+    """Each block's output: a listed feature map of a module at a numbered place in a container
+    (``_blocks.3``, ``layer1.0``) that holds a convolution and is not one; a vision transformer's
+    blocks."""
+    convs = [layer.module for layer in layers if layer.kind == "conv"]
+    blocks = [layer for layer in layers
+              if layer.listed and layer.is_spatial and layer.kind != "conv" and not layer.is_alias
+              and layer.module.rpartition(".")[2].isdigit()
+              and any(conv.startswith(layer.module + ".") for conv in convs)]
+    return sorted(dict.fromkeys([*blocks, *transformer_blocks(layers)]), key=list(layers).index)
+
+
+def default_atlas_layers(layers: Sequence[LayerInfo]) -> list[str]:
+    """Every convolution (its feature map) and every block output, in network order (the atlas adds
+    the class scores); on a model with aliases (VGG's Keras names), the aliased convs."""
+    named = set(named_layers(layers))
+    convs = [layer for layer in layers if layer in named and layer.kind == "conv" and layer.is_spatial]
+    return [layer.name for layer in sorted(dict.fromkeys([*convs, *block_outputs(layers)]), key=list(layers).index)]
+
+
 #: Layers that hand on their input unchanged in eval mode: never the CAM layer themselves.
 PASS_THROUGH_TYPES = ("Dropout", "Dropout1d", "Dropout2d", "Dropout3d", "AlphaDropout", "Identity")
 

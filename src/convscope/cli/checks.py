@@ -148,6 +148,11 @@ def _check_dataset(args: argparse.Namespace) -> None:
         check_at_least("examples_top", args.examples_top, 1)
 
 
+def _check_atlas(args: argparse.Namespace) -> None:
+    check_at_least("workers", args.workers, 0)
+    check_filter_size(args.size)
+
+
 #: Per command, its checks that need no model (after its images, which are checked first).
 COMMAND_CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "activations": lambda args: check_colormap(args.cmap),
@@ -157,6 +162,7 @@ COMMAND_CHECKS: dict[str, Callable[[argparse.Namespace], None]] = {
     "concepts": _check_concepts,
     "evaluate": _check_evaluate,
     "dataset": _check_dataset,
+    "atlas": _check_atlas,
 }
 
 

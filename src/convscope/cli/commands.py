@@ -28,6 +28,7 @@ from ..catalog import (
     FILTERS_DIR,
 )
 from ..clips import Clip, is_clip_source, probe_clip
+from ..dataset.atlas import AtlasOptions, atlas, read_timing
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
 from ..dataset.sources import folder_images
@@ -482,4 +483,33 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     for path, error in result["errors"][:20]:
         print(f"  unreadable: {error}")
     print(f"Report: {index.resolve()}")
+    return 0
+
+
+def cmd_atlas(args: argparse.Namespace) -> int:
+    model = _load(args)
+    options = AtlasOptions(layers=args.layers, top=args.top, method=args.method, steps=args.steps, size=args.size,
+                           seed=args.seed, units_per_shard=args.units_per_shard, precision=args.precision,
+                           labels=args.labels, limit=args.limit, batch_size=args.batch_size, workers=args.workers,
+                           engine=args.engine, ray_address=args.ray_address, restart=args.restart)
+    bars: dict[str, tqdm] = {}
+
+    def bar(phase: str) -> tqdm:
+        if phase not in bars:
+            for other in bars.values():
+                other.close()
+            bars[phase] = _progress_bar(args.quiet, {"images": "images", "pictures": "pictures"}[phase])
+        return bars[phase]
+
+    try:
+        index = atlas(model, args.dataset, args.out, options, progress=lambda phase, n: bar(phase).update(n),
+                      on_total=lambda phase, total: _total_of(bar(phase))(total))
+    finally:
+        for other in bars.values():
+            other.close()
+    timing = read_timing(args.out)
+    layers = len(json.loads((Path(args.out) / "examples" / "filters.json").read_text(encoding="utf-8")))
+    print(f"Atlas of {model.name}: {layers} layer{'s' if layers != 1 else ''}; where the time went: "
+          + "; ".join(timing.lines()))
+    print(f"Atlas: {index.resolve()}")
     return 0

@@ -36,7 +36,7 @@ COMMAND_FLAG_NAMES = {"dataset": {"layer": "--cam-layer", "method": "--cam-metho
                       "run": {"method": "--cam-method", "steps": "--filters-steps"}}
 #: Every command, each run by ``convscope.cli.commands.cmd_<name>``.
 COMMANDS = ("layers", "predict", "activations", "filters", "run", "demo", "cam", "attribute", "concepts", "evaluate",
-            "explain", "dataset")
+            "explain", "dataset", "atlas")
 
 
 def flag_for(parameter: str, command: str | None = None) -> str:

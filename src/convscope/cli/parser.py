@@ -9,6 +9,9 @@ from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from ..catalog import (
+    ATLAS_SIZE,
+    ATLAS_STEPS,
+    ATLAS_UNITS_PER_SHARD,
     ATTRIBUTION_ALPHA,
     ATTRIBUTION_DEFAULTS,
     ATTRIBUTION_METHOD_NAMES,
@@ -31,6 +34,7 @@ from ..catalog import (
     NORMALIZE,
     OBJECTIVES,
     PER_ROW,
+    PHOTO_RECIPES,
     PRECISIONS,
     PREPROCESS_MODES,
     RANKED_METHOD_NAMES,
@@ -458,4 +462,45 @@ def build_parser(handlers: Mapping[str, Callable[[argparse.Namespace], int]]) ->
                    help=f"examples per channel (default {EXAMPLES_TOP})")
     _precision_option(p, MAPS_PRECISION)
     p.set_defaults(handler=handlers["dataset"])
+
+    atlas_recipes = tuple(name for name in RECIPE_STEPS if name not in PHOTO_RECIPES)
+    p = sub.add_parser("atlas", parents=[*on_model, shared["out"], shared["quiet"]],
+                       help="every unit of every layer: feature picture, dataset examples, statistics; a site",
+                       description="For every unit of every chosen layer, its feature picture (class pictures for "
+                                   "the logits), its top-K dataset examples with their crops, its statistics and, "
+                                   "with labels, the class most of its examples belong to; browsed at "
+                                   "DIR/atlas/index.html. Image shards and picture shards, written atomically: run "
+                                   "it again to resume; --engine ray runs them on a Ray cluster.")
+    p.add_argument("--dataset", required=True, metavar="DIR",
+                   help="the images: a folder (searched recursively; class sub-folders give labels), a glob in "
+                        "quotes or a text file listing paths")
+    p.add_argument("--layers", metavar="SPEC",
+                   help="layer names, comma lists, globs, 'logits' for the classes (default: every conv layer and "
+                        "block output, and the logits)")
+    p.add_argument("--top", type=_positive_int, default=EXAMPLES_TOP, metavar="K",
+                   help=f"dataset examples per unit (default {EXAMPLES_TOP})")
+    p.add_argument("--method", choices=atlas_recipes, default=atlas_recipes[0],
+                   help=f"the pictures' recipe (default {atlas_recipes[0]}; as for filters)")
+    p.add_argument("--steps", type=_positive_int, default=ATLAS_STEPS, metavar="N",
+                   help=f"ascent steps per picture (default {ATLAS_STEPS})")
+    p.add_argument("--size", type=_positive_int, default=ATLAS_SIZE, metavar="PX",
+                   help=f"picture size (default {ATLAS_SIZE}; raised where a layer needs more; class pictures are "
+                        "seen at the model's input size)")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="random seed (default 0)")
+    p.add_argument("--units-per-shard", type=_positive_int, default=ATLAS_UNITS_PER_SHARD, metavar="N",
+                   help=f"pictures per picture shard (default {ATLAS_UNITS_PER_SHARD})")
+    p.add_argument("--labels", metavar="FILE",
+                   help="true classes: CSV or JSON, image path -> class index or label (default: class sub-folders)")
+    p.add_argument("--batch-size", type=_positive_int, metavar="B",
+                   help="images per model pass (default 4 on a CPU, 32 on a GPU; halved on out-of-memory)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="processes decoding images while the model runs (default 0)")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="only the first N images (sorted by path)")
+    p.add_argument("--restart", action="store_true", help="start again even where a different atlas was")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="local (default: this process) or ray (the shards on Ray actors; pip install "
+                        "'convscope[ray]')")
+    p.add_argument("--ray-address", metavar="ADDR", help="join the Ray cluster there (default: a local Ray)")
+    _precision_option(p, FILTERS_PRECISION)
+    p.set_defaults(handler=handlers["atlas"])
     return parser

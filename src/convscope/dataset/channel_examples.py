@@ -12,7 +12,10 @@ the chosen layers responds to in the user's own images.
   maximum, cut from the picture the model saw (the photo resized to the input size), shown at
   :data:`CROP` pixels with the unit's own cell outlined.
 * A channel is *dead* when its maximum is never above zero over the dataset, *rare* when it is
-  above zero on fewer than :data:`RARE` of the images.
+  above zero on fewer than :data:`RARE` of the images; its *mean* is its activation averaged over
+  positions and images.
+* A classifier's class scores (:data:`~convscope.techniques.units.LOGITS`, ``logits``) are a layer
+  here too: a class's examples are the images with its highest logit, their crop the whole picture.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from ..presentation.drawing import crop_grid, receptive_field_crop
 from ..presentation.files import safe_name, save_image, save_json, write_bytes
 from ..presentation.html import data_uri_img
 from ..techniques.examples import ReceptiveField, TopK, channel_maxima, receptive_field
+from ..techniques.units import LOGITS, check_class_scores, reads_class_scores
 
 #: Bins of each channel's histogram of maxima.
 BINS = 20
@@ -52,14 +56,26 @@ def examples_layers(model: Model, spec: str | Sequence[str] | None) -> list[str]
     """The layers to collect examples of (default: the model's filter layers); each must output a
     feature map (C x h x w). LayerError/InputError name the parameter ``examples``."""
     layers = model.layers()
-    names = default_filter_layers(layers) if spec in (None, "default") else select_layers(spec, layers)
+    if spec in (None, "default"):
+        names = default_filter_layers(layers)
+    else:
+        names = [name for part in _spec_parts(spec) for name in
+                 ([LOGITS] if part == LOGITS and reads_class_scores(model, LOGITS) else select_layers(part, layers))]
+        names = list(dict.fromkeys(names))
     shapes = {layer.name: layer.shape for layer in layers}
     for name in names:
+        if name == LOGITS and reads_class_scores(model, name):
+            check_class_scores(model)
+            continue
         shape = shapes.get(name) or model.layer(name).shape
         if len(shape) != 3:
             raise LayerError(f"examples: layer {name!r} is not spatial (its output is "
                              f"{'x'.join(map(str, shape)) or 'not a tensor'}, not C x H x W)", parameter="examples")
     return names
+
+
+def _spec_parts(spec: str | Sequence[str]) -> list[str]:
+    return [part.strip() for part in (spec.split(",") if isinstance(spec, str) else spec) if part.strip()]
 
 
 def check_examples_top(top: int, images: int) -> int:
@@ -82,23 +98,27 @@ class ShardExamples:
 
     def __init__(self, layers: Sequence[str], top: int) -> None:
         self.layers, self.top = list(layers), top
-        self._batch: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._batch: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self.maxima: dict[str, list[np.ndarray]] = {name: [] for name in self.layers}
         self.positions: dict[str, list[np.ndarray]] = {name: [] for name in self.layers}
+        self.mean_sums: dict[str, np.ndarray | float] = {name: 0.0 for name in self.layers}
         self.images: list[int] = []
 
     def watchers(self) -> dict[str, Callable[[torch.Tensor], None]]:
+        """layer -> a function of its output (B x C x h x w; the class scores B x N x 1 x 1)."""
         def watcher(name: str) -> Callable[[torch.Tensor], None]:
             def watch(output: torch.Tensor) -> None:
-                self._batch[name] = channel_maxima(output)
+                means = output.detach().float().flatten(2).mean(dim=2).cpu().numpy()
+                self._batch[name] = (*channel_maxima(output), means)
             return watch
         return {name: watcher(name) for name in self.layers}
 
     def keep(self, images: Sequence[int]) -> None:
         for name in self.layers:
-            maxima, positions = self._batch.pop(name)
+            maxima, positions, means = self._batch.pop(name)
             self.maxima[name].append(maxima[:len(images)])
             self.positions[name].append(positions[:len(images)])
+            self.mean_sums[name] = self.mean_sums[name] + means[:len(images)].astype(np.float64).sum(axis=0)
         self.images.extend(images)
 
     def save(self, path: Path) -> Path:
@@ -113,7 +133,8 @@ class ShardExamples:
                 if self.images else TopK.empty(0, self.top)
             arrays.update({f"{number}.values": best.values, f"{number}.images": best.images,
                            f"{number}.positions": best.positions, f"{number}.fired": (maxima > 0).sum(axis=0),
-                           f"{number}.maxima": maxima.astype(np.float16)})
+                           f"{number}.maxima": maxima.astype(np.float16),
+                           f"{number}.mean_sums": np.asarray(self.mean_sums[name], np.float64)})
         buffer = io.BytesIO()
         np.savez(buffer, **arrays)
         return write_bytes(path, buffer.getvalue())
@@ -122,7 +143,8 @@ class ShardExamples:
 @dataclass
 class LayerExamples:
     """The merged examples of one layer: ``top`` (channels x K), over ``images`` readable images;
-    ``fired`` images per channel with a maximum above zero; a histogram of the maxima per channel."""
+    ``fired`` images per channel with a maximum above zero; a histogram of the maxima per channel;
+    ``means`` each channel's mean activation (None for partial files written before means were kept)."""
 
     layer: str
     top: TopK
@@ -130,6 +152,7 @@ class LayerExamples:
     fired: np.ndarray
     edges: np.ndarray
     counts: np.ndarray
+    means: np.ndarray | None = None
 
 
 def merge_partials(folder: Path, layers: Sequence[str], top: int) -> list[LayerExamples]:
@@ -139,6 +162,7 @@ def merge_partials(folder: Path, layers: Sequence[str], top: int) -> list[LayerE
     fired: dict[int, np.ndarray] = {}
     low: dict[int, np.ndarray] = {}
     high: dict[int, np.ndarray] = {}
+    mean_sums: dict[int, np.ndarray | None] = {}
     images = 0
     for path in partials:
         with np.load(path) as part:
@@ -147,6 +171,10 @@ def merge_partials(folder: Path, layers: Sequence[str], top: int) -> list[LayerE
                 values = part[f"{number}.values"]
                 if values.shape[0] == 0:
                     continue
+                key = f"{number}.mean_sums"
+                summed = part[key] if key in part.files else None
+                before = mean_sums.get(number, 0.0)
+                mean_sums[number] = None if summed is None or before is None else before + summed
                 shard_top = TopK(values, part[f"{number}.images"], part[f"{number}.positions"])
                 tops[number] = tops[number].merge(shard_top) if number in tops else shard_top
                 fired[number] = fired.get(number, 0) + part[f"{number}.fired"]
@@ -166,7 +194,9 @@ def merge_partials(folder: Path, layers: Sequence[str], top: int) -> list[LayerE
             raise InputError(f"examples: no readable image reached layer {name!r}", parameter="examples")
         spans = high[number] - low[number]
         edges = low[number][:, None] + np.linspace(0, 1, BINS + 1)[None, :] * spans[:, None]
-        merged.append(LayerExamples(name, tops[number], images, fired[number], edges, counts[number]))
+        summed = mean_sums.get(number)
+        merged.append(LayerExamples(name, tops[number], images, fired[number], edges, counts[number],
+                                    None if summed is None else summed / max(images, 1)))
     return merged
 
 
@@ -200,9 +230,11 @@ def write_examples(out: str | os.PathLike, model: Model, layers: Sequence[str], 
                 tiles = [crops.pop((number, channel, rank)) for rank in range(filled)]
                 if tiles:
                     saving.append(pool.submit(save_image, crop_grid(tiles), layer_folder / f"{channel}.png"))
-                channels.append(_channel_json(examples, channel, filled, field, paths))
+                channels.append(_channel_json(examples, channel, filled, field, paths, flagged=name != LOGITS))
             fired = examples.fired
             rare = (fired > 0) & (fired < RARE * examples.images)
+            if name == LOGITS:  # a logit below zero is no sign of a dead class
+                fired, rare = np.ones_like(fired), np.zeros_like(rare)
             written.append(save_json({
                 "layer": name, "top": top, "images": examples.images, "folder": f"{EXAMPLES_DIR}/{safe_name(name)}",
                 "receptive_field": {"size": list(field.size), "stride": list(field.stride),
@@ -215,7 +247,8 @@ def write_examples(out: str | os.PathLike, model: Model, layers: Sequence[str], 
 
 
 def _channel_json(examples: LayerExamples, channel: int, filled: int, field: ReceptiveField,
-                  paths: Sequence[str]) -> dict[str, Any]:
+                  paths: Sequence[str], flagged: bool = True) -> dict[str, Any]:
+    """One channel's entry; ``flagged``: whether dead and rare apply (not to class scores)."""
     fired = int(examples.fired[channel])
     rows = []
     for rank in range(filled):
@@ -223,8 +256,9 @@ def _channel_json(examples: LayerExamples, channel: int, filled: int, field: Rec
         row, column = (int(v) for v in examples.top.positions[channel, rank])
         rows.append({"image": image, "path": paths[image], "value": float(examples.top.values[channel, rank]),
                      "position": [row, column], "input_box": list(field.box(row, column))})
-    return {"channel": channel, "fired": fired, "fired_share": fired / max(examples.images, 1),
-            "dead": fired == 0, "rare": 0 < fired < RARE * examples.images,
+    mean = None if examples.means is None else float(examples.means[channel])
+    return {"channel": channel, "fired": fired, "fired_share": fired / max(examples.images, 1), "mean": mean,
+            "dead": flagged and fired == 0, "rare": flagged and 0 < fired < RARE * examples.images,
             "histogram": {"edges": [float(v) for v in examples.edges[channel]],
                           "counts": [int(v) for v in examples.counts[channel]]},
             "examples": rows}

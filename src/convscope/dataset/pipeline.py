@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from ..techniques import metrics as measure
 from ..techniques.cams import DEFAULT_METHOD as DEFAULT_CAM_METHOD
 from ..techniques.cams import cam_method
 from ..techniques.capture import cam_layer
+from .batches import HalvingBatches
 from .channel_examples import (
     ChannelExamples,
     channel_examples,
@@ -32,7 +34,7 @@ from .channel_examples import (
     examples_layers,
     write_examples,
 )
-from .shards import DEFAULT_BATCH, SHARD_SIZE, Manifest, Settings, ShardJob, image_entry, write_shard
+from .shards import DEFAULT_BATCH, SHARD_SIZE, Manifest, Settings, ShardJob, image_entry, shard_work, write_shard
 from .sources import file_labels, find_images, folder_labels
 
 #: Where a dataset runs: this process and its DataLoader workers, or Ray actors.
@@ -134,12 +136,14 @@ def run(model: Model, source: str | os.PathLike, out: str | os.PathLike = "convs
         else:
             jobs.append(job)
     if options.engine == "local":
+        sizes = HalvingBatches(batch_size)
         for job in jobs:
-            write_shard(model, job, settings, batch_size, options.workers, progress)
+            write_shard(model, job, settings, batch_size, options.workers, progress, sizes)
     else:
         from .ray_engine import run_on_ray
 
-        run_on_ray(model, jobs, settings, batch_size, options.ray_address, progress)
+        run_on_ray(model, jobs, partial(shard_work, settings=settings, batch_size=batch_size), options.ray_address,
+                   progress)
     if settings.examples:
         write_examples(folder.parent, model, settings.examples, settings.examples_top, [os.fspath(p) for p in images])
     return folder

@@ -1,5 +1,7 @@
-"""The Ray engine of dataset runs: the same shards, written by a pool of Ray actors that each hold
-a replica of the model (one per GPU with a CUDA model, otherwise one per CPU, one thread each).
+"""The Ray engine of dataset runs and atlases: the same shards, written by a pool of Ray actors that
+each hold a replica of the model (one per GPU with a CUDA model, otherwise one per CPU, one thread
+each). A shard is any job with a ``target`` file, written by ``work(model, job)`` (which returns the
+number of items it did); the job list is the same as the local engine's.
 
 A local Ray instance is started (and stopped) when none is running and no address is given; an
 address joins an existing cluster (``ray start --head`` on one machine, ``ray start
@@ -13,14 +15,19 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 
-from ..errors import InputError
+from ..errors import ConvscopeError, ConvscopeWarning, InputError
 from ..model import Model
 from ..network import reachable
-from .shards import Settings, ShardJob, write_shard
+
+#: What a shard's worker does: ``work(model, job)`` writes the job's ``target`` and returns the
+#: number of items (images, pictures) it did.
+Work = Callable[[Model, Any], int]
 
 
 def check_ray() -> None:
@@ -33,17 +40,16 @@ def check_ray() -> None:
 
 
 class ShardWriter:
-    """A Ray actor's work: a model replica that writes whole shards."""
+    """A Ray actor: a model replica that writes whole shards with ``work``."""
 
-    def __init__(self, model: Model, settings: Settings, batch_size: int, threads: int) -> None:
+    def __init__(self, model: Model, work: Work, threads: int) -> None:
         torch.set_num_threads(threads)
         if model.device.type == "cuda":
             model.module.to(torch.device("cuda", torch.cuda.current_device()))
-        self.model, self.settings, self.batch_size = model, settings, batch_size
+        self.model, self.work = model, work
 
-    def write(self, job: ShardJob) -> int:
-        write_shard(self.model, job, self.settings, self.batch_size)
-        return len(job.paths)
+    def write(self, job: Any) -> int:
+        return self.work(self.model, job)
 
 
 def _ship_user_code(model: Model) -> None:
@@ -67,15 +73,20 @@ def _reachable(address: str, timeout: float = 3.0) -> bool:
     return reachable(host, int(port), timeout)
 
 
-def run_on_ray(model: Model, jobs: Sequence[ShardJob], settings: Settings, batch_size: int,
-               address: str | None = None, progress: Callable[[int], None] | None = None,
-               retries: int = 2) -> None:
-    """Write ``jobs`` on a pool of Ray actors (see the module notes); a shard whose actor dies is
-    given to a new actor, ``retries`` times at most."""
-    import ray
-
+def check_reachable(address: str | None) -> None:
+    """InputError naming ``ray_address`` when a cluster address given cannot be reached."""
     if address and not _reachable(address):
         raise InputError(f"ray_address {address}: cannot reach a Ray cluster there", parameter="ray_address")
+
+
+def run_on_ray(model: Model, jobs: Sequence[Any], work: Work, address: str | None = None,
+               progress: Callable[[int], None] | None = None, retries: int = 2) -> None:
+    """Write ``jobs`` with ``work`` on a pool of Ray actors (see the module notes); a shard whose actor
+    dies (a lost node) is given to a new actor, ``retries`` times at most. ``progress`` is called
+    with each finished shard's count."""
+    import ray
+
+    check_reachable(address)
     started_here = not ray.is_initialized()
     if started_here:
         try:
@@ -86,14 +97,18 @@ def run_on_ray(model: Model, jobs: Sequence[ShardJob], settings: Settings, batch
                              parameter="ray_address") from None
     try:
         if jobs:
-            _write_all(ray, model, list(jobs), settings, batch_size, progress, retries)
+            _write_all(ray, model, list(jobs), work, progress, retries)
     finally:
         if started_here:
             ray.shutdown()
 
 
-def _write_all(ray, model: Model, jobs: list[ShardJob], settings: Settings, batch_size: int,
-               progress: Callable[[int], None] | None, retries: int) -> None:
+def _write_all(ray, model: Model, jobs: list[Any], work: Work, progress: Callable[[int], None] | None,
+               retries: int) -> None:
+    """The pool's loop: a shard to each idle actor; a shard whose actor died (its node lost) is said in
+    one line and queued again, for an idle actor or a fresh replica; once no shard waits, idle actors
+    are released, so that a replica waiting for resources (a lost node's CPU held by them) gets them.
+    A convscope error inside a shard (a full disk) ends the run with that error."""
     resources = ray.cluster_resources()
     cpus = max(1, int(resources.get("CPU", 1)))
     on_gpu = model.device.type == "cuda"
@@ -103,7 +118,7 @@ def _write_all(ray, model: Model, jobs: list[ShardJob], settings: Settings, batc
     shared = ray.put(model)
 
     def new_actor():
-        return writer.remote(shared, settings, batch_size, max(1, cpus // count))
+        return writer.remote(shared, work, max(1, cpus // count))
 
     idle = [new_actor() for _ in range(count)]
     waiting = list(enumerate(jobs))
@@ -114,16 +129,26 @@ def _write_all(ray, model: Model, jobs: list[ShardJob], settings: Settings, batc
             index, job = waiting.pop(0)
             actor = idle.pop()
             running[actor.write.remote(job)] = (index, job, actor)
+        if not waiting:
+            for actor in idle:
+                ray.kill(actor)
+            idle.clear()
         finished, _ = ray.wait(list(running), num_returns=1)
         index, job, actor = running.pop(finished[0])
         try:
             done = ray.get(finished[0])
         except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, ConvscopeError):
+                raise cause from None
             tries[index] += 1
             if tries[index] > retries:
                 raise RuntimeError(f"shard {job.target.name} failed {tries[index]} times on Ray: {exc}") from None
+            warnings.warn(f"shard {job.target.name} was lost with its Ray worker ({type(exc).__name__}); running it "
+                          "again", ConvscopeWarning, stacklevel=2)
             waiting.insert(0, (index, job))
-            idle.append(new_actor())  # a fresh replica for the retry
+            if not idle:
+                idle.insert(0, new_actor())  # a fresh replica, used once the live ones are busy
             continue
         idle.append(actor)
         if progress is not None:

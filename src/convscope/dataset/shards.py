@@ -37,6 +37,8 @@ from ..presentation.drawing import map_over, thumbnail
 from ..presentation.files import save_image, write_bytes
 from ..techniques import metrics as measure
 from ..techniques.cams import METHODS, CamSettings, cam_maps
+from ..techniques.units import LOGITS, reads_class_scores
+from .batches import HalvingBatches
 from .channel_examples import (
     ShardExamples,
     partial_path,
@@ -159,10 +161,13 @@ class ShardJob:
 
 
 def write_shard(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int = 0,
-                progress: Callable[[int], None] | None = None) -> Path:
-    """Compute one shard's rows and write its Parquet file atomically."""
+                progress: Callable[[int], None] | None = None, sizes: HalvingBatches | None = None) -> Path:
+    """Compute one shard's rows and write its Parquet file atomically. ``sizes``: the model passes'
+    batch size, halved when the device runs out of memory (shared by a run's shards; default: a new
+    one at ``batch_size``)."""
     examples = ShardExamples(settings.examples, settings.examples_top) if settings.examples else None
-    rows = _shard_rows(model, job, settings, batch_size, workers, progress, examples)
+    sizes = sizes or HalvingBatches(batch_size)
+    rows = _shard_rows(model, job, settings, batch_size, workers, progress, examples, sizes)
     if examples is not None:  # before the shard: a complete shard always has its examples
         examples.save(partial_path(job.target))
     buffer = io.BytesIO()
@@ -171,8 +176,17 @@ def write_shard(model: Model, job: ShardJob, settings: Settings, batch_size: int
 
 
 
+def shard_work(model: Model, job: ShardJob, settings: Settings, batch_size: int) -> int:
+    """A Ray actor's shard: written unless a complete one is already there (its first writer finished
+    it before its node was lost); returns the number of images."""
+    if not job.target.exists():
+        write_shard(model, job, settings, batch_size)
+    return len(job.paths)
+
+
 def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int, workers: int,
-                progress: Callable[[int], None] | None, examples: ShardExamples | None = None) -> list[dict]:
+                progress: Callable[[int], None] | None, examples: ShardExamples | None,
+                sizes: HalvingBatches) -> list[dict]:
     """The rows of one shard; each readable image's thumbnail with its map is written on the way
     (``thumbs/NNNNNN.jpg`` beside the shards, numbered by image, for the report)."""
     loader = DataLoader(_Images(job.paths, model), batch_size=batch_size, num_workers=workers, collate_fn=_collate,
@@ -189,10 +203,17 @@ def _shard_rows(model: Model, job: ShardJob, settings: Settings, batch_size: int
                     rows[index] = [{"path": os.fspath(job.paths[index]), "error": error, "image": job.first + index}]
             if good:
                 x = torch.stack([item[1] for item in good]).to(model.device, model.dtype)
-                batch_rows = _batch_rows(model, x, [job.truth[i] for i, *_ in good], settings,
-                                         examples.watchers() if examples is not None else None)
-                if examples is not None:
-                    examples.keep([job.first + item[0] for item in good])
+                truth = [job.truth[i] for i, *_ in good]
+                numbers = [job.first + item[0] for item in good]
+
+                def rows_of(part: slice) -> list[list[dict]]:
+                    found = _batch_rows(model, x[part], truth[part], settings,
+                                        examples.watchers() if examples is not None else None)
+                    if examples is not None:
+                        examples.keep(numbers[part])
+                    return found
+
+                batch_rows = [rows for part in sizes.run(len(good), rows_of) for rows in part]
                 for item, image_rows in zip(good, batch_rows):
                     index, _, size, _, thumb = item
                     number = job.first + index
@@ -240,7 +261,11 @@ def _batch_rows(model: Model, x: torch.Tensor, truth: Sequence[int | None], sett
     checked = CamSettings(settings.cam_layer, METHODS[settings.method], settings.precision)  # checked by run()
     if model.target.finds_entries:
         return _detection_rows(model, x, settings, checked)
+    watch = dict(watch or {})
+    on_scores = watch.pop(LOGITS, None) if reads_class_scores(model, LOGITS) else None
     result = cam_maps(model, x, checked, None, watch=watch)
+    if on_scores is not None:  # the class scores as a layer of N channels of 1 x 1
+        on_scores(result.logits.detach()[:, :, None, None])
     if model.target.ranks_classes:  # a classifier's ranking comes from the pass the maps made
         values, indices = result.logits.softmax(dim=1).topk(min(TOP, result.logits.shape[1]), dim=1)
         tops = list(zip(indices.tolist(), values.tolist()))

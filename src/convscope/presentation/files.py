@@ -7,6 +7,7 @@ stems are sanitized so that no path can leave the output folder.
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
@@ -78,7 +79,9 @@ def distinct_safe_names(names: Sequence[str], fallback: str = "layer") -> list[s
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically (temporary file in the same folder, then rename): a file
+    is complete or absent, never half-written. A full disk is an InputError naming the file (the
+    temporary file removed, everything written before intact)."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -86,11 +89,15 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             f.write(data)
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise InputError(f"out: no space left on the device while writing {path} ({exc.strerror}); "
+                             "free some and run the command again: finished files are kept",
+                             parameter="out") from None
         raise
     return path
 

@@ -24,6 +24,7 @@ from ..catalog import EXAMPLES_TOP
 from ..hooks import evaluating
 from ..model import Model
 from .capture import stopping_at
+from .units import reads_class_scores
 
 #: Default number of examples per channel.
 DEFAULT_TOP = EXAMPLES_TOP
@@ -116,12 +117,15 @@ class ReceptiveField:
 
 def receptive_field(model: Model, layer: str, samples: int = 4, seed: int = 0) -> ReceptiveField:
     """Measure ``layer``'s receptive field: the bounding box of the input pixels where the gradient
-    of the centre unit (summed over channels, for ``samples`` random inputs) is not zero.
+    of the centre unit (summed over channels, for ``samples`` random inputs) is not zero (the class
+    scores, ``logits``: the whole input).
 
     The model is left as it was: evaluation mode during the pass, gradients taken with
     ``torch.autograd.grad`` (no ``.grad`` filled), the forward stopped after the layer.
     """
     height, width = model.input_size
+    if reads_class_scores(model, layer):  # a class score sees the whole picture
+        return ReceptiveField((height, width), (float(height), float(width)), (0.0, 0.0), (height, width))
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(samples, model.preprocessing.channels, height, width, generator=generator)
     x = x.to(model.device, model.dtype).requires_grad_(True)
