@@ -247,7 +247,7 @@ def test_the_dataset_report(model, folder, tmp_path, monkeypatch):
     dataset_report.write_dataset_report(out, LABELS)  # thumbnails are made once
     assert [t.stat().st_mtime_ns for t in thumbs] == before
     pages = out / "dataset" / "pages"
-    for link in re.findall(r'href="(dataset/pages/[^"]+)"', html):
+    for link in re.findall(r'href="(dataset/pages/(?!image-)[^"]+)"', html):  # the galleries
         first = (out / link).read_text()
         assert first.count("<li>") <= 2 and 'loading="lazy"' in first  # at most PAGE_SIZE per page
     predicted = {r["top_classes"][0] for r in rows if r["error"] is None}
@@ -266,6 +266,26 @@ def test_the_dataset_report(model, folder, tmp_path, monkeypatch):
     for page in pages.glob("*.html"):  # every relative link and picture resolves
         for target in re.findall(r'(?:href|src)="([^"#:]+)"', page.read_text()):
             assert (page.parent / target).exists(), (page.name, target)
+    for target in re.findall(r'(?:href|src)="([^"#:]+)"', html):
+        assert (out / target).exists(), target
+    # the front page: the most confident mistakes with their maps, a confidence histogram per class, the
+    # confusion matrix as a picture
+    mistakes = sorted((r for r in judged if not r["correct"]), key=lambda r: -r["top_probabilities"][0])
+    strip = re.findall(r'<ul class="strip"[^>]*>(.*?)</ul>', html)[0]
+    assert re.findall(r'alt="([^":]+):', strip) == [Path(r["path"]).name for r in mistakes]
+    assert all(f'src="dataset/thumbs/{r["image"]:06d}.jpg"' in strip for r in mistakes)
+    for cls in {r["true_class"] for r in judged}:
+        mine = [r for r in judged if r["true_class"] == cls]
+        histogram = dataset_report.confidence_histogram(mine)
+        assert sum(histogram["right"]) == sum(r["correct"] for r in mine)
+        assert sum(histogram["wrong"]) == sum(not r["correct"] for r in mine)
+        for r in mine:  # each image in the bin of its top-1 probability
+            assert (histogram["right"] if r["correct"] else histogram["wrong"])[int(r["top_probabilities"][0] * 10)]
+    assert dataset_report.confidence_histogram([{"top_probabilities": [1.0], "correct": True},
+                                                {"top_probabilities": [0.05], "correct": False}])["right"][9] == 1
+    matrix = Image.open(out / "dataset" / "confusion.png")
+    assert matrix.size[0] > 200 and f"{sum(r['correct'] for r in judged)} of {len(judged)} images on the diagonal" \
+        in html
 
 
 def test_a_segmentation_model_ranked_by_its_target(folder, tmp_path):

@@ -26,7 +26,7 @@ from ..clips import read_clip
 from ..errors import ConvscopeError
 from ..images import load_image
 from ..model import Model
-from ..presentation.drawing import thumbnail
+from ..presentation.drawing import confusion_png, thumbnail
 from ..presentation.files import prepare_out_dir, safe_name, save_json, write_bytes
 from ..presentation.filter_cache import cached_filter_pictures, filter_settings, layer_folder, missing_steps
 from ..presentation.html import environment as html_environment
@@ -34,6 +34,11 @@ from .channel_examples import read_layer
 from .shards import load, summary, write_thumbnail
 
 PAGE_SIZE = 200
+#: The most confident mistakes on the summary page; bins of each class's confidence histogram; true
+#: classes in the confusion matrix picture (the most frequent).
+STRIP = 12
+CONFIDENCE_BINS = 10
+CONFUSION_CLASSES = 40
 #: Channels on one page of a layer's dataset examples.
 CHANNELS_PER_PAGE = 64
 CONFUSIONS = 20
@@ -93,9 +98,14 @@ def write_dataset_report(out: str | os.PathLike, labels: Sequence[str]) -> Path:
             galleries[key] = _write_gallery(environment, pages, key, title, [items[i] for i in chosen])
     facts = summary(table)
     example_layers = _write_example_pages(environment, out, settings.get("examples") or [])
+    mistakes = [i for key, _, chosen in _galleries(rows, items, labels) if key == "mistakes" for i in chosen]
+    strip = [{**items[i], "thumb": f"{DATASET_DIR}/{items[i]['thumb'].removeprefix('../')}",
+              "page": f"{DATASET_DIR}/pages/{items[i]['page']}"} for i in mistakes[:STRIP]]
+    confusion = _write_confusion_picture(rows, labels, folder)
     index = environment.get_template("dataset_index.html.j2").render(
         model=settings.get("model", ""), images=facts["images"], errors=facts["errors"], accuracy=facts["accuracy"],
         labelled=facts["labelled"], method=settings.get("method", ""), cam_layer=settings.get("cam_layer", ""),
+        strip=strip, confusion=confusion,
         per_class=_per_class(rows, labels, galleries), confusions=_confusions(rows, labels),
         galleries=[g for key, g in galleries.items() if not key.startswith("true-")], page_size=PAGE_SIZE,
         example_layers=example_layers, example_links=_example_links(example_layers))
@@ -236,12 +246,53 @@ def _write_gallery(environment: Environment, pages: Path, key: str, title: str, 
 
 
 def _per_class(rows: list[dict], labels: Sequence[str], galleries: dict[str, dict]) -> list[dict]:
+    """Per true class: images, correct answers, accuracy, its gallery and its confidence histogram."""
     judged = [row for row in rows if row["correct"] is not None]
     totals = Counter(row["true_class"] for row in judged)
     correct = Counter(row["true_class"] for row in judged if row["correct"])
     return [{"index": c, "label": labels[c], "images": n, "correct": correct[c], "accuracy": correct[c] / n,
-             "gallery": galleries[f"true-{c}"]["first_page"] if f"true-{c}" in galleries else None}
+             "gallery": galleries[f"true-{c}"]["first_page"] if f"true-{c}" in galleries else None,
+             "confidence": confidence_histogram([row for row in judged if row["true_class"] == c])}
             for c, n in sorted(totals.items())]
+
+
+def confidence_histogram(rows: Sequence[dict], bins: int = CONFIDENCE_BINS) -> dict[str, Any]:
+    """The top-1 probabilities of ``rows`` in ``bins`` equal bins of [0, 1], right and wrong answers
+    apart: counts per bin and the bars of a 100 x 24 SVG (wrong answers stacked on right ones)."""
+    right, wrong = [0] * bins, [0] * bins
+    for row in rows:
+        probability = (row["top_probabilities"] or [0.0])[0]
+        (right if row["correct"] else wrong)[min(bins - 1, int(probability * bins))] += 1
+    peak = max((r + w for r, w in zip(right, wrong)), default=0) or 1
+    width = 100 / bins
+    bars = []
+    for i, (r, w) in enumerate(zip(right, wrong)):
+        right_height, wrong_height = 24 * r / peak, 24 * w / peak
+        bars.append({"x": round(i * width, 2), "width": round(width - 0.4, 2),
+                     "right_y": round(24 - right_height, 2), "right": round(right_height, 2),
+                     "wrong_y": round(24 - right_height - wrong_height, 2), "wrong": round(wrong_height, 2)})
+    said = ", ".join(f"{i / bins:.1f}-{(i + 1) / bins:.1f}: {r} right {w} wrong"
+                     for i, (r, w) in enumerate(zip(right, wrong)) if r or w)
+    return {"right": right, "wrong": wrong, "bars": bars, "said": said}
+
+
+def _write_confusion_picture(rows: list[dict], labels: Sequence[str], folder: Path) -> dict[str, Any] | None:
+    """``confusion.png``: the :data:`CONFUSION_CLASSES` most frequent true classes against what was
+    predicted for them (other predicted classes in one column); None without labels."""
+    judged = [row for row in rows if row["correct"] is not None and row["top_classes"]]
+    if not judged:
+        return None
+    classes = [c for c, _ in Counter(row["true_class"] for row in judged).most_common(CONFUSION_CLASSES)]
+    position = {c: i for i, c in enumerate(classes)}
+    counts = np.zeros((len(classes), len(classes) + 1), np.int64)
+    for row in judged:
+        if row["true_class"] in position:
+            counts[position[row["true_class"]], position.get(row["top_classes"][0], len(classes))] += 1
+    names = [_label(labels, c) for c in classes]
+    write_bytes(folder / "confusion.png", confusion_png(counts, names, [*names, "other"]))
+    return {"src": f"{DATASET_DIR}/confusion.png", "classes": len(classes), "images": int(counts.sum()),
+            "diagonal": int(np.trace(counts[:, :len(classes)])),
+            "total_classes": len({row["true_class"] for row in judged})}
 
 
 def _confusions(rows: list[dict], labels: Sequence[str]) -> list[dict]:

@@ -211,6 +211,24 @@ def heatmap_png(low_res: np.ndarray, title: str, cmap: str = "jet") -> bytes:
     return _png_of(figure)
 
 
+def confusion_png(counts: np.ndarray, rows: Sequence[str], columns: Sequence[str]) -> bytes:
+    """A confusion matrix (``counts`` R x C: true classes ``rows``, predicted classes ``columns``)
+    drawn with each row scaled to its images (the share predicted as each class), as PNG bytes."""
+    counts = np.asarray(counts, np.float64)
+    shares = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = min(14.0, 3.0 + 0.22 * max(len(rows), len(columns)))
+    figure = Figure(figsize=(side + 1.2, side), dpi=100, layout="constrained")
+    axes = figure.subplots()
+    image = axes.matshow(shares, cmap="Blues", vmin=0.0, vmax=1.0)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class's images")
+    size = 8 if max(len(rows), len(columns)) <= 30 else 6
+    axes.set_xticks(np.arange(len(columns)), [str(label) for label in columns], rotation=90, fontsize=size)
+    axes.set_yticks(np.arange(len(rows)), [str(label) for label in rows], fontsize=size)
+    axes.set_xlabel("predicted class")
+    axes.set_ylabel("true class")
+    return _png_of(figure)
+
+
 def picture_grid(images: torch.Tensor | np.ndarray, columns: int = PICTURE_COLUMNS, margin: int = PICTURE_MARGIN,
                  background: tuple[int, int, int] = BACKGROUND) -> Image.Image:
     """Pictures N x 3 x S x S (RGB in [0, 1]; N x 1 x S x S drawn gray) in a grid of ``columns``
