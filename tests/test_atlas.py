@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -204,9 +205,11 @@ def test_the_command_line(photos, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "SHARD_SIZE", 4)
     code = main(["atlas", "--dataset", str(photos), "--out", str(tmp_path / "out"), "--model",
                  "torchvision:squeezenet1_1", "--weights", "random", "--layers", "features.0", "--top", "2",
-                 "--steps", "2", "--size", "16", "--units-per-shard", "32", "--quiet"])
-    printed = capsys.readouterr().out
+                 "--steps", "2", "--size", "16", "--units-per-shard", "32"])
+    said = capsys.readouterr()
+    printed = said.out
     assert code == 0, printed
+    assert re.fullmatch(r"convscope: pictures: 32 of 64 in \d+ s; about \d+ s left for this phase\n", said.err)
     assert "Atlas of torchvision:squeezenet1_1: 1 layer; where the time went: images:" in printed
     assert f"Atlas: {(tmp_path / 'out' / 'atlas' / 'index.html').resolve()}" in printed
     assert sorted(p.name for p in (tmp_path / "out" / "atlas" / "shards").glob("*.json")) == [

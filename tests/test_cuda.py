@@ -43,3 +43,21 @@ def test_every_precision_runs_on_the_gpu(precision, model_state):
     images, scores = convscope.filters(model, "0", 4, steps=2, size=32, precision=precision)
     assert images.shape == (4, 3, 32, 32) and torch.isfinite(scores).all()
     before.assert_unchanged(net)
+
+
+def test_many_calls_give_the_allocated_memory_back():
+    """cam and filters, called again and again, leave CUDA's allocated memory where it started."""
+    model = convscope.load_model(_vgg_like().cuda(), input_size=64, device="cuda")
+    x = torch.randn(2, 3, 64, 64, device="cuda")
+
+    def calls() -> None:
+        convscope.cam(model, x, [1, 2], layer="4")
+        convscope.filters(model, "0", filters=2, steps=2, size=32)
+
+    calls()  # warm-up: cuDNN's workspaces and the precision measured once
+    torch.cuda.synchronize()
+    start = torch.cuda.memory_allocated()
+    for _ in range(200):
+        calls()
+    torch.cuda.synchronize()
+    assert torch.cuda.memory_allocated() <= start

@@ -9,6 +9,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from ..clips import Clip, is_clip_source, probe_clip
 from ..dataset.atlas import AtlasOptions, atlas, read_timing
 from ..dataset.pipeline import DatasetOptions
 from ..dataset.report import write_dataset_report, write_example_filters
+from ..dataset.shards import SHARD_SIZE
 from ..dataset.sources import folder_images
 from ..errors import InputError
 from ..images import ImageSource, load_image
@@ -486,24 +488,66 @@ def cmd_dataset(args: argparse.Namespace) -> int:
     return 0
 
 
+class _PhaseClock:
+    """Says, once per phase, the time left after its first shard (one line on stderr, tty or not)."""
+
+    def __init__(self, shard: dict[str, int], quiet: bool) -> None:
+        self.shard, self.quiet = shard, quiet
+        self.total: dict[str, int] = {}
+        self.done: dict[str, int] = {}
+        self.started: dict[str, float] = {}
+        self.said: set[str] = set()
+
+    def on_total(self, phase: str, total: int) -> None:
+        self.total[phase] = total
+        self.started[phase] = time.perf_counter()
+
+    def progress(self, phase: str, count: int) -> None:
+        self.done[phase] = self.done.get(phase, 0) + count
+        total, done = self.total.get(phase), self.done[phase]
+        if self.quiet or phase in self.said or not total or done < min(total, self.shard[phase]) or done >= total:
+            return
+        self.said.add(phase)
+        spent = time.perf_counter() - self.started[phase]
+        left = spent / done * (total - done)
+        print(f"convscope: {phase}: {done} of {total} in {spent:.0f} s; about {_duration(left)} left for this phase",
+              file=sys.stderr)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def cmd_atlas(args: argparse.Namespace) -> int:
     model = _load(args)
     options = AtlasOptions(layers=args.layers, top=args.top, method=args.method, steps=args.steps, size=args.size,
                            seed=args.seed, units_per_shard=args.units_per_shard, precision=args.precision,
                            labels=args.labels, limit=args.limit, batch_size=args.batch_size, workers=args.workers,
                            engine=args.engine, ray_address=args.ray_address, restart=args.restart)
+    clock = _PhaseClock({"images": SHARD_SIZE, "pictures": args.units_per_shard}, args.quiet)
     bars: dict[str, tqdm] = {}
 
     def bar(phase: str) -> tqdm:
         if phase not in bars:
             for other in bars.values():
                 other.close()
-            bars[phase] = _progress_bar(args.quiet, {"images": "images", "pictures": "pictures"}[phase])
+            bars[phase] = _progress_bar(args.quiet, phase)
         return bars[phase]
 
+    def progress(phase: str, count: int) -> None:
+        bar(phase).update(count)
+        clock.progress(phase, count)
+
+    def on_total(phase: str, total: int) -> None:
+        _total_of(bar(phase))(total)
+        clock.on_total(phase, total)
+
     try:
-        index = atlas(model, args.dataset, args.out, options, progress=lambda phase, n: bar(phase).update(n),
-                      on_total=lambda phase, total: _total_of(bar(phase))(total))
+        index = atlas(model, args.dataset, args.out, options, progress=progress, on_total=on_total)
     finally:
         for other in bars.values():
             other.close()

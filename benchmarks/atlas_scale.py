@@ -1,0 +1,148 @@
+"""Benchmark: the default model's whole atlas, against the floor of its forward and backward passes.
+
+The atlas: every conv layer and block output of EfficientNet-Lite0 and its logits (``--layers``;
+default all), 64-step pictures at 64 px, 9 examples per unit over ``--images`` photos (5,000; made
+from the bundled sample photos: crops and flips of three photos, as benchmarks/dataset_speed.py),
+on ``--device``, alone on the machine. The floor, on the same machine:
+
+* images: the model's forward pass and the backward to the CAM layer on the same number of images
+  (already decoded, batch 4 on a CPU), what the dataset pass does per image at the least;
+* pictures: per layer, the ascent's forward (to the layer, at the picture's size; class pictures at
+  the model's input size) and backward to the picture, ``--steps`` times per shard of 64 units
+  (measured on 2 steps per layer and scaled).
+
+Writes ``--out``/results.json (each phase's seconds, the floor, per-layer pictures) and prints a table.
+Run: .venv/bin/python benchmarks/atlas_scale.py [--images N] [--layers SPEC] [--device cuda]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+import convscope
+from convscope.catalog import ATLAS_SIZE, ATLAS_STEPS, ATLAS_UNITS_PER_SHARD
+from convscope.dataset.atlas import AtlasOptions, atlas_layers, picture_settings
+from convscope.hooks import evaluating
+from convscope.techniques.capture import cam_layer
+from convscope.techniques.filters import truncated_at
+from convscope.techniques.units import LOGITS, reads_class_scores, unit_count
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from dataset_speed import make_photos  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def images_floor(model: convscope.Model, count: int, batch: int) -> float:
+    """Seconds of the forward pass and the backward to the CAM layer for ``count`` images."""
+    layer = model.submodule(cam_layer(model, None))
+    kept = {}
+    handle = layer.register_forward_hook(lambda _m, _i, output: kept.__setitem__("out", output))
+    x = torch.rand(batch, 3, *model.input_size, device=model.device)
+    try:
+        with evaluating(model.module), torch.enable_grad():
+            start = time.perf_counter()
+            for _ in range(0, count, batch):
+                scores = model.module(x)
+                torch.autograd.grad(scores.max(dim=1).values.sum(), kept["out"])
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            return time.perf_counter() - start
+    finally:
+        handle.remove()
+
+
+def pictures_floor(model: convscope.Model, layer: str, size: int, units: int, steps: int, per_shard: int) -> float:
+    """Seconds of the ascent's bare passes for ``units`` pictures of ``layer`` (2 steps measured per
+    shard size, scaled to ``steps``)."""
+    total = 0.0
+    seen = model.input_size if reads_class_scores(model, layer) else (size, size)
+    target = model.module if reads_class_scores(model, layer) else None
+    for first in range(0, units, per_shard):
+        batch = min(per_shard, units - first)
+        picture = torch.rand(batch, 3, size, size, device=model.device, requires_grad=True)
+        with evaluating(model.module), torch.enable_grad():
+            if target is not None:
+                run = lambda x: target(x)  # noqa: E731 - the class scores: the whole network
+                out = run(F.interpolate(picture, size=seen, mode="bilinear", align_corners=False))  # warm-up
+                start = time.perf_counter()
+                for _ in range(2):
+                    out = run(F.interpolate(picture, size=seen, mode="bilinear", align_corners=False))
+                    torch.autograd.grad(out[:, 0].sum(), picture)
+            else:
+                with truncated_at(model, layer) as run:
+                    run(picture, "fp32")
+                    start = time.perf_counter()
+                    for _ in range(2):
+                        out = run(picture, "fp32")
+                        torch.autograd.grad(out[:, 0].float().sum(), picture)
+            if model.device.type == "cuda":
+                torch.cuda.synchronize()
+            total += (time.perf_counter() - start) / 2 * steps
+    return total
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=5000)
+    parser.add_argument("--layers", default=None, help="as convscope atlas --layers (default: all)")
+    parser.add_argument("--steps", type=int, default=ATLAS_STEPS)
+    parser.add_argument("--size", type=int, default=ATLAS_SIZE)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "atlas_scale"))
+    args = parser.parse_args()
+    model = convscope.load_model(device=args.device)
+    options = AtlasOptions(layers=args.layers, steps=args.steps, size=args.size)
+    layers = atlas_layers(model, args.layers)
+    units = {layer: unit_count(model, layer) for layer in layers}
+    print(f"{len(layers)} layers, {sum(units.values())} units, {args.images} images on {args.device}", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = Path(tmp) / "photos"
+        photos.mkdir()
+        make_photos(photos, args.images)
+        start = time.perf_counter()
+        last = {"phase": None, "at": start}
+
+        def progress(phase: str, count: int) -> None:
+            if phase != last["phase"] or time.perf_counter() - last["at"] > 60:
+                print(f"{time.perf_counter() - start:8.0f} s  {phase} +{count}", flush=True)
+                last.update(phase=phase, at=time.perf_counter())
+
+        convscope.atlas(model, photos, Path(tmp) / "out", options, progress=progress)
+        total = time.perf_counter() - start
+        timing = json.loads((Path(tmp) / "out" / "atlas" / "timing.json").read_text())
+    batch = 4 if args.device == "cpu" else 32
+    floor = {"images": images_floor(model, args.images, batch)}
+    per_layer = {}
+    for layer in layers:
+        size = picture_settings(model, layer, options).size
+        per_layer[layer] = pictures_floor(model, layer, size, units[layer], args.steps, ATLAS_UNITS_PER_SHARD)
+    floor["pictures"] = sum(per_layer.values())
+    result = {"device": args.device, "images": args.images, "layers": len(layers), "units": sum(units.values()),
+              "steps": args.steps, "size": args.size, "total_seconds": round(total, 1),
+              "phases": timing["phases"], "floor": {k: round(v, 1) for k, v in floor.items()},
+              "picture_layers": timing["picture_layers"],
+              "picture_layers_floor": {k: round(v, 2) for k, v in per_layer.items()},
+              "logits_units": units.get(LOGITS, 0)}
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"results_{args.device}.json").write_text(json.dumps(result, indent=2))
+    print(f"{'phase':10} {'seconds':>9} {'floor':>9} {'x floor':>8}")
+    for phase in ("images", "pictures"):
+        seconds = timing["phases"][phase]
+        print(f"{phase:10} {seconds:9.1f} {floor[phase]:9.1f} {seconds / floor[phase]:8.2f}")
+    print(f"{'pages':10} {timing['phases']['pages']:9.1f}")
+    print(f"total {total / 60:.1f} min")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
