@@ -21,6 +21,7 @@ and the dataset report are written at the end.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -191,14 +192,30 @@ def atlas(model: Model, dataset: str | os.PathLike, out: str | os.PathLike = "co
     notes) and return its site, ``out/atlas/index.html``. ``options`` (:class:`AtlasOptions`, or its
     fields as ``keywords``) say what and how; ``on_total(phase, n)`` and ``progress(phase, done)``
     follow the phases (:data:`PHASES`: images, then pictures)."""
-    from .atlas_site import write_atlas_site
-    from .report import write_dataset_report
-
     options = check_options(AtlasOptions, options, keywords)
     _check(model, options)
     layers = atlas_layers(model, options.layers)
     settings = {layer: picture_settings(model, layer, options) for layer in layers}
-    out = Path(out)
+    with _engine_session(options):
+        return _run(model, dataset, Path(out), options, layers, settings, progress, on_total)
+
+
+def _engine_session(options: AtlasOptions) -> contextlib.AbstractContextManager:
+    """One Ray session for both phases on the Ray engine (started once); nothing for the local one."""
+    if options.engine != "ray":
+        return contextlib.nullcontext()
+    from .ray_engine import ray_session
+
+    return ray_session(options.ray_address)
+
+
+def _run(model: Model, dataset: str | os.PathLike, out: Path, options: AtlasOptions, layers: list[str],
+         settings: dict[str, FilterSettings], progress: Callable[[str, int], None] | None,
+         on_total: Callable[[str, int], None] | None) -> Path:
+    """The atlas's phases (see :func:`atlas`), timed."""
+    from .atlas_site import write_atlas_site
+    from .report import write_dataset_report
+
     timing = AtlasTiming()
 
     def phase_progress(phase: str) -> Callable[[int], None] | None:
@@ -219,23 +236,10 @@ def atlas(model: Model, dataset: str | os.PathLike, out: str | os.PathLike = "co
     _check_resume(folder, manifest, options.restart)
     save_json({"settings": manifest}, folder / "manifest.json")
     jobs = plan_pictures(model, layers, settings, out, options)
-    done = [job for job in jobs if job.target.exists()]
-    waiting = [job for job in jobs if not job.target.exists()]
     if on_total is not None:
         on_total("pictures", sum(len(job.units) for job in jobs))
-    if progress is not None and done:
-        progress("pictures", sum(len(job.units) for job in done))
     start = time.perf_counter()
-    if options.engine == "local":
-        sizes = HalvingBatches(options.units_per_shard, "pictures")
-        for job in waiting:
-            write_picture_shard(model, job, sizes)
-            if progress is not None:
-                progress("pictures", len(job.units))
-    else:
-        from .ray_engine import run_on_ray
-
-        run_on_ray(model, waiting, write_picture_shard, options.ray_address, phase_progress("pictures"))
+    _draw_pictures(model, jobs, options, phase_progress("pictures"))
     timing.phases["pictures"] = time.perf_counter() - start
     _gather_pictures(model, layers, settings, jobs, out)
     for job in jobs:
@@ -249,6 +253,25 @@ def atlas(model: Model, dataset: str | os.PathLike, out: str | os.PathLike = "co
     save_json({"phases": {k: round(v, 2) for k, v in timing.phases.items()},
                "picture_layers": {k: round(v, 2) for k, v in timing.layers.items()}}, folder / "timing.json")
     return index
+
+
+def _draw_pictures(model: Model, jobs: Sequence[PictureJob], options: AtlasOptions,
+                   progress: Callable[[int], None] | None) -> None:
+    """The picture shards not yet complete, on the options' engine (those complete count as done)."""
+    done = [job for job in jobs if job.target.exists()]
+    waiting = [job for job in jobs if not job.target.exists()]
+    if progress is not None and done:
+        progress(sum(len(job.units) for job in done))
+    if options.engine == "local":
+        sizes = HalvingBatches(options.units_per_shard, "pictures")
+        for job in waiting:
+            write_picture_shard(model, job, sizes)
+            if progress is not None:
+                progress(len(job.units))
+    else:
+        from .ray_engine import run_on_ray
+
+        run_on_ray(model, waiting, write_picture_shard, options.ray_address, progress)
 
 
 def _check(model: Model, options: AtlasOptions) -> None:

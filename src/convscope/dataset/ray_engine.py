@@ -13,10 +13,11 @@ exactly as with the local engine, and the results are the same. Ray is an option
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -79,11 +80,10 @@ def check_reachable(address: str | None) -> None:
         raise InputError(f"ray_address {address}: cannot reach a Ray cluster there", parameter="ray_address")
 
 
-def run_on_ray(model: Model, jobs: Sequence[Any], work: Work, address: str | None = None,
-               progress: Callable[[int], None] | None = None, retries: int = 2) -> None:
-    """Write ``jobs`` with ``work`` on a pool of Ray actors (see the module notes); a shard whose actor
-    dies (a lost node) is given to a new actor, ``retries`` times at most. ``progress`` is called
-    with each finished shard's count."""
+@contextlib.contextmanager
+def ray_session(address: str | None = None) -> Iterator[Any]:
+    """Ray, connected for the block: to the cluster at ``address`` (or a local Ray started for the
+    block and stopped after it) unless this process is connected already; yields the ``ray`` module."""
     import ray
 
     check_reachable(address)
@@ -96,11 +96,20 @@ def run_on_ray(model: Model, jobs: Sequence[Any], work: Work, address: str | Non
             raise InputError(f"ray_address {address}: cannot reach a Ray cluster there ({exc})".replace("\n", " "),
                              parameter="ray_address") from None
     try:
-        if jobs:
-            _write_all(ray, model, list(jobs), work, progress, retries)
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
+
+
+def run_on_ray(model: Model, jobs: Sequence[Any], work: Work, address: str | None = None,
+               progress: Callable[[int], None] | None = None, retries: int = 2) -> None:
+    """Write ``jobs`` with ``work`` on a pool of Ray actors (see the module notes) in a
+    :func:`ray_session`; a shard whose actor dies (a lost node) is given to a new actor, ``retries``
+    times at most. ``progress`` is called with each finished shard's count."""
+    with ray_session(address) as ray:
+        if jobs:
+            _write_all(ray, model, list(jobs), work, progress, retries)
 
 
 def _write_all(ray, model: Model, jobs: list[Any], work: Work, progress: Callable[[int], None] | None,
