@@ -282,7 +282,7 @@ def test_iscam_equals_torchcam_given_its_factors_and_follows_the_integral(model_
     assert float((ours.maps - theirs).abs().max()) > 1e-3
 
 
-@pytest.mark.parametrize("model_name", ["default", "vgg19"])
+@pytest.mark.parametrize("model_name", ["default"])  # sampled: the same sampling on VGG19 adds 10-25 s, nothing more
 def test_sscam_has_torchcams_mean_over_32_seeds(model_name, default_model, vgg19_random, photos):
     """SS-CAM is random: over 32 seeds each, convscope's mean map and torchcam's agree within 5 % of
     the map's range everywhere (one noisy copy per seed, on a layer with few channels)."""
