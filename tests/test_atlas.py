@@ -69,7 +69,8 @@ def test_every_unit_gets_its_picture_examples_and_statistics(model, photos, tmp_
     assert [(layer["name"], layer["units"]) for layer in data["layers"]] == [("conv1", 4), ("conv2", 6), ("logits", 5)]
     # the pictures are draw_filters's for the same units, bit for bit (PNG, 8 bits)
     folders = json.loads((out / "examples" / "filters.json").read_text())
-    expected = draw_filters(model, "conv2", [3, 4, 5], steps=4, size=16, precision="auto")
+    precision = json.loads((out / "atlas" / "manifest.json").read_text())["precisions"]["conv2"]
+    expected = draw_filters(model, "conv2", [3, 4, 5], steps=4, size=16, precision=precision)
     for unit, picture in zip([3, 4, 5], expected.images):
         written = np.asarray(Image.open(out / folders["conv2"] / f"{unit}.png").convert("RGB"))
         assert np.array_equal(written, (picture.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype(np.uint8))
@@ -216,11 +217,49 @@ def test_the_command_line(photos, tmp_path, capsys, monkeypatch):
         "features.0-00000.json", "features.0-00032.json"]  # 64 channels, 32 a shard
 
 
+def test_auto_precision_is_chosen_once_per_layer_and_kept_on_resume(model, photos, tmp_path, monkeypatch):
+    """``auto`` is measured by the driver, once per layer: every shard of a layer records the same
+    precision, whatever its own size would have measured; a resumed atlas keeps the manifest's choice."""
+    out = tmp_path / "out"
+    measured = []
+    original = atlas_module.filters_precision
+
+    def measuring(model, layer, units, *args):
+        measured.append((layer, list(units)))
+        return original(model, layer, units, *args)
+
+    monkeypatch.setattr(atlas_module, "filters_precision", measuring)
+    convscope.atlas(model, photos, out, **SMALL, precision="auto")
+    assert measured == [("conv1", [0, 1, 2]), ("conv2", [0, 1, 2]), ("logits", [0, 1, 2])]
+    manifest = json.loads((out / "atlas" / "manifest.json").read_text())
+    assert set(manifest["precisions"]) == {"conv1", "conv2", "logits"}
+    for path in (out / "atlas" / "shards").glob("*.json"):
+        record = json.loads(path.read_text())
+        assert {unit["precision"] for unit in record["units"].values()} == {manifest["precisions"][record["layer"]]}
+    # a resumed run draws its missing shard in the manifest's precision, measuring nothing again
+    manifest["precisions"]["conv2"] = "bf16"
+    (out / "atlas" / "manifest.json").write_text(json.dumps(manifest))
+    (out / "atlas" / "shards" / "conv2-00003.json").unlink()
+    measured.clear()
+    convscope.atlas(model, photos, out, **SMALL, precision="auto")
+    assert measured == []
+    record = json.loads((out / "atlas" / "shards" / "conv2-00003.json").read_text())
+    assert {unit["precision"] for unit in record["units"].values()} == {"bf16"}
+
+
+def test_an_explicit_precision_is_every_layers(model, photos, tmp_path):
+    convscope.atlas(model, photos, tmp_path / "out", **SMALL, precision="fp32")
+    manifest = json.loads((tmp_path / "out" / "atlas" / "manifest.json").read_text())
+    assert manifest["precisions"] == {"conv1": "fp32", "conv2": "fp32", "logits": "fp32"}
+
+
 def test_the_ray_engine_gives_the_same_atlas(model, photos, tmp_path, monkeypatch):
+    """Bit for bit at the same settings; the precision given, since ``auto`` is a measurement of
+    each run (once per layer, by the driver) and two runs may measure differently."""
     pytest.importorskip("ray")
     monkeypatch.setattr(pipeline, "SHARD_SIZE", 4)
-    convscope.atlas(model, photos, tmp_path / "local", **SMALL)
-    convscope.atlas(model, photos, tmp_path / "ray", **SMALL, engine="ray")
+    convscope.atlas(model, photos, tmp_path / "local", **SMALL, precision="fp32")
+    convscope.atlas(model, photos, tmp_path / "ray", **SMALL, precision="fp32", engine="ray")
     assert _files(tmp_path / "ray") == _files(tmp_path / "local")
 
 
@@ -232,7 +271,7 @@ def test_a_cluster_that_loses_a_node_part_way_ends_with_the_local_results(model,
     from ray.cluster_utils import Cluster
 
     monkeypatch.setattr(pipeline, "SHARD_SIZE", 2)
-    convscope.atlas(model, photos, tmp_path / "local", **SMALL)
+    convscope.atlas(model, photos, tmp_path / "local", **SMALL, precision="fp32")
     local_rows = convscope.dataset.load(tmp_path / "local").to_pylist()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
     workers = [cluster.add_node(num_cpus=1) for _ in range(2)]
@@ -251,8 +290,8 @@ def test_a_cluster_that_loses_a_node_part_way_ends_with_the_local_results(model,
 
             with pytest.warns(convscope.errors.ConvscopeWarning, match="was lost with its Ray worker"):
                 if what == "atlas":
-                    convscope.atlas(model, photos, out, **SMALL, engine="ray", ray_address=cluster.address,
-                                    progress=finished)
+                    convscope.atlas(model, photos, out, **SMALL, precision="fp32", engine="ray",
+                                    ray_address=cluster.address, progress=finished)
                 else:
                     convscope.dataset.run(model, photos, out, engine="ray", ray_address=cluster.address,
                                           progress=lambda count, finished=finished: finished("images", count))

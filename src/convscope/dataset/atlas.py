@@ -15,7 +15,8 @@ killed run resumes where it stopped and a lost node only costs its shards in pro
   a shard is complete when its record exists.
 
 ``DIR/atlas/manifest.json`` fixes the settings (a resumed run must have the same, unless
-``restart``); ``DIR/atlas/timing.json`` says where the time went. The site (:mod:`.atlas_site`)
+``restart``) and each layer's precision (``auto`` measured once, by the driver: see
+:func:`layer_precisions`); ``DIR/atlas/timing.json`` says where the time went. The site (:mod:`.atlas_site`)
 and the dataset report are written at the end.
 """
 
@@ -52,7 +53,13 @@ from ..presentation.drawing import filter_pictures
 from ..presentation.files import prepare_out_dir, safe_name, save_image, save_json
 from ..presentation.filter_cache import FilterSettings, cache_key
 from ..techniques.filter_recipes import RECIPES
-from ..techniques.filters import DEFAULT_METHOD, check_filter_settings, draw_filters, picture_size_for
+from ..techniques.filters import (
+    DEFAULT_METHOD,
+    check_filter_settings,
+    draw_filters,
+    filters_precision,
+    picture_size_for,
+)
 from ..techniques.units import LOGITS, reads_class_scores, unit_count
 from .batches import HalvingBatches
 from .channel_examples import examples_layers
@@ -234,8 +241,9 @@ def _run(model: Model, dataset: str | os.PathLike, out: Path, options: AtlasOpti
                 "steps": options.steps, "size": options.size, "seed": options.seed, "top": options.top,
                 "units_per_shard": options.units_per_shard, "precision": options.precision}
     _check_resume(folder, manifest, options.restart)
-    save_json({"settings": manifest}, folder / "manifest.json")
-    jobs = plan_pictures(model, layers, settings, out, options)
+    precisions = layer_precisions(model, layers, settings, options, folder / "manifest.json")
+    save_json({"settings": manifest, "precisions": precisions}, folder / "manifest.json")
+    jobs = plan_pictures(model, layers, settings, out, options, precisions)
     if on_total is not None:
         on_total("pictures", sum(len(job.units) for job in jobs))
     start = time.perf_counter()
@@ -290,9 +298,26 @@ def _check(model: Model, options: AtlasOptions) -> None:
         check_reachable(options.ray_address)
 
 
+def layer_precisions(model: Model, layers: Sequence[str], settings: dict[str, FilterSettings],
+                     options: AtlasOptions, manifest: Path) -> dict[str, str]:
+    """The precision each layer's pictures compute in, fixed once per atlas by the driver: the
+    options' precision, or for ``auto`` the one measured on the layer's first shard
+    (:func:`~convscope.techniques.filters.filters_precision`) -- every shard of a layer, on any
+    engine or node, then computes alike. A resumed atlas keeps the choices in its ``manifest``
+    (a restarted one measures again)."""
+    if options.precision != "auto":
+        return {layer: options.precision for layer in layers}
+    resumed = manifest.exists() and not options.restart
+    known = json.loads(manifest.read_text(encoding="utf-8")).get("precisions", {}) if resumed else {}
+    return {layer: known.get(layer) or filters_precision(
+        model, layer, list(range(min(unit_count(model, layer), options.units_per_shard))), settings[layer].size,
+        settings[layer].method, settings[layer].seed, "auto") for layer in layers}
+
+
 def plan_pictures(model: Model, layers: Sequence[str], settings: dict[str, FilterSettings], out: Path,
-                  options: AtlasOptions) -> list[PictureJob]:
-    """Every picture shard of the atlas, layer by layer in network order."""
+                  options: AtlasOptions, precisions: dict[str, str] | None = None) -> list[PictureJob]:
+    """Every picture shard of the atlas, layer by layer in network order, each in its layer's
+    precision (``precisions``; default: the options')."""
     jobs = []
     records = out / ATLAS_DIR / "shards"
     records.mkdir(parents=True, exist_ok=True)
@@ -301,7 +326,7 @@ def plan_pictures(model: Model, layers: Sequence[str], settings: dict[str, Filte
         for first in range(0, count, options.units_per_shard):
             units = tuple(range(first, min(count, first + options.units_per_shard)))
             jobs.append(PictureJob(records / f"{safe_name(layer)}-{first:05d}.json", layer, units, folder,
-                                   settings[layer], options.precision))
+                                   settings[layer], (precisions or {}).get(layer, options.precision)))
     return jobs
 
 
@@ -350,5 +375,5 @@ def read_timing(out: str | os.PathLike) -> AtlasTiming:
     return AtlasTiming(data["phases"], data["picture_layers"])
 
 
-__all__ = ["AtlasOptions", "AtlasTiming", "PHASES", "PictureJob", "atlas", "atlas_layers", "plan_pictures",
-           "picture_folder", "read_timing", "write_picture_shard"]
+__all__ = ["AtlasOptions", "AtlasTiming", "PHASES", "PictureJob", "atlas", "atlas_layers", "layer_precisions",
+           "plan_pictures", "picture_folder", "read_timing", "write_picture_shard"]

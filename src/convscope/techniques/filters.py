@@ -434,23 +434,13 @@ COPY_KEY = 10_000_019
 def _ascend(model: Model, ascent: Ascent, chosen: list[int], batch_size: int,
             progress: Callable[[int], None] | None) -> FilterResult:
     """:func:`optimize_filters` with every setting checked and the units resolved."""
-    recipe, copies = ascent.recipe, ascent.diversity
+    recipe = ascent.recipe
     lr = recipe.default_lr if ascent.lr is None else ascent.lr
-    items = [unit for unit in chosen for _ in range(copies)]
-    keys = [unit + copy * COPY_KEY for unit in chosen for copy in range(copies)]
-    per_batch = max(copies, batch_size // copies * copies)  # a unit's copies share a batch
+    items, keys, per_batch = _batching(ascent, chosen, batch_size)
 
     images, scores, initial, history, transparency = [], [], [], [], []
     with evaluating(model.module), truncated_at(model, ascent.layer, ascent.kept_layer(model)) as run:
-        def one_step(option: str) -> None:  # what ``auto`` times: one step of the first batch
-            gens = generators(ascent.seed, keys[:per_batch], model.device)
-            picture = _picture(recipe, gens, ascent, model)
-            with redirected_relus(model.module) if recipe.redirect_relus else nullcontext():
-                _objective_and_gradient(run, picture, gens, ascent, items[:per_batch], option)
-
-        precision, reason = choose_precision(ascent.precision, model.module, model.device,
-                                             ("filters", ascent.layer, ascent.method, ascent.size, copies,
-                                              len(items[:per_batch])), one_step)
+        precision, reason = _chosen_precision(run, model, ascent, items[:per_batch], keys[:per_batch])
         for start in range(0, len(items), per_batch):
             batch = items[start:start + per_batch]
             gens = generators(ascent.seed, keys[start:start + per_batch], model.device)
@@ -474,8 +464,46 @@ def _ascend(model: Model, ascent: Ascent, chosen: list[int], batch_size: int,
                         objective=ascent.objective, objectives=[ascent.objective] * len(items),
                         reached=reached.tolist(),
                         flat=flat.tolist() if ascent.objective == "mean" else [False] * len(items), dead=dead,
-                        copies=copies, direction=ascent.direction is not None, labels=labels,
+                        copies=ascent.diversity, direction=ascent.direction is not None, labels=labels,
                         transparency=torch.cat(transparency).cpu() if transparency else None)
+
+
+def _batching(ascent: Ascent, chosen: list[int], batch_size: int) -> tuple[list[int], list[int], int]:
+    """``(items, keys, per_batch)``: each unit repeated ``diversity`` times, each copy's random key,
+    and the pictures per batch (a unit's copies share a batch)."""
+    copies = ascent.diversity
+    items = [unit for unit in chosen for _ in range(copies)]
+    keys = [unit + copy * COPY_KEY for unit in chosen for copy in range(copies)]
+    return items, keys, max(copies, batch_size // copies * copies)
+
+
+def _chosen_precision(run: UnitReader, model: Model, ascent: Ascent, items: list[int],
+                      keys: list[int]) -> tuple[str, str]:
+    """The ascent's precision and why (:func:`~convscope.precision.choose_precision`): ``auto`` times
+    one step on the first batch (``items`` with their ``keys``)."""
+    def one_step(option: str) -> None:
+        gens = generators(ascent.seed, keys, model.device)
+        picture = _picture(ascent.recipe, gens, ascent, model)
+        with redirected_relus(model.module) if ascent.recipe.redirect_relus else nullcontext():
+            _objective_and_gradient(run, picture, gens, ascent, items, option)
+
+    return choose_precision(ascent.precision, model.module, model.device,
+                            ("filters", ascent.layer, ascent.method, ascent.size, ascent.diversity, len(items)),
+                            one_step)
+
+
+def filters_precision(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
+                      size: int = DEFAULT_SIZE, method: str = DEFAULT_METHOD, seed: int = 0,
+                      precision: str = FILTERS_PRECISION) -> str:
+    """The precision :func:`draw_filters` computes the first batch of ``filters`` in with these
+    settings: ``precision`` itself unless ``auto``, which is measured here (and remembered, as in
+    the drawing). A job drawing a layer in many calls fixes it once with this, so that every part
+    computes alike whatever each part would have measured."""
+    model = drawable(model, size)
+    ascent = Ascent(layer, method, RECIPES[method].default_steps, size, seed, precision)
+    items, keys, per_batch = _batching(ascent, chosen_units(model, layer, filters), FILTER_BATCH)
+    with evaluating(model.module), truncated_at(model, layer, ascent.kept_layer(model)) as run:
+        return _chosen_precision(run, model, ascent, items[:per_batch], keys[:per_batch])[0]
 
 
 def draw_filters(model: Model | nn.Module, layer: str, filters: str | int | Sequence[int] | None = None,
