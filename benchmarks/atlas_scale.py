@@ -8,8 +8,8 @@ on ``--device``, alone on the machine. The floor, on the same machine:
 * images: the model's forward pass and the backward to the CAM layer on the same number of images
   (already decoded, batch 4 on a CPU), what the dataset pass does per image at the least;
 * pictures: per layer, the ascent's forward (to the layer, at the picture's size; class pictures at
-  the model's input size) and backward to the picture, ``--steps`` times per shard of 64 units
-  (measured on 2 steps per layer and scaled).
+  the model's input size) and backward to the picture, in the precision the atlas chose for the
+  layer, ``--steps`` times per shard of 64 units (measured on 2 steps per shard and scaled).
 
 ``--sample N`` (for a machine where the whole atlas takes hours: on this 2-core CPU about six):
 the images phase runs in full, the picture phase only the first N shards of each layer, each
@@ -18,9 +18,12 @@ work: the same unit count, steps and size; a last, smaller shard counted by its 
 are not measured (they need every picture). Without it the atlas runs end to end
 (``convscope.atlas``).
 
+``--floor-only`` measures the floor again beside an earlier run's figures in ``--out``.
+
 Writes ``--out``/results_<device>.json (each phase's seconds, the floor, per-layer pictures) and
 prints a table.
 Run: .venv/bin/python benchmarks/atlas_scale.py [--images N] [--layers SPEC] [--device cuda] [--sample N]
+     [--floor-only]
 """
 
 from __future__ import annotations
@@ -33,16 +36,22 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 import convscope
 from convscope.catalog import ATLAS_SIZE, ATLAS_STEPS, ATLAS_UNITS_PER_SHARD
-from convscope.dataset.atlas import AtlasOptions, atlas_layers, picture_settings, plan_pictures, write_picture_shard
+from convscope.dataset.atlas import (
+    AtlasOptions,
+    atlas_layers,
+    layer_precisions,
+    picture_settings,
+    plan_pictures,
+    write_picture_shard,
+)
 from convscope.dataset.pipeline import run as run_dataset
 from convscope.hooks import evaluating
 from convscope.techniques.capture import cam_layer
 from convscope.techniques.filters import truncated_at
-from convscope.techniques.units import LOGITS, reads_class_scores, unit_count
+from convscope.techniques.units import LOGITS, unit_count
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dataset_speed import make_photos  # noqa: E402
@@ -69,30 +78,22 @@ def images_floor(model: convscope.Model, count: int, batch: int) -> float:
         handle.remove()
 
 
-def pictures_floor(model: convscope.Model, layer: str, size: int, units: int, steps: int, per_shard: int) -> float:
-    """Seconds of the ascent's bare passes for ``units`` pictures of ``layer`` (2 steps measured per
-    shard size, scaled to ``steps``)."""
+def pictures_floor(model: convscope.Model, layer: str, size: int, units: int, steps: int, per_shard: int,
+                   precision: str) -> float:
+    """Seconds of the ascent's bare passes for ``units`` pictures of ``layer`` in ``precision`` (the
+    one the atlas chose for the layer): the forward to the layer (class pictures: enlarged to the
+    model's input, the whole network) and the backward to the picture; 2 steps measured per shard
+    size, scaled to ``steps``."""
     total = 0.0
-    seen = model.input_size if reads_class_scores(model, layer) else (size, size)
-    target = model.module if reads_class_scores(model, layer) else None
     for first in range(0, units, per_shard):
         batch = min(per_shard, units - first)
         picture = torch.rand(batch, 3, size, size, device=model.device, requires_grad=True)
-        with evaluating(model.module), torch.enable_grad():
-            if target is not None:
-                run = lambda x: target(x)  # noqa: E731 - the class scores: the whole network
-                out = run(F.interpolate(picture, size=seen, mode="bilinear", align_corners=False))  # warm-up
-                start = time.perf_counter()
-                for _ in range(2):
-                    out = run(F.interpolate(picture, size=seen, mode="bilinear", align_corners=False))
-                    torch.autograd.grad(out[:, 0].sum(), picture)
-            else:
-                with truncated_at(model, layer) as run:
-                    run(picture, "fp32")
-                    start = time.perf_counter()
-                    for _ in range(2):
-                        out = run(picture, "fp32")
-                        torch.autograd.grad(out[:, 0].float().sum(), picture)
+        with evaluating(model.module), torch.enable_grad(), truncated_at(model, layer) as run:
+            run(picture, precision)  # warm-up
+            start = time.perf_counter()
+            for _ in range(2):
+                out = run(picture, precision)
+                torch.autograd.grad(out[:, 0].float().sum(), picture)
             if model.device.type == "cuda":
                 torch.cuda.synchronize()
             total += (time.perf_counter() - start) / 2 * steps
@@ -110,7 +111,8 @@ def whole_atlas(model: convscope.Model, photos: Path, out: Path, options: AtlasO
             last.update(phase=phase, at=time.perf_counter())
 
     convscope.atlas(model, photos, out, options, progress=progress)
-    return json.loads((out / "atlas" / "timing.json").read_text())
+    manifest = json.loads((out / "atlas" / "manifest.json").read_text())
+    return {**json.loads((out / "atlas" / "timing.json").read_text()), "precisions": manifest["precisions"]}
 
 
 def sampled_atlas(model: convscope.Model, photos: Path, out: Path, options: AtlasOptions, layers: list[str],
@@ -121,7 +123,11 @@ def sampled_atlas(model: convscope.Model, photos: Path, out: Path, options: Atla
     phases = {"images": time.perf_counter() - start}
     print(f"images: {phases['images']:.0f} s", flush=True)
     settings = {layer: picture_settings(model, layer, options) for layer in layers}
-    jobs = plan_pictures(model, layers, settings, out, options)
+    begin = time.perf_counter()  # as the atlas: ``auto`` measured once per layer by the driver
+    precisions = layer_precisions(model, layers, settings, options, out / "atlas" / "manifest.json")
+    choosing = time.perf_counter() - begin
+    print(f"precisions chosen in {choosing:.0f} s: {precisions}", flush=True)
+    jobs = plan_pictures(model, layers, settings, out, options, precisions)
     per_layer, measured = {}, {}
     for layer in layers:
         mine = [job for job in jobs if job.layer == layer]
@@ -137,8 +143,8 @@ def sampled_atlas(model: convscope.Model, photos: Path, out: Path, options: Atla
         measured[layer] = len(seconds)
         print(f"{layer:32} {len(mine):3} shards  {sum(seconds) / len(seconds):7.1f} s a shard  "
               f"layer {per_layer[layer]:8.0f} s", flush=True)
-    phases["pictures"] = sum(per_layer.values())
-    return {"phases": phases, "picture_layers": per_layer, "shards_measured": measured}
+    phases["pictures"] = choosing + sum(per_layer.values())
+    return {"phases": phases, "picture_layers": per_layer, "shards_measured": measured, "precisions": precisions}
 
 
 def main() -> int:
@@ -150,38 +156,48 @@ def main() -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--sample", type=int, default=None, help="picture shards measured per layer (default: all)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "atlas_scale"))
+    parser.add_argument("--floor-only", action="store_true",
+                        help="measure the floor again beside the figures of an earlier run in --out")
     args = parser.parse_args()
     model = convscope.load_model(device=args.device)
     options = AtlasOptions(layers=args.layers, steps=args.steps, size=args.size)
     layers = atlas_layers(model, args.layers)
     units = {layer: unit_count(model, layer) for layer in layers}
     print(f"{len(layers)} layers, {sum(units.values())} units, {args.images} images on {args.device}", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        photos = Path(tmp) / "photos"
-        photos.mkdir()
-        make_photos(photos, args.images)
-        start = time.perf_counter()
-        if args.sample is None:
-            timing = whole_atlas(model, photos, Path(tmp) / "out", options)
-        else:
-            timing = sampled_atlas(model, photos, Path(tmp) / "out", options, layers, args.sample)
-        total = time.perf_counter() - start if args.sample is None else sum(timing["phases"].values())
+    out, sample = Path(args.out), args.sample
+    if args.floor_only:  # the floor again, beside an earlier run's figures (same machine, alone)
+        earlier = json.loads((out / f"results_{args.device}.json").read_text())
+        timing = {"phases": earlier["phases"], "picture_layers": earlier["picture_layers"],
+                  "precisions": earlier["precisions"]}
+        total, sample = earlier["total_seconds"], earlier["sampled_shards_per_layer"]
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            photos = Path(tmp) / "photos"
+            photos.mkdir()
+            make_photos(photos, args.images)
+            start = time.perf_counter()
+            if args.sample is None:
+                timing = whole_atlas(model, photos, Path(tmp) / "out", options)
+            else:
+                timing = sampled_atlas(model, photos, Path(tmp) / "out", options, layers, args.sample)
+            total = time.perf_counter() - start if args.sample is None else sum(timing["phases"].values())
     batch = 4 if args.device == "cpu" else 32
     floor = {"images": images_floor(model, args.images, batch)}
     per_layer = {}
     for layer in layers:
         size = picture_settings(model, layer, options).size
-        per_layer[layer] = pictures_floor(model, layer, size, units[layer], args.steps, ATLAS_UNITS_PER_SHARD)
+        precision = (timing.get("precisions") or {}).get(layer, "fp32")
+        per_layer[layer] = pictures_floor(model, layer, size, units[layer], args.steps, ATLAS_UNITS_PER_SHARD,
+                                          precision)
     floor["pictures"] = sum(per_layer.values())
     result = {"device": args.device, "images": args.images, "layers": len(layers), "units": sum(units.values()),
               "steps": args.steps, "size": args.size, "total_seconds": round(total, 1),
-              "sampled_shards_per_layer": args.sample,
+              "sampled_shards_per_layer": sample,
               "phases": {k: round(v, 1) for k, v in timing["phases"].items()},
               "floor": {k: round(v, 1) for k, v in floor.items()},
               "picture_layers": {k: round(v, 1) for k, v in timing["picture_layers"].items()},
               "picture_layers_floor": {k: round(v, 2) for k, v in per_layer.items()},
-              "logits_units": units.get(LOGITS, 0)}
-    out = Path(args.out)
+              "logits_units": units.get(LOGITS, 0), "precisions": timing.get("precisions")}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"results_{args.device}.json").write_text(json.dumps(result, indent=2))
     print(f"{'phase':10} {'seconds':>9} {'floor':>9} {'x floor':>8}")
@@ -190,8 +206,8 @@ def main() -> int:
         print(f"{phase:10} {seconds:9.1f} {floor[phase]:9.1f} {seconds / floor[phase]:8.2f}")
     if "pages" in timing["phases"]:
         print(f"{'pages':10} {timing['phases']['pages']:9.1f}")
-    print(f"total {total / 60:.1f} min" + (f" (pictures: {args.sample} shards a layer measured, scaled)"
-                                          if args.sample else ""))
+    print(f"total {total / 60:.1f} min" + (f" (pictures: {sample} shards a layer measured, scaled)"
+                                          if sample else ""))
     return 0
 
 
