@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import save_file
 
 import convscope
@@ -199,6 +200,16 @@ def test_torchvision_any_classification_model():
     assert "layer4.1.conv2" in names and model.layer("layer4").shape == (512, 7, 7)
     with pytest.raises(InputError, match="did you mean resnet18"):
         convscope.load_model("torchvision:resnet19", "random")
+
+
+def test_a_named_model_takes_the_input_size_given():
+    model = convscope.load_model("torchvision:resnet18", "random", input_size=64)
+    assert model.input_size == (64, 64) and model.layer("layer4").shape == (512, 2, 2)
+    assert model.preprocess(Image.new("RGB", (300, 200))).shape == (1, 3, 64, 64)
+    assert convscope.load_model("torchvision:resnet18", "random", input_size=(96, 64)).layer("layer4").shape == \
+        (512, 3, 2)
+    with pytest.raises(InputError, match="input_size must be a positive int"):
+        convscope.load_model("torchvision:resnet18", "random", input_size=0)
 
 
 def test_unknown_model_name():

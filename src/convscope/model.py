@@ -65,14 +65,11 @@ class Model:
             raise InputError(f"module: expected a torch.nn.Module, got {type(module).__name__}",
                              parameter="module")
         if preprocessing is None:
-            size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
-            if len(size) != 2 or min(size) < 1:
-                raise InputError(f"input_size must be a positive int or (height, width), got {input_size!r}",
-                                 parameter="input_size")
+            size = checked_input_size(input_size)
             if len(mean) != len(std) or len(mean) not in (1, 3):
                 raise InputError(f"mean has {len(mean)} values and std {len(std)}: give 3 of each (RGB) or 1 "
                                  "(grayscale)", parameter="mean")
-            preprocessing = Preprocessing((int(size[0]), int(size[1])), tuple(mean), tuple(std))
+            preprocessing = Preprocessing(size, tuple(mean), tuple(std))
         if frames is not None or (preprocessing.frames is None and _takes_clips(module)):
             check_at_least("frames", DEFAULT_FRAMES if frames is None else frames, 1)
             preprocessing = replace(preprocessing, frames=int(DEFAULT_FRAMES if frames is None else frames))
@@ -121,6 +118,13 @@ class Model:
         if self.frames is None:
             raise InputError(f"frames: {self.name} takes images, not clips", parameter="frames")
         self.preprocessing = replace(self.preprocessing, frames=int(frames))
+        self._all_layers = None
+        return self
+
+    def with_input_size(self, input_size: int | tuple[int, int]) -> Model:
+        """This model taking inputs of ``input_size`` ((height, width), or one side of a square) from
+        now on: images are resized to it and layers found again; returns it."""
+        self.preprocessing = replace(self.preprocessing, size=checked_input_size(input_size))
         self._all_layers = None
         return self
 
@@ -404,6 +408,16 @@ class Model:
 
 #: Frames per clip a video network takes unless told (torchvision's video models are trained on 16).
 DEFAULT_FRAMES = 16
+
+
+def checked_input_size(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``input_size`` as (height, width): one int is a square; anything but two positive ints is an
+    InputError naming ``input_size``."""
+    size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(size) != 2 or min(size) < 1:
+        raise InputError(f"input_size must be a positive int or (height, width), got {input_size!r}",
+                         parameter="input_size")
+    return int(size[0]), int(size[1])
 
 
 def _takes_clips(module: nn.Module) -> bool:

@@ -108,8 +108,9 @@ def load_model(name: str | nn.Module = DEFAULT_MODEL, weights: str | Path | None
     cache where a network exists), ``random`` (untrained, seeded) or a path to a state dict
     (``.pth``/``.pt`` loaded with ``weights_only=True``, or ``.safetensors``).
 
-    A ``torch.nn.Module`` keeps its own weights unless ``weights`` is a path to load into it;
-    ``labels``, ``input_size`` (default 224), ``mean`` and ``std`` describe its input and classes, and its mode,
+    ``input_size`` (height, width) or one side: the size images are resized to (default: the
+    model's own; 224 for a module). A ``torch.nn.Module`` keeps its own weights unless ``weights``
+    is a path to load into it; ``labels``, ``mean`` and ``std`` describe its input and classes, and its mode,
     device and parameters are left as they are (a ``device`` other than the one it is on is an
     error: move it yourself). Named models are built in eval mode on ``device`` (default cpu).
     ``output`` picks the class scores from a module that returns a tuple, a list or a dict: an
@@ -172,6 +173,8 @@ def _load(name: str | nn.Module, weights: str | Path | None, device: str | torch
         hint = f"did you mean {', '.join(close)}? " if close else ""
         choices = [name if not name.endswith(":") else f"{name}<name>" for name in MODELS]
         raise InputError(f"unknown model {key!r}: {hint}choose {', '.join(choices[:-1])} or {choices[-1]}")
+    if input_size is not None:
+        model.with_input_size(input_size)
     return _finish(model, device, labels, output, frames)
 
 
