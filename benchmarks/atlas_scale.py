@@ -29,6 +29,7 @@ Run: .venv/bin/python benchmarks/atlas_scale.py [--images N] [--layers SPEC] [--
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -124,10 +125,11 @@ def sampled_atlas(model: convscope.Model, photos: Path, out: Path, options: Atla
     print(f"images: {phases['images']:.0f} s", flush=True)
     settings = {layer: picture_settings(model, layer, options) for layer in layers}
     begin = time.perf_counter()  # as the atlas: ``auto`` measured once per layer by the driver
-    precisions = layer_precisions(model, layers, settings, options, out / "atlas" / "manifest.json")
+    jobs = plan_pictures(model, layers, settings, out, options)
+    precisions = layer_precisions(model, jobs, options, out / "atlas" / "manifest.json")
+    jobs = [dataclasses.replace(job, precision=precisions[job.layer]) for job in jobs]
     choosing = time.perf_counter() - begin
     print(f"precisions chosen in {choosing:.0f} s: {precisions}", flush=True)
-    jobs = plan_pictures(model, layers, settings, out, options, precisions)
     per_layer, measured = {}, {}
     for layer in layers:
         mine = [job for job in jobs if job.layer == layer]

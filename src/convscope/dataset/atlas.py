@@ -28,7 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -241,9 +241,10 @@ def _run(model: Model, dataset: str | os.PathLike, out: Path, options: AtlasOpti
                 "steps": options.steps, "size": options.size, "seed": options.seed, "top": options.top,
                 "units_per_shard": options.units_per_shard, "precision": options.precision}
     _check_resume(folder, manifest, options.restart)
-    precisions = layer_precisions(model, layers, settings, options, folder / "manifest.json")
+    jobs = plan_pictures(model, layers, settings, out, options)
+    precisions = layer_precisions(model, jobs, options, folder / "manifest.json")
     save_json({"settings": manifest, "precisions": precisions}, folder / "manifest.json")
-    jobs = plan_pictures(model, layers, settings, out, options, precisions)
+    jobs = [replace(job, precision=precisions[job.layer]) for job in jobs]
     if on_total is not None:
         on_total("pictures", sum(len(job.units) for job in jobs))
     start = time.perf_counter()
@@ -298,26 +299,29 @@ def _check(model: Model, options: AtlasOptions) -> None:
         check_reachable(options.ray_address)
 
 
-def layer_precisions(model: Model, layers: Sequence[str], settings: dict[str, FilterSettings],
-                     options: AtlasOptions, manifest: Path) -> dict[str, str]:
+def layer_precisions(model: Model, jobs: Sequence[PictureJob], options: AtlasOptions,
+                     manifest: Path) -> dict[str, str]:
     """The precision each layer's pictures compute in, fixed once per atlas by the driver: the
-    options' precision, or for ``auto`` the one measured on the layer's first shard
+    options' precision, or for ``auto`` the one measured on the layer's first shard of ``jobs``
     (:func:`~convscope.techniques.filters.filters_precision`) -- every shard of a layer, on any
     engine or node, then computes alike. A resumed atlas keeps the choices in its ``manifest``
     (a restarted one measures again)."""
+    first = {}
+    for job in jobs:
+        first.setdefault(job.layer, job)
     if options.precision != "auto":
-        return {layer: options.precision for layer in layers}
+        return {layer: options.precision for layer in first}
     resumed = manifest.exists() and not options.restart
     known = json.loads(manifest.read_text(encoding="utf-8")).get("precisions", {}) if resumed else {}
-    return {layer: known.get(layer) or filters_precision(
-        model, layer, list(range(min(unit_count(model, layer), options.units_per_shard))), settings[layer].size,
-        settings[layer].method, settings[layer].seed, "auto") for layer in layers}
+    return {layer: known.get(layer) or filters_precision(model, layer, list(job.units), job.settings.size,
+                                                         job.settings.method, job.settings.seed, "auto")
+            for layer, job in first.items()}
 
 
 def plan_pictures(model: Model, layers: Sequence[str], settings: dict[str, FilterSettings], out: Path,
-                  options: AtlasOptions, precisions: dict[str, str] | None = None) -> list[PictureJob]:
-    """Every picture shard of the atlas, layer by layer in network order, each in its layer's
-    precision (``precisions``; default: the options')."""
+                  options: AtlasOptions) -> list[PictureJob]:
+    """Every picture shard of the atlas, layer by layer in network order, in the options' precision
+    (the atlas then fixes each layer's: :func:`layer_precisions`)."""
     jobs = []
     records = out / ATLAS_DIR / "shards"
     records.mkdir(parents=True, exist_ok=True)
@@ -326,7 +330,7 @@ def plan_pictures(model: Model, layers: Sequence[str], settings: dict[str, Filte
         for first in range(0, count, options.units_per_shard):
             units = tuple(range(first, min(count, first + options.units_per_shard)))
             jobs.append(PictureJob(records / f"{safe_name(layer)}-{first:05d}.json", layer, units, folder,
-                                   settings[layer], (precisions or {}).get(layer, options.precision)))
+                                   settings[layer], options.precision))
     return jobs
 
 
