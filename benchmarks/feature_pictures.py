@@ -44,6 +44,7 @@ import torch
 import torch.nn.functional as F
 
 import convscope
+from convscope.catalog import RECIPE_STEPS
 from convscope.hooks import evaluating
 from convscope.presentation.drawing import picture_grid
 from convscope.samples import sample_array
@@ -72,11 +73,14 @@ def seen_logits(model: convscope.Model, pictures: torch.Tensor, size: int | None
     return torch.cat(out)
 
 
-def judged(judge: convscope.Model, pictures: torch.Tensor, classes: list[int]) -> tuple[float, float]:
-    """The share of pictures whose intended class is the judge's top-1, and in its top-5."""
+def judged(judge: convscope.Model, pictures: torch.Tensor, classes: list[int]) -> tuple[float, float, list[int]]:
+    """The share of pictures whose intended class is the judge's top-1, and in its top-5; and the
+    classes not in its top-5."""
     ranked = seen_logits(judge, pictures).topk(5, dim=1).indices
     target = torch.tensor(classes)[:, None]
-    return float((ranked[:, :1] == target).any(1).float().mean()), float((ranked == target).any(1).float().mean())
+    in_top5 = (ranked == target).any(1)
+    missed = [c for c, hit in zip(classes, in_top5.tolist()) if not hit]
+    return float((ranked[:, :1] == target).any(1).float().mean()), float(in_top5.float().mean()), missed
 
 
 def robustness(model: convscope.Model, pictures: torch.Tensor, classes: list[int], views: int = 32) -> float:
@@ -153,8 +157,9 @@ def measure(name: str, pictures: torch.Tensor, seconds: float, classes: list[int
     row = {"recipe": name, "seconds_per_picture": round(seconds / len(classes), 3),
            "logit": round(float(logits.mean()), 2), "robustness": round(robustness(maker, pictures, classes), 3)}
     for judge_name, judge in judges.items():
-        top1, top5 = judged(judge, pictures, classes)
+        top1, top5, missed = judged(judge, pictures, classes)
         row[f"{judge_name}_top1"], row[f"{judge_name}_top5"] = round(top1, 3), round(top5, 3)
+        row[f"{judge_name}_missed_top5"] = missed
     print(json.dumps(row), flush=True)
     return row
 
@@ -168,11 +173,14 @@ def main() -> None:
                         help="Lucent and Horama draw every k-th class, this many (one picture at a time is slow)")
     parser.add_argument("--accent-units", type=int, default=4)
     parser.add_argument("--long-steps", type=int, default=256, help="lucid again with this many steps (0: not)")
-    parser.add_argument("--skip-peers", action="store_true")
+    parser.add_argument("--peers", default="lucent,horama,faccent",
+                        help="the peers to run (Lucent's transfer, Horama's and faccent's faithfulness)")
+    parser.add_argument("--skip-peers", action="store_true", help="run no peer (--peers '')")
     parser.add_argument("--recipes", default="lucid,classic,maco,accentuate", help="convscope's recipes to run")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "feature_pictures"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "feature_pictures.png"))
     args = parser.parse_args()
+    peers = set() if args.skip_peers else {name for name in args.peers.split(",") if name}
     torch.set_grad_enabled(True)
     maker = convscope.load_model("efficientnet_lite0")
     judges = {"lite1": convscope.load_model("efficientnet_lite1"), "lite2": convscope.load_model("efficientnet_lite2")}
@@ -200,14 +208,15 @@ def main() -> None:
         shown[name] = result.images[[classes.index(c) for c in grid_classes]]
 
     faithful = {}
-    if not args.skip_peers:
+    if "lucent" in peers:
         start = time.perf_counter()
         pictures = lucent_pictures(maker, peer_classes, args.size)
         peer_rows.append(measure("Lucent render_vis (512 steps)", pictures, time.perf_counter() - start, peer_classes,
                                  maker, judges))
         shown["Lucent"] = pictures[[peer_classes.index(c) for c in grid_classes]]
 
-        steps = made["maco"].steps
+    if "horama" in peers:
+        steps = RECIPE_STEPS["maco"]
         start = time.perf_counter()
         pictures = horama_pictures(maker, peer_classes, args.size, steps)
         peer_rows.append(measure(f"Horama maco ({steps} steps)", pictures, time.perf_counter() - start,
@@ -215,15 +224,20 @@ def main() -> None:
         shown["Horama maco"] = pictures[[peer_classes.index(c) for c in grid_classes]]
         count, size = min(args.faithful, len(peer_classes)), args.size
         first, units = torch.arange(count), peer_classes[:count]
-        ours = seen_logits(maker, made["maco"].images[peer_positions[:count]], size)[first, units]
+        if "maco" in made:
+            ours_pictures = made["maco"].images[peer_positions[:count]]
+        else:
+            ours_pictures = optimize_filters(maker, LOGITS, units, size=size, method="maco", precision="fp32").images
+        ours = seen_logits(maker, ours_pictures, size)[first, units]
         theirs = seen_logits(maker, pictures[:count], size)[first, units]
         faithful["maco_vs_horama"] = {"units": count, "ours_mean": round(float(ours.mean()), 2),
                                       "theirs_mean": round(float(theirs.mean()), 2),
                                       "ours_at_least": int((ours >= theirs).sum())}
 
+    if "faccent" in peers:
         units = grid_classes[:args.accent_units]
         layer = accentuation_layer(maker, LOGITS).module
-        steps = made["accentuate"].steps
+        steps = RECIPE_STEPS["accentuate"]
         default = RECIPES["accentuate"]
         for alpha in (1.0, filters_technique.ACCENTUATION_ALPHA):
             saved = filters_technique.ACCENTUATION_ALPHA
@@ -251,6 +265,7 @@ def main() -> None:
                 "faccent_seconds_per_picture": round(faccent_seconds / len(units), 2)}
             if alpha == 1.0:
                 shown["faccent (alpha 1)"] = theirs
+    if faithful:
         print(json.dumps(faithful), flush=True)
 
     out = Path(args.out)
