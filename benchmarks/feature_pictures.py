@@ -6,8 +6,9 @@ classes spread evenly over the label list, made by every convscope recipe (``acc
 c)``: 512 steps of Adam at 128 px, its standard transforms, pictures upsampled to 224 for the model)
 and by Horama 0.3.0's ``maco`` (the authors' code, at convscope's maco steps and size, its other
 defaults; the model's normalized range as its ``values_range``), one run, the same seeds. The peers
-draw one picture at a time (Lucent's 512 steps at 224 px take ~20 s a picture here), so they draw
-every k-th class (``--peer-classes``, 25), and every recipe is measured on those classes too:
+draw one picture at a time (Lucent's 512 steps at 224 px take 36-53 s a picture here), so they draw
+every k-th class (``--peer-classes``, 25, or all of them), and every recipe is measured on those
+classes too:
 
 * transferability: each picture classified by EfficientNet-Lite1 and Lite2 (each at its own input
   size): the share whose intended class is in their top-5 and top-1;
@@ -25,7 +26,11 @@ Writes ``--out``/results.json and the grid ``docs/feature_pictures.png`` (one ro
 8 classes). Peers install outside the venv (they pin old packages):
     .venv/bin/pip install --target .peers --no-deps torch-lucent==0.1.8 kornia==0.4.1 horama==0.3.0 \\
         faccent==1.0.3 einops decorator ipywidgets imageio
+    .venv/bin/pip install --target .peers ipython    # Lucent imports IPython.display
     PYTHONPATH=.peers .venv/bin/python benchmarks/feature_pictures.py
+The peers on all 100 classes (the issue's comparison; Lucent alone takes about an hour here):
+    PYTHONPATH=.peers .venv/bin/python benchmarks/feature_pictures.py --peer-classes 100 --recipes lucid \
+        --long-steps 512 --peers lucent,horama
 """
 
 from __future__ import annotations
@@ -192,7 +197,7 @@ def main() -> None:
     grid_classes = peer_classes[:: max(1, len(peer_classes) // 8)][:8]
     rows, peer_rows, shown = [], [], {}
 
-    runs = [(name, {"photo": photo} if name == "accentuate" else {}) for name in args.recipes.split(",")]
+    runs = [(name, {"photo": photo} if name == "accentuate" else {}) for name in args.recipes.split(",") if name]
     if args.long_steps:
         runs.append((f"lucid {args.long_steps} steps", {"method": "lucid", "steps": args.long_steps}))
     made = {}
