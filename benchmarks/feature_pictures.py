@@ -28,8 +28,8 @@ Writes ``--out``/results.json and the grid ``docs/feature_pictures.png`` (one ro
         faccent==1.0.3 einops decorator ipywidgets imageio
     .venv/bin/pip install --target .peers ipython    # Lucent imports IPython.display
     PYTHONPATH=.peers .venv/bin/python benchmarks/feature_pictures.py
-The peers on all 100 classes (the issue's comparison; Lucent alone takes about an hour here):
-    PYTHONPATH=.peers .venv/bin/python benchmarks/feature_pictures.py --peer-classes 100 --recipes lucid \
+The peers on all 100 classes (the issue's comparison; Lucent alone takes about 90 minutes here):
+    PYTHONPATH=.peers .venv/bin/python benchmarks/feature_pictures.py --peer-classes 100 --recipes lucid \\
         --long-steps 512 --peers lucent,horama
 """
 
@@ -181,7 +181,8 @@ def main() -> None:
     parser.add_argument("--peers", default="lucent,horama,faccent",
                         help="the peers to run (Lucent's transfer, Horama's and faccent's faithfulness)")
     parser.add_argument("--skip-peers", action="store_true", help="run no peer (--peers '')")
-    parser.add_argument("--recipes", default="lucid,classic,maco,accentuate", help="convscope's recipes to run")
+    parser.add_argument("--recipes", default="lucid,classic,maco,accentuate",
+                        help="convscope's recipes to run ('': none, the peers alone)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "feature_pictures"))
     parser.add_argument("--grid", default=str(ROOT / "docs" / "feature_pictures.png"))
     args = parser.parse_args()
